@@ -11,6 +11,7 @@ from raw bytes after the pickles.
 
 from __future__ import annotations
 
+import _compat_pickle  # pickle's own Python 2 -> 3 name table
 import collections
 import io
 import os
@@ -202,13 +203,22 @@ class RestrictedUnpickler(pickle._Unpickler):
             return _ALLOWED_CALLABLES[key]
         if key in _ALLOWED_CONSTANTS:
             return _ALLOWED_CONSTANTS[key]
-        raise UnsafePickleError(f"{self.source}: pickle asks for global '{module}.{name}', which a "
+        py3 = _py3_name(module, name)
+        shown = f"'{module}.{name}'" + (f" (Python 3: '{py3}')" if py3 != f"{module}.{name}" else "")
+        raise UnsafePickleError(f"{self.source}: pickle asks for global {shown}, which a "
                                 "weights file must not need. Allowed: collections.OrderedDict, "
                                 "torch._utils._rebuild_*, torch.<Type>Storage, torch.<dtype>. "
                                 "Refusing to load it.")
 
     def persistent_load(self, pid):
         return self._persistent(pid)
+
+
+def _py3_name(module: str, name: str) -> str:
+    """The Python 3 name a protocol-2 pickle's Python 2 global maps to (for messages only)."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    return f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{name}"
 
 
 def _storage_from_pid(pid, source: str, *, legacy: bool) -> tuple[str, str, int]:
