@@ -1,0 +1,24 @@
+"""minadapters: a NumPy reference implementation of AdapterHub adapters 1.3.0.
+
+    import minadapters as ma
+    model = ma.AutoModel.from_pretrained("path/to/hf-model")
+    model.add_adapter("a", config="lora[r=8]")
+    model.active_adapters = ma.Stack("a")
+    out = model(input_ids=ids, attention_mask=mask)
+"""
+__version__ = "0.1.0"
+
+from .composition import (ALLOWED_NESTINGS, AdapterCompositionBlock, Average, BatchSplit, Fuse, MultiTask,  # noqa
+                          Parallel, Split, Stack, parse_composition)
+from .configuration import *  # noqa: F401,F403  (every config class and map, as adapters names them)
+from .configuration import __all__ as _config_all
+from .context import AdapterSetup, ForwardState  # noqa: F401
+from .errors import (AdapterError, AdapterNotFoundError, BackendUnavailableError, CompositionError,  # noqa: F401
+                     ConfigError, ConfigTypeError, ShapeError, UnsafePickleError, WeightsError)
+from .model import AdapterModel, AutoModel, ModelOutput  # noqa: F401
+
+__all__ = ["AutoModel", "AdapterModel", "ModelOutput", "AdapterSetup", "ForwardState", "Stack", "Fuse", "Split",
+           "BatchSplit", "Parallel", "MultiTask", "Average", "AdapterCompositionBlock", "ALLOWED_NESTINGS",
+           "parse_composition", "AdapterError", "AdapterNotFoundError", "BackendUnavailableError",
+           "CompositionError", "ConfigError", "ConfigTypeError", "ShapeError", "UnsafePickleError", "WeightsError",
+           *_config_all]

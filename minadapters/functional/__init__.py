@@ -1,0 +1,1 @@
+"""Spec equations as small pure functions: no state, no files, no context."""

@@ -1,0 +1,96 @@
+"""Activation functions by the names adapters / transformers use. Spec: ACT-1."""
+from __future__ import annotations
+
+import numpy as np
+
+# Coefficients of W. J. Cody's rational Chebyshev approximation would be more code; this one
+# (Numerical Recipes erfc, fractional error < 1.2e-7 everywhere) is evaluated in float64, which
+# is far inside the float32 tolerance of the GELU it feeds.
+_ERFC_COEF = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
+              0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277)
+
+
+def erf(x):
+    """Error function, |error| < 1.2e-7, computed in float64. Spec: ACT-1."""
+    z = np.abs(np.asarray(x, dtype=np.float64))
+    t = 1.0 / (1.0 + 0.5 * z)
+    poly = _ERFC_COEF[-1]
+    for c in reversed(_ERFC_COEF[:-1]):
+        poly = poly * t + c
+    erfc = t * np.exp(-z * z + poly)
+    return np.sign(x) * (1.0 - erfc)
+
+
+def _like(y, x):
+    return y.astype(x.dtype, copy=False) if isinstance(x, np.ndarray) else y
+
+
+def gelu(x):
+    """Exact GELU x·Φ(x) = x/2·(1 + erf(x/√2)). Spec: ACT-1."""
+    return _like(0.5 * x * (1.0 + erf(x / np.sqrt(2.0))), x)
+
+
+def gelu_new(x):
+    """tanh approximation 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))). Spec: ACT-1."""
+    c = np.sqrt(2.0 / np.pi).astype(x.dtype)
+    return 0.5 * x * (1.0 + np.tanh(c * (x + x.dtype.type(0.044715) * x * x * x)))
+
+
+def gelu_fast(x):
+    return 0.5 * x * (1.0 + np.tanh(x * x.dtype.type(0.7978845608) * (1.0 + x.dtype.type(0.044715) * x * x)))
+
+
+def quick_gelu(x):
+    return x * sigmoid(x.dtype.type(1.702) * x)
+
+
+def sigmoid(x):
+    """σ(x) = 1 / (1 + e^(−x)), overflow-safe. Spec: ACT-1."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+
+
+def silu(x):
+    return x * sigmoid(x)
+
+
+def relu(x):
+    return np.maximum(x, 0).astype(x.dtype, copy=False)
+
+
+def relu6(x):
+    return np.clip(x, 0, 6).astype(x.dtype, copy=False)
+
+
+def leaky_relu(x):
+    return np.where(x >= 0, x, x * x.dtype.type(0.01))
+
+
+def tanh(x):
+    return np.tanh(x)
+
+
+def mish(x):
+    return x * np.tanh(np.logaddexp(0, x)).astype(x.dtype, copy=False)
+
+
+def identity(x):
+    return x
+
+
+ACTIVATIONS = {
+    "relu": relu, "relu6": relu6, "gelu": gelu, "gelu_new": gelu_new, "gelu_fast": gelu_fast,
+    "gelu_pytorch_tanh": gelu_new, "quick_gelu": quick_gelu, "gelu_python": gelu, "gelu_accurate": gelu_new,
+    "swish": silu, "silu": silu, "tanh": tanh, "sigmoid": sigmoid, "leaky_relu": leaky_relu,
+    "leakyrelu": leaky_relu, "linear": identity, "mish": mish,
+}
+
+
+def get_activation(name):
+    """Resolve an activation name as adapters does (None → identity, lower-cased). Spec: ACT-1."""
+    if name is None:
+        return identity
+    key = str(name).lower()
+    if key not in ACTIVATIONS:
+        raise ValueError(f"non_linearity={name!r} is not a known activation; allowed: {', '.join(sorted(ACTIVATIONS))}.")
+    return ACTIVATIONS[key]

@@ -1,0 +1,1 @@
+"""Adapter methods: per-location layers that hold each adapter's parameters and compose them."""

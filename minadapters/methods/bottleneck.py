@@ -1,0 +1,228 @@
+"""Bottleneck adapters (SeqBn, DoubleSeqBn, ParBn, AdapterPlus, Compacter) and AdapterFusion at one location.
+
+Spec: BN-1 .. BN-5, FUSION-1, COMP-*.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from ..errors import CompositionError, ConfigError
+from ..functional.bottleneck import bn_post_forward, bn_pre_forward, mean_gate
+from . import init as winit
+from .base import AdapterModule, ComposableLayer
+
+
+class BottleneckState(NamedTuple):
+    hidden_states: np.ndarray          # (B, T, D)
+    input_tensor: Optional[np.ndarray]  # sub-layer residual input x
+    adapter_residual: Optional[np.ndarray]
+    layer_norm: object                 # callable or None
+    bottleneck_up: Optional[np.ndarray] = None
+    last: Optional[str] = None
+
+
+def bottleneck_size(config, hidden: int, layer_idx: int) -> int:
+    """d_b = max(int(D // rf), 1) with a per-layer rf mapping. Spec: BN-1."""
+    rf = config["reduction_factor"]
+    if isinstance(rf, Mapping):
+        if str(layer_idx) in rf:
+            rf = rf[str(layer_idx)]
+        elif "default" in rf:
+            rf = rf["default"]
+        else:
+            raise ConfigError(f"reduction_factor={dict(rf)!r} gives no value for layer {layer_idx} and no 'default'; "
+                              'add a default like {"1": 16, "default": 16}.')
+    return max(int(hidden // rf), 1)
+
+
+class BottleneckLayer(ComposableLayer):
+    """Bottleneck adapters of one location (``mh_adapter`` / ``output_adapter``) of one layer. Spec: BN-*."""
+
+    container = "adapters"
+
+    def __init__(self, layer_idx, path, model, location_key):
+        super().__init__(layer_idx, path, model)
+        self.location_key = location_key
+        self.fusions: dict[str, AdapterModule] = {}
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    def add_adapter(self, name, config) -> bool:
+        from ..configuration import BnConfig
+        cfg = self.model.adapters_config.match(name, BnConfig, self.layer_idx, self.location_key)
+        if cfg is None:
+            return False
+        D = self.model.hidden_size
+        d_b = bottleneck_size(cfg, D, self.layer_idx)
+        rng = winit.rng_for(cfg, self.model)
+        self.modules[name] = AdapterModule(name, cfg, winit.bottleneck_params(cfg, D, d_b, rng, name, self.model),
+                                           d_b=d_b, down_prefix="adapter_down.1" if cfg["ln_before"] else "adapter_down.0")
+        return True
+
+    def fusion_param_refs(self, fusion_name):
+        mod = self.fusions.get(fusion_name)
+        if mod is not None:
+            for leaf in mod.params:
+                yield f"{self.path}.adapter_fusion_layer.{fusion_name}.{leaf}", mod.params, leaf
+
+    def add_fusion_layer(self, fusion_name, fusion_config, adapter_names) -> None:
+        """A fusion exists here only if all fused adapters share a truthy value for this location. Spec: FUSION-1."""
+        cfgs = [self.model.adapters_config.get(n) for n in adapter_names]
+        vals = [c.get(self.location_key) if hasattr(c, "get") else None for c in cfgs]
+        if not all(vals) or any(v != vals[0] for v in vals):
+            return
+        rng = winit.rng_for(None, self.model)
+        self.fusions[fusion_name] = AdapterModule(fusion_name, fusion_config,
+                                                  winit.fusion_params(fusion_config, self.model.hidden_size, rng),
+                                                  T=50.0 if fusion_config["temperature"] else 1.0)
+
+    # ---- adapter math ----------------------------------------------------------------------------
+    def _down_up(self, mod, a, fwd):
+        """down = act(W_d LN_before?(a) + b_d); up = s · (W_u down + b_u). Spec: BN-1."""
+        p, cfg, ops = mod.params, mod.config, self.ops
+        z = a
+        if cfg["ln_before"]:
+            z = ops.layer_norm(z, p["adapter_down.0.weight"], p["adapter_down.0.bias"], 1e-5)
+        dp = mod.info["down_prefix"]
+        if cfg["phm_layer"]:
+            from .phm import phm_linear
+            z = phm_linear(self.model, mod, dp, z, "down")
+        else:
+            z = ops.linear(z, p[dp + ".weight"], p[dp + ".bias"])
+        down = ops.activation(cfg["non_linearity"])(z)
+        if cfg["phm_layer"]:
+            from .phm import phm_linear
+            up = phm_linear(self.model, mod, "adapter_up", down, "up")
+        else:
+            up = ops.linear(down, p["adapter_up.weight"], p["adapter_up.bias"])
+        scaling = cfg["scaling"]
+        up = up * (p["scaling"] if isinstance(scaling, str) else up.dtype.type(scaling))
+        return down, up
+
+    def _adapter_forward(self, mod, a, r, fwd):
+        """Sequential: o = [LN_after](s·up·g + r) ...; parallel: no residual. Spec: BN-1, BN-4."""
+        cfg, p = mod.config, mod.params
+        down, up = self._down_up(mod, a, fwd)
+        o = up
+        if cfg["use_gating"]:
+            g = mean_gate(a, p["gate.weight"], p["gate.bias"])          # (B, 1, 1)
+            o = o * g
+            fwd.store_gating_score(mod.name, self.layer_idx, self.location_key, g)
+        if cfg["is_parallel"]:
+            if cfg["ln_after"]:
+                o = self.ops.layer_norm(o, p["adapter_norm_after.weight"], p["adapter_norm_after.bias"], 1e-5)
+            return o, up
+        if cfg["adapter_residual_before_ln"]:
+            o = o + r
+        if cfg["ln_after"]:
+            o = self.ops.layer_norm(o, p["adapter_norm_after.weight"], p["adapter_norm_after.bias"], 1e-5)
+        if not cfg["adapter_residual_before_ln"]:
+            o = o + r
+        return o, up
+
+    def _pre_forward(self, name, h, x, ln, fusion_config=None):
+        cfg = self.modules[name].config
+        qbl = None if fusion_config is None else bool(fusion_config["query_before_ln"])
+        if cfg["is_parallel"]:
+            return x, (x if fusion_config is not None else None), x
+        return bn_pre_forward(h, x, ln, residual_before_ln=cfg["residual_before_ln"],
+                              original_ln_before=cfg["original_ln_before"], query_before_ln=qbl)
+
+    # ---- state operations ------------------------------------------------------------------------
+    def pre_block(self, setup, state, fwd):
+        name = setup if isinstance(setup, str) else setup.first()
+        h, _, r = self._pre_forward(name, state.hidden_states, state.input_tensor, state.layer_norm)
+        return state._replace(hidden_states=h, adapter_residual=r)
+
+    def vslice(self, state, idx):
+        return BottleneckState(state.hidden_states[idx], _sl(state.input_tensor, idx), _sl(state.adapter_residual, idx),
+                               state.layer_norm, _sl(state.bottleneck_up, idx), state.last)
+
+    def pad_and_concat(self, states):
+        cat = lambda xs: None if xs[0] is None else np.concatenate(xs, axis=0)  # noqa: E731
+        return BottleneckState(cat([s.hidden_states for s in states]), cat([s.input_tensor for s in states]),
+                               cat([s.adapter_residual for s in states]), states[0].layer_norm,
+                               cat([s.bottleneck_up for s in states]), states[-1].last)
+
+    def repeat(self, state, channels):
+        rep = lambda t: None if t is None else np.concatenate([t] * channels, axis=0)  # noqa: E731
+        return BottleneckState(rep(state.hidden_states), rep(state.input_tensor), rep(state.adapter_residual),
+                               state.layer_norm, rep(state.bottleneck_up), state.last)
+
+    def mean(self, states, weights):
+        stacked = np.stack([s.hidden_states for s in states], 0) * weights.astype(states[0].hidden_states.dtype)[:, None, None, None]
+        return states[0]._replace(hidden_states=stacked.mean(0), last=states[-1].last)
+
+    def compose_single(self, name, state, fwd, lvl=0):
+        o, up = self._adapter_forward(self.modules[name], state.hidden_states, state.adapter_residual, fwd)
+        return state._replace(hidden_states=o, bottleneck_up=up, last=name)
+
+    def compose_split(self, block, state, fwd, lvl):
+        """Child i gets tokens [Σ_{<i}, Σ_{≤i}); concatenated on the sequence axis. Spec: COMP-SPLIT."""
+        T = state.hidden_states.shape[1]
+        if sum(block.splits) != T:
+            raise CompositionError(f"Split: the input has {T} tokens but splits={block.splits} sum to "
+                                   f"{sum(block.splits)}; they must be equal.")
+        state = self.pre_block(block, state, fwd)
+        outs, last, start = [], None, 0
+        for child, n in zip(block, block.splits):
+            sl = (slice(None), slice(start, start + n))
+            part = BottleneckState(state.hidden_states[sl], _sl(state.input_tensor, sl),
+                                   _sl(state.adapter_residual, sl), state.layer_norm, _sl(state.bottleneck_up, sl))
+            res = self._child(block, child, part, fwd, lvl)
+            if res is not None:
+                outs.append(res)
+                last = res.last or last
+            start += n
+        return state._replace(hidden_states=np.concatenate([o.hidden_states for o in outs], axis=1), last=last)
+
+    def compose_fuse(self, block, state, fwd, lvl):
+        """AdapterFusion: attention over the children's up-projections. Spec: FUSION-1."""
+        if block.name not in self.fusions:
+            if set(self.modules).isdisjoint(block.flatten()):
+                return state
+            raise CompositionError(f"Fuse({', '.join(map(str, block.children))}): no fusion layer named "
+                                   f"{block.name!r}; call add_adapter_fusion({list(block.children)!r}) first.")
+        fusion = self.fusions[block.name]
+        last = block.last()
+        h, q, r = self._pre_forward(last, state.hidden_states, state.input_tensor, state.layer_norm,
+                                    fusion_config=fusion.config)
+        state = state._replace(hidden_states=h, adapter_residual=r)
+        ups = []
+        for child in block:
+            res = self._child(block, child, state, fwd, lvl)
+            if res is not None:
+                ups.append(res.bottleneck_up)
+        if ups:
+            from ..functional.fusion import fusion_attention
+            U = np.stack(ups, axis=2)                                         # (B, T, N, D)
+            h, probs = fusion_attention(q, U, r, fusion.params, fusion.config, T=fusion.info["T"], ops=self.ops)
+            fwd.store_fusion_attentions(block.name, self.layer_idx, self.location_key, probs)
+        return state._replace(hidden_states=h, last=last)
+
+    # ---- entry -----------------------------------------------------------------------------------
+    def forward(self, h, x, layer_norm, fwd):
+        """The adapter block replacing LN(h + x). Spec: BN-2, BN-3."""
+        from ..composition import adjust_tensors_for_parallel
+        if x is not None:
+            (x,) = adjust_tensors_for_parallel(h, x)
+            (h,) = adjust_tensors_for_parallel(x, h)
+        setup = self.active_setup(fwd)
+        if setup is None:
+            if layer_norm is not None:
+                return layer_norm(h + x)
+            return h + x if x is not None else h
+        state = self.compose(setup, BottleneckState(h, x, x, layer_norm), fwd)
+        last = self.modules[state.last]
+        # COMPAT(adapters): upstream adds the unreplicated h for is_parallel adapters under Parallel and crashes;
+        # we replicate it like every other tensor (spec COMP-PARALLEL note).
+        (h,) = adjust_tensors_for_parallel(state.hidden_states, h)
+        return bn_post_forward(state.hidden_states, h, state.input_tensor, layer_norm,
+                               original_ln_after=last.config["original_ln_after"],
+                               is_parallel=bool(last.config["is_parallel"]))
+
+
+def _sl(t, idx):
+    return None if t is None else t[idx]

@@ -1,0 +1,467 @@
+"""Public model API: AutoModel, the adapter-managing model class and its forward. Spec: API-1.
+
+The forward reads AdapterSetup once, builds a ForwardState and runs the architecture's explicit forward
+with AdapterHooks (or NullHooks when no adapter is active).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .adapters_config import ModelAdaptersConfig
+from .composition import Fuse, Stack, parse_composition
+from .context import AdapterSetup, ForwardState
+from .errors import AdapterNotFoundError, CompositionError, ConfigError, ShapeError
+from .hooks import AdapterHooks, NullHooks
+from .ops import get_ops
+
+_ARCHS = {}
+
+
+def _arch(model_type):
+    if not _ARCHS:
+        from .models import bert
+        for mt in bert.MODEL_TYPES:
+            _ARCHS[mt] = bert
+        try:
+            from .models import gpt2, llama  # noqa: F401  (decoder models, when present)
+            for mod in (gpt2, llama):
+                for mt in mod.MODEL_TYPES:
+                    _ARCHS[mt] = mod
+        except ImportError:
+            pass
+    if model_type not in _ARCHS:
+        raise ValueError(f"config.json: model_type={model_type!r} is not supported; supported: "
+                         f"{', '.join(sorted(_ARCHS))}.")
+    return _ARCHS[model_type]
+
+
+@dataclass
+class ModelOutput:
+    """Forward result; attribute and key access like transformers' outputs."""
+    last_hidden_state: np.ndarray
+    pooler_output: np.ndarray | None = None
+    adapter_gating_scores: dict | None = None
+    adapter_fusion_attentions: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __getitem__(self, key):
+        if isinstance(key, int):
+            return [v for v in (self.last_hidden_state, self.pooler_output) if v is not None][key]
+        return getattr(self, key)
+
+    def keys(self):
+        return [k for k in ("last_hidden_state", "pooler_output", "adapter_gating_scores", "adapter_fusion_attentions")
+                if getattr(self, k) is not None]
+
+
+def _method_classes():
+    """Per-layer method layer classes and model-level method objects that exist in this build."""
+    from .methods.bottleneck import BottleneckLayer
+    out = {"bottleneck": BottleneckLayer}
+    for key, mod, cls in (("lora", "lora", "LoRALayer"), ("prefix", "prefix_tuning", "PrefixTuningLayer"),
+                          ("reft", "reft", "ReftLayer"), ("prefix_pool", "prefix_tuning", "PrefixTuningPool"),
+                          ("prompt", "prompt_tuning", "PromptTuning"), ("invertible", "invertible", "InvertibleAdapters"),
+                          ("shared", "shared", "SharedParameters")):
+        try:
+            m = __import__(f"minadapters.methods.{mod}", fromlist=[cls])
+            out[key] = getattr(m, cls)
+        except (ImportError, AttributeError):
+            pass
+    return out
+
+
+class AdapterModel:
+    """A base transformer (HF checkpoint) with adapters 1.3.0's adapter API. Spec: API-1."""
+
+    def __init__(self, arch, config, params, *, dtype=np.float32, backend="numpy", name_or_path="", seed=None):
+        self.arch = arch
+        self.config = config
+        self.raw_config: dict = {}
+        self.params = params
+        self.dtype = np.dtype(dtype)
+        self.ops = get_ops(backend)
+        self.backend = backend
+        self.name_or_path = name_or_path
+        self.rng = np.random.default_rng(seed)
+        self.adapters_config = ModelAdaptersConfig()
+        self.method_layers: dict = {}
+        self.model_level: dict = {}
+        self._build_method_layers()
+
+    # ---- construction ----------------------------------------------------------------------------
+    @property
+    def model_type(self) -> str:
+        return self.config.model_type
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_hidden_layers
+
+    def _build_method_layers(self):
+        classes = _method_classes()
+        a = self.arch
+        for i in range(self.num_layers):
+            lp = a.LAYER_PATH.format(i=i)
+            for loc, sub in a.BOTTLENECK_PATHS.items():
+                self.method_layers[(i, "bottleneck", loc)] = classes["bottleneck"](i, f"{lp}.{sub}", self, loc)
+            if "lora" in classes:
+                for key, sub in a.LINEAR_PATHS.items():
+                    self.method_layers[(i, "lora", key)] = classes["lora"](i, f"{lp}.{sub}", self, key)
+            if "prefix" in classes:
+                for loc, sub in a.PREFIX_PATHS.items():
+                    self.method_layers[(i, "prefix", loc)] = classes["prefix"](i, f"{lp}.{sub}", self, loc)
+            if "reft" in classes:
+                self.method_layers[(i, "reft", "output_reft")] = classes["reft"](i, f"{lp}.{a.REFT_PATH}", self)
+        for key in ("shared", "prefix_pool", "invertible", "prompt"):
+            if key in classes:
+                self.model_level[key] = classes[key](self)
+
+    def embedding_methods(self):
+        """Post-embedding methods in adapters' order: invertible adapter first, then prompt tuning."""
+        return [self.model_level[k] for k in ("invertible", "prompt") if k in self.model_level]
+
+    def _all_method_objects(self):
+        return list(self.model_level.values()) + list(self.method_layers.values())
+
+    def linear_weight(self, key: str, layer_idx: int) -> tuple:
+        """(weight key, bias key) in ``params`` of the base linear at a LoRA location."""
+        path = f"{self.arch.LAYER_PATH.format(i=layer_idx)}.{self.arch.LINEAR_PATHS[key]}"
+        return path + ".weight", path + ".bias"
+
+    # ---- adapters --------------------------------------------------------------------------------
+    def add_adapter(self, adapter_name: str, config=None, overwrite_ok: bool = False, set_active: bool = False):
+        """Add an adapter of any method. ``config``: str | dict | config object | JSON path. Spec: API-1."""
+        from .configuration import AdapterConfig, DEFAULT_ADAPTER_CONFIG
+        cfg = AdapterConfig.load(config if config is not None else DEFAULT_ADAPTER_CONFIG)
+        if cfg is None:
+            cfg = AdapterConfig.load(DEFAULT_ADAPTER_CONFIG)
+        self._check_supported(cfg)
+        if overwrite_ok and adapter_name in self.adapters_config:
+            self.delete_adapter(adapter_name)
+        self.adapters_config.add(adapter_name, cfg)
+        try:
+            for obj in self._all_method_objects():
+                obj.add_adapter(adapter_name, cfg)
+            for obj in self._all_method_objects():
+                if hasattr(obj, "confirm_adapter"):
+                    obj.confirm_adapter(adapter_name, cfg)
+        except BaseException:
+            self.delete_adapter(adapter_name)   # never leave a half-registered adapter behind
+            raise
+        if set_active:
+            self.set_active_adapters(adapter_name)
+
+    def _check_supported(self, cfg):
+        from .configuration import ConfigUnion
+        members = cfg.configs if isinstance(cfg, ConfigUnion) else [cfg]
+        unsupported = getattr(self.arch, "UNSUPPORTED_ARCHITECTURES", ())
+        for c in members:
+            if c.get("architecture") in unsupported:
+                raise ConfigError(f"Adapter config architecture={c.get('architecture')!r} is not supported by "
+                                  f"model_type={self.model_type!r}.")
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        if adapter_name not in self.adapters_config:
+            return
+        for obj in self._all_method_objects():
+            obj.delete_adapter(adapter_name)
+        del self.adapters_config.adapters[adapter_name]
+        for fname, (_, names) in list(self.adapters_config.fusions.items()):
+            if adapter_name in names:
+                self.delete_adapter_fusion(fname)
+        setup = self.adapters_config.active_setup
+        if setup is not None and adapter_name in setup.flatten():
+            self.adapters_config.active_setup = None
+
+    @property
+    def adapters(self):
+        return dict(self.adapters_config.adapters)
+
+    @property
+    def active_adapters(self):
+        return self.adapters_config.active_setup
+
+    @active_adapters.setter
+    def active_adapters(self, setup):
+        self.set_active_adapters(setup)
+
+    def set_active_adapters(self, adapter_setup, skip_layers=None) -> None:
+        """Parse, validate and activate a composition; unknown names raise. Spec: COMP-1."""
+        setup = parse_composition(adapter_setup, model_type=self.model_type)
+        if setup is not None:
+            self._check_names(setup)
+        self.reset_adapter()
+        self.adapters_config.active_setup = setup
+        self.adapters_config.skip_layers = skip_layers
+
+    def _check_names(self, setup):
+        for name in sorted(setup.flatten()):
+            if name not in self.adapters_config:
+                known = ", ".join(repr(n) for n in self.adapters_config) or "none"
+                raise CompositionError(f"No adapter with name {name!r} found; known adapters: {known}.")
+        self._check_fusions(setup)
+
+    def _check_fusions(self, block):
+        from .composition import AdapterCompositionBlock
+        if isinstance(block, Fuse) and block.name not in self.adapters_config.fusions:
+            raise CompositionError(f"{block!r} needs a fusion layer named {block.name!r}; add it with "
+                                   f"add_adapter_fusion({[c if isinstance(c, str) else c.last() for c in block]!r}).")
+        if isinstance(block, AdapterCompositionBlock):
+            for c in block:
+                self._check_fusions(c)
+
+    # ---- fusion ----------------------------------------------------------------------------------
+    def add_adapter_fusion(self, adapter_names, config=None, name=None, overwrite_ok=False, set_active=False):
+        """Add a fusion layer over ``adapter_names`` at every location they all use. Spec: FUSION-1."""
+        from .configuration import AdapterFusionConfig, ADAPTERFUSION_CONFIG_MAP, DEFAULT_ADAPTERFUSION_CONFIG
+        if isinstance(adapter_names, Fuse):
+            name = name or adapter_names.name
+            adapter_names = list(adapter_names.children)
+        elif isinstance(adapter_names, str):
+            adapter_names = adapter_names.split(",")
+        adapter_names = list(adapter_names)
+        for n in adapter_names:
+            if not isinstance(n, str):
+                raise CompositionError(f"add_adapter_fusion: entry {n!r} is not an adapter name.")
+            self.adapters_config.require(n)
+        name = name or ",".join(adapter_names)
+        if config is None:
+            config = DEFAULT_ADAPTERFUSION_CONFIG
+        if isinstance(config, str):
+            if config not in ADAPTERFUSION_CONFIG_MAP:
+                raise ConfigError(f"Invalid AdapterFusion config identifier {config!r}; known: "
+                                  f"{', '.join(ADAPTERFUSION_CONFIG_MAP)} (or pass a dict / AdapterFusionConfig).")
+            config = ADAPTERFUSION_CONFIG_MAP[config]
+        elif isinstance(config, dict):
+            config = AdapterFusionConfig.from_dict(config)
+        elif not isinstance(config, AdapterFusionConfig):
+            raise TypeError(f"add_adapter_fusion: config must be an identifier, dict or AdapterFusionConfig; "
+                            f"got {type(config).__name__}.")
+        if name in self.adapters_config.fusions:
+            if not overwrite_ok:
+                raise ConfigError(f"An AdapterFusion with the name {name!r} has already been added.")
+            self.delete_adapter_fusion(name)
+        self._check_fusion_compatible(adapter_names)
+        self.adapters_config.fusions[name] = (config, adapter_names)
+        for obj in self.method_layers.values():
+            if hasattr(obj, "add_fusion_layer"):
+                obj.add_fusion_layer(name, config, adapter_names)
+        if set_active:
+            self.set_active_adapters(Fuse(*adapter_names, name=name))
+
+    def _check_fusion_compatible(self, names):
+        from .configuration import BnConfig
+        for key in ("mh_adapter", "output_adapter"):
+            vals = []
+            for n in names:
+                members = self.adapters_config.members(n, BnConfig)
+                vals.append(bool(members[0].get(key)) if members else None)
+            if len(set(vals)) > 1:
+                raise ConfigError(f"All given adapters must define the same value for config attribute {key}; "
+                                  f"got {dict(zip(names, vals))}.")
+
+    def delete_adapter_fusion(self, adapter_names) -> None:
+        name = adapter_names.name if isinstance(adapter_names, Fuse) else (
+            ",".join(adapter_names) if isinstance(adapter_names, (list, tuple)) else adapter_names)
+        if name not in self.adapters_config.fusions:
+            return
+        del self.adapters_config.fusions[name]
+        for obj in self.method_layers.values():
+            if hasattr(obj, "fusions"):
+                obj.fusions.pop(name, None)
+        setup = self.adapters_config.active_setup
+        if setup is not None and _contains_fuse(setup, name):
+            self.adapters_config.active_setup = None
+
+    # ---- state dicts -----------------------------------------------------------------------------
+    def adapter_state_dict(self, adapter_name: str) -> dict:
+        """All parameters of one adapter under adapters 1.3.0's state-dict keys (bare base model)."""
+        self.adapters_config.require(adapter_name)
+        out = {}
+        for obj in self._all_method_objects():
+            for k, v in obj.state_dict_items(adapter_name):
+                out[k] = v
+        return out
+
+    def adapter_param_refs(self, adapter_name: str) -> dict:
+        """state-dict key -> (params dict, leaf), to assign loaded arrays in place."""
+        return {k: (d, leaf) for obj in self._all_method_objects() for k, d, leaf in obj.param_refs(adapter_name)}
+
+    def fusion_param_refs(self, fusion_name: str) -> dict:
+        return {k: (d, leaf) for obj in self.method_layers.values() if hasattr(obj, "fusion_param_refs")
+                for k, d, leaf in obj.fusion_param_refs(fusion_name)}
+
+    def fusion_state_dict(self, fusion_name: str) -> dict:
+        return {k: d[leaf] for k, (d, leaf) in self.fusion_param_refs(fusion_name).items()}
+
+    # ---- files -----------------------------------------------------------------------------------
+    def save_adapter(self, save_directory, adapter_name, meta_dict=None, use_safetensors=False):
+        from .loading import save_adapter
+        save_adapter(self, save_directory, adapter_name, meta_dict=meta_dict, use_safetensors=use_safetensors)
+
+    def load_adapter(self, adapter_name_or_path, config=None, load_as=None, leave_out=None, set_active=False,
+                     use_safetensors=None, **kwargs) -> str:
+        from .loading import load_adapter
+        return load_adapter(self, adapter_name_or_path, load_as=load_as, leave_out=leave_out, set_active=set_active,
+                            use_safetensors=use_safetensors)
+
+    def save_adapter_fusion(self, save_directory, adapter_names, meta_dict=None, use_safetensors=False):
+        from .loading import save_adapter_fusion
+        save_adapter_fusion(self, save_directory, adapter_names, meta_dict=meta_dict, use_safetensors=use_safetensors)
+
+    def load_adapter_fusion(self, adapter_fusion_name_or_path, load_as=None, set_active=False,
+                            use_safetensors=None, **kwargs) -> str:
+        from .loading import load_adapter_fusion
+        return load_adapter_fusion(self, adapter_fusion_name_or_path, load_as=load_as, set_active=set_active,
+                                   use_safetensors=use_safetensors)
+
+    def save_all_adapters(self, save_directory, use_safetensors=False):
+        for name in self.adapters_config:
+            self.save_adapter(os.path.join(save_directory, name), name, use_safetensors=use_safetensors)
+
+    # ---- merge / reset / eject -------------------------------------------------------------------
+    def merge_adapter(self, name: str) -> None:
+        """Fold a LoRA-family adapter into the base weights. Spec: LORA-MERGE."""
+        self.adapters_config.require(name)
+        layers = [l for (i, kind, _), l in self.method_layers.items() if kind == "lora" and name in l.modules]
+        if not layers:
+            raise ConfigError(f"merge_adapter({name!r}): adapter {name!r} has no LoRA-family modules to merge.")
+        for l in layers:
+            l.check_mergeable(name)
+        for l in layers:
+            l.merge(name)
+
+    def reset_adapter(self) -> None:
+        """Restore the base weights saved before any merge (bit-identical). Spec: LORA-MERGE."""
+        for (i, kind, _), l in self.method_layers.items():
+            if kind == "lora":
+                l.reset()
+
+    def eject_prefix_tuning(self, name: str) -> None:
+        self.adapters_config.require(name)
+        pool = self.model_level.get("prefix_pool")
+        if pool is None:
+            raise ConfigError("prefix tuning is not available in this build")
+        pool.eject(name)
+
+    # ---- forward ---------------------------------------------------------------------------------
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs) -> ModelOutput:
+        return self.forward(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, *, output_adapter_gating_scores=False,
+                output_adapter_fusion_attentions=False, task_ids=None, adapter_input_parallelized=False,
+                **kwargs) -> ModelOutput:
+        """Run the model with the active adapter setup (AdapterSetup overrides it). Spec: API-2."""
+        if kwargs:
+            raise TypeError(f"forward() got unexpected keyword arguments: {', '.join(sorted(kwargs))}.")
+        input_ids, attention_mask, token_type_ids = self._check_inputs(input_ids, attention_mask, token_type_ids)
+        ctx = AdapterSetup.get_context()
+        setup = ctx.adapter_setup if ctx is not None else self.adapters_config.active_setup
+        if ctx is not None and setup is not None:
+            self._check_names(setup)
+        fwd = ForwardState(setup=setup, skip_layers=frozenset(self.adapters_config.skip_layers or ()),
+                           attention_mask=attention_mask, task_ids=task_ids,
+                           output_gating_scores=output_adapter_gating_scores,
+                           output_fusion_attentions=output_adapter_fusion_attentions)
+        if setup is not None and adapter_input_parallelized and setup.parallel_channels > 1:
+            fwd.adapters_parallelized = True
+            fwd.original_batch_size = input_ids.shape[0] // setup.parallel_channels
+        hk = AdapterHooks(self, fwd) if setup is not None else NullHooks(self.ops)
+        if setup is not None:
+            for obj in self.model_level.values():
+                if hasattr(obj, "prepare"):
+                    obj.prepare(fwd, input_ids.shape[0])
+        x, pooled = self.arch.forward(self.params, self.config, input_ids, attention_mask, token_type_ids, hk,
+                                      self.ops, self.dtype)
+        out = ModelOutput(last_hidden_state=np.ascontiguousarray(x), pooler_output=pooled)
+        if output_adapter_gating_scores:
+            out.adapter_gating_scores = fwd.gating_scores
+        if output_adapter_fusion_attentions:
+            out.adapter_fusion_attentions = fwd.fusion_attentions
+        return out
+
+    def _check_inputs(self, input_ids, attention_mask, token_type_ids):
+        if input_ids is None:
+            raise ValueError("forward() needs input_ids, an integer array of shape (batch, tokens).")
+        input_ids = np.asarray(input_ids)
+        if input_ids.ndim == 1:
+            input_ids = input_ids[None]
+        if input_ids.ndim != 2 or not np.issubdtype(input_ids.dtype, np.integer):
+            raise ShapeError(f"input_ids has shape {input_ids.shape} and dtype {input_ids.dtype}; expected an integer "
+                             "array of shape (batch, tokens).")
+        V = self.config.vocab_size
+        if input_ids.size and (input_ids.min() < 0 or input_ids.max() >= V):
+            raise ValueError(f"input_ids contains ids outside [0, {V}) (min {input_ids.min()}, max {input_ids.max()}).")
+        if attention_mask is not None:
+            attention_mask = np.asarray(attention_mask)
+            if attention_mask.ndim == 1:
+                attention_mask = attention_mask[None]
+            if attention_mask.shape != input_ids.shape:
+                raise ShapeError(f"attention_mask has shape {attention_mask.shape}; expected {input_ids.shape} "
+                                 "(the shape of input_ids).")
+        if token_type_ids is not None:
+            token_type_ids = np.asarray(token_type_ids)
+            if token_type_ids.ndim == 1:
+                token_type_ids = token_type_ids[None]
+            if token_type_ids.shape != input_ids.shape:
+                raise ShapeError(f"token_type_ids has shape {token_type_ids.shape}; expected {input_ids.shape}.")
+        return input_ids.astype(np.int64), attention_mask, token_type_ids
+
+    def adapter_summary(self, as_dict=False):
+        from .summary import model_adapter_summary
+        return model_adapter_summary(self, as_dict=as_dict)
+
+
+def _contains_fuse(block, name):
+    from .composition import AdapterCompositionBlock
+    if isinstance(block, Fuse) and block.name == name:
+        return True
+    return isinstance(block, AdapterCompositionBlock) and any(_contains_fuse(c, name) for c in block)
+
+
+class AutoModel:
+    """Load an HF checkpoint directory (config.json + model.safetensors / sharded / pytorch_model.bin). Spec: API-1."""
+
+    @staticmethod
+    def from_pretrained(path, *, dtype=np.float32, backend=None, seed=None) -> AdapterModel:
+        path = os.fspath(path)
+        cfg_path = os.path.join(path, "config.json")
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"Model directory {path!r} does not exist.")
+        if not os.path.isfile(cfg_path):
+            raise FileNotFoundError(f"No config.json in {path!r}; expected a Hugging Face model directory.")
+        with open(cfg_path) as f:
+            raw = json.load(f)
+        if "model_type" not in raw:
+            raise ValueError(f"{cfg_path}: no 'model_type' key.")
+        arch = _arch(raw["model_type"])
+        config = arch.EncoderConfig.from_dict(raw) if hasattr(arch, "EncoderConfig") else arch.Config.from_dict(raw)
+        from .io.files import read_model_weights
+        weights = arch.normalize_keys(read_model_weights(path), raw["model_type"])
+        params = _check_params(weights, arch.expected_shapes(config), path, dtype)
+        if backend is None:
+            backend = os.environ.get("MINADAPTERS_BACKEND", "numpy")
+        model = AdapterModel(arch, config, params, dtype=dtype, backend=backend,
+                             name_or_path=raw.get("_name_or_path", ""), seed=seed)
+        model.raw_config = raw
+        return model
+
+
+def _check_params(weights, shapes, path, dtype):
+    missing = [k for k in shapes if k not in weights]
+    if missing:
+        raise ValueError(f"{path}: the checkpoint lacks {len(missing)} weights, e.g. {missing[:3]}.")
+    out = {}
+    for k, v in weights.items():
+        if k in shapes and tuple(v.shape) != tuple(shapes[k]):
+            raise ShapeError(f"{path}: weight {k!r} has shape {tuple(v.shape)}; config.json implies {shapes[k]}.")
+        out[k] = np.ascontiguousarray(v, dtype=dtype if np.issubdtype(v.dtype, np.floating) else v.dtype)
+    return out

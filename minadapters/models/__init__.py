@@ -1,0 +1,1 @@
+"""Explicit forwards of the supported architectures. They never name an adapter method."""
