@@ -150,3 +150,24 @@ def test_adapters_load_adapter_reads_our_file(tmp_path):
     sd = fresh.state_dict()
     for k, v in shifted.items():
         assert np.array_equal(sd[k].numpy(), v), f"{k} not loaded from our file (adapter {name!r})"
+
+
+@pytest.mark.spec("IO-9")
+@pytest.mark.parametrize("safe", [True, False], ids=["safetensors", "bin"])
+@pytest.mark.parametrize("shard", [None, "20KB"], ids=["single", "sharded"])
+def test_read_model_weights_from_save_pretrained(tmp_path, safe, shard):
+    from transformers import BertConfig, BertModel
+
+    from minadapters.io import read_model_weights
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                 intermediate_size=37, vocab_size=99))
+    kw = {"max_shard_size": shard} if shard else {}
+    model.save_pretrained(tmp_path, safe_serialization=safe, **kw)
+    if shard:
+        assert any(p.name.endswith(".index.json") for p in tmp_path.iterdir()), "expected a sharded save"
+    got = read_model_weights(tmp_path)
+    want = model.state_dict()
+    assert sorted(got) == sorted(want), f"missing {sorted(set(want) - set(got))}, extra {sorted(set(got) - set(want))}"
+    for k, t in want.items():
+        assert np.array_equal(got[k], t.numpy()), k
