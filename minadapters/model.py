@@ -62,7 +62,7 @@ def _method_classes():
     """Per-layer method layer classes and model-level method objects that exist in this build."""
     from .methods.bottleneck import BottleneckLayer
     out = {"bottleneck": BottleneckLayer}
-    for key, mod, cls in (("lora", "lora", "LoRALayer"), ("prefix", "prefix_tuning", "PrefixTuningLayer"),
+    for key, mod, cls in (("lora", "lora", "LoRALayer"), ("lora_merged", "lora", "LoRAMergedLayer"), ("prefix", "prefix_tuning", "PrefixTuningLayer"),
                           ("reft", "reft", "ReftLayer"), ("prefix_pool", "prefix_tuning", "PrefixTuningPool"),
                           ("prompt", "prompt_tuning", "PromptTuning"), ("invertible", "invertible", "InvertibleAdapters"),
                           ("shared", "shared", "SharedParameters")):
@@ -105,6 +105,19 @@ class AdapterModel:
     def num_layers(self) -> int:
         return self.config.num_hidden_layers
 
+    @property
+    def num_heads(self) -> int:
+        return self.config.num_attention_heads
+
+    @property
+    def num_kv_heads(self) -> int:
+        """Key/value heads (GQA models have fewer than query heads)."""
+        return getattr(self.config, "num_key_value_heads", None) or self.config.num_attention_heads
+
+    @property
+    def head_dim(self) -> int:
+        return getattr(self.config, "head_dim", None) or self.hidden_size // self.config.num_attention_heads
+
     def _build_method_layers(self):
         classes = _method_classes()
         a = self.arch
@@ -114,7 +127,9 @@ class AdapterModel:
                 self.method_layers[(i, "bottleneck", loc)] = classes["bottleneck"](i, f"{lp}.{sub}", self, loc)
             if "lora" in classes:
                 for key, sub in a.LINEAR_PATHS.items():
-                    self.method_layers[(i, "lora", key)] = classes["lora"](i, f"{lp}.{sub}", self, key)
+                    cls = classes.get("lora_merged") if key == "selfattn.qkv" else classes["lora"]
+                    if cls is not None:
+                        self.method_layers[(i, "lora", key)] = cls(i, f"{lp}.{sub}", self, key)
             if "prefix" in classes:
                 for loc, sub in a.PREFIX_PATHS.items():
                     self.method_layers[(i, "prefix", loc)] = classes["prefix"](i, f"{lp}.{sub}", self, loc)
