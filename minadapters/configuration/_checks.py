@@ -52,7 +52,8 @@ def is_real(value):
 
 
 def _is_bool(value):
-    return isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy.bool_ without numpy
+    kind = type(value)  # numpy.bool_ (named "bool" in numpy 2) without importing numpy
+    return isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in ("bool_", "bool"))
 
 
 def check_bool(owner, name, value):

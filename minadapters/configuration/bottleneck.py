@@ -135,10 +135,13 @@ def _check_phm(cfg):
             ck.check_bool(cfg, name, value)
     ck.check_real(cfg, "phm_init_range", cfg.phm_init_range, low=0.0, optional=True)
     # The PHM layer asserts these only when it is built; unused values are left alone.
-    strict = bool(cfg.phm_layer)
-    ck.check_choice(cfg, "phm_c_init", cfg.phm_c_init, PHM_C_INIT, optional=not strict)
-    ck.check_choice(cfg, "hypercomplex_nonlinearity", cfg.hypercomplex_nonlinearity, PHM_W_INIT, optional=not strict)
-    if strict and cfg.phm_rank is None:
+    if not cfg.phm_layer:
+        ck.check_str(cfg, "phm_c_init", cfg.phm_c_init, optional=True)
+        ck.check_str(cfg, "hypercomplex_nonlinearity", cfg.hypercomplex_nonlinearity, optional=True)
+        return
+    ck.check_choice(cfg, "phm_c_init", cfg.phm_c_init, PHM_C_INIT)
+    ck.check_choice(cfg, "hypercomplex_nonlinearity", cfg.hypercomplex_nonlinearity, PHM_W_INIT)
+    if cfg.phm_rank is None:
         raise ConfigError(f"{type(cfg).__name__}.phm_rank: got None with phm_layer=True; expected an int >= 1.")
 
 

@@ -55,8 +55,9 @@ def parse_adapter_config_string(config_string):
         try:
             kwargs = ast.literal_eval("{" + rewritten + "}")
         except Exception as exc:  # literal_eval raises ValueError, SyntaxError, TypeError, ...
+            reason = f"syntax error ({exc.msg})" if isinstance(exc, SyntaxError) else "a value is not a Python literal"
             raise ConfigError(
-                f"Invalid adapter configuration {kvs!r} in chunk {chunk.strip()!r}: {type(exc).__name__}: {exc}. "
+                f"Invalid adapter configuration {kvs!r} in chunk {chunk.strip()!r}: {reason}. "
                 "Expected key=value pairs separated by commas, each value a Python literal "
                 "(number, True/False/None, quoted string, list, dict), e.g. \"lora[r=4, attn_matrices=['q', 'v']]\"; "
                 "an '=' inside a quoted value is not supported."
