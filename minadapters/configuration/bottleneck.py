@@ -86,7 +86,8 @@ class BnConfig(AdapterConfig):
         _check_scaling(self)
         _check_residual_before_ln(self)
         ck.check_choice(self, "inv_adapter", self.inv_adapter, INV_ADAPTER_TYPES, optional=True)
-        ck.check_reduction_factor(self, "inv_adapter_reduction_factor", self.inv_adapter_reduction_factor, optional=True)
+        # the coupling blocks compute int(dims_in // rf): a number, never a mapping
+        ck.check_real(self, "inv_adapter_reduction_factor", self.inv_adapter_reduction_factor, positive=True, optional=True)
         if self.inv_adapter is not None and self.inv_adapter_reduction_factor is None:
             raise ConfigError(
                 f"{type(self).__name__}.inv_adapter_reduction_factor: got None with inv_adapter={self.inv_adapter!r}; "
@@ -155,7 +156,7 @@ def _apply_legacy_invertible_adapter(cfg, value):
             "'block_type' ('nice' or 'glow') and 'reduction_factor'."
         )
     ck.check_choice(cfg, "invertible_adapter['block_type']", value["block_type"], INV_ADAPTER_TYPES)
-    ck.check_reduction_factor(cfg, "invertible_adapter['reduction_factor']", value["reduction_factor"])
+    ck.check_real(cfg, "invertible_adapter['reduction_factor']", value["reduction_factor"], positive=True)
     object.__setattr__(cfg, "inv_adapter", value["block_type"])
     object.__setattr__(cfg, "inv_adapter_reduction_factor", value["reduction_factor"])
 

@@ -31,6 +31,7 @@ REJECT = [
     (C.SeqBnConfig, dict(mh_adapter=1), T, r"SeqBnConfig.mh_adapter: got 1 \(int\); expected True or False"),
     (C.SeqBnConfig, dict(inv_adapter="real-nvp"), E, r"inv_adapter: got 'real-nvp'; expected one of 'nice', 'glow' or None"),
     (C.SeqBnConfig, dict(inv_adapter="nice"), E, r"inv_adapter_reduction_factor: got None with inv_adapter='nice'"),
+    (C.SeqBnConfig, dict(inv_adapter="nice", inv_adapter_reduction_factor={"default": 2}), T, r"inv_adapter_reduction_factor: got \{"),
     (C.SeqBnConfig, dict(leave_out=[0, -1]), E, r"leave_out\[1\]: got -1; expected an int >= 0"),
     (C.SeqBnConfig, dict(leave_out=[0, "1"]), T, r"leave_out\[1\]: got '1'"),
     (C.SeqBnConfig, dict(leave_out=3), T, r"leave_out: got 3 \(int\); expected a list of ints"),
