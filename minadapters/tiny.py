@@ -1,0 +1,58 @@
+"""Write a small random Hugging Face encoder directory (config.json, model.safetensors, tokenizer.json).
+
+For the README's first command and for tests; not a trained model.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+WORDS = ("the a an of to and in is it that for on with as was be by this are or from at hello adapters world "
+         "model text some more small random bert roberta numpy torch layer head token").split()
+
+
+def _tokenizer(directory: str, model_type: str) -> list:
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    if model_type == "bert":
+        special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        cls_tok, sep_tok, unk = "[CLS]", "[SEP]", "[UNK]"
+    else:
+        special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+        cls_tok, sep_tok, unk = "<s>", "</s>", "<unk>"
+    vocab = {w: i for i, w in enumerate(special + list(WORDS))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=unk))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{cls_tok} $A {sep_tok}", special_tokens=[(cls_tok, vocab[cls_tok]), (sep_tok, vocab[sep_tok])])
+    tok.save(os.path.join(directory, "tokenizer.json"))
+    return list(vocab)
+
+
+def write_tiny_model(directory, model_type: str = "bert", seed: int = 0, hidden: int = 32, layers: int = 2,
+                     heads: int = 4, ffn: int = 37) -> str:
+    """Create ``directory`` with a random ``model_type`` encoder; returns the directory path."""
+    from .io.files import atomic_write_json
+    from .io.safetensors_io import save_safetensors
+    from .models import bert
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    vocab = _tokenizer(directory, model_type)
+    pad = 0 if model_type == "bert" else 1
+    raw = {"model_type": model_type, "architectures": ["BertModel" if model_type == "bert" else "RobertaModel"],
+           "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+           "intermediate_size": ffn, "vocab_size": len(vocab), "max_position_embeddings": 64 + pad + 1,
+           "type_vocab_size": 2 if model_type == "bert" else 1, "layer_norm_eps": 1e-12, "hidden_act": "gelu",
+           "pad_token_id": pad, "position_embedding_type": "absolute"}
+    cfg = bert.EncoderConfig.from_dict(raw)
+    rng = np.random.default_rng(seed)
+    shapes = dict(bert.expected_shapes(cfg), **{"pooler.dense.weight": (hidden, hidden), "pooler.dense.bias": (hidden,)})
+    weights = {}
+    for k, s in shapes.items():
+        if k.endswith("LayerNorm.weight"):
+            weights[k] = (1 + 0.05 * rng.standard_normal(s)).astype(np.float32)
+        else:
+            weights[k] = (0.05 * rng.standard_normal(s)).astype(np.float32)
+    save_safetensors(os.path.join(directory, "model.safetensors"), weights)
+    atomic_write_json(os.path.join(directory, "config.json"), raw)
+    return directory
