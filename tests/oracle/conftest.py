@@ -1,7 +1,11 @@
+"""Oracle tests compare against adapters 1.3.0 + torch. Each module skips (with the reason shown by -rs) when
+they are missing; CI installs them and fails if anything here is skipped."""
 import pytest
 
-torch = pytest.importorskip("torch", reason="oracle tests need torch==2.13.0 (pip install -e .[oracle])")
-pytest.importorskip("adapters", reason="oracle tests need adapters==1.3.0 (pip install -e .[oracle])")
+try:
+    import torch
+except ImportError:  # the module-level importorskip in each test file reports it
+    torch = None
 
 
 def pytest_collection_modifyitems(config, items):
@@ -12,4 +16,5 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _torch_threads():
-    torch.set_num_threads(1)
+    if torch is not None:
+        torch.set_num_threads(1)

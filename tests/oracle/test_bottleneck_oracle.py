@@ -12,6 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import minadapters as ma
+
+pytest.importorskip("adapters", reason="oracle: needs adapters==1.3.0 and torch (pip install -e .[oracle])")
 from oracle_utils import assert_close, batch, hf_model, perturb_adapter, save_model, torch_forward
 
 MODEL_TYPES = ["bert", "roberta"]

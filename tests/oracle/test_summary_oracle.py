@@ -5,6 +5,8 @@ import os
 import pytest
 
 import minadapters as ma
+
+pytest.importorskip("adapters", reason="oracle: needs adapters==1.3.0 and torch (pip install -e .[oracle])")
 from oracle_utils import hf_model, save_model
 
 NEEDS = {"lora": "lora", "ia3": "lora", "vera": "lora", "dora": "lora", "dvora": "lora", "mtl_lora": "lora",
