@@ -131,8 +131,20 @@ class BottleneckLayer(ComposableLayer):
                               original_ln_before=cfg["original_ln_before"], query_before_ln=qbl)
 
     # ---- state operations ------------------------------------------------------------------------
+    def _first_present(self, setup):
+        """The block's first adapter present at this location (upstream assumes setup.first() is; spec COMP-0)."""
+        if isinstance(setup, str):
+            return setup if setup in self.modules else None
+        for child in setup:
+            name = self._first_present(child)
+            if name is not None:
+                return name
+        return None
+
     def pre_block(self, setup, state, fwd):
-        name = setup if isinstance(setup, str) else setup.first()
+        name = self._first_present(setup)
+        if name is None:
+            return state
         h, _, r = self._pre_forward(name, state.hidden_states, state.input_tensor, state.layer_norm)
         return state._replace(hidden_states=h, adapter_residual=r)
 
@@ -141,10 +153,13 @@ class BottleneckLayer(ComposableLayer):
                                state.layer_norm, _sl(state.bottleneck_up, idx), state.last)
 
     def pad_and_concat(self, states):
-        cat = lambda xs: None if xs[0] is None else np.concatenate(xs, axis=0)  # noqa: E731
+        cat = lambda xs: None if any(x is None for x in xs) else np.concatenate(xs, axis=0)  # noqa: E731
+        # Slices whose child is absent here pass through unchanged (last=None); the block's last adapter present
+        # decides the closing residual / LN (upstream crashes on such setups; spec COMP-0 note).
+        last = next((s.last for s in reversed(states) if s.last is not None), None)
         return BottleneckState(cat([s.hidden_states for s in states]), cat([s.input_tensor for s in states]),
                                cat([s.adapter_residual for s in states]), states[0].layer_norm,
-                               cat([s.bottleneck_up for s in states]), states[-1].last)
+                               cat([s.bottleneck_up for s in states]), last)
 
     def repeat(self, state, channels):
         rep = lambda t: None if t is None else np.concatenate([t] * channels, axis=0)  # noqa: E731
@@ -176,6 +191,8 @@ class BottleneckLayer(ComposableLayer):
                 outs.append(res)
                 last = res.last or last
             start += n
+        if not outs:
+            return state
         return state._replace(hidden_states=np.concatenate([o.hidden_states for o in outs], axis=1), last=last)
 
     def compose_fuse(self, block, state, fwd, lvl):
@@ -215,6 +232,9 @@ class BottleneckLayer(ComposableLayer):
                 return layer_norm(h + x)
             return h + x if x is not None else h
         state = self.compose(setup, BottleneckState(h, x, x, layer_norm), fwd)
+        if state.last is None:  # no adapter of the setup ran here
+            (x,) = adjust_tensors_for_parallel(state.hidden_states, x)
+            return layer_norm(state.hidden_states + x) if layer_norm is not None else state.hidden_states + x
         last = self.modules[state.last]
         # COMPAT(adapters): upstream adds the unreplicated h for is_parallel adapters under Parallel and crashes;
         # we replicate it like every other tensor (spec COMP-PARALLEL note).
