@@ -1,0 +1,139 @@
+"""ReFT equations: the intervention unit, torch's orthogonal parametrization, intervention positions.
+
+Spec: REFT-1 (unit), REFT-2 (orthogonal map), REFT-3 (positions), REFT-4 (gather/scatter).
+All functions are pure NumPy.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+
+
+def reft_unit(h, W, b, R, act, subtract_projection: bool):
+    """Φ(h) = h + (act(h Wᵀ + b) − [subtract]·h Rᵀ) R. Spec: REFT-1.
+
+        h: (B, P, D), W: (r, D), b: (r,), R: (r, D) -> (B, P, D)"""
+    s = act(h @ W.T + b)
+    if subtract_projection:
+        s = s - h @ R.T
+    return h + s @ R
+
+
+# ---- orthogonal parametrization (torch.nn.utils.parametrizations.orthogonal, use_trivialization=True) --------
+
+def householder_product(A, tau):
+    """First k columns of H_0 H_1 … H_{k-1}, H_i = I − τ_i v_i v_iᵀ, v_i = (0…0, 1, A[i+1:, i]). Spec: REFT-2.
+
+    Same contract as LAPACK orgqr / torch.linalg.householder_product.  A: (n, k), tau: (k,) -> (n, k)"""
+    n, k = A.shape
+    M = np.eye(n, k, dtype=np.float64)
+    for i in range(k - 1, -1, -1):
+        v = np.zeros(n, np.float64)
+        v[i] = 1.0
+        v[i + 1:] = A[i + 1:, i]
+        M = M - tau[i] * np.outer(v, v @ M)
+    return M
+
+
+def expm_skew(A):
+    """exp(A) for a real skew-symmetric A, via the eigen-decomposition of the Hermitian −iA. Spec: REFT-2."""
+    lam, V = np.linalg.eigh(-1j * A)
+    return ((V * np.exp(1j * lam)) @ V.conj().T).real
+
+
+def orthogonal_weight(original, base):
+    """The weight torch's orthogonal parametrization materialises from ``original`` and ``base``. Spec: REFT-2.
+
+    original: (r, D) ("parametrizations.weight.original"), base: (max(r,D),)*2 ("parametrizations.weight.0.base").
+    Computed in float64, returned in original's dtype."""
+    X = np.asarray(original, np.float64)
+    if X.ndim != 2:
+        raise ShapeError(f"orthogonal parametrization: 'original' must be a matrix; got shape {X.shape}.")
+    transposed = X.shape[0] < X.shape[1]
+    if transposed:
+        X = X.T
+    n, k = X.shape
+    if base.shape != (n, n):
+        raise ShapeError(f"orthogonal parametrization: 'base' has shape {tuple(base.shape)}; 'original' of shape "
+                         f"{tuple(original.shape)} needs ({n}, {n}).")
+    if n == k:   # square: torch's default map is the matrix exponential of the skew part of tril(X)
+        L = np.tril(X)
+        Q = expm_skew(L - L.T)
+    else:        # tall: Householder reflectors below the diagonal, τ making each an exact reflector
+        A = np.tril(X, -1)
+        tau = 2.0 / (1.0 + (A * A).sum(axis=0))
+        Q = householder_product(A, tau)
+        Q = Q * np.trunc(np.diagonal(X))[None, :]     # torch: X.diagonal().int() (truncation toward zero)
+    Q = np.asarray(base, np.float64) @ Q
+    if transposed:
+        Q = Q.T
+    return Q.astype(np.asarray(original).dtype)
+
+
+def make_orthogonal(M):
+    """Q of M = QR with diag(R) ≥ 0 (torch's _make_orthogonal). M: (n, n)."""
+    Q, Rm = np.linalg.qr(M)
+    sign = np.sign(np.diagonal(Rm))
+    sign[sign == 0] = 1.0
+    return Q * sign[None, :]
+
+
+def orthogonal_init(weight, rng):
+    """(original, base) as torch's right_inverse stores them for a fresh parametrized weight. Spec: REFT-2.
+
+    original = −I (shaped like the weight); base = an orthogonal completion of the weight's rows, so that
+    orthogonal_weight(original, base) = the orthonormalised weight (rows orthonormal for r ≤ D)."""
+    W = np.asarray(weight, np.float64)
+    r, D = W.shape
+    Qt = W.T if r < D else W                       # tall or square (n, k)
+    n, k = Qt.shape
+    if n == k:
+        base = make_orthogonal(Qt)
+    else:
+        base = make_orthogonal(np.concatenate([Qt, rng.standard_normal((n, n - k))], axis=1))
+    original = np.zeros((r, D), np.float64)
+    np.fill_diagonal(original, -1.0)
+    return original.astype(weight.dtype), base.astype(weight.dtype)
+
+
+# ---- positions -------------------------------------------------------------------------------------
+
+def reft_positions(mask, B: int, T: int, prefix: int, suffix: int):
+    """Row-wise gather indices (pref (B, p'), suff (B, s')) with p' = min(p, T), s' = min(s, T). Spec: REFT-3.
+
+    mask: (B0, T0) 0/1 as passed to the model, or None (offset 0, length T). A mask with B0 dividing B
+    (Parallel replicated the batch) is tiled. Indices outside [0, T) raise (torch's gather raises too)."""
+    if mask is None:
+        offset = np.zeros(B, np.int64)
+        end = np.full(B, T, np.int64)
+    else:
+        mask = np.asarray(mask)
+        if mask.ndim != 2 or B % mask.shape[0]:
+            raise ShapeError(f"ReFT: attention_mask of shape {mask.shape} does not fit hidden states with {B} rows.")
+        mask = np.concatenate([mask] * (B // mask.shape[0]), axis=0)
+        offset = np.argmax(mask, axis=1).astype(np.int64)
+        end = offset + (mask == 1).sum(axis=1)
+    pref = offset[:, None] + np.arange(min(prefix, T))[None, :]
+    suff = end[:, None] + np.arange(-min(suffix, T), 0)[None, :]
+    for what, idx in (("prefix", pref), ("suffix", suff)):
+        if idx.size and (idx.min() < 0 or idx.max() >= T):
+            row = int(np.nonzero((idx < 0).any(1) | (idx >= T).any(1))[0][0])
+            raise ShapeError(f"ReFT: {what} positions of batch row {row} fall outside the sequence "
+                             f"(indices {idx[row].tolist()}, sequence length {T}; offset {int(offset[row])}, "
+                             f"{int(end[row] - offset[row])} unpadded tokens). Use fewer prefix_positions/"
+                             "suffix_positions or longer inputs.")
+    return pref, suff
+
+
+def gather_rows(x, idx):
+    """x[b, idx[b, j]]  (B, T, D), (B, P) -> (B, P, D)."""
+    return np.take_along_axis(x, idx[:, :, None], axis=1)
+
+
+def scatter_rows(x, idx, src):
+    """Copy of x with x[b, idx[b, j]] = src[b, j] (later j wins on repeated indices, like torch on CPU)."""
+    out = x.copy()
+    rows = np.broadcast_to(np.arange(x.shape[0])[:, None], idx.shape)
+    out[rows, idx] = src
+    return out
