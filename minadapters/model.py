@@ -90,6 +90,7 @@ class AdapterModel:
         self.adapters_config = ModelAdaptersConfig()
         self.method_layers: dict = {}
         self.model_level: dict = {}
+        self.lm_head_weight = None          # decoders: untied LM head from the checkpoint (generate)
         self._build_method_layers()
 
     # ---- construction ----------------------------------------------------------------------------
@@ -373,11 +374,18 @@ class AdapterModel:
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, *, output_adapter_gating_scores=False,
                 output_adapter_fusion_attentions=False, task_ids=None, adapter_input_parallelized=False,
-                **kwargs) -> ModelOutput:
+                position_ids=None, past_key_values=None, **kwargs) -> ModelOutput:
         """Run the model with the active adapter setup (AdapterSetup overrides it). Spec: API-2."""
         if kwargs:
             raise TypeError(f"forward() got unexpected keyword arguments: {', '.join(sorted(kwargs))}.")
-        input_ids, attention_mask, token_type_ids = self._check_inputs(input_ids, attention_mask, token_type_ids)
+        past = past_key_values.length if past_key_values is not None else 0
+        input_ids, attention_mask, token_type_ids = self._check_inputs(input_ids, attention_mask, token_type_ids, past)
+        arch_kw = {k: v for k, v in (("position_ids", position_ids), ("past_key_values", past_key_values))
+                   if v is not None}
+        if arch_kw and self.arch.__name__.endswith(".bert"):
+            raise TypeError(f"forward(): {', '.join(arch_kw)} only apply to decoder models (gpt2, llama).")
+        if position_ids is not None:
+            arch_kw["position_ids"] = np.broadcast_to(np.asarray(position_ids, np.int64), input_ids.shape)
         ctx = AdapterSetup.get_context()
         setup = ctx.adapter_setup if ctx is not None else self.adapters_config.active_setup
         if ctx is not None and setup is not None:
@@ -395,7 +403,7 @@ class AdapterModel:
                 if hasattr(obj, "prepare"):
                     obj.prepare(fwd, input_ids.shape[0])
         x, pooled = self.arch.forward(self.params, self.config, input_ids, attention_mask, token_type_ids, hk,
-                                      self.ops, self.dtype)
+                                      self.ops, self.dtype, **arch_kw)
         out = ModelOutput(last_hidden_state=np.ascontiguousarray(x), pooler_output=pooled)
         if output_adapter_gating_scores:
             out.adapter_gating_scores = fwd.gating_scores
@@ -403,7 +411,7 @@ class AdapterModel:
             out.adapter_fusion_attentions = fwd.fusion_attentions
         return out
 
-    def _check_inputs(self, input_ids, attention_mask, token_type_ids):
+    def _check_inputs(self, input_ids, attention_mask, token_type_ids, past=0):
         if input_ids is None:
             raise ValueError("forward() needs input_ids, an integer array of shape (batch, tokens).")
         input_ids = np.asarray(input_ids)
@@ -419,9 +427,10 @@ class AdapterModel:
             attention_mask = np.asarray(attention_mask)
             if attention_mask.ndim == 1:
                 attention_mask = attention_mask[None]
-            if attention_mask.shape != input_ids.shape:
-                raise ShapeError(f"attention_mask has shape {attention_mask.shape}; expected {input_ids.shape} "
-                                 "(the shape of input_ids).")
+            want = (input_ids.shape[0], input_ids.shape[1] + past)
+            if attention_mask.shape != want:
+                raise ShapeError(f"attention_mask has shape {attention_mask.shape}; expected {want} "
+                                 "(the shape of input_ids" + (f", plus {past} cached tokens)." if past else ")."))
         if token_type_ids is not None:
             token_type_ids = np.asarray(token_type_ids)
             if token_type_ids.ndim == 1:
@@ -429,6 +438,12 @@ class AdapterModel:
             if token_type_ids.shape != input_ids.shape:
                 raise ShapeError(f"token_type_ids has shape {token_type_ids.shape}; expected {input_ids.shape}.")
         return input_ids.astype(np.int64), attention_mask, token_type_ids
+
+    def generate(self, input_ids, max_new_tokens=20, attention_mask=None, use_cache=True, **kwargs):
+        """Greedy decoding with the active adapters (decoder models). Spec: DEC-6."""
+        from .generate import generate
+        return generate(self, input_ids, max_new_tokens=max_new_tokens, attention_mask=attention_mask,
+                        use_cache=use_cache, **kwargs)
 
     def adapter_summary(self, as_dict=False):
         from .summary import model_adapter_summary
@@ -461,12 +476,16 @@ class AutoModel:
         config = arch.EncoderConfig.from_dict(raw) if hasattr(arch, "EncoderConfig") else arch.Config.from_dict(raw)
         from .io.files import read_model_weights
         weights = arch.normalize_keys(read_model_weights(path), raw["model_type"])
+        lm_head = weights.pop("lm_head.weight", None)
         params = _check_params(weights, arch.expected_shapes(config), path, dtype)
         if backend is None:
             backend = os.environ.get("MINADAPTERS_BACKEND", "numpy")
         model = AdapterModel(arch, config, params, dtype=dtype, backend=backend,
                              name_or_path=raw.get("_name_or_path", ""), seed=seed)
         model.raw_config = raw
+        if lm_head is not None:
+            model.lm_head_weight = np.ascontiguousarray(lm_head, dtype=dtype)
+        model.model_dir = path      # prompt tuning's from_string init reads <model_dir>/tokenizer.json
         return model
 
 

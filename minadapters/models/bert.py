@@ -128,6 +128,7 @@ def encoder_layer(i, x, mask, p, cfg: EncoderConfig, hk, ops):
     (mask,) = adjust_tensors_for_parallel(q, mask)
     n = cfg.num_attention_heads
     K, V, mask = hk.prefix(i, "self_prefix", split_heads(k, n), split_heads(v, n), mask, x)
+    (q,) = adjust_tensors_for_parallel(K, q)                         # a Parallel prefix may replicate K, V
     ctx = ops.attention(split_heads(q, n), K, V, mask)                # (B, N, T, Dh)
     a = ops.linear(merge_heads(ctx), *w("attention.output.dense"))
     ln1 = lambda t: ops.layer_norm(t, *w("attention.output.LayerNorm"), cfg.layer_norm_eps)  # noqa: E731
