@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConfigError
 from ..functional.activations import get_activation
 from ..functional.reft import (gather_rows, orthogonal_init, orthogonal_weight, reft_positions, reft_unit,
                                scatter_rows)
@@ -44,10 +43,6 @@ class ReftLayer(AdapterLayer):
         if cfg is None or not (cfg["layers"] == "all" or self.layer_idx in cfg["layers"]):
             return False
         D = self.model.hidden_size
-        r = cfg["r"]
-        if cfg["orthogonality"] and r > D:
-            raise ConfigError(f"ReFT r={r} with orthogonality=True needs r <= hidden size {D}: a {r}x{D} "
-                              "projection cannot have orthonormal rows.")
         rng = winit.rng_for(cfg, self.model)
         n_units = 1 if cfg["tied_weights"] else 2
         params = {}
