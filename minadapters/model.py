@@ -445,6 +445,12 @@ class AdapterModel:
         return generate(self, input_ids, max_new_tokens=max_new_tokens, attention_mask=attention_mask,
                         use_cache=use_cache, **kwargs)
 
+    def generate(self, input_ids, max_new_tokens=20, attention_mask=None, use_cache=True, **kwargs):
+        """Greedy decoding with the active adapters (decoder models). Spec: DEC-6."""
+        from .generate import generate
+        return generate(self, input_ids, max_new_tokens=max_new_tokens, attention_mask=attention_mask,
+                        use_cache=use_cache, **kwargs)
+
     def adapter_summary(self, as_dict=False):
         from .summary import model_adapter_summary
         return model_adapter_summary(self, as_dict=as_dict)
@@ -483,6 +489,8 @@ class AutoModel:
         model = AdapterModel(arch, config, params, dtype=dtype, backend=backend,
                              name_or_path=raw.get("_name_or_path", ""), seed=seed)
         model.raw_config = raw
+        if lm_head is not None:
+            model.lm_head_weight = np.ascontiguousarray(lm_head, dtype=dtype)
         if lm_head is not None:
             model.lm_head_weight = np.ascontiguousarray(lm_head, dtype=dtype)
         model.model_dir = path      # prompt tuning's from_string init reads <model_dir>/tokenizer.json

@@ -1,0 +1,93 @@
+"""Greedy decoding for the decoder models (GPT-2, LLaMA), with and without a KV cache. Spec: DEC-5, DEC-6.
+
+Follows transformers 4.57 ``generate(do_sample=False)``: position ids from the attention mask
+(cumsum − 1, 1 at padding), logits of the last position through the LM head, argmax (first maximum),
+rows that produced an EOS token continue with ``pad_token_id``, stop when every row is finished.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ConfigError, ShapeError
+from .models import decoder_common as dc
+
+
+def lm_head_weight(model):
+    """(V, D) output embedding: the checkpoint's lm_head.weight, or the input embedding when tied. Spec: DEC-6."""
+    key = getattr(model.arch, "EMBED_KEY", None)
+    if key is None:
+        raise ConfigError(f"generate(): model_type={model.model_type!r} is not a decoder model; "
+                          "generation needs gpt2 or llama.")
+    if getattr(model.config, "tie_word_embeddings", False):
+        return model.params[key]
+    if model.lm_head_weight is None:
+        raise ConfigError("generate(): the checkpoint has no 'lm_head.weight' and tie_word_embeddings is false; "
+                          "load a checkpoint saved from the ...ForCausalLM / ...LMHeadModel class.")
+    return model.lm_head_weight
+
+
+def _token_set(value, name):
+    if value is None:
+        return set()
+    vals = value if isinstance(value, (list, tuple)) else [value]
+    for v in vals:
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+            raise TypeError(f"generate(): {name} must be an int or a list of ints; got {value!r}.")
+    return {int(v) for v in vals}
+
+
+def _check(model, input_ids, attention_mask, max_new_tokens):
+    if not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
+        raise ValueError(f"generate(): max_new_tokens must be an int >= 0; got {max_new_tokens!r}.")
+    ids = np.asarray(input_ids)
+    if ids.ndim == 1:
+        ids = ids[None]
+    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer) or ids.shape[1] == 0:
+        raise ShapeError(f"generate(): input_ids has shape {ids.shape} and dtype {ids.dtype}; expected a non-empty "
+                         "integer array of shape (batch, tokens).")
+    mask = np.ones(ids.shape, np.int64) if attention_mask is None else np.asarray(attention_mask)
+    if mask.ndim == 1:
+        mask = mask[None]
+    if mask.shape != ids.shape:
+        raise ShapeError(f"generate(): attention_mask has shape {mask.shape}; expected {ids.shape}.")
+    setup = model.active_adapters
+    if setup is not None and getattr(setup, "parallel_channels", 1) > 1:
+        raise ConfigError("generate(): a Parallel composition multiplies the batch; generate with one channel.")
+    return ids.astype(np.int64), mask.astype(np.int64)
+
+
+def generate(model, input_ids, max_new_tokens=20, attention_mask=None, use_cache=True, eos_token_id="config",
+             pad_token_id="config"):
+    """Greedy decoding; returns (B, T + n) token ids, n <= max_new_tokens. Spec: DEC-6.
+
+    use_cache=True runs only the new token through the layers, with cached keys/values (DEC-5);
+    use_cache=False recomputes the whole sequence each step. Both give the same tokens."""
+    ids, mask = _check(model, input_ids, attention_mask, max_new_tokens)
+    W = lm_head_weight(model)
+    eos = _token_set(model.config.eos_token_id if eos_token_id == "config" else eos_token_id, "eos_token_id")
+    pad = model.config.pad_token_id if pad_token_id == "config" else pad_token_id
+    if pad is None and eos:
+        pad = min(eos)               # transformers: pad_token_id defaults to the (first) eos token
+    unfinished = np.ones(ids.shape[0], bool)
+    cache = dc.KVCache(model.num_layers) if use_cache else None
+    new = ids
+    for _ in range(int(max_new_tokens)):
+        pos = dc.generation_position_ids(mask)
+        if cache is not None:
+            pos = pos[:, mask.shape[1] - new.shape[1]:]
+            out = model.forward(new, attention_mask=mask, position_ids=pos, past_key_values=cache)
+        else:
+            out = model.forward(ids, attention_mask=mask, position_ids=pos)
+        logits = model.ops.linear(out.last_hidden_state[:, -1], W)                # (B, V)
+        nxt = np.argmax(logits, axis=-1).astype(np.int64)
+        if eos:
+            if pad is None:
+                raise ConfigError("generate(): eos_token_id is set but pad_token_id is None.")
+            nxt = np.where(unfinished, nxt, pad)
+            unfinished &= ~np.isin(nxt, list(eos))
+        ids = np.concatenate([ids, nxt[:, None]], axis=1)
+        mask = np.concatenate([mask, np.ones((mask.shape[0], 1), np.int64)], axis=1)
+        new = nxt[:, None]
+        if not unfinished.any():
+            break
+    return ids
