@@ -33,7 +33,13 @@ def test_param_count(models, config):
         pytest.skip(f"minadapters.methods.{need} not built yet")
     torch_model, d = models
     name = f"x{CONFIGS.index(config)}"
-    torch_model.add_adapter(name, config=config)
+    try:
+        torch_model.add_adapter(name, config=config)
+    except (ValueError, AssertionError) as e:   # e.g. PHM sizes not divisible by phm_dim
+        ours = ma.AutoModel.from_pretrained(os.path.join(d, "m"))
+        with pytest.raises(ValueError):
+            ours.add_adapter(name, config=config)
+        return
     want = {r["name"]: r["#param"] for r in torch_model.adapter_summary(as_dict=True)}
     ours = ma.AutoModel.from_pretrained(os.path.join(d, "m"))
     ours.add_adapter(name, config=config)
