@@ -78,12 +78,30 @@ def identity(x):
     return x
 
 
+def gelu_10(x):
+    """GELU clipped to [-10, 10] (transformers ClippedGELUActivation)."""
+    return np.clip(gelu(x), -10, 10).astype(x.dtype, copy=False)
+
+
+def laplace(x, mu=0.707107, sigma=0.282095):
+    """0.5·(1 + erf((x − μ)/(σ√2))) (transformers LaplaceActivation)."""
+    return _like(0.5 * (1.0 + erf((x - mu) / (sigma * np.sqrt(2.0)))), x)
+
+
+def relu2(x):
+    r = relu(x)
+    return r * r
+
+
 ACTIVATIONS = {
     "relu": relu, "relu6": relu6, "gelu": gelu, "gelu_new": gelu_new, "gelu_fast": gelu_fast,
     "gelu_pytorch_tanh": gelu_new, "quick_gelu": quick_gelu, "gelu_python": gelu, "gelu_accurate": gelu_new,
     "swish": silu, "silu": silu, "tanh": tanh, "sigmoid": sigmoid, "leaky_relu": leaky_relu,
-    "leakyrelu": leaky_relu, "linear": identity, "mish": mish,
+    "leakyrelu": leaky_relu, "linear": identity, "mish": mish, "gelu_10": gelu_10, "laplace": laplace,
+    "relu2": relu2, "gelu_python_tanh": gelu_new,
 }
+# transformers' ACT2FN entries that carry trainable parameters (their weights would be part of the adapter).
+PARAMETRIC = ("prelu", "xielu")
 
 
 def get_activation(name):
@@ -91,6 +109,9 @@ def get_activation(name):
     if name is None:
         return identity
     key = str(name).lower()
+    if key in PARAMETRIC:
+        raise ValueError(f"non_linearity={name!r} has trainable parameters (transformers' {key}); minadapters "
+                         f"supports the parameter-free activations: {', '.join(sorted(ACTIVATIONS))}.")
     if key not in ACTIVATIONS:
         raise ValueError(f"non_linearity={name!r} is not a known activation; allowed: {', '.join(sorted(ACTIVATIONS))}.")
     return ACTIVATIONS[key]
