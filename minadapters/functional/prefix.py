@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+from .activations import sigmoid
+
 
 def prefix_mlp(wte, w0, b0, w2, b2, *, act, ops):
     """Reparametrisation network over the P prefix embeddings. Spec: PREFIX-1.
@@ -31,7 +33,7 @@ def prefix_gate(attn_input, w, b, *, ops):
 
     attn_input: (B, T, D), w: (1|2, D) -> (B, 1|2)"""
     z = ops.linear(attn_input, w, b)                          # (B, T, 1|2)
-    return (1.0 / (1.0 + np.exp(-z))).mean(axis=1)            # (B, 1|2)
+    return sigmoid(z).mean(axis=1)                            # (B, 1|2)
 
 
 def prepend_prefix(K, V, mask, PK, PV):
