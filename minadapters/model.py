@@ -16,7 +16,7 @@ from .composition import Fuse, Stack, parse_composition
 from .context import AdapterSetup, ForwardState
 from .errors import AdapterNotFoundError, CompositionError, ConfigError, ShapeError
 from .hooks import AdapterHooks, NullHooks
-from .ops import get_ops
+from .ops import get_backend, get_ops
 
 _ARCHS = {}
 
@@ -485,7 +485,7 @@ class AutoModel:
         lm_head = weights.pop("lm_head.weight", None)
         params = _check_params(weights, arch.expected_shapes(config), path, dtype)
         if backend is None:
-            backend = os.environ.get("MINADAPTERS_BACKEND", "numpy")
+            backend = get_backend()  # set_backend(), else $MINADAPTERS_BACKEND, else "numpy"
         model = AdapterModel(arch, config, params, dtype=dtype, backend=backend,
                              name_or_path=raw.get("_name_or_path", ""), seed=seed)
         model.raw_config = raw

@@ -7,7 +7,6 @@ import numpy as np
 
 from ..composition import adjust_tensors_for_parallel
 from ..errors import ShapeError
-from ..functional.activations import get_activation
 
 MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
 BASE_MODEL_PREFIX = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta"}
@@ -133,7 +132,7 @@ def encoder_layer(i, x, mask, p, cfg: EncoderConfig, hk, ops):
     a = ops.linear(merge_heads(ctx), *w("attention.output.dense"))
     ln1 = lambda t: ops.layer_norm(t, *w("attention.output.LayerNorm"), cfg.layer_norm_eps)  # noqa: E731
     x = hk.residual_block(i, "mh_adapter", a, x, ln1)
-    f = get_activation(cfg.hidden_act)(hk.linear(i, "intermediate", x, *w("intermediate.dense")))
+    f = ops.activation(cfg.hidden_act)(hk.linear(i, "intermediate", x, *w("intermediate.dense")))
     f = hk.linear(i, "output", f, *w("output.dense"))
     ln2 = lambda t: ops.layer_norm(t, *w("output.LayerNorm"), cfg.layer_norm_eps)  # noqa: E731
     x = hk.residual_block(i, "output_adapter", f, x, ln2)

@@ -1,7 +1,10 @@
 """Compute backends. ``numpy`` is the reference; others must match it within the tolerance table."""
+from .backend import get_backend, set_backend
 from .numpy import NumpyOps
 
 _BACKENDS = {"numpy": NumpyOps}
+
+__all__ = ["NumpyOps", "get_ops", "get_backend", "set_backend"]
 
 
 def get_ops(name: str = "numpy"):

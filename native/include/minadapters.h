@@ -1,0 +1,101 @@
+/* minadapters native CPU kernels: the whole C API.  Spec: spec/ops.md (OPS-1 .. OPS-9).
+ *
+ * Declarations only: this file is passed unchanged to cffi's cdef, so it holds no #include,
+ * no #ifdef and no function-like macros.  C sources include <stdint.h> before it.
+ *
+ * Conventions: float32, row-major; sizes are int64_t; arguments are ordered outputs, inputs,
+ * sizes, scalars; inputs are const.  Every kernel returns an int status (MA_OK = 0) that
+ * ma_strerror() describes.  A pointer may be NULL only where noted or where the buffer it
+ * stands for holds zero elements.  The caller (minadapters/ops/native.py) validates shapes,
+ * dtypes and contiguity first; the kernels still refuse NULL pointers, negative sizes, size
+ * products that overflow and unknown enum values.  No kernel prints, exits or keeps state.
+ */
+
+enum {
+    MA_ABI_VERSION = 1
+};
+
+enum ma_status {
+    MA_OK = 0,
+    MA_ERR_NULL = 1,         /* a required pointer is NULL */
+    MA_ERR_SIZE = 2,         /* a size or stride is negative */
+    MA_ERR_OVERFLOW = 3,     /* a product of sizes overflows int64_t */
+    MA_ERR_NOMEM = 4,        /* scratch allocation failed */
+    MA_ERR_ARG = 5,          /* an enum value, segment table or adapter index is invalid */
+    MA_ERR_ISA = 6           /* the requested instruction set is not supported by this CPU */
+};
+
+enum ma_isa {
+    MA_ISA_AUTO = 0,         /* best available: AVX-512 > AVX2+FMA > portable */
+    MA_ISA_PORTABLE = 1,
+    MA_ISA_AVX2 = 2,
+    MA_ISA_AVX512 = 3
+};
+
+enum ma_act {
+    MA_ACT_IDENTITY = 0,
+    MA_ACT_RELU = 1,
+    MA_ACT_GELU = 2,         /* exact: x * Phi(x) */
+    MA_ACT_GELU_TANH = 3,    /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+    MA_ACT_SILU = 4,         /* x * sigmoid(x) */
+    MA_ACT_QUICK_GELU = 5,   /* x * sigmoid(1.702 x) */
+    MA_ACT_SIGMOID = 6
+};
+
+int ma_abi_version(void);
+const char *ma_strerror(int status);
+
+/* Bit set: 1 = AVX2+FMA usable, 2 = AVX-512F usable, 4 = built with OpenMP. */
+int ma_cpu_features(void);
+/* The instruction set MA_ISA_AUTO resolves to on this CPU. */
+int ma_best_isa(void);
+/* OpenMP threads used by the kernels (1 without OpenMP); set wraps omp_set_num_threads. */
+int ma_get_num_threads(void);
+int ma_set_num_threads(int n);
+
+/* OPS-1  y(rows, m) = x(rows, k) . w(m, k)^T + b(m);  b may be NULL. */
+int ma_linear_f32(float *y, const float *x, const float *w, const float *b,
+                  int64_t rows, int64_t k, int64_t m);
+/* OPS-1 with an explicit instruction set (enum ma_isa), for tests and benchmarks. */
+int ma_linear_f32_isa(float *y, const float *x, const float *w, const float *b,
+                      int64_t rows, int64_t k, int64_t m, int isa);
+
+/* OPS-2  out = softmax(scale * q k^T + mask) v per (batch, head).
+ * strides: 15 element strides, (batch, head, token) for out, q, k, v, mask in that order;
+ * the last axis of every array is contiguous.  A zero mask stride broadcasts that axis.
+ * mask may be NULL (then its strides are ignored).  q, out: (B, N, Tq, Dh); k, v: (B, N, Tk, Dh). */
+int ma_attention_f32(float *out, const float *q, const float *k, const float *v, const float *mask,
+                     const int64_t *strides, int64_t batch, int64_t heads, int64_t tq, int64_t tk,
+                     int64_t head_dim, float scale);
+
+/* OPS-3  row-wise softmax over the last axis of (rows, n). */
+int ma_softmax_f32(float *y, const float *x, int64_t rows, int64_t n);
+
+/* OPS-4  (x - mean) / sqrt(var + eps) * g + b over rows of length n; b may be NULL. */
+int ma_layer_norm_f32(float *y, const float *x, const float *g, const float *b,
+                      int64_t rows, int64_t n, float eps);
+
+/* OPS-5  x / sqrt(mean(x^2) + eps) * g. */
+int ma_rms_norm_f32(float *y, const float *x, const float *g, int64_t rows, int64_t n, float eps);
+
+/* OPS-6  y = act(x) elementwise over n values (enum ma_act); y may equal x. */
+int ma_activation_f32(float *y, const float *x, int64_t n, int act);
+
+/* OPS-7  fused bottleneck: y(rows, d) = scale * (act(x wd^T + bd) wu^T + bu);
+ * wd (r, d), wu (d, r); bd, bu may be NULL. */
+int ma_bottleneck_f32(float *y, const float *x, const float *wd, const float *bd,
+                      const float *wu, const float *bu, int64_t rows, int64_t d, int64_t r,
+                      float scale, int act);
+
+/* OPS-8  fused LoRA delta, in place: y(rows, m) += scale * (x(rows, k) a(r, k)^T) b(m, r)^T. */
+int ma_lora_add_f32(float *y, const float *x, const float *a, const float *b,
+                    int64_t rows, int64_t k, int64_t r, int64_t m, float scale);
+
+/* OPS-9  segmented LoRA (SGMV): rows seg_start[s] .. seg_start[s+1]-1 use adapter
+ * seg_adapter[s] (-1 = none):  y[rows] += scales[i] * (x[rows] a[i]^T) b[i]^T.
+ * a (n_adapters, r, k), b (n_adapters, m, r); seg_start has n_seg + 1 nondecreasing
+ * entries from 0 to rows. */
+int ma_sgmv_lora_add_f32(float *y, const float *x, const float *a, const float *b,
+                         const int64_t *seg_start, const int64_t *seg_adapter, const float *scales,
+                         int64_t rows, int64_t k, int64_t r, int64_t m, int64_t n_seg,
+                         int64_t n_adapters);
