@@ -218,3 +218,10 @@ def test_model_forward_with_left_padding_and_round_trip(tmp_path):
     np.testing.assert_array_equal(m2(input_ids=ids, attention_mask=mask).last_hidden_state, out)
     m2.active_adapters = None
     assert np.abs(m2(input_ids=ids, attention_mask=mask).last_hidden_state - out).max() > 1e-3
+
+
+@pytest.mark.spec("REFT-2")
+def test_param_count_excludes_orthogonal_base_buffer():
+    m = tiny_model()
+    m.add_adapter("r", "loreft[layers=[0], r=2]")          # 2 units: (2·16 + 2) + 2·16 each
+    assert m.method_layers[(0, "reft", "output_reft")].summary_param_count("r") == 2 * (2 * 16 + 2 + 2 * 16)
