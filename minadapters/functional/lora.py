@@ -1,0 +1,91 @@
+"""LoRA-family equations as pure functions (no state, no context). Spec: LORA-1 .. LORA-9.
+
+Shapes: x (B, T, K) layer input, W (M, K) base weight (out, in), b (M,) or None.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .activations import sigmoid
+
+
+def lora_delta(h, A, B, *, scale):
+    """δ = (h Aᵀ) Bᵀ · scale; ``scale`` is alpha/r, or the (B, 1, 1) gate. Spec: LORA-1.
+
+        h: (B, T, K), A: (r, K), B: (M, r) -> (B, T, M)"""
+    return ((h @ A.T) @ B.T) * scale
+
+
+def mean_gate(x, w, b):
+    """g = mean_T σ(x W_gᵀ + b_g): one value per example and gate row. Spec: LORA-2.
+
+        x: (B, T, K), w: (G, K), b: (G,) -> (B, G)"""
+    return sigmoid(x @ w.T + b).mean(axis=1)
+
+
+def ia3_vector(l_B, batch: int, *, scale):
+    """v = l_Bᵀ broadcast to the batch, times scale (alpha or the gate). Spec: LORA-3.
+
+        l_B: (M, 1) -> (batch, 1, M)"""
+    v = np.broadcast_to(l_B.reshape(1, 1, -1), (batch, 1, l_B.size))
+    return v * scale
+
+
+def vera_delta_w(A, B, D, Bv):
+    """ΔW = Λ_B B Λ_D A with full (trainable) Λ matrices. Spec: LORA-4.
+
+        A: (r, K), B: (M, r), D: (r, r), Bv: (M, M) -> (M, K)"""
+    return Bv @ B @ D @ A
+
+
+def dora_norm(W, dW):
+    """n = ‖W + ΔW‖₂ per output row (ΔW unscaled, as adapters). Spec: LORA-5.  -> (M,)"""
+    return np.linalg.norm(W + dW, axis=1)
+
+
+def dora_combine(base, H, m, n):
+    """y = (m / n) ⊙ (base + H), bias inside. Spec: LORA-5.  base, H: (B, T, M); m: (M, 1); n: (M,)"""
+    return (m.reshape(-1) / n) * (base + H)
+
+
+def mtl_delta(h, A, values, B, weights, *, sharpness, scale):
+    """δ = Σ_k w_k (h Aᵀ diag(values) B_kᵀ) / Σ_k w_k · scale, w = exp(weights / sharpness). Spec: LORA-6.
+
+        h: (B, T, K), A: (r, K), values: (r,), B: (n, M, r), weights: (n,) -> (B, T, M)"""
+    xa = (h @ A.T) * values                                   # (B, T, r)
+    per_up = np.einsum("btr,nmr->nbtm", xa, B)                # (n, B, T, M)
+    w = np.exp(weights / sharpness).astype(per_up.dtype)
+    return (w[:, None, None, None] * per_up / w.sum()).sum(axis=0) * scale
+
+
+def grouped_delta(h, A, B, groups: int):
+    """Fused-qkv LoRA: group j maps h through A_j = A[j·r:(j+1)·r], B_j = B[j·M':(j+1)·M']. Spec: LORA-7.
+
+        h: (B, T, K), A: (g·r, K), B: (g·M', r) -> (B, T, g·M')  (the groups concatenated)"""
+    r = A.shape[0] // groups
+    mo = B.shape[0] // groups
+    xa = h @ A.T                                              # (B, T, g·r)
+    outs = [xa[..., j * r:(j + 1) * r] @ B[j * mo:(j + 1) * mo].T for j in range(groups)]
+    return np.concatenate(outs, axis=-1)
+
+
+def grouped_delta_w(A, B, groups: int):
+    """ΔW of the fused-qkv LoRA: the stacked per-group B_j A_j. Spec: LORA-7.  -> (g·M', K)"""
+    r = A.shape[0] // groups
+    mo = B.shape[0] // groups
+    return np.concatenate([B[j * mo:(j + 1) * mo] @ A[j * r:(j + 1) * r] for j in range(groups)], axis=0)
+
+
+def scatter_thirds(x, enabled, fill):
+    """Place the enabled thirds' columns into a (…, 3·M') array filled with ``fill``. Spec: LORA-7.
+
+        x: (…, g·M') with g = sum(enabled), enabled: 3 bools -> (…, 3·M')"""
+    g = sum(enabled)
+    mo = x.shape[-1] // g
+    out = np.full(x.shape[:-1] + (3 * mo,), fill, dtype=x.dtype)
+    j = 0
+    for third, on in enumerate(enabled):
+        if on:
+            out[..., third * mo:(third + 1) * mo] = x[..., j * mo:(j + 1) * mo]
+            j += 1
+    return out

@@ -1,0 +1,248 @@
+"""The LoRA family at one wrapped linear (adapters 1.3.0's ``LoRALinear``): composition, DoRA, merge / reset.
+
+Spec: LORA-0 .. LORA-6, LORA-8 (composition), LORA-9 (merge / reset). The fused GPT-2 ``c_attn`` layer lives in
+lora_merged.py (LORA-7); the per-module math in lora_modules.py and functional/lora.py.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from ..errors import CompositionError, ConfigError
+from ..functional import lora as F
+from . import init as winit
+from .base import ComposableLayer
+from .lora_modules import check_config, delta_w, make_module, module_forward, module_kind, shared_vera_params
+
+LOCATION_KEYS = {"selfattn": "selfattn_lora", "intermediate": "intermediate_lora", "output": "output_lora"}
+
+
+class LoRAState(NamedTuple):
+    layer_input: np.ndarray              # x (B, T, K)
+    hidden_states: Optional[np.ndarray]  # H: composed delta (add) or scaling vector (scale); None before any module
+    layer_output: np.ndarray             # x Wᵀ + b
+    last: Optional[str]
+
+
+def split_key(key: str):
+    """'selfattn.q' -> ('selfattn_lora', 'q'); 'intermediate' -> ('intermediate_lora', None)."""
+    loc, _, attn = key.partition(".")
+    if loc not in LOCATION_KEYS:
+        raise ValueError(f"LoRA layer key {key!r} is unknown; expected selfattn.<q|k|v|qkv>, intermediate or output.")
+    return LOCATION_KEYS[loc], (attn or None)
+
+
+class LoRAMergeMixin:
+    """Exact merge / bit-identical reset shared by LoRALayer and LoRAMergedLayer. Spec: LORA-9."""
+
+    merged: Optional[str] = None
+
+    def _weight_keys(self):
+        return self.model.linear_weight(self.key, self.layer_idx)
+
+    def _shared(self, name):
+        shared = self.model.model_level.get("shared")
+        return shared.params.get(name) if shared is not None else None
+
+    def check_mergeable(self, name: str) -> None:
+        """Spec: LORA-9 edge cases."""
+        if name not in self.modules:
+            return
+        mod = self.modules[name]
+        if self.merged is not None and self.merged != name:
+            raise ConfigError(f"merge_adapter({name!r}): layer {self.layer_idx} ({self.key}) already has the merged "
+                              f"LoRA module {self.merged!r}. Please reset it first (model.reset_adapter()).")
+        if mod.info["gating"]:
+            raise ConfigError("Cannot merge LoRA layer with gating.")
+        if mod.info["kind"] == "mtl":
+            raise ConfigError(f"merge_adapter({name!r}): MTL-LoRA modules cannot be merged (task-specific 3-D "
+                              "lora_B; adapters 1.3.0 fails with RuntimeError).")
+
+    def merge(self, name: str) -> None:
+        """Replace the base W (and b) by weights giving exactly the unmerged output. Spec: LORA-9."""
+        if name not in self.modules or self.merged == name:
+            return
+        self.check_mergeable(name)
+        wk, bk = self._weight_keys()
+        W = self.model.params[wk]
+        b = self.model.params.get(bk)
+        W2, b2 = self.merged_weights(self.modules[name], W, b)
+        self._originals = (wk, W, bk, b)
+        self.model.params[wk] = W2.astype(W.dtype)
+        if b is not None:
+            self.model.params[bk] = b2.astype(b.dtype)
+        self.merged = name
+
+    def reset(self) -> None:
+        """Restore the arrays stored by merge (bit-identical). Spec: LORA-9."""
+        if self.merged is None:
+            return
+        wk, W, bk, b = self._originals
+        self.model.params[wk] = W
+        if b is not None:
+            self.model.params[bk] = b
+        self._originals = None
+        self.merged = None
+
+    def delete_adapter(self, name: str) -> None:
+        if self.merged == name:
+            self.reset()      # upstream keeps the weights merged and later fails in reset_adapter
+        self.modules.pop(name, None)
+
+
+class LoRALayer(LoRAMergeMixin, ComposableLayer):
+    """LoRA / IA³ / VeRA / DoRA / MTL-LoRA modules of one wrapped linear. Spec: LORA-0 .. LORA-9."""
+
+    container = "loras"
+    allow_multi_parallelize = True
+
+    def __init__(self, layer_idx, path, model, key):
+        super().__init__(layer_idx, path, model)
+        self.key = key
+        self.location_key, self.attn_key = split_key(key)
+        self.merged = None
+        self._originals = None
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    def _config(self, name):
+        from ..configuration import LoRAConfig
+        cfg = self.model.adapters_config.match(name, LoRAConfig, self.layer_idx, self.location_key)
+        if cfg is None or (self.attn_key is not None and self.attn_key not in (cfg["attn_matrices"] or [])):
+            return None
+        return cfg
+
+    def add_adapter(self, name, config) -> bool:
+        cfg = self._config(name)
+        if cfg is None:
+            return False
+        check_config(cfg, name)
+        wk, _ = self._weight_keys()
+        W = self.model.params[wk]
+        out_f, in_f = W.shape
+        rng = winit.rng_for(cfg, self.model)
+        mod = make_module(name, cfg, in_f=in_f, out_f=out_f, W=W, model=self.model, rng=rng)
+        if mod.info["kind"] == "vera":
+            self._attach_vera(name, cfg, (cfg["r"], in_f), (out_f, cfg["r"]), rng)
+        self.modules[name] = mod
+        return True
+
+    def _attach_vera(self, name, cfg, a_shape, b_shape, rng):
+        """The first target creates the shared A/B; every later target must have the same shape. Spec: LORA-4."""
+        shared = self.model.model_level["shared"].get(name)
+        if "lora_A" not in shared:
+            shared.update(shared_vera_params(cfg, a_shape, b_shape, rng, self.model))
+            shared["_first"] = f"layer {self.layer_idx} {self.key}"
+            return
+        if shared["lora_A"].shape != a_shape or shared["lora_B"].shape != b_shape:
+            raise ConfigError(
+                f"VeRA adapter {name!r}: the shared lora_A {shared['lora_A'].shape} / lora_B "
+                f"{shared['lora_B'].shape} (shaped by {shared.get('_first', 'the first target')}) do not fit layer "
+                f"{self.layer_idx} {self.key} (needs {a_shape} / {b_shape}). VeRA shares A and B, so all targets must "
+                "have the same shape: adapt only selfattn (or only same-shaped linears). adapters 1.3.0 fails here "
+                "with RuntimeError at the first forward.")
+
+    def confirm_adapter(self, name, config) -> None:
+        shared = self.model.model_level.get("shared")
+        if shared is not None and name in shared.params:
+            shared.params[name].pop("_first", None)
+
+    # ---- state operations ------------------------------------------------------------------------
+    def vslice(self, state, idx):
+        h = state.hidden_states
+        return LoRAState(state.layer_input[idx], None if h is None else h[idx], state.layer_output[idx], state.last)
+
+    def pad_and_concat(self, states):
+        hs = [s.hidden_states for s in states]
+        if any(h is None for h in hs) and not all(h is None for h in hs):
+            raise CompositionError(
+                f"layer {self.layer_idx} ({self.key}): some children of the block have no LoRA module here while "
+                "others do (e.g. leave_out, or a bottleneck adapter beside a LoRA in BatchSplit/Parallel); adapters "
+                "1.3.0 crashes on this. Give every child a LoRA module at this location.")
+        if hs[0] is not None and len({h.shape[1:] for h in hs}) > 1:
+            kinds = sorted({self.modules[s.last].info["kind"] for s in states if s.last in self.modules})
+            raise CompositionError(
+                f"layer {self.layer_idx} ({self.key}): the children of the block produce incompatible states "
+                f"({', '.join(kinds)}): IA3 (scale) modules cannot share a BatchSplit/Parallel/MultiTask block with "
+                "add-mode LoRA modules (adapters 1.3.0 fails with RuntimeError).")
+        cat = lambda xs: np.concatenate(xs, axis=0)  # noqa: E731
+        return LoRAState(cat([s.layer_input for s in states]), None if hs[0] is None else cat(hs),
+                         cat([s.layer_output for s in states]), states[-1].last)
+
+    def repeat(self, state, channels):
+        rep = lambda t: None if t is None else np.concatenate([t] * channels, axis=0)  # noqa: E731
+        return LoRAState(rep(state.layer_input), rep(state.hidden_states), rep(state.layer_output), state.last)
+
+    def mean(self, states, weights):
+        """mean_i(w_i H_i) = Σ w_i H_i / N. Spec: LORA-8 (COMP-AVERAGE)."""
+        h = None
+        if states[0].hidden_states is not None:
+            w = weights.astype(states[0].hidden_states.dtype)[:, None, None, None]
+            h = (np.stack([s.hidden_states for s in states], 0) * w).mean(0)
+        return LoRAState(states[0].layer_input, h, states[0].layer_output, states[-1].last)
+
+    def compose_average(self, block, state, fwd, lvl):
+        """Σ w_i H_i / N over N = len(weights); a single present child gets (Σ w / N) · H. Spec: LORA-8.
+
+        COMPAT(adapters): upstream multiplies the stacked present outputs by the (N, 1, 1, 1) weights, which
+        broadcasts when exactly one child has a module at this layer (e.g. different targets or leave_out)."""
+        outs = [res for res in (self._child(block, c, state, fwd, lvl) for c in block) if res is not None]
+        weights = np.asarray(block.weights)
+        if len(outs) == 1 and len(weights) > 1:
+            return self.mean([outs[0]], np.array([weights.sum() / len(weights)]))
+        if len(outs) != len(weights):
+            raise CompositionError(f"Average: {len(outs)} of the {len(block)} children of {block!r} have a LoRA module "
+                                   f"in layer {self.layer_idx} ({self.key}); adapters 1.3.0 fails on this (it needs "
+                                   "all of them, or exactly one).")
+        return self.mean(outs, weights)
+
+    def compose_single(self, name, state, fwd, lvl=0):
+        mod = self.modules[name]
+        H, gate = module_forward(mod, state.hidden_states, state.layer_input, self._shared(name))
+        if gate is not None:
+            fwd.store_gating_score(name, self.layer_idx, self.location_key, gate)
+        return state._replace(hidden_states=H, last=name)
+
+    # ---- entry -----------------------------------------------------------------------------------
+    def forward(self, x, w, b, fwd):
+        """y = combine_last(x Wᵀ + b, H). Spec: LORA-8 (add / scale / DoRA)."""
+        y = self.ops.linear(x, w, b)
+        if self.merged is not None:
+            return y                       # w already is the merged weight (model.params)
+        setup = self.active_setup(fwd)
+        if setup is None:
+            return y
+        state = self.compose(setup, LoRAState(x, None, y, None), fwd)
+        return self.combine(state, w)
+
+    def combine(self, state, w):
+        """The last applied module decides: add y + H, scale y ⊙ H, DoRA (m/n)(y + H). Spec: LORA-8, LORA-5."""
+        if state.last is None:
+            return state.layer_output
+        last = self.modules[state.last]
+        y, H = state.layer_output, state.hidden_states
+        if last.info["dora"]:
+            n = F.dora_norm(w, delta_w(last, self._shared(state.last)).astype(w.dtype))
+            return F.dora_combine(y, H, last.params["m.weight"].astype(y.dtype), n.astype(y.dtype))
+        if last.info["kind"] == "ia3":
+            return y * H
+        return y + H
+
+    # ---- merge -----------------------------------------------------------------------------------
+    def merged_weights(self, mod, W, b):
+        """(W', b') with x W'ᵀ + b' == the unmerged single-adapter output. Spec: LORA-9."""
+        W64 = W.astype(np.float64)
+        dW = delta_w(mod, self._shared(mod.name)).astype(np.float64)
+        s = float(mod.info["scaling"])
+        if mod.info["kind"] == "ia3":
+            v = dW.reshape(-1) * s
+            return W64 * v[:, None], (None if b is None else b.astype(np.float64) * v)
+        if mod.info["dora"]:
+            ratio = mod.params["m.weight"].astype(np.float64).reshape(-1) / np.linalg.norm(W64 + dW, axis=1)
+            return ratio[:, None] * (W64 + s * dW), (None if b is None else ratio * b.astype(np.float64))
+        return W64 + s * dW, b
+
+
+from .lora_merged import LoRAMergedLayer  # noqa: E402  (needs LoRAMergeMixin above)
+
+__all__ = ["LoRALayer", "LoRAMergedLayer", "LoRAState", "module_kind"]
