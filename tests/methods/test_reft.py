@@ -151,7 +151,8 @@ def test_keys_units_and_layers():
     keys = m.adapter_state_dict("r")
     assert {k.split(".")[2] for k in keys} == {"0", "2"}
     assert "encoder.layer.0.reft_layer.refts.r.units.1.projection.parametrizations.weight.original" in keys
-    assert keys["encoder.layer.0.reft_layer.refts.r.units.0.projection.parametrizations.weight.0.base"].shape == (16, 16)
+    base = "encoder.layer.0.reft_layer.refts.r.units.0.projection.parametrizations.weight.0.base"
+    assert keys[base].shape == (16, 16)
     tkeys = m.adapter_state_dict("t")
     assert not any(".units.1." in k for k in tkeys)
     assert "encoder.layer.1.reft_layer.refts.t.units.0.projection.weight" in tkeys

@@ -117,7 +117,8 @@ def test_glow_keys_and_shapes_match_upstream(env):
     d = os.path.join(env.tmp, name)
     m.save_adapter(d, name)
     env.ours.load_adapter(d)          # checks every key and shape of the file
-    theirs = {f"invertible_adapters.{name}.{k}": tuple(v.shape) for k, v in m.invertible_adapters[name].state_dict().items()}
+    theirs = {f"invertible_adapters.{name}.{k}": tuple(v.shape)
+              for k, v in m.invertible_adapters[name].state_dict().items()}
     ours = {k: v.shape for k, v in env.ours.adapter_state_dict(name).items() if k.startswith("invertible")}
     assert ours == theirs
     x = np.random.default_rng(0).standard_normal((2, 3, env.ours.hidden_size))
