@@ -32,11 +32,15 @@ def _load():
         from .. import _native
     except ImportError as e:
         raise ImportError(f"the compiled extension minadapters._native cannot be imported ({e}); {_FIX}") from e
-    found = _native.lib.ma_abi_version()
+    check_abi(_native.lib.ma_abi_version())
+    return _native.ffi, _native.lib
+
+
+def check_abi(found: int) -> None:
+    """ImportError naming both versions and the fix unless the extension's ABI is ours."""
     if found != ABI_VERSION:
         raise ImportError(f"minadapters._native has ABI version {found} but minadapters/ops/native.py expects "
                           f"ABI version {ABI_VERSION}; the extension is stale: {_FIX}")
-    return _native.ffi, _native.lib
 
 
 ffi, lib = _load()
