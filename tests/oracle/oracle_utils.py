@@ -53,6 +53,11 @@ def save_model(model, directory):
     """Save the base weights in HF format (model.safetensors + config.json), without adapter keys."""
     os.makedirs(directory, exist_ok=True)
     model.save_pretrained(directory, safe_serialization=True)
+    # save_pretrained sets every PrefixTuningLayer's `pool` alias to None; adding a prefix afterwards would fail
+    from adapters.methods.prefix_tuning import PrefixTuningLayer
+    for mod in model.modules():
+        if isinstance(mod, PrefixTuningLayer) and hasattr(model, "prefix_tuning"):
+            mod.set_pool(model.prefix_tuning)
     return directory
 
 
