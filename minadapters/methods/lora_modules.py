@@ -7,8 +7,6 @@ Leaf names are adapters 1.3.0's state-dict leaves: ``lora_A``, ``lora_B``, ``ver
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..errors import ConfigError
@@ -202,7 +200,3 @@ def delta_w(mod, shared):
         return p["lora_B"]
     raise ConfigError(f"adapter {mod.name!r}: MTL-LoRA has no single ΔW (3-D lora_B); it cannot be merged.")
 
-
-def fan_in_bound(shape, a):
-    """kaiming_uniform bound for a (out, in) weight (documentation helper for tests)."""
-    return math.sqrt(2.0 / (1 + a * a)) * math.sqrt(3.0 / shape[1])
