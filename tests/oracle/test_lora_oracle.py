@@ -284,3 +284,31 @@ def test_zz_report_counts():
     """Prints the number of oracle cases run per method (pytest -s shows it)."""
     print("LoRA oracle cases:", dict(sorted(COUNT.items())))
     assert sum(COUNT.values()) > 0
+
+
+@pytest.mark.spec("LORA-9")
+@pytest.mark.parametrize("config", ["ia3[output_lora=True]", "dora[alpha=16]"], ids=["ia3", "dora"])
+def test_upstream_merge_changes_outputs_ours_does_not(env, config):
+    """Upstream note (LORA-9): adapters' IA3 merge leaves the bias unscaled and its DoRA merge uses unscaled BA and
+    the raw bias, so its merged forward differs from its unmerged one; DoRA's reset_adapter restores nothing."""
+    name = env.add(config)
+    unmerged, _ = env.compare(name, name, config)
+    m = env.torch_model
+    W0 = {k: v.detach().clone() for k, v in m.named_parameters() if k.endswith(".weight") and "loras" not in k}
+    m.merge_adapter(name)
+    up_merged = torch_forward(m, env.ids, env.mask).last_hidden_state.numpy()
+    scale = np.abs(unmerged.last_hidden_state).max()
+    assert np.abs(up_merged - unmerged.last_hidden_state).max() / scale > 1e-3     # upstream: merge changes output
+    env.ours.merge_adapter(name)
+    ours_merged = env.ours(input_ids=env.ids, attention_mask=env.mask).last_hidden_state
+    assert_close(ours_merged, unmerged.last_hidden_state, rtol=1e-5, what=f"our merged {config}")
+    m.reset_adapter()
+    env.ours.reset_adapter()
+    if config.startswith("dora"):
+        changed = [k for k, v in m.named_parameters() if k in W0 and not torch.equal(v, W0[k])]
+        assert changed, "upstream DoRA reset_adapter leaves the merged weights in place"
+        with torch.no_grad():                      # repair the shared upstream model for later tests
+            for k, v in m.named_parameters():
+                if k in W0:
+                    v.copy_(W0[k])
+    _count("merge")
