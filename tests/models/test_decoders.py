@@ -256,3 +256,22 @@ def test_generate_needs_head():
     model.lm_head_weight = None
     with pytest.raises(ConfigError, match="lm_head.weight"):
         model.generate(np.array([[1, 2]]), 2)
+
+
+@pytest.mark.spec("DEC-6")
+def test_generate_rejects_parallel_and_encoders():
+    model = tiny(GPT2_RAW)
+    model.add_adapter("a", config="seq_bn")
+    model.add_adapter("b", config="seq_bn")
+    model.active_adapters = ma.Parallel("a", "b")
+    with pytest.raises(ConfigError, match="Parallel"):
+        model.generate(np.array([[1, 2]]), 2)
+    from minadapters.models import bert
+    raw = dict(model_type="bert", hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
+               vocab_size=11, max_position_embeddings=8)
+    cfg = bert.EncoderConfig.from_dict(raw)
+    enc = AdapterModel(bert, cfg, {k: np.zeros(s, np.float32) for k, s in bert.expected_shapes(cfg).items()})
+    with pytest.raises(ConfigError, match="not a decoder model"):
+        enc.generate(np.array([[1, 2]]), 2)
+    with pytest.raises(TypeError, match="decoder models"):
+        enc(np.array([[1, 2]]), position_ids=np.array([[0, 1]]))
