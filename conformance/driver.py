@@ -1,0 +1,107 @@
+"""The Driver protocol: how the suite talks to an implementation (NumPy in, NumPy out).
+
+A driver wraps one implementation (minadapters on a backend, adapters + torch, yours). The suite names the
+driver under test and the reference explicitly (``--driver``, ``--reference``; fallback ``MINADAPTERS_DRIVER``)
+and resolves them lazily in a fixture, never at import time. Capabilities turn tests into skips with a reason.
+
+Weights cross the boundary as ``{state-dict key: float32 array}`` with adapters 1.3.0's keys for a bare base
+model (``encoder.layer.0.output.adapters.<name>.adapter_up.weight``); compositions as ``Block.to_dict()``.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Optional, Protocol, runtime_checkable
+
+import numpy as np
+
+BUILTIN_DRIVERS = {
+    "reference": "conformance.drivers.reference:make_driver",
+    "minadapters": "conformance.drivers.minadapters_driver:make_driver",
+    "minadapters-numpy": "conformance.drivers.minadapters_driver:make_numpy_driver",
+    "minadapters-native": "conformance.drivers.minadapters_driver:make_native_driver",
+    "adapters": "conformance.drivers.adapters_driver:make_driver",
+}
+ENV_DRIVER = "MINADAPTERS_DRIVER"
+ENV_REFERENCE = "MINADAPTERS_REFERENCE"
+
+# Capability vocabulary (a driver may add more). "arch:<model_type>", "method:<registry name>",
+# "block:<Block>", "io:save", "io:load", "op:merge", "op:reset", "op:eject", "op:fusion", "op:task_ids".
+BLOCKS = ("Stack", "Fuse", "Split", "BatchSplit", "Parallel", "MultiTask", "Average")
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """What an implementation provides. Every method may raise the implementation's own errors; the suite
+    classifies them by builtin type (ValueError, TypeError, KeyError, ...)."""
+
+    name: str
+    version: str
+    capabilities: frozenset
+
+    def load_model(self, model_dir: str) -> object: ...
+
+    def add_adapter(self, model, name: str, config: dict) -> None: ...
+
+    def set_adapter_weights(self, model, name: str, tensors: dict) -> None: ...
+
+    def get_adapter_weights(self, model, name: str) -> dict: ...
+
+    def set_active(self, model, setup: Optional[dict]) -> None: ...
+
+    def forward(self, model, input_ids: np.ndarray, attention_mask: np.ndarray, **kw) -> np.ndarray: ...
+
+    def save_adapter(self, model, name: str, directory: str) -> None: ...
+
+    def load_adapter(self, model, directory: str, load_as: Optional[str] = None) -> str: ...
+
+    def add_fusion(self, model, names: list, config: dict | str | None = None) -> str: ...
+
+    def get_fusion_weights(self, model, fusion_name: str) -> dict: ...
+
+    def set_fusion_weights(self, model, fusion_name: str, tensors: dict) -> None: ...
+
+    def merge(self, model, name: str) -> None: ...
+
+    def reset(self, model) -> None: ...
+
+    def eject(self, model, name: str) -> None: ...
+
+
+class DriverLoadError(RuntimeError):
+    """The named driver cannot be constructed here (missing dependency, bad name)."""
+
+
+def resolve(spec: str) -> Driver:
+    """Build the driver named ``spec``: a built-in name (see BUILTIN_DRIVERS) or ``module:factory``."""
+    target = BUILTIN_DRIVERS.get(spec, spec)
+    if ":" not in target:
+        raise DriverLoadError(f"--driver={spec!r} is neither a built-in driver ({', '.join(BUILTIN_DRIVERS)}) "
+                              "nor 'module:factory'.")
+    mod_name, factory = target.split(":", 1)
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise DriverLoadError(f"driver {spec!r}: cannot import {mod_name!r}: {e}") from e
+    fn = getattr(mod, factory, None)
+    if fn is None:
+        raise DriverLoadError(f"driver {spec!r}: module {mod_name!r} has no {factory!r}.")
+    drv = fn()
+    missing = [a for a in ("name", "version", "capabilities", "load_model", "add_adapter", "forward")
+               if not hasattr(drv, a)]
+    if missing:
+        raise DriverLoadError(f"driver {spec!r}: object from {target} lacks {', '.join(missing)} (see Driver).")
+    return drv
+
+
+def default_driver_name(option: Optional[str]) -> str:
+    return option or os.environ.get(ENV_DRIVER) or "minadapters"
+
+
+def default_reference_name(option: Optional[str]) -> str:
+    return option or os.environ.get(ENV_REFERENCE) or "reference"
+
+
+def describe(drv: Driver) -> str:
+    caps = ", ".join(sorted(drv.capabilities))
+    return f"{drv.name} {drv.version} [{caps}]"

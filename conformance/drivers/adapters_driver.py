@@ -1,0 +1,111 @@
+"""Driver for AdapterHub adapters 1.3.0 on transformers + torch (CPU, eval mode, eager attention).
+
+Imports torch, transformers and adapters only when constructed; if they are missing the suite reports one
+visible skip reason ("driver 'adapters' unavailable: ...").
+"""
+from __future__ import annotations
+
+import numpy as np
+
+CONTAINERS = ("adapters", "prefix_tunings", "prefix_gates", "loras", "shared_parameters", "refts", "prompt_tunings",
+              "invertible_adapters")
+BLOCKS = ("Stack", "Fuse", "Split", "BatchSplit", "Parallel", "MultiTask", "Average")
+
+
+class AdaptersDriver:
+    name = "adapters"
+
+    def __init__(self):
+        import adapters
+        import torch
+        import transformers
+        self._torch, self._tf, self._ad = torch, transformers, adapters
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        self.version = f"adapters {adapters.__version__}, transformers {transformers.__version__}, torch {torch.__version__}"
+        methods = ("bottleneck", "compacter", "invertible", "lora", "ia3", "vera", "dora", "prefix_tuning",
+                   "prompt_tuning", "reft")
+        self.capabilities = frozenset(
+            {"arch:bert", "arch:roberta", "arch:gpt2", "arch:llama", "io:save", "io:load", "op:merge", "op:reset",
+             "op:eject", "op:fusion", "op:task_ids"} | {f"method:{m}" for m in methods} | {f"block:{b}" for b in BLOCKS})
+
+    def load_model(self, model_dir):
+        m = self._tf.AutoModel.from_pretrained(model_dir, attn_implementation="eager")
+        m.eval()
+        self._ad.init(m)
+        return m
+
+    def add_adapter(self, model, name, config):
+        model.add_adapter(name, config=self._ad.AdapterConfig.load(config))
+        model.eval()
+
+    def _sd(self, model):
+        return model.state_dict(keep_vars=True)
+
+    def get_adapter_weights(self, model, name):
+        # each prefix-tuning layer re-registers the model-level pool: skip those alias keys
+        keys = [k for k in self._sd(model) if ".prefix_tuning.pool." not in k
+                and any(f"{c}.{name}." in k or k.startswith(f"{c}.{name}.") for c in CONTAINERS)]
+        sd = self._sd(model)
+        return {k: sd[k].detach().cpu().numpy().astype(np.float32).copy() for k in keys}
+
+    def set_adapter_weights(self, model, name, tensors):
+        sd = self._sd(model)
+        with self._torch.no_grad():
+            for k, v in tensors.items():
+                if k not in sd:
+                    raise KeyError(f"adapter {name!r}: unknown weight key {k!r}")
+                if tuple(sd[k].shape) != tuple(np.shape(v)):
+                    raise ValueError(f"{k} has shape {np.shape(v)}, but should be {tuple(sd[k].shape)}")
+                sd[k].copy_(self._torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)))
+
+    def get_fusion_weights(self, model, fusion_name):
+        sd = self._sd(model)
+        return {k: sd[k].detach().numpy().copy() for k in sd if f"adapter_fusion_layer.{fusion_name}." in k}
+
+    def set_fusion_weights(self, model, fusion_name, tensors):
+        self.set_adapter_weights(model, fusion_name, tensors)
+
+    def _block(self, d):
+        if d["type"] == "single":
+            return d["children"][0]
+        cls = getattr(self._ad.composition, d["type"])
+        return cls(*[self._block(c) for c in d["children"]], **d.get("kwargs", {}))
+
+    def set_active(self, model, setup):
+        model.set_active_adapters(None if setup is None else self._block(setup))
+
+    def forward(self, model, input_ids, attention_mask, **kw):
+        t = self._torch
+        if "task_ids" in kw and not isinstance(kw["task_ids"], list):
+            kw["task_ids"] = t.tensor(np.asarray(kw["task_ids"]))
+        with t.no_grad():
+            out = model(input_ids=t.tensor(np.asarray(input_ids)), attention_mask=t.tensor(np.asarray(attention_mask)),
+                        **kw)
+        return out.last_hidden_state.numpy()
+
+    def save_adapter(self, model, name, directory):
+        model.save_adapter(directory, name)
+
+    def load_adapter(self, model, directory, load_as=None):
+        name = model.load_adapter(directory, load_as=load_as)
+        model.eval()
+        return name
+
+    def add_fusion(self, model, names, config=None):
+        fuse = self._ad.composition.Fuse(*names)
+        model.add_adapter_fusion(fuse, config) if config is not None else model.add_adapter_fusion(fuse)
+        model.eval()
+        return fuse.name
+
+    def merge(self, model, name):
+        model.merge_adapter(name)
+
+    def reset(self, model):
+        model.reset_adapter()
+
+    def eject(self, model, name):
+        model.eject_prefix_tuning(name)
+
+
+def make_driver():
+    return AdaptersDriver()

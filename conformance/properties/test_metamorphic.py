@@ -1,0 +1,317 @@
+"""Metamorphic properties: relations one driver must satisfy on its own (no reference needed).
+
+zero-effect weights give the base model; merged == unmerged; reset restores; eject keeps output; Stack(a) == a;
+BatchSplit / Parallel / MultiTask == running the parts separately; Split(a, a) == a; Average is invariant to
+the weights of identical adapters (Σ w_i out / N = out / N); Fuse of identical adapters == the adapter;
+leave_out layers hold no weights and act as the base model; save -> load is the identity; padding and row
+order do not change valid outputs.
+"""
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conformance.harness import Built, add_perturbed, batch, describe_case, need, need_method, record, single
+from conformance.outcomes import WrongValue, assert_close, tolerance
+from conformance.strategies import REGISTRY, batch_shapes, block, leaf, perturb, seeds, tree_configs
+
+METHODS = [pytest.param(e, id=e.name, marks=pytest.mark.spec(*e.spec)) for e in REGISTRY.values()]
+
+
+def _setup(driver, model_dirs, arch, method, data, n=1, min_B=1, composable=False, max_T=9):
+    need(driver, f"arch:{arch}")
+    need_method(method, driver)
+    cfgs = [data.draw(method.configs(), label=f"config {i}") for i in range(n)]
+    if composable:
+        cfgs = tree_configs(method, cfgs)
+    shape = data.draw(batch_shapes(min_B=min_B, max_T=max_T, min_len=max(method.min_tokens(c) for c in cfgs)),
+                      label="batch")
+    seed = data.draw(seeds, label="seed")
+    return Built(driver, model_dirs[arch]), cfgs, shape, seed
+
+
+def _close(got, want, driver, what, ctx, group="metamorphic"):
+    rtol, atol = tolerance(group, driver)
+    assert_close(got, want, rtol=rtol, atol=atol, what=what, context=ctx)
+
+
+@pytest.mark.conformance(block="zero-effect")
+@pytest.mark.parametrize("method", METHODS)
+@given(data=st.data())
+def test_zero_effect_is_base(driver, model_dirs, arch, method, data):
+    """Zero up-projection / B = 0 / IA3 ones: output equals the base model."""
+    if method.zero_weights is None:
+        pytest.skip(f"{method.name}: no zero-effect weights defined")
+    m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data)
+    cfg = method.identity_config(cfg)
+    ctx = describe_case(method.name, arch, [("a", cfg)], single("a"), shape, seed)
+    ids, mask = batch(arch, seed, shape)
+    base = m.run(None, ids, mask)
+    m.add("a", cfg)
+    m.drv.set_adapter_weights(m.model, "a", method.zero_weights(perturb(m.weights("a"), seed), cfg))
+    record(method.name, "zero-effect")
+    _close(m.run(single("a"), ids, mask), base, driver, "zero-effect output", ctx)
+
+
+@pytest.mark.spec("LORA-MERGE")
+@pytest.mark.conformance(block="merge")
+@pytest.mark.parametrize("method", METHODS)
+@given(data=st.data())
+def test_merge_equals_unmerged_and_reset_restores(driver, model_dirs, arch, method, data):
+    if method.mergeable is None:
+        pytest.skip(f"{method.name} is not mergeable")
+    need(driver, "op:merge", "op:reset")
+    m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data)
+    if not method.mergeable(cfg):
+        cfg = dict(cfg, use_gating=False)
+    ctx = describe_case(method.name, arch, [("a", cfg)], single("a"), shape, seed)
+    ids, mask = batch(arch, seed, shape)
+    base = m.run(None, ids, mask)
+    add_perturbed(m, [], [("a", cfg)], seed)
+    unmerged = m.run(single("a"), ids, mask)
+    m.drv.merge(m.model, "a")
+    record(method.name, "merge")
+    _close(m.drv.forward(m.model, ids, mask), unmerged, driver, "merged output", ctx, group="merge")
+    m.drv.reset(m.model)
+    _close(m.run(None, ids, mask), base, driver, "output after reset (no adapter active)", ctx, group="merge")
+
+
+@pytest.mark.spec("PREFIX-EJECT")
+@pytest.mark.conformance(block="eject")
+@pytest.mark.parametrize("method", METHODS)
+@given(data=st.data())
+def test_eject_keeps_output(driver, model_dirs, arch, method, data):
+    if not method.ejectable:
+        pytest.skip(f"{method.name} has no eject operation")
+    need(driver, "op:eject")
+    m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data)
+    ctx = describe_case(method.name, arch, [("a", cfg)], single("a"), shape, seed)
+    add_perturbed(m, [], [("a", cfg)], seed)
+    ids, mask = batch(arch, seed, shape)
+    before = m.run(single("a"), ids, mask)
+    m.drv.eject(m.model, "a")
+    record(method.name, "eject")
+    _close(m.run(single("a"), ids, mask), before, driver, "output after eject", ctx)
+
+
+@pytest.mark.spec("COMP-STACK")
+@pytest.mark.conformance(block="Stack")
+@pytest.mark.parametrize("method", METHODS)
+@given(data=st.data())
+def test_stack_of_one_is_the_adapter(driver, model_dirs, arch, method, data):
+    need(driver, "block:Stack")
+    m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data)
+    ctx = describe_case(method.name, arch, [("a", cfg)], single("a"), shape, seed)
+    add_perturbed(m, [], [("a", cfg)], seed)
+    ids, mask = batch(arch, seed, shape)
+    record(method.name, "Stack")
+    _close(m.run(single("a"), ids, mask), m.run(leaf("a"), ids, mask), driver, "Stack('a') output", ctx)
+
+
+def _alone(m, names, ids, mask):
+    return [m.run(single(n), ids, mask) for n in names]
+
+
+@pytest.mark.spec("COMP-BATCHSPLIT")
+@pytest.mark.conformance(block="BatchSplit")
+@pytest.mark.parametrize("method", METHODS)
+@given(data=st.data())
+def test_batchsplit_is_rows_run_separately(driver, model_dirs, arch, method, data):
+    if "BatchSplit" not in method.blocks:
+        pytest.skip(f"adapters 1.3.0 does not support BatchSplit for {method.name}")
+    need(driver, "block:BatchSplit")
+    m, cfgs, shape, seed = _setup(driver, model_dirs, arch, method, data, n=2, min_B=2, composable=True)
+    B = shape[0]
+    k = data.draw(st.integers(1, B - 1), label="rows for 'a'")
+    setup = block("BatchSplit", [leaf("a"), leaf("b")], batch_sizes=[k, B - k])
+    ctx = describe_case(method.name, arch, list(zip("ab", cfgs)), setup, shape, seed)
+    add_perturbed(m, [], list(zip("ab", cfgs)), seed)
+    ids, mask = batch(arch, seed, shape)
+    a, b = _alone(m, "ab", ids, mask)
+    record(method.name, "BatchSplit")
+    _close(m.run(setup, ids, mask), np.concatenate([a[:k], b[k:]]), driver, "BatchSplit output", ctx)
+
+
+@pytest.mark.spec("COMP-PARALLEL")
+@pytest.mark.conformance(block="Parallel")
+@pytest.mark.parametrize("method", METHODS)
+@given(data=st.data())
+def test_parallel_is_each_adapter_on_a_copy(driver, model_dirs, arch, method, data):
+    if "Parallel" not in method.blocks:
+        pytest.skip(f"adapters 1.3.0 does not support Parallel for {method.name}")
+    need(driver, "block:Parallel")
+    m, cfgs, shape, seed = _setup(driver, model_dirs, arch, method, data, n=2, composable=True)
+    setup = block("Parallel", [leaf("a"), leaf("b")])
+    ctx = describe_case(method.name, arch, list(zip("ab", cfgs)), setup, shape, seed)
+    add_perturbed(m, [], list(zip("ab", cfgs)), seed)
+    ids, mask = batch(arch, seed, shape)
+    a, b = _alone(m, "ab", ids, mask)
+    record(method.name, "Parallel")
+    _close(m.run(setup, ids, mask), np.concatenate([a, b]), driver, "Parallel output (channel-major)", ctx)
+
+
+@pytest.mark.spec("COMP-MULTITASK")
+@pytest.mark.conformance(block="MultiTask")
+@pytest.mark.parametrize("method", METHODS)
+@given(data=st.data())
+def test_multitask_is_rows_with_their_adapter(driver, model_dirs, arch, method, data):
+    if "MultiTask" not in method.blocks or not method.multitask_separable:
+        pytest.skip(f"{method.name}: MultiTask is not row-separable upstream "
+                    f"({method.notes.get('MultiTask', 'unsupported')})")
+    need(driver, "block:MultiTask", "op:task_ids")
+    m, cfgs, shape, seed = _setup(driver, model_dirs, arch, method, data, n=2, min_B=2, composable=True)
+    tasks = np.asarray([data.draw(st.integers(0, 1), label=f"task_ids[{i}]") for i in range(shape[0])])
+    setup = block("MultiTask", [leaf("a"), leaf("b")])
+    ctx = describe_case(method.name, arch, list(zip("ab", cfgs)), setup, shape, seed) + f" task_ids={tasks.tolist()}"
+    add_perturbed(m, [], list(zip("ab", cfgs)), seed)
+    ids, mask = batch(arch, seed, shape)
+    a, b = _alone(m, "ab", ids, mask)
+    record(method.name, "MultiTask")
+    _close(m.run(setup, ids, mask, task_ids=tasks), np.where(tasks[:, None, None] == 0, a, b), driver,
+           "MultiTask output", ctx)
+
+
+@pytest.mark.spec("COMP-SPLIT")
+@pytest.mark.conformance(block="Split")
+@pytest.mark.parametrize("method", METHODS)
+@given(data=st.data())
+def test_split_of_one_adapter_is_the_adapter(driver, model_dirs, arch, method, data):
+    """Split('a', 'a', splits=[k, T-k]): token-wise methods see the same adapter on every token."""
+    if "Split" not in method.blocks:
+        pytest.skip(f"adapters 1.3.0 does not support Split for {method.name}")
+    need(driver, "block:Split")
+    m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data, composable=True)
+    cfg = dict(method.composable(cfg), use_gating=False)     # gates average over the tokens they see
+    T = shape[1]
+    k = data.draw(st.integers(1, T - 1), label="split point")
+    setup = block("Split", [leaf("a"), leaf("a")], splits=[k, T - k])
+    ctx = describe_case(method.name, arch, [("a", cfg)], setup, shape, seed)
+    add_perturbed(m, [], [("a", cfg)], seed)
+    ids, mask = batch(arch, seed, shape)
+    record(method.name, "Split")
+    _close(m.run(setup, ids, mask), m.run(single("a"), ids, mask), driver, "Split('a', 'a') output", ctx)
+
+
+@pytest.mark.spec("COMP-AVERAGE")
+@pytest.mark.conformance(block="Average")
+@pytest.mark.parametrize("method", METHODS)
+@given(data=st.data())
+def test_average_of_identical_adapters_ignores_weights(driver, model_dirs, arch, method, data):
+    """Σ w_i out_i / N with out_1 = out_2 is out / N for any normalised w (the /N is upstream's)."""
+    if "Average" not in method.blocks:
+        pytest.skip(f"adapters 1.3.0 does not support Average for {method.name}")
+    need(driver, "block:Average")
+    m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data, composable=True)
+    cfg = method.composable(cfg)
+    w = data.draw(st.floats(0.05, 0.95), label="w")
+    ctx = describe_case(method.name, arch, [("a", cfg), ("a2", cfg)], None, shape, seed) + f" w={w}"
+    wts = add_perturbed(m, [], [("a", cfg)], seed)
+    m.add("a2", cfg)
+    m.drv.set_adapter_weights(m.model, "a2", {k.replace(".a.", ".a2."): v for k, v in wts["a"].items()})
+    ids, mask = batch(arch, seed, shape)
+    even = m.run(block("Average", [leaf("a"), leaf("a2")], weights=[0.5, 0.5]), ids, mask)
+    record(method.name, "Average")
+    _close(m.run(block("Average", [leaf("a"), leaf("a2")], weights=[w, 1 - w]), ids, mask), even, driver,
+           "Average output", ctx)
+
+
+@pytest.mark.spec("COMP-FUSE", "FUSION-1")
+@pytest.mark.conformance(method="bottleneck", block="Fuse")
+@given(data=st.data())
+def test_fuse_of_identical_adapters_is_the_adapter(driver, model_dirs, arch, data):
+    """Static fusion (no value matrix, no residual_before) of two copies: softmax weights sum to 1."""
+    method = REGISTRY["bottleneck"]
+    need(driver, "block:Fuse", "op:fusion")
+    m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data, composable=True)
+    cfg = dict(method.composable(cfg), ln_after=False, use_gating=False)
+    ctx = describe_case("bottleneck", arch, [("a", cfg), ("b", cfg)], block("Fuse", [leaf("a"), leaf("b")]), shape, seed)
+    wts = add_perturbed(m, [], [("a", cfg)], seed)
+    m.add("b", cfg, {k.replace(".a.", ".b."): v for k, v in wts["a"].items()})
+    fname = m.drv.add_fusion(m.model, ["a", "b"], "static")
+    fw = perturb(m.drv.get_fusion_weights(m.model, fname), seed)
+    m.drv.set_fusion_weights(m.model, fname, fw)
+    ids, mask = batch(arch, seed, shape)
+    record("bottleneck", "Fuse")
+    _close(m.run(block("Fuse", [leaf("a"), leaf("b")]), ids, mask), m.run(single("b"), ids, mask), driver,
+           "Fuse('a', 'b') output", ctx)
+
+
+@pytest.mark.conformance(block="leave_out")
+@pytest.mark.parametrize("method", METHODS)
+@given(data=st.data())
+def test_leave_out_layers_hold_nothing(driver, model_dirs, arch, method, data):
+    m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data)
+    if "leave_out" not in cfg:
+        pytest.skip(f"{method.name} configs have no leave_out")
+    cfg = dict(cfg, leave_out=[data.draw(st.integers(0, 1), label="left out layer")])
+    describe_case(method.name, arch, [("a", cfg)], single("a"), shape, seed)
+    m.add("a", cfg)
+    bad = [k for k in m.weights("a") if f"layer.{cfg['leave_out'][0]}." in k]
+    record(method.name, "leave_out")
+    if bad:
+        raise WrongValue(f"weights of left-out layer: {bad[:3]}, but should be none [leave_out={cfg['leave_out']}]")
+
+
+@pytest.mark.spec("IO-10")
+@pytest.mark.conformance(block="save-load")
+@pytest.mark.parametrize("method", METHODS)
+@given(data=st.data())
+def test_save_load_identity(driver, model_dirs, arch, method, data, tmp_path_factory):
+    need(driver, "io:save", "io:load")
+    m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data)
+    ctx = describe_case(method.name, arch, [("a", cfg)], single("a"), shape, seed)
+    w = add_perturbed(m, [], [("a", cfg)], seed)["a"]
+    ids, mask = batch(arch, seed, shape)
+    before = m.run(single("a"), ids, mask)
+    d = os.path.join(str(tmp_path_factory.mktemp("saveload")), "a")
+    m.drv.save_adapter(m.model, "a", d)
+    fresh = Built(driver, model_dirs[arch])
+    name = fresh.drv.load_adapter(fresh.model, d)
+    record(method.name, "save-load")
+    got = fresh.weights(name)
+    for k, v in w.items():
+        if k in got:
+            _close(got[k], v, driver, f"reloaded weight {k}", ctx)
+    _close(fresh.run(single(name), ids, mask), before, driver, "output after save -> load", ctx)
+
+
+@pytest.mark.spec("ENC-3")
+@pytest.mark.conformance(block="padding")
+@pytest.mark.parametrize("method", METHODS)
+@given(data=st.data())
+def test_padding_invariance(driver, model_dirs, arch, method, data):
+    """Extra right padding leaves every real token's output unchanged."""
+    m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data, max_T=7)
+    if "use_gating" in cfg:
+        cfg = dict(cfg, use_gating=False)   # gates average over all T positions, padding included (upstream too)
+    extra = data.draw(st.integers(1, 3), label="extra pad")
+    ctx = describe_case(method.name, arch, [("a", cfg)], single("a"), shape, seed) + f" extra_pad={extra}"
+    add_perturbed(m, [], [("a", cfg)], seed)
+    ids, mask = batch(arch, seed, shape)
+    pad = np.full((ids.shape[0], extra), ids[0, -1] * 0 + (1 if arch == "roberta" else 0), ids.dtype)
+    ids2, mask2 = np.concatenate([ids, pad], 1), np.concatenate([mask, np.zeros_like(pad)], 1)
+    P = method.extra_tokens(cfg)
+    a = m.run(single("a"), ids, mask)
+    b = m.run(single("a"), ids2, mask2)
+    record(method.name, "padding")
+    valid = np.concatenate([np.ones((mask.shape[0], P), bool), mask.astype(bool)], 1)
+    _close(np.where(valid[..., None], b[:, :P + ids.shape[1]], 0), np.where(valid[..., None], a, 0), driver,
+           "output at real tokens with extra padding", ctx)
+
+
+@pytest.mark.spec("ENC-4")
+@pytest.mark.conformance(block="permutation")
+@pytest.mark.parametrize("method", METHODS)
+@given(data=st.data())
+def test_row_permutation(driver, model_dirs, arch, method, data):
+    """Rows do not affect each other: permuting the batch permutes the output."""
+    m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data, min_B=2)
+    perm = np.asarray(data.draw(st.permutations(range(shape[0])), label="permutation"))
+    ctx = describe_case(method.name, arch, [("a", cfg)], single("a"), shape, seed) + f" perm={perm.tolist()}"
+    add_perturbed(m, [], [("a", cfg)], seed)
+    ids, mask = batch(arch, seed, shape)
+    a = m.run(single("a"), ids, mask)
+    record(method.name, "permutation")
+    _close(m.run(single("a"), ids[perm], mask[perm]), a[perm], driver, "permuted output", ctx)

@@ -1,0 +1,85 @@
+"""Outcome bookkeeping and the end-of-run summary table (per method and block), plus expected failures."""
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections import Counter, defaultdict
+
+from .outcomes import OUTCOMES, classify
+
+EXAMPLES: Counter = Counter()            # (method, block) -> hypothesis examples drawn
+RESULTS: dict = defaultdict(Counter)     # (method, block) -> outcome -> tests
+XFAIL_USED: dict = {}                    # expected-failure entry -> outcomes seen
+COLUMNS = OUTCOMES + ("XFAIL", "XPASS")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def record_example(method, block):
+    EXAMPLES[(method, block)] += 1
+
+
+def labels(item):
+    """(method, block) of a test item from its parameters / markers."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    method = params.get("method")
+    method = getattr(method, "name", method)
+    block = params.get("block")
+    for m in item.iter_markers("conformance"):
+        method = m.kwargs.get("method", method)
+        block = m.kwargs.get("block", block)
+    return str(method or "-"), str(block or "-")
+
+
+def record_report(item, rep, call_excinfo):
+    if rep.when == "call" or (rep.when == "setup" and (rep.skipped or rep.failed)):
+        key = labels(item)
+        if hasattr(rep, "wasxfail"):
+            outcome = "XPASS" if rep.passed else "XFAIL"
+            XFAIL_USED.setdefault(rep.wasxfail, Counter())[outcome] += 1
+        elif rep.skipped:
+            outcome = "SKIPPED"
+        elif rep.passed:
+            outcome = "PASSED"
+        else:
+            outcome = classify(call_excinfo)
+        RESULTS[key][outcome] += 1
+
+
+# ---- expected failures --------------------------------------------------------------------------------
+def read_expected_failures(path):
+    """Lines: ``<driver glob> <test id glob>  # reason``. Returns [(driver, pattern, reason, line)]."""
+    out = []
+    if not os.path.exists(path):
+        return out
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            body, _, reason = line.partition("#")
+            parts = body.split()
+            if not parts:
+                continue
+            if len(parts) != 2 or not reason.strip():
+                raise ValueError(f"{path}:{n}: expected '<driver glob> <test id glob>  # reason'; got {line!r}")
+            out.append((parts[0], parts[1], reason.strip(), n))
+    return out
+
+
+def apply_expected_failures(items, driver_name, entries, mark_factory):
+    matched = Counter()
+    for item in items:
+        for drv, pat, reason, n in entries:
+            if fnmatch.fnmatch(driver_name, drv) and fnmatch.fnmatch(item.nodeid.split("::", 1)[-1], pat):
+                item.add_marker(mark_factory(reason=f"expected_failures.txt:{n}: {reason}", strict=False))
+                matched[n] += 1
+    return matched
+
+
+def summary_lines():
+    keys = sorted(set(RESULTS) | set(EXAMPLES))
+    head = ["method", "block", "examples"] + [c.lower().replace("_", " ") for c in COLUMNS]
+    rows = [[m, b, str(EXAMPLES.get((m, b), 0))] + [str(RESULTS[(m, b)].get(c, 0)) for c in COLUMNS]
+            for (m, b) in keys]
+    tot = ["total", "", str(sum(EXAMPLES.values()))] + [str(sum(RESULTS[k].get(c, 0) for k in RESULTS))
+                                                        for c in COLUMNS]
+    widths = [max(len(r[i]) for r in [head, tot] + rows) for i in range(len(head))]
+    fmt = lambda r: "  ".join(x.ljust(w) for x, w in zip(r, widths))  # noqa: E731
+    return [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows] + [fmt(tot)]

@@ -1,0 +1,392 @@
+"""Hypothesis strategies: valid configs per method (a registry, one entry per method), composition trees per
+ALLOWED_NESTINGS, perturbed adapter weights and padded batches.
+
+Core only: numpy + hypothesis. Configs are plain dicts in adapters 1.3.0's field names, so every driver can
+take them. A method entry is enabled for a run when the driver under test (and, for differential checks, the
+reference) reports its capability ``method:<name>``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+from hypothesis import strategies as st
+
+from .tinymodels import SIZES
+
+D, L = SIZES["hidden_size"], SIZES["num_hidden_layers"]
+ACTIVATIONS = ["relu", "swish", "gelu", "gelu_new", "tanh", "sigmoid", "quick_gelu", "relu6", "leakyrelu", "mish"]
+BLOCKS = ("Stack", "Fuse", "Split", "BatchSplit", "Parallel", "MultiTask", "Average")
+# Spec: COMP-1. ALLOWED_NESTINGS of adapters 1.3.0 (composition.py), by block name; "str" = an adapter name.
+ALLOWED_NESTINGS = {
+    "Stack": ("str", "Fuse", "Split", "Parallel", "BatchSplit", "Average", "MultiTask"),
+    "Fuse": ("str", "Stack"),
+    "Split": ("str", "Split", "Stack", "BatchSplit", "Average"),
+    "Parallel": ("str", "Stack", "BatchSplit", "Average"),
+    "MultiTask": ("str", "Stack", "Average", "Fuse"),
+    "BatchSplit": ("str", "Stack", "Split", "BatchSplit", "Average"),
+    "Average": ("str", "Stack", "Split", "BatchSplit"),
+}
+# adapters 1.3.0 config classes (the meta tests check each is drawn by some entry or listed here as pending)
+UPSTREAM_CONFIG_CLASSES = (
+    "BnConfig", "SeqBnConfig", "DoubleSeqBnConfig", "ParBnConfig", "SeqBnInvConfig", "DoubleSeqBnInvConfig",
+    "CompacterConfig", "CompacterPlusPlusConfig", "AdapterPlusConfig", "LoRAConfig", "IA3Config", "VeraConfig",
+    "DoRAConfig", "DvoRAConfig", "MTLLoRAConfig", "PrefixTuningConfig", "PromptTuningConfig", "ReftConfig",
+    "LoReftConfig", "NoReftConfig", "DiReftConfig", "ConfigUnion", "MAMConfig", "UniPELTConfig",
+)
+NOT_DRAWN = {  # class -> why no entry draws it yet
+    "MTLLoRAConfig": "needs share_parameters / task-specific setup outside the Driver protocol",
+    "ConfigUnion": "union entries pending: enable when all member methods have landed",
+    "MAMConfig": "union of prefix tuning + parallel bottleneck; pending with ConfigUnion",
+    "UniPELTConfig": "union of LoRA + prefix + bottleneck; pending with ConfigUnion",
+}
+
+
+# ---- adapter configs ------------------------------------------------------------------------------------
+def _leave_out():
+    return st.lists(st.integers(0, L - 1), max_size=1, unique=True)
+
+
+@st.composite
+def bottleneck_configs(draw, phm=False, inv=False):
+    """BnConfig dicts with every field drawn (Spec: BN-1..BN-5)."""
+    mh, out = draw(st.sampled_from([(False, True), (True, False), (True, True)]), label="mh_adapter, output_adapter")
+    rbl = draw(st.sampled_from([True, False, "post_add"]), label="residual_before_ln")
+    olnb = True if rbl == "post_add" else draw(st.booleans(), label="original_ln_before")
+    cfg = {"mh_adapter": mh, "output_adapter": out,
+           "reduction_factor": draw(st.sampled_from([2, 5, 7, 20, 0.5, {"1": 4, "default": 10}]), label="rf"),
+           "non_linearity": draw(st.sampled_from(ACTIVATIONS), label="non_linearity"),
+           "original_ln_before": olnb, "original_ln_after": draw(st.booleans(), label="original_ln_after"),
+           "ln_before": draw(st.booleans(), label="ln_before"), "ln_after": draw(st.booleans(), label="ln_after"),
+           "init_weights": draw(st.sampled_from(["bert", "mam_adapter", "houlsby"]), label="init_weights"),
+           "is_parallel": draw(st.booleans(), label="is_parallel"),
+           "scaling": draw(st.sampled_from([1.0, 0.5, 2.0, "learned", "channel"]), label="scaling"),
+           "use_gating": draw(st.booleans(), label="use_gating"), "residual_before_ln": rbl,
+           "adapter_residual_before_ln": draw(st.booleans(), label="adapter_residual_before_ln"),
+           "leave_out": draw(_leave_out(), label="leave_out")}
+    if phm:
+        cfg.update(init_weights="bert", phm_layer=True, reduction_factor=draw(st.sampled_from([5, 10]), label="rf"),
+                   phm_dim=2, phm_rank=draw(st.integers(1, 2), label="phm_rank"),
+                   factorized_phm_W=draw(st.booleans(), label="factorized_phm_W"),
+                   shared_phm_rule=draw(st.booleans(), label="shared_phm_rule"),
+                   factorized_phm_rule=draw(st.booleans(), label="factorized_phm_rule"),
+                   phm_c_init=draw(st.sampled_from(["normal", "uniform"]), label="phm_c_init"),
+                   phm_bias=draw(st.booleans(), label="phm_bias"))
+        cfg["shared_W_phm"] = cfg["factorized_phm_W"] and draw(st.booleans(), label="shared_W_phm")
+    if inv:
+        cfg.update(inv_adapter="nice", inv_adapter_reduction_factor=draw(st.sampled_from([2, 3]), label="inv_rf"))
+    return cfg
+
+
+def _lora_targets(draw, attn_only=False):
+    sa = True if attn_only else draw(st.booleans(), label="selfattn_lora")
+    inter = False if attn_only else draw(st.booleans(), label="intermediate_lora")
+    out = False if attn_only else draw(st.booleans(), label="output_lora")
+    if not (sa or inter or out):
+        sa = True
+    mats = draw(st.lists(st.sampled_from(["q", "k", "v"]), min_size=1, max_size=3, unique=True), label="attn_matrices")
+    return {"selfattn_lora": sa, "intermediate_lora": inter, "output_lora": out, "attn_matrices": sorted(mats),
+            "leave_out": draw(_leave_out(), label="leave_out")}
+
+
+@st.composite
+def lora_configs(draw, kind="lora"):
+    """LoRAConfig-family dicts: kind lora / ia3 / vera / dora (Spec: LORA-*)."""
+    cfg = {"architecture": "lora", "dropout": 0.0, **_lora_targets(draw, attn_only=kind == "vera")}
+    if kind == "ia3":
+        cfg.update(composition_mode="scale", r=1, alpha=draw(st.sampled_from([1, 2, 3]), label="alpha"),
+                   init_weights="ia3", use_gating=draw(st.booleans(), label="use_gating"))
+        return cfg
+    cfg.update(composition_mode="add", r=draw(st.integers(1, 4), label="r"),
+               alpha=draw(st.sampled_from([1, 2, 8]), label="alpha"),
+               use_gating=draw(st.booleans(), label="use_gating") if kind == "lora" else False,
+               init_weights=draw(st.sampled_from(["lora", "bert"]), label="init_weights"))
+    if kind == "vera":
+        cfg.update(vera_d=draw(st.sampled_from([0.1, 0.5]), label="vera_d"), vera_b=0.0, init_weights="vera")
+    if kind == "dora":
+        cfg["use_dora"] = True
+    return cfg
+
+
+@st.composite
+def prefix_configs(draw):
+    return {"architecture": "prefix_tuning", "encoder_prefix": True, "cross_prefix": True,
+            "flat": draw(st.booleans(), label="flat"), "prefix_length": draw(st.integers(1, 5), label="prefix_length"),
+            "bottleneck_size": draw(st.integers(2, 9), label="bottleneck_size"),
+            "non_linearity": draw(st.sampled_from(["tanh", "relu", "gelu"]), label="non_linearity"),
+            "use_gating": draw(st.booleans(), label="use_gating"), "leave_out": draw(_leave_out(), label="leave_out"),
+            "dropout": 0.0}
+
+
+@st.composite
+def prompt_configs(draw):
+    return {"architecture": "prompt_tuning", "prompt_length": draw(st.integers(1, 4), label="prompt_length"),
+            "prompt_init": "random_uniform", "combine": "prefix"}
+
+
+@st.composite
+def reft_configs(draw):
+    layers = draw(st.sampled_from(["all", [0], [1], [0, 1]]), label="layers")
+    return {"architecture": "reft", "layers": layers, "r": draw(st.integers(1, 3), label="r"),
+            "prefix_positions": draw(st.integers(0, 3), label="prefix_positions"),
+            "suffix_positions": draw(st.integers(0, 2), label="suffix_positions"),
+            "orthogonality": draw(st.booleans(), label="orthogonality"),
+            "tied_weights": draw(st.booleans(), label="tied_weights"), "dropout": 0.0}
+
+
+# ---- zero-effect weights (metamorphic: the adapter then leaves the base model unchanged) -----------------
+def _zero(keys_match):
+    def f(tensors, cfg):
+        return {k: (np.zeros_like(v) if keys_match(k) else v) for k, v in tensors.items()}
+    return f
+
+
+def bn_identity_config(cfg):
+    """Flags under which a zero up-projection gives exactly the base sub-layer (Spec: BN-2 closed forms)."""
+    out = dict(cfg, ln_after=False, original_ln_after=True)
+    if out.get("residual_before_ln") != True:  # noqa: E712  (False or "post_add")
+        out.update(residual_before_ln=True)
+    return out
+
+
+def _shared_caveat(cfg):
+    if cfg.get("shared_phm_rule") or cfg.get("shared_W_phm"):
+        return "adapters 1.3.0 does not save shared PHM parameters from bare base models (semantics §9.7)"
+    return None
+
+
+def ia3_identity(tensors, cfg):
+    return {k: (np.full_like(v, 1.0 / cfg["alpha"]) if k.endswith("lora_B") else v) for k, v in tensors.items()}
+
+
+def _is_up(k):
+    leaf = k.split(".adapters.")[-1] if ".adapters." in k else ""
+    return ".adapter_up." in "." + leaf or any(s in k for s in (".W_up_left", ".W_up_right")) \
+        or ".F.2." in k or ".G.2." in k
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """One adapter method as the suite sees it."""
+
+    name: str                                 # capability "method:<name>"
+    configs: Callable                         # () -> strategy of config dicts
+    config_classes: tuple                     # adapters config classes these dicts resolve to
+    spec: tuple                               # spec IDs the method's checks cover
+    blocks: frozenset                         # blocks adapters 1.3.0 supports for it (semantics §6.6)
+    zero_weights: Optional[Callable] = None   # (tensors, cfg) -> tensors giving the base model
+    identity_config: Callable = staticmethod(lambda cfg: cfg)   # flags under which zero_weights is identity
+    composable: Callable = staticmethod(lambda cfg: cfg)        # flags under which trees are well-defined
+    mergeable: Optional[Callable] = None      # cfg -> bool
+    ejectable: bool = False
+    extra_tokens: Callable = staticmethod(lambda cfg: 0)        # tokens the method prepends to the output
+    multitask_separable: bool = True          # MultiTask == each row with its adapter alone
+    location_fields: tuple = ()               # fields every adapter of one tree shares (same locations)
+    min_tokens: Callable = staticmethod(lambda cfg: 1)          # shortest unpadded row the config accepts
+    file_caveat: Callable = staticmethod(lambda cfg: None)      # why a saved file cannot round-trip, or None
+    tree_exclusions: frozenset = frozenset()  # (parent, child) nestings upstream crashes on for this method
+    notes: dict = field(default_factory=dict)
+
+
+# blocks run the first adapter's pre_forward and the last one's post_forward for all children (COMP-*)
+_BN_SHARED = ("mh_adapter", "output_adapter", "original_ln_before", "original_ln_after", "residual_before_ln",
+              "is_parallel")
+_LORA_LOC = ("selfattn_lora", "intermediate_lora", "output_lora", "attn_matrices")
+# adapters 1.3.0 raises RuntimeError (batch2 size mismatch) for LoRA-family blocks nested in Parallel
+_LORA_EXCL = frozenset({("Parallel", "Stack"), ("Parallel", "Average"), ("Parallel", "BatchSplit")})
+_ALL_BUT_FUSE_SPLIT = frozenset({"Stack", "BatchSplit", "Parallel", "MultiTask", "Average"})
+
+REGISTRY = {e.name: e for e in [
+    MethodEntry("bottleneck", bottleneck_configs, ("BnConfig", "SeqBnConfig", "DoubleSeqBnConfig", "ParBnConfig",
+                                                   "AdapterPlusConfig"),
+                ("BN-1", "BN-2", "BN-3", "BN-4", "BN-5"), frozenset(BLOCKS),
+                zero_weights=_zero(_is_up), identity_config=bn_identity_config,
+                composable=lambda c: dict(c, is_parallel=False, leave_out=[]),
+                multitask_separable=False, location_fields=_BN_SHARED,
+                notes={"MultiTask": "adapters runs the bottleneck pre_block twice under MultiTask (COMP-MULTITASK)"}),
+    MethodEntry("compacter", lambda: bottleneck_configs(phm=True), ("CompacterConfig", "CompacterPlusPlusConfig"),
+                ("PHM-1",), frozenset(BLOCKS), file_caveat=_shared_caveat, zero_weights=_zero(_is_up), identity_config=bn_identity_config,
+                composable=lambda c: dict(c, is_parallel=False, leave_out=[]), multitask_separable=False,
+                location_fields=_BN_SHARED),
+    MethodEntry("invertible", lambda: bottleneck_configs(inv=True), ("SeqBnInvConfig", "DoubleSeqBnInvConfig"),
+                ("INV-1",), frozenset({"Stack"}), zero_weights=_zero(_is_up), identity_config=bn_identity_config,
+                composable=lambda c: dict(c, is_parallel=False, leave_out=[]), multitask_separable=False,
+                location_fields=_BN_SHARED),
+    MethodEntry("lora", lora_configs, ("LoRAConfig",), ("LORA-1",), _ALL_BUT_FUSE_SPLIT,
+                zero_weights=_zero(lambda k: k.endswith("lora_B")),
+                composable=lambda c: dict(c, selfattn_lora=True, intermediate_lora=False, output_lora=False, leave_out=[]),
+                mergeable=lambda c: not c.get("use_gating"), location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL),
+    MethodEntry("ia3", lambda: lora_configs("ia3"), ("IA3Config",), ("IA3-1",), _ALL_BUT_FUSE_SPLIT,
+                zero_weights=ia3_identity, identity_config=lambda c: dict(c, use_gating=False),
+                composable=lambda c: dict(c, leave_out=[]), mergeable=lambda c: not c.get("use_gating"),
+                location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL),
+    MethodEntry("vera", lambda: lora_configs("vera"), ("VeraConfig",), ("VERA-1",), _ALL_BUT_FUSE_SPLIT,
+                zero_weights=_zero(lambda k: k.endswith("vera_B")), composable=lambda c: dict(c, leave_out=[]),
+                mergeable=lambda c: True, location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL),
+    MethodEntry("dora", lambda: lora_configs("dora"), ("DoRAConfig",), ("DORA-1",), _ALL_BUT_FUSE_SPLIT,
+                composable=lambda c: dict(c, selfattn_lora=True, intermediate_lora=False, output_lora=False, leave_out=[]),
+                location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL),
+    MethodEntry("prefix_tuning", prefix_configs, ("PrefixTuningConfig",), ("PREFIX-1",),
+                frozenset({"Stack", "BatchSplit", "Parallel", "MultiTask"}), ejectable=True,
+                composable=lambda c: dict(c, leave_out=[])),
+    MethodEntry("prompt_tuning", prompt_configs, ("PromptTuningConfig",), ("PROMPT-1",), frozenset({"Stack"}),
+                extra_tokens=lambda c: c["prompt_length"]),
+    MethodEntry("reft", reft_configs, ("ReftConfig", "LoReftConfig", "NoReftConfig", "DiReftConfig"), ("REFT-1",),
+                frozenset({"Stack"}), min_tokens=lambda c: c["prefix_positions"] + c["suffix_positions"]),
+]}
+
+
+def method_ids():
+    return list(REGISTRY)
+
+
+# ---- weights ------------------------------------------------------------------------------------------
+ALIASES = (("adapter_norm_before.", "adapter_down.0."),)   # adapters registers ln_before twice
+
+
+def perturb(tensors: dict, seed: int, scale: float = 0.3) -> dict:
+    """Add seeded noise to every tensor (float32 values); aliased keys get identical values."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k in sorted(tensors):
+        v = np.asarray(tensors[k], np.float32)
+        out[k] = (v + rng.standard_normal(v.shape) * scale).astype(np.float32)
+    for alias, target in ALIASES:
+        for k in out:
+            if alias in k and k.replace(alias, target) in out:
+                out[k] = out[k.replace(alias, target)].copy()
+    return out
+
+
+seeds = st.integers(0, 2**31 - 1)
+
+
+def tree_configs(entry, configs: list) -> list:
+    """Make drawn configs fit one tree: composable flags, and the first config's locations for all."""
+    configs = [entry.composable(c) for c in configs]
+    loc = {f: configs[0][f] for f in entry.location_fields if f in configs[0]}
+    return [dict(c, **loc) for c in configs]
+
+
+# ---- batches ------------------------------------------------------------------------------------------
+@st.composite
+def batch_shapes(draw, min_B=1, max_B=4, min_T=2, max_T=9, min_len=1):
+    """(B, T, lengths): every row has at least ``min_len`` real tokens; row 0 is unpadded."""
+    B = draw(st.integers(min_B, max_B), label="B")
+    T = draw(st.integers(max(min_T, min_len), max(max_T, min_len)), label="T")
+    lengths = [T] + [draw(st.integers(max(1, min_len), T), label=f"len[{i}]") for i in range(1, B)]
+    return B, T, lengths
+
+
+# ---- composition trees --------------------------------------------------------------------------------
+def leaf(name):
+    return {"type": "single", "children": [name]}
+
+
+def block(kind, children, **kwargs):
+    d = {"type": kind, "children": children}
+    if kwargs:
+        d["kwargs"] = kwargs
+    return d
+
+
+def _partition(draw, total, n, label):
+    cuts = sorted(draw(st.lists(st.integers(1, total - 1), min_size=n - 1, max_size=n - 1, unique=True), label=label)) \
+        if n > 1 else []
+    edges = [0] + cuts + [total]
+    return [edges[i + 1] - edges[i] for i in range(n)]
+
+
+@st.composite
+def composition_trees(draw, names, blocks, B, T, top=None, exclude=frozenset()):
+    """A valid setup (to_dict form) over adapter ``names`` using only ``blocks``, for a (B, T) batch.
+
+    Returns dict(setup, fusions (lists of names), task_ids or None, blocks used, channels). Nesting follows
+    ALLOWED_NESTINGS, depth <= 2, Stack below level 0 holds names only (Spec: COMP-1); Split/BatchSplit sizes
+    sum to the tokens/rows their block sees; Parallel and MultiTask appear at most once, at level <= 1 under a
+    Stack, never together."""
+    info = {"fusions": [], "task_ids": None, "blocks": set(), "channels": 1, "exclude": exclude}
+    kind = top or draw(st.sampled_from(sorted(blocks)), label="top block")
+    info["setup"] = _node(draw, kind, names, blocks, B, T, 0, info)
+    return info
+
+
+def _node(draw, kind, names, blocks, B, T, level, info):
+    info["blocks"].add(kind)
+    if kind == "Parallel":
+        info["channels"] = n = draw(st.integers(2, 3), label="Parallel children")
+    elif kind == "Split":
+        n = draw(st.integers(1, min(3, T)), label="Split children")
+    elif kind == "BatchSplit":
+        n = draw(st.integers(1, min(3, B)), label="BatchSplit children")
+    elif kind == "Fuse":
+        n = draw(st.integers(2, min(3, len(names))), label="Fuse children")
+    else:
+        n = draw(st.integers(1, 3), label=f"{kind} children")
+    sizes = None
+    if kind == "Split":
+        sizes = _partition(draw, T, n, "splits")
+    if kind == "BatchSplit":
+        sizes = _partition(draw, B, n, "batch_sizes")
+    if kind == "Fuse":
+        chosen = draw(st.lists(st.sampled_from(names), min_size=n, max_size=n, unique=True), label="fused")
+        info["fusions"].append(chosen)
+        return block("Fuse", [leaf(c) for c in chosen])
+    children, cur_B = [], B
+    for i in range(n):
+        cB = sizes[i] if kind == "BatchSplit" else cur_B
+        cT = sizes[i] if kind == "Split" else T
+        options = ["str"]
+        if level == 0 or kind != "Stack":
+            options += [c for c in ALLOWED_NESTINGS[kind] if c != "str" and c in blocks and _may_nest(c, level, info, kind)
+                        and (kind, c) not in info["exclude"]]
+            if level >= 1:
+                options = [o for o in options if o in ("str", "Stack")]
+        choice = draw(st.sampled_from(options), label=f"{kind}[{i}] child") if len(options) > 1 else "str"
+        if choice == "str":
+            children.append(leaf(draw(st.sampled_from(names), label="name")))
+        else:
+            children.append(_node(draw, choice, names, blocks, cB, cT, level + 1, info))
+            if choice == "Parallel":      # later Stack siblings see the replicated batch
+                cur_B = B * info["channels"]
+    kwargs = {}
+    if kind == "Split":
+        kwargs["splits"] = sizes
+    elif kind == "BatchSplit":
+        kwargs["batch_sizes"] = sizes
+    elif kind == "Average":
+        w = [draw(st.sampled_from([1.0, 2.0, 0.5, 3.0]), label="weight") for _ in range(n)]
+        kwargs["weights"] = [x / sum(w) for x in w]
+    elif kind == "MultiTask":
+        info["task_ids"] = [draw(st.integers(0, n - 1), label="task_id") for _ in range(B)]
+    return block(kind, children, **kwargs)
+
+
+def _may_nest(kind, level, info, parent=None):
+    if parent == "MultiTask" and kind == "Fuse":
+        return False   # allowed by ALLOWED_NESTINGS, but MultiTask runs as a BatchSplit, which rejects Fuse
+    if kind in ("Parallel", "MultiTask"):
+        return level == 0 and "Parallel" not in info["blocks"] and "MultiTask" not in info["blocks"]
+    return True
+
+
+def tree_names(setup) -> list:
+    """Adapter names in a to_dict setup, in order of appearance (with repeats)."""
+    if setup["type"] == "single":
+        return [setup["children"][0]]
+    return [n for c in setup["children"] for n in tree_names(c)]
+
+
+def tree_blocks(setup) -> set:
+    if setup["type"] == "single":
+        return set()
+    return {setup["type"]}.union(*[tree_blocks(c) for c in setup["children"]])
+
+
+def render(setup) -> str:
+    """Python spelling of a to_dict setup, for notes and messages."""
+    if setup["type"] == "single":
+        return repr(setup["children"][0])
+    args = [render(c) for c in setup["children"]] + [f"{k}={v!r}" for k, v in setup.get("kwargs", {}).items()]
+    return f"{setup['type']}({', '.join(args)})"
