@@ -225,7 +225,11 @@ class ComposableLayer(AdapterLayer):
             res = self._child(block, child, state, fwd, lvl)
             if res is not None:
                 outs.append(res)
-        if len(outs) != len(block.weights):
+        weights = np.asarray(block.weights)
+        if len(outs) == 1 and len(weights) > 1:
+            # COMPAT(adapters): one child present broadcasts against all N weights: out · Σw / N (spec COMP-AVERAGE)
+            return self.mean(outs * len(weights), weights)
+        if len(outs) != len(weights):
             raise CompositionError(f"Average: {len(outs)} of the {len(block)} children of {block!r} exist in layer "
                                    f"{self.layer_idx} ({self.location_key}); each weight needs its adapter there.")
-        return self.mean(outs, np.asarray(block.weights))
+        return self.mean(outs, weights)

@@ -181,21 +181,6 @@ class LoRALayer(LoRAMergeMixin, ComposableLayer):
             h = (np.stack([s.hidden_states for s in states], 0) * w).mean(0)
         return LoRAState(states[0].layer_input, h, states[0].layer_output, states[-1].last)
 
-    def compose_average(self, block, state, fwd, lvl):
-        """Σ w_i H_i / N over N = len(weights); a single present child gets (Σ w / N) · H. Spec: LORA-8.
-
-        COMPAT(adapters): upstream multiplies the stacked present outputs by the (N, 1, 1, 1) weights, which
-        broadcasts when exactly one child has a module at this layer (e.g. different targets or leave_out)."""
-        outs = [res for res in (self._child(block, c, state, fwd, lvl) for c in block) if res is not None]
-        weights = np.asarray(block.weights)
-        if len(outs) == 1 and len(weights) > 1:
-            return self.mean([outs[0]], np.array([weights.sum() / len(weights)]))
-        if len(outs) != len(weights):
-            raise CompositionError(f"Average: {len(outs)} of the {len(block)} children of {block!r} have a LoRA module "
-                                   f"in layer {self.layer_idx} ({self.key}); adapters 1.3.0 fails on this (it needs "
-                                   "all of them, or exactly one).")
-        return self.mean(outs, weights)
-
     def compose_single(self, name, state, fwd, lvl=0):
         mod = self.modules[name]
         H, gate = module_forward(mod, state.hidden_states, state.layer_input, self._shared(name))
