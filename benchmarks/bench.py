@@ -1,0 +1,71 @@
+"""Benchmark driver: minadapters.bench plus an adapters 1.3.0 + torch runner when both import.
+
+    python benchmarks/bench.py [--quick] [--no-torch] [minadapters bench options]
+
+torch / adapters are imported only here (an explicitly selected driver), never by the package.
+torch gets the same thread count as the native backend.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from minadapters import bench  # noqa: E402
+
+
+def torch_runner_factory(threads):
+    """factory(path, adds, setup, ids, mask) -> callable running adapters' BertModel forward, or None."""
+    try:
+        import adapters
+        import torch
+        from transformers import BertModel
+    except ImportError as e:
+        print(f"adapters+torch runner skipped: {e}")
+        return None
+    import transformers
+    transformers.utils.logging.set_verbosity_error()
+    torch.set_num_threads(threads)
+
+    def convert(block):
+        import adapters.composition as ac
+        import minadapters as ma
+        kinds = {ma.Stack: ac.Stack, ma.Parallel: ac.Parallel, ma.BatchSplit: ac.BatchSplit}
+        children = [convert(c) if not isinstance(c, str) else c for c in block]
+        if isinstance(block, ma.BatchSplit):
+            return ac.BatchSplit(*children, batch_sizes=block.batch_sizes)
+        return kinds[type(block)](*children)
+
+    def factory(path, adds, setup, ids, mask):
+        model = BertModel.from_pretrained(path, attn_implementation="eager").eval()
+        adapters.init(model)
+        for name, cfg in adds:
+            model.add_adapter(name, config=cfg)
+        if setup is not None:
+            model.set_active_adapters(convert(setup()))
+        ti, tm = torch.from_numpy(ids), torch.from_numpy(mask)
+
+        def run():
+            with torch.inference_mode():
+                return model(input_ids=ti, attention_mask=tm)
+        return run
+    return factory
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = {}
+    if "--no-torch" in argv:
+        argv.remove("--no-torch")
+    else:
+        from minadapters.ops import get_ops
+        threads = get_ops("native").info()["threads"]
+        if "--threads" in argv:
+            threads = int(argv[argv.index("--threads") + 1])
+        f = torch_runner_factory(threads)
+        if f is not None:
+            extra["torch"] = f
+    return bench.main(argv, extra_runners=extra)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""Benchmark: native vs numpy backend (and any extra runner, e.g. adapters+torch from
+benchmarks/bench.py) on a random BERT-base-shaped model, plus SGEMM GFLOP/s.  Spec: spec/ops.md.
+
+    python -m minadapters bench [--quick] [--layers N] [--reps N] [--threads N]
+
+Every comparison interleaves A B A B ... pairs and reports the median time of each side and the
+median (min, max) of the per-pair ratios B/A (< 1: B is faster).  Pairs cancel slow drift
+(thermal, other load) that back-to-back blocks of A then B would fold into the ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+SHAPES = {"8x128": (8, 128), "1x32": (1, 32)}
+GEMMS = [(1024, 768, 768), (1024, 768, 3072)]
+
+
+def write_random_bert(directory, layers=12, hidden=768, heads=12, ffn=3072, vocab=1000, seed=0) -> str:
+    """A random BERT checkpoint (config.json + model.safetensors via minadapters.io). vocab is small:
+    the embedding lookup does not depend on it."""
+    from .io import atomic_write_json, save_safetensors
+    from .models import bert
+    raw = {"model_type": "bert", "architectures": ["BertModel"], "hidden_size": hidden,
+           "num_hidden_layers": layers, "num_attention_heads": heads, "intermediate_size": ffn,
+           "vocab_size": vocab, "max_position_embeddings": 512, "type_vocab_size": 2, "layer_norm_eps": 1e-12,
+           "hidden_act": "gelu", "pad_token_id": 0, "position_embedding_type": "absolute"}
+    rng = np.random.default_rng(seed)
+    weights = {}
+    shapes = dict(bert.expected_shapes(bert.EncoderConfig.from_dict(raw)),
+                  **{"pooler.dense.weight": (hidden, hidden), "pooler.dense.bias": (hidden,)})
+    for k, s in shapes.items():
+        base = 1.0 if k.endswith("LayerNorm.weight") else 0.0
+        weights[k] = (base + 0.02 * rng.standard_normal(s)).astype(np.float32)
+    os.makedirs(directory, exist_ok=True)
+    save_safetensors(os.path.join(directory, "model.safetensors"), weights)
+    atomic_write_json(os.path.join(directory, "config.json"), raw)
+    return directory
+
+
+def pairs(fa, fb, reps: int, warmup: int = 1) -> dict:
+    """Interleaved timing of fa (A) and fb (B): medians and per-pair ratio stats."""
+    for _ in range(warmup):
+        fa()
+        fb()
+    ta, tb = [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fa()
+        t1 = time.perf_counter()
+        fb()
+        t2 = time.perf_counter()
+        ta.append(t1 - t0)
+        tb.append(t2 - t1)
+    ratios = [b / a for a, b in zip(ta, tb)]
+    return {"a": statistics.median(ta), "b": statistics.median(tb), "ratio": statistics.median(ratios),
+            "min": min(ratios), "max": max(ratios), "n": reps}
+
+
+def _fmt(label, r, a_name, b_name, unit=1e3, u="ms"):
+    return (f"{label:<34} {a_name} {r['a'] * unit:9.2f} {u}  {b_name} {r['b'] * unit:9.2f} {u}  "
+            f"ratio {r['ratio']:.3f} (min {r['min']:.3f}, max {r['max']:.3f}, {r['n']} pairs)")
+
+
+# ---------------------------------------------------------------- adapter setups
+
+def _setups(batch: int):
+    """(label, adapters to add [(name, config)], active setup factory, needs LoRA)."""
+    import minadapters as ma
+    out = [("no adapter", [], None, False),
+           ("seq_bn", [("bn", "seq_bn")], lambda: ma.Stack("bn"), False),
+           ("lora r=8 (q,v)", [("l1", "lora[r=8]")], lambda: ma.Stack("l1"), True),
+           ("Stack(seq_bn, seq_bn)", [("bn1", "seq_bn"), ("bn2", "seq_bn")], lambda: ma.Stack("bn1", "bn2"), False),
+           ("Parallel(seq_bn, seq_bn)", [("bn1", "seq_bn"), ("bn2", "seq_bn")],
+            lambda: ma.Parallel("bn1", "bn2"), False)]
+    if batch >= 4 and batch % 4 == 0:
+        out.append(("BatchSplit(4 x lora r=8)", [(f"l{i}", "lora[r=8]") for i in range(1, 5)],
+                    lambda: ma.BatchSplit("l1", "l2", "l3", "l4", batch_sizes=[batch // 4] * 4), True))
+    return out
+
+
+def _lora_available() -> str | None:
+    try:
+        import minadapters.methods.lora  # noqa: F401
+    except ImportError as e:
+        return f"methods/lora.py not importable ({e})"
+    return None
+
+
+def _our_runner(path, backend, adds, setup, ids, mask):
+    import minadapters as ma
+    model = ma.AutoModel.from_pretrained(path, backend=backend, seed=0)
+    for name, cfg in adds:
+        model.add_adapter(name, config=cfg)
+    if setup is not None:
+        model.active_adapters = setup()
+    return lambda: model(input_ids=ids, attention_mask=mask)
+
+
+def bench_models(path, reps, shapes, extra_runners, log) -> list:
+    """Rows of (shape, setup, results) for native/numpy and extra runners (name -> factory)."""
+    rows = []
+    lora_missing = _lora_available()
+    rng = np.random.default_rng(0)
+    for shape_name in shapes:
+        B, T = SHAPES[shape_name]
+        ids = rng.integers(1, 1000, (B, T))
+        mask = np.ones((B, T), np.int64)
+        for label, adds, setup, needs_lora in _setups(B):
+            if needs_lora and lora_missing:
+                log(f"[{shape_name}] {label:<34} skipped: {lora_missing}")
+                continue
+            try:
+                run_np = _our_runner(path, "numpy", adds, setup, ids, mask)
+                run_nat = _our_runner(path, "native", adds, setup, ids, mask)
+            except Exception as e:  # noqa: BLE001 — a method still being written must not stop the run
+                log(f"[{shape_name}] {label:<34} skipped: {type(e).__name__}: {e}")
+                continue
+            r = pairs(run_np, run_nat, reps)
+            rows.append((shape_name, label, "native/numpy", r))
+            log(_fmt(f"[{shape_name}] {label}", r, "numpy", "native"))
+            for name, factory in extra_runners.items():
+                try:
+                    run_x = factory(path, adds, setup, ids, mask)
+                except Exception as e:  # noqa: BLE001
+                    log(f"[{shape_name}] {label:<34} {name}: skipped: {type(e).__name__}: {e}")
+                    continue
+                r = pairs(run_x, run_nat, reps)
+                rows.append((shape_name, label, f"native/{name}", r))
+                log(_fmt(f"[{shape_name}] {label}", r, f"{name:>5}", "native"))
+    return rows
+
+
+def bench_gemm(reps, log) -> list:
+    """SGEMM y = x wᵀ: native linear vs numpy matmul, GFLOP/s and interleaved ratio."""
+    from .ops import get_ops
+    nat = get_ops("native")
+    rows = []
+    for M, K, N in GEMMS:
+        rng = np.random.default_rng(0)
+        x, w = rng.standard_normal((M, K), dtype=np.float32), rng.standard_normal((N, K), dtype=np.float32)
+        r = pairs(lambda: x @ w.T, lambda: nat.linear(x, w), reps, warmup=2)
+        gf = 2.0 * M * K * N / 1e9
+        rows.append((f"{M}x{K}x{N}", r))
+        log(f"sgemm {M}x{K}x{N}: numpy {gf / r['a']:7.1f} GFLOP/s  native {gf / r['b']:7.1f} GFLOP/s  "
+            f"time ratio native/numpy {r['ratio']:.3f} (min {r['min']:.3f}, max {r['max']:.3f}, {r['n']} pairs)")
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="minadapters bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="1 layer, 3 pairs, 8x128 only (CI, < 1 minute)")
+    p.add_argument("--layers", type=int, help="encoder layers (default 12; 1 with --quick)")
+    p.add_argument("--hidden", type=int, default=768, help="hidden size (heads = hidden/64, ffn = 4*hidden)")
+    p.add_argument("--reps", type=int, help="timed A/B pairs per row (default 5; 3 with --quick)")
+    p.add_argument("--threads", type=int, help="OpenMP threads for native (default: OMP_NUM_THREADS or all cores)")
+    p.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), help="batch shapes (default both)")
+    p.add_argument("--no-models", action="store_true", help="only the SGEMM rows")
+    return p
+
+
+def main(argv=None, extra_runners=None) -> int:
+    """Run the benchmark; ``extra_runners`` maps a name to factory(path, adds, setup, ids, mask) -> callable."""
+    args = build_parser().parse_args(argv)
+    from .ops import get_ops
+    nat = get_ops("native")                       # BackendUnavailableError names the reason
+    if args.threads:
+        type(nat)(num_threads=args.threads)
+    layers = args.layers or (1 if args.quick else 12)
+    reps = args.reps or (3 if args.quick else 5)
+    shapes = args.shapes or (["8x128"] if args.quick else ["8x128", "1x32"])
+    info = nat.info()
+    print(f"native: isa {info['isa']}, openmp {info['openmp']}, threads {info['threads']}; "
+          f"model: {layers} layers, hidden {args.hidden}, heads {args.hidden // 64}, ffn {4 * args.hidden}")
+    bench_gemm(reps, print)
+    if not args.no_models:
+        with tempfile.TemporaryDirectory() as d:
+            write_random_bert(d, layers=layers, hidden=args.hidden, heads=max(1, args.hidden // 64),
+                              ffn=4 * args.hidden)
+            bench_models(d, reps, shapes, extra_runners or {}, print)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
