@@ -56,6 +56,16 @@ def _check(model, input_ids, attention_mask, max_new_tokens):
     return ids.astype(np.int64), mask.astype(np.int64)
 
 
+def _reft_active(model) -> bool:
+    from .context import AdapterSetup
+    ctx = AdapterSetup.get_context()
+    setup = ctx.adapter_setup if ctx is not None else model.active_adapters
+    if setup is None:
+        return False
+    names = setup.flatten()
+    return any(kind == "reft" and names & set(layer.modules) for (_, kind, _), layer in model.method_layers.items())
+
+
 def generate(model, input_ids, max_new_tokens=20, attention_mask=None, use_cache=True, eos_token_id="config",
              pad_token_id="config"):
     """Greedy decoding; returns (B, T + n) token ids, n <= max_new_tokens. Spec: DEC-6.
@@ -63,6 +73,9 @@ def generate(model, input_ids, max_new_tokens=20, attention_mask=None, use_cache
     use_cache=True runs only the new token through the layers, with cached keys/values (DEC-5);
     use_cache=False recomputes the whole sequence each step. Both give the same tokens."""
     ids, mask = _check(model, input_ids, attention_mask, max_new_tokens)
+    if use_cache and _reft_active(model):
+        raise ConfigError("generate(use_cache=True): a ReFT adapter is active, and its intervention positions depend "
+                          "on the whole sequence, which a cached step does not see; pass use_cache=False.")
     W = lm_head_weight(model)
     eos = _token_set(model.config.eos_token_id if eos_token_id == "config" else eos_token_id, "eos_token_id")
     pad = model.config.pad_token_id if pad_token_id == "config" else pad_token_id

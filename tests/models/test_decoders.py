@@ -275,3 +275,13 @@ def test_generate_rejects_parallel_and_encoders():
         enc.generate(np.array([[1, 2]]), 2)
     with pytest.raises(TypeError, match="decoder models"):
         enc(np.array([[1, 2]]), position_ids=np.array([[0, 1]]))
+
+
+def test_generate_with_reft_needs_no_cache(tmp_path):
+    """ReFT positions depend on the whole sequence: a cached step is refused with a clear message. Spec: DEC-6."""
+    model = tiny(GPT2_RAW)
+    model.add_adapter("r", config="loreft[r=2]", set_active=True)
+    ids = np.array([[3, 5, 7, 9]])
+    with pytest.raises(ValueError, match="use_cache=False"):
+        model.generate(ids, max_new_tokens=2)
+    assert model.generate(ids, max_new_tokens=2, use_cache=False).shape == (1, 6)
