@@ -1,9 +1,10 @@
 /* OPS-1: packed, register-blocked SGEMM  C = alpha * A . B^T (+ bias), threaded with OpenMP.
  *
- * Layout follows the BLIS/GotoBLAS loop nest: for each KC-deep slice of K, A is packed into
- * MR-row slivers and B into NR-column slivers (zero-padded), then MC x NCB tiles of C are
- * shared out between threads; inside a tile a micro-kernel keeps an MR x NR block of C in
- * registers.  Micro-kernels: portable C (6 x 16), AVX2+FMA (6 x 16), AVX-512 (6 x 32).
+ * BLIS/GotoBLAS-style: B is packed once into NR-column slivers per KC-deep block (zero-padded);
+ * each thread packs MC x KC blocks of A privately and runs an MR x NR register-blocked
+ * micro-kernel over them.  Many rows: threads split the rows and share packing B (one barrier);
+ * few rows: threads split the columns and pack only their own slivers (no barrier).
+ * Micro-kernels: portable C (6 x 16), AVX2+FMA (6 x 16), AVX-512F (6 x 32).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +14,6 @@
 #define MR 6
 #define KC 256
 #define MC 96          /* 16 * MR */
-#define NCB 128        /* multiple of every NR */
 #define NR_MAX 32
 
 typedef void (*kern_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
@@ -152,34 +152,65 @@ static void pack_b(float *dst, const float *B, int64_t ldb, int64_t j0, int64_t 
 
 typedef struct {
     float *C; int64_t ldc;
-    const float *Ap, *Bp, *bias;
-    int64_t M, N, kc;
+    const float *A; int64_t lda;
+    const float *Bp, *bias;   /* Bp: all of B packed, KC block after KC block */
+    int64_t M, N, K, nb;
     float alpha;
-    int overwrite, nr;
+    int accumulate, nr;
     kern_fn kern;
-} tile_job;
+} gemm_job;
 
-static void run_tile(const tile_job *t, int64_t i0, int64_t j0)
+/* Rows [r0, r1) x column slivers [s0, s1) of C, A packed privately into Ap (MC x KC). */
+static void run_block(const gemm_job *t, float *Ap, int64_t r0, int64_t r1, int64_t s0, int64_t s1)
 {
-    int64_t i1 = i0 + MC < t->M ? i0 + MC : t->M, j1 = j0 + NCB < t->N ? j0 + NCB : t->N;
     float tmp[MR * NR_MAX];
-    for (int64_t jr = j0; jr < j1; jr += t->nr) {
-        const float *b = t->Bp + (jr / t->nr) * t->nr * t->kc;
-        int64_t nrem = j1 - jr < t->nr ? j1 - jr : t->nr;
-        const float *bias = t->bias ? t->bias + jr : NULL;
-        for (int64_t ir = i0; ir < i1; ir += MR) {
-            const float *a = t->Ap + (ir / MR) * MR * t->kc;
-            int64_t mrem = i1 - ir < MR ? i1 - ir : MR;
-            float *c = t->C + ir * t->ldc + jr;
-            if (mrem == MR && nrem == t->nr) {
-                t->kern(t->kc, a, b, c, t->ldc, t->alpha, t->overwrite, bias);
-            } else {
-                t->kern(t->kc, a, b, tmp, t->nr, 1.0f, 1, NULL);
-                for (int64_t i = 0; i < mrem; i++)
-                    store_row(c + i * t->ldc, tmp + i * t->nr, nrem, t->alpha, t->overwrite, bias);
+    int nr = t->nr;
+    for (int64_t i0 = r0; i0 < r1; i0 += MC) {
+        int64_t i1 = i0 + MC < r1 ? i0 + MC : r1;
+        for (int64_t p0 = 0; p0 < t->K; p0 += KC) {
+            int64_t kc = t->K - p0 < KC ? t->K - p0 : KC;
+            int overwrite = p0 == 0 && !t->accumulate;
+            for (int64_t ir = i0; ir < i1; ir += MR)
+                pack_a(Ap + (ir - i0) * kc, t->A, t->lda, ir, i1, p0, kc);
+            for (int64_t s = s0; s < s1; s++) {
+                int64_t jr = s * nr, nrem = t->N - jr < nr ? t->N - jr : nr;
+                const float *b = t->Bp + p0 * t->nb * nr + s * nr * kc;
+                const float *bias = (t->bias && p0 == 0) ? t->bias + jr : NULL;
+                for (int64_t ir = i0; ir < i1; ir += MR) {
+                    const float *a = Ap + (ir - i0) * kc;
+                    int64_t mrem = i1 - ir < MR ? i1 - ir : MR;
+                    float *c = t->C + ir * t->ldc + jr;
+                    if (mrem == MR && nrem == nr) {
+                        t->kern(kc, a, b, c, t->ldc, t->alpha, overwrite, bias);
+                    } else {
+                        t->kern(kc, a, b, tmp, nr, 1.0f, 1, NULL);
+                        for (int64_t i = 0; i < mrem; i++)
+                            store_row(c + i * t->ldc, tmp + i * nr, nrem, t->alpha, overwrite, bias);
+                    }
+                }
             }
         }
     }
+}
+
+/* Pack column slivers [s0, s1) of B for every KC block. */
+static void pack_b_range(const gemm_job *t, float *Bp, const float *B, int64_t ldb, int64_t s0, int64_t s1)
+{
+    for (int64_t p0 = 0; p0 < t->K; p0 += KC) {
+        int64_t kc = t->K - p0 < KC ? t->K - p0 : KC;
+        for (int64_t s = s0; s < s1; s++)
+            pack_b(Bp + p0 * t->nb * t->nr + s * t->nr * kc, B, ldb, s * t->nr, t->N, p0, kc, t->nr);
+    }
+}
+
+/* Split [0, n) into nt parts aligned to `align`; part i is [*lo, *hi). */
+static void share(int64_t n, int64_t align, int i, int nt, int64_t *lo, int64_t *hi)
+{
+    int64_t units = (n + align - 1) / align;
+    *lo = units * i / nt * align;
+    *hi = units * (i + 1) / nt * align;
+    if (*lo > n) *lo = n;
+    if (*hi > n) *hi = n;
 }
 
 /* K == 0: the product is zero, so C is bias (or 0), or C += bias when accumulating. */
@@ -204,44 +235,55 @@ int ma__gemm_nt(float *C, int64_t ldc, const float *A, int64_t lda, const float 
     }
     int nr = isa == MA_ISA_AVX512 ? 32 : 16;
     kern_fn kern = isa == MA_ISA_AVX512 ? kern_avx512 : isa == MA_ISA_AVX2 ? kern_avx2 : kern_portable;
-    int64_t kcmax = K < KC ? K : KC;
-    int64_t na = (M + MR - 1) / MR, nb = (N + nr - 1) / nr;
-    float *Ap = malloc((size_t)(na * MR * kcmax) * sizeof(float));
-    float *Bp = malloc((size_t)(nb * nr * kcmax) * sizeof(float));
-    if (!Ap || !Bp) {
-        free(Ap);
-        free(Bp);
+    int64_t nb = (N + nr - 1) / nr;
+    float *Bp = malloc((size_t)(nb * nr * K) * sizeof(float));
+    if (!Bp)
         return MA_ERR_NOMEM;
+    gemm_job t = {C, ldc, A, lda, Bp, bias, M, N, K, nb, alpha, accumulate, nr, kern};
+    int nt = 1, err = MA_OK;
+#ifdef _OPENMP
+    if (parallel && (double)M * (double)N * (double)K > 131072.0 && !omp_in_parallel())
+        nt = omp_get_max_threads();
+#endif
+    /* Many rows: threads take row ranges and share the packing of B (one barrier).
+     * Few rows: threads take column ranges, pack only their own part of B (no barrier). */
+    int split_rows = M >= (int64_t)nt * 4 * MR;
+    (void)split_rows;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        int id = 0, n = 1;
+#ifdef _OPENMP
+        id = omp_get_thread_num();
+        n = omp_get_num_threads();
+#endif
+        int64_t r0 = 0, r1 = M, s0 = 0, s1 = nb;
+        float *Ap = malloc((size_t)(MC * KC) * sizeof(float));
+        if (n > 1 && split_rows) {
+            int64_t b0, b1;
+            share(nb, 1, id, n, &b0, &b1);
+            pack_b_range(&t, Bp, B, ldb, b0, b1);
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+            share(M, MR, id, n, &r0, &r1);
+        } else {
+            share(nb, 1, id, n, &s0, &s1);
+            pack_b_range(&t, Bp, B, ldb, s0, s1);
+        }
+        if (Ap)
+            run_block(&t, Ap, r0, r1, s0, s1);
+        else {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+            err = MA_ERR_NOMEM;
+        }
+        free(Ap);
     }
-    int64_t nib = (M + MC - 1) / MC, njb = (N + NCB - 1) / NCB;
-    int go_parallel = parallel && (double)M * (double)N * (double)K > 131072.0;
-    (void)go_parallel;
-#ifdef _OPENMP
-#pragma omp parallel if (go_parallel)
-#endif
-    for (int64_t p0 = 0; p0 < K; p0 += KC) {
-        int64_t kc = K - p0 < KC ? K - p0 : KC;
-        tile_job t = {C, ldc, Ap, Bp, p0 == 0 ? bias : NULL, M, N, kc, alpha,
-                      p0 == 0 && !accumulate, nr, kern};
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (int64_t s = 0; s < nb; s++)
-            pack_b(Bp + s * nr * kc, B, ldb, s * nr, N, p0, kc, nr);
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (int64_t s = 0; s < na; s++)
-            pack_a(Ap + s * MR * kc, A, lda, s * MR, M, p0, kc);
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (int64_t tt = 0; tt < nib * njb; tt++)
-            run_tile(&t, (tt / njb) * MC, (tt % njb) * NCB);
-    }
-    free(Ap);
     free(Bp);
-    return MA_OK;
+    return err;
 }
 
 static int linear_checked(float *y, const float *x, const float *w, const float *b,
