@@ -192,3 +192,18 @@ def test_delete_active_adapter_resets_setup(model, inputs):
     model.active_adapters = ma.Stack("tmp", "a")
     model.delete_adapter("tmp")
     assert model.active_adapters is None
+
+
+@pytest.mark.spec("BN-4")
+def test_parallel_adapter_under_parallel_block(model, inputs):
+    """is_parallel bottlenecks under Parallel: upstream crashes (unreplicated h); ours equals each alone."""
+    ids, mask = inputs
+    for name in ("p1", "p2"):
+        if name not in model.adapters_config:
+            model.add_adapter(name, config="par_bn[reduction_factor=4]")
+            rng = np.random.default_rng(len(name) + ord(name[-1]))
+            for _, (p, leaf) in model.adapter_param_refs(name).items():
+                p[leaf] = p[leaf] + rng.normal(0, 0.2, p[leaf].shape).astype(np.float32)
+    out = run(model, ma.Parallel("p1", "p2"), ids, mask)
+    np.testing.assert_allclose(out[:4], run(model, "p1", ids, mask), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out[4:], run(model, "p2", ids, mask), rtol=1e-5, atol=1e-6)
