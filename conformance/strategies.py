@@ -36,6 +36,7 @@ UPSTREAM_CONFIG_CLASSES = (
     "LoReftConfig", "NoReftConfig", "DiReftConfig", "ConfigUnion", "MAMConfig", "UniPELTConfig",
 )
 NOT_DRAWN = {  # class -> why no entry draws it yet
+    "DvoRAConfig": "DoRA + VeRA: pending until minadapters has VeRA and DoRA modules",
     "MTLLoRAConfig": "needs share_parameters / task-specific setup outside the Driver protocol",
     "ConfigUnion": "union entries pending: enable when all member methods have landed",
     "MAMConfig": "union of prefix tuning + parallel bottleneck; pending with ConfigUnion",
@@ -186,6 +187,7 @@ class MethodEntry:
     min_tokens: Callable = staticmethod(lambda cfg: 1)          # shortest unpadded row the config accepts
     file_caveat: Callable = staticmethod(lambda cfg: None)      # why a saved file cannot round-trip, or None
     tree_exclusions: frozenset = frozenset()  # (parent, child) nestings upstream crashes on for this method
+    quirks: dict = field(default_factory=dict)  # driver capability "quirk:<x>" -> blocks it cannot run
     notes: dict = field(default_factory=dict)
 
 
@@ -193,8 +195,16 @@ class MethodEntry:
 _BN_SHARED = ("mh_adapter", "output_adapter", "original_ln_before", "original_ln_after", "residual_before_ln",
               "is_parallel")
 _LORA_LOC = ("selfattn_lora", "intermediate_lora", "output_lora", "attn_matrices")
+def _lora_composable(c):
+    """Trees over LoRAs: chained Stacks need in == out (q/k/v only); Parallel on BERT needs q, k and v all
+    adapted upstream (else the unreplicated projection crashes attention: RuntimeError)."""
+    return dict(c, selfattn_lora=True, intermediate_lora=False, output_lora=False, leave_out=[],
+                attn_matrices=["k", "q", "v"])
+
+
 # adapters 1.3.0 raises RuntimeError (batch2 size mismatch) for LoRA-family blocks nested in Parallel
 _LORA_EXCL = frozenset({("Parallel", "Stack"), ("Parallel", "Average"), ("Parallel", "BatchSplit")})
+_LORA_QUIRKS = {"quirk:lora-parallel-crash": frozenset({"Parallel"})}
 _ALL_BUT_FUSE_SPLIT = frozenset({"Stack", "BatchSplit", "Parallel", "MultiTask", "Average"})
 
 REGISTRY = {e.name: e for e in [
@@ -215,18 +225,23 @@ REGISTRY = {e.name: e for e in [
                 location_fields=_BN_SHARED),
     MethodEntry("lora", lora_configs, ("LoRAConfig",), ("LORA-1",), _ALL_BUT_FUSE_SPLIT,
                 zero_weights=_zero(lambda k: k.endswith("lora_B")),
-                composable=lambda c: dict(c, selfattn_lora=True, intermediate_lora=False, output_lora=False, leave_out=[]),
-                mergeable=lambda c: not c.get("use_gating"), location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL),
+                composable=_lora_composable,
+                mergeable=lambda c: not c.get("use_gating"), location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL,
+                quirks=_LORA_QUIRKS),
     MethodEntry("ia3", lambda: lora_configs("ia3"), ("IA3Config",), ("IA3-1",), _ALL_BUT_FUSE_SPLIT,
                 zero_weights=ia3_identity, identity_config=lambda c: dict(c, use_gating=False),
-                composable=lambda c: dict(c, leave_out=[]), mergeable=lambda c: not c.get("use_gating"),
-                location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL),
+                composable=lambda c: dict(c, leave_out=[], attn_matrices=["k", "q", "v"]),
+                mergeable=lambda c: not c.get("use_gating"),
+                location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL,
+                quirks=_LORA_QUIRKS),
     MethodEntry("vera", lambda: lora_configs("vera"), ("VeraConfig",), ("VERA-1",), _ALL_BUT_FUSE_SPLIT,
                 zero_weights=_zero(lambda k: k.endswith("vera_B")), composable=lambda c: dict(c, leave_out=[]),
-                mergeable=lambda c: True, location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL),
+                mergeable=lambda c: True, location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL,
+                quirks=_LORA_QUIRKS),
     MethodEntry("dora", lambda: lora_configs("dora"), ("DoRAConfig",), ("DORA-1",), _ALL_BUT_FUSE_SPLIT,
-                composable=lambda c: dict(c, selfattn_lora=True, intermediate_lora=False, output_lora=False, leave_out=[]),
-                location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL),
+                composable=_lora_composable,
+                location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL,
+                quirks=_LORA_QUIRKS),
     MethodEntry("prefix_tuning", prefix_configs, ("PrefixTuningConfig",), ("PREFIX-1",),
                 frozenset({"Stack", "BatchSplit", "Parallel", "MultiTask"}), ejectable=True,
                 composable=lambda c: dict(c, leave_out=[])),
@@ -235,6 +250,16 @@ REGISTRY = {e.name: e for e in [
     MethodEntry("reft", reft_configs, ("ReftConfig", "LoReftConfig", "NoReftConfig", "DiReftConfig"), ("REFT-1",),
                 frozenset({"Stack"}), min_tokens=lambda c: c["prefix_positions"] + c["suffix_positions"]),
 ]}
+
+
+def runnable_blocks(entry, *drivers) -> set:
+    """Blocks of ``entry`` every driver supports, minus those a driver's declared quirks crash on."""
+    out = {b for b in entry.blocks if all(f"block:{b}" in d.capabilities for d in drivers)}
+    for d in drivers:
+        for quirk, blocks in entry.quirks.items():
+            if quirk in d.capabilities:
+                out -= blocks
+    return out
 
 
 def method_ids():
@@ -314,6 +339,8 @@ def composition_trees(draw, names, blocks, B, T, top=None, exclude=frozenset()):
 
 def _node(draw, kind, names, blocks, B, T, level, info):
     info["blocks"].add(kind)
+    if kind == "Parallel" and level > 0:
+        info["nested_parallel"] = True
     if kind == "Parallel":
         info["channels"] = n = draw(st.integers(2, 3), label="Parallel children")
     elif kind == "Split":
@@ -367,7 +394,11 @@ def _may_nest(kind, level, info, parent=None):
     if parent == "MultiTask" and kind == "Fuse":
         return False   # allowed by ALLOWED_NESTINGS, but MultiTask runs as a BatchSplit, which rejects Fuse
     if kind in ("Parallel", "MultiTask"):
-        return level == 0 and "Parallel" not in info["blocks"] and "MultiTask" not in info["blocks"]
+        # a Parallel under Stack replicates the batch for every later layer, so no BatchSplit may sit beside it
+        return level == 0 and "Parallel" not in info["blocks"] and "MultiTask" not in info["blocks"] \
+            and not (kind == "Parallel" and "BatchSplit" in info["blocks"])
+    if kind == "BatchSplit":
+        return not info.get("nested_parallel")
     return True
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from conformance.harness import (Built, add_fusions, add_perturbed, batch, describe_case, need, need_method, record,
                                  single)
 from conformance.outcomes import assert_close, tolerance
-from conformance.strategies import REGISTRY, batch_shapes, composition_trees, seeds, tree_configs, tree_names
+from conformance.strategies import REGISTRY, batch_shapes, composition_trees, runnable_blocks, seeds, tree_configs, tree_names
 
 METHODS = [pytest.param(e, id=e.name, marks=pytest.mark.spec(*e.spec)) for e in REGISTRY.values()]
 
@@ -64,8 +64,7 @@ def test_composition_tree(driver, reference, model_dirs, arch, method, data):
     """A drawn composition tree (ALLOWED_NESTINGS, depth <= 2) over 3 adapters of ``method``."""
     ref, dut = _both(driver, reference, model_dirs, arch)
     need_method(method, driver, reference)
-    blocks = {b for b in method.blocks if f"block:{b}" in driver.capabilities
-              and f"block:{b}" in reference.capabilities}
+    blocks = runnable_blocks(method, driver, reference)
     if not blocks:
         pytest.skip(f"no block supported by both drivers for {method.name}")
     cfgs = tree_configs(method, [data.draw(method.configs(), label=f"config {n}") for n in "abc"])
