@@ -22,8 +22,11 @@ def torch_runner_factory(threads):
     except ImportError as e:
         print(f"adapters+torch runner skipped: {e}")
         return None
+    import logging
+
     import transformers
     transformers.utils.logging.set_verbosity_error()
+    logging.getLogger("adapters").setLevel(logging.ERROR)
     torch.set_num_threads(threads)
 
     def convert(block):
