@@ -339,9 +339,52 @@ class AdapterModel:
         return load_adapter_fusion(self, adapter_fusion_name_or_path, load_as=load_as, set_active=set_active,
                                    use_safetensors=use_safetensors)
 
-    def save_all_adapters(self, save_directory, use_safetensors=False):
-        for name in self.adapters_config:
-            self.save_adapter(os.path.join(save_directory, name), name, use_safetensors=use_safetensors)
+    def save_all_adapters(self, save_directory, meta_dict=None, use_safetensors=False):
+        """One sub-folder per adapter (with ``config_id``). Spec: API-7."""
+        from .setup_files import save_all_adapters
+        save_all_adapters(self, save_directory, meta_dict=meta_dict, use_safetensors=use_safetensors)
+
+    def save_all_adapter_fusions(self, save_directory, meta_dict=None, use_safetensors=False):
+        """One sub-folder per fusion (with ``config_id``). Spec: API-7."""
+        from .setup_files import save_all_adapter_fusions
+        save_all_adapter_fusions(self, save_directory, meta_dict=meta_dict, use_safetensors=use_safetensors)
+
+    def save_adapter_setup(self, save_directory, adapter_setup, meta_dict=None, use_safetensors=False):
+        """adapter_setup.json + one sub-folder per adapter / fusion of the setup. Spec: API-7."""
+        from .setup_files import save_adapter_setup
+        save_adapter_setup(self, save_directory, adapter_setup, meta_dict=meta_dict, use_safetensors=use_safetensors)
+
+    def load_adapter_setup(self, adapter_setup_name_or_path, set_active=False, use_safetensors=False, **kwargs):
+        """Load a directory written by save_adapter_setup; returns (adapter_setup, head_setup). Spec: API-7."""
+        from .setup_files import load_adapter_setup
+        return load_adapter_setup(self, adapter_setup_name_or_path, set_active=set_active,
+                                  use_safetensors=use_safetensors)
+
+    # ---- averaging / parameter sharing -----------------------------------------------------------
+    def average_adapter(self, adapter_name, adapter_list, weights=None, normalize_weights=True, overwrite_ok=False,
+                        set_active=False, combine_strategy="linear", svd_rank=None, **kwargs):
+        """Add an adapter whose parameters are a weighted combination of existing adapters. Spec: API-5."""
+        if kwargs:
+            raise TypeError(f"average_adapter() got unexpected keyword arguments: {', '.join(sorted(kwargs))}.")
+        from .averaging import average_adapter
+        average_adapter(self, adapter_name, adapter_list, weights=weights, normalize_weights=normalize_weights,
+                        overwrite_ok=overwrite_ok, set_active=set_active, combine_strategy=combine_strategy,
+                        svd_rank=svd_rank)
+
+    def share_parameters(self, adapter_names, name=None, reference_adapter_name=None):
+        """MTL-LoRA: share the reference adapter's lora_A / lora_B among ``adapter_names``. Spec: API-6."""
+        from .sharing import share_parameters
+        share_parameters(self, adapter_names, name=name, reference_adapter_name=reference_adapter_name)
+
+    def unshare_parameters(self, adapter_names, name=None):
+        """Remove the shared group (the adapters keep their current values). Spec: API-6."""
+        from .sharing import unshare_parameters
+        unshare_parameters(self, adapter_names, name=name)
+
+    def shared_parameters_state_dict(self, name=None) -> dict:
+        """``<layer>.shared_parameters.<group>.lora_A|lora_B`` of share_parameters groups. Spec: API-6."""
+        from .sharing import shared_parameters_state_dict
+        return shared_parameters_state_dict(self, name)
 
     # ---- merge / reset / eject -------------------------------------------------------------------
     def merge_adapter(self, name: str) -> None:
