@@ -56,8 +56,8 @@ SUITES = {
     "lora": [
         (["LORA-1"], "lora q,v", [("a", "lora[r=4, alpha=8]")], ST("a"), []),
         (["LORA-1"], "lora all targets, gated", [("a", {"architecture": "lora", "r": 2, "alpha": 4, "selfattn_lora": True, "intermediate_lora": True, "output_lora": True, "attn_matrices": ["q", "k", "v"], "use_gating": True})], ST("a"), []),
-        (["IA3-1"], "ia3 preset", [("a", "ia3")], ST("a"), []),
-        (["COMP-STACK", "LORA-1"], "Stack of two LoRAs chains deltas", [("a", "lora[r=2]"), ("b", "lora[r=3]")], blk("Stack", [L("a"), L("b")]), []),
+        (["LORA-3"], "ia3 preset", [("a", "ia3")], ST("a"), []),
+        (["COMP-STACK", "LORA-8"], "Stack of two LoRAs chains deltas", [("a", "lora[r=2]"), ("b", "lora[r=3]")], blk("Stack", [L("a"), L("b")]), []),
     ],
     "prefix_tuning": [
         (["PREFIX-1"], "prefix MLP", [("a", {"architecture": "prefix_tuning", "prefix_length": 3, "bottleneck_size": 8})], ST("a"), []),

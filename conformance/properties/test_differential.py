@@ -22,7 +22,7 @@ def _both(driver, reference, model_dirs, arch):
     return Built(reference, model_dirs[arch]), Built(driver, model_dirs[arch])
 
 
-@pytest.mark.spec("ENC-4")
+@pytest.mark.spec("ENC-1", "ENC-2", "ENC-3", "ENC-4", "API-2")
 @pytest.mark.conformance(method="base", block="-")
 @given(data=st.data())
 def test_base_model(driver, reference, model_dirs, arch, data):
@@ -115,9 +115,7 @@ def test_fusion(driver, reference, model_dirs, arch, data):
     entry = REGISTRY["bottleneck"]
     n = data.draw(st.integers(2, 3), label="n adapters")
     names = ["a", "b", "c"][:n]
-    base = data.draw(entry.configs(), label="config")
-    specs = [(x, dict(data.draw(entry.configs(), label=f"config {x}"), mh_adapter=base["mh_adapter"],
-                      output_adapter=base["output_adapter"])) for x in names]
+    specs = list(zip(names, tree_configs(entry, [data.draw(entry.configs(), label=f"config {x}") for x in names])))
     seed = data.draw(seeds, label="seed")
     shape = data.draw(batch_shapes(), label="batch")
     setup = {"type": "Fuse", "children": [{"type": "single", "children": [x]} for x in names]}

@@ -55,7 +55,7 @@ def test_zero_effect_is_base(driver, model_dirs, arch, method, data):
     _close(m.run(single("a"), ids, mask), base, driver, "zero-effect output", ctx)
 
 
-@pytest.mark.spec("LORA-MERGE")
+@pytest.mark.spec("LORA-9")
 @pytest.mark.conformance(block="merge")
 @pytest.mark.parametrize("method", METHODS)
 @given(data=st.data())
@@ -78,7 +78,7 @@ def test_merge_equals_unmerged_and_reset_restores(driver, model_dirs, arch, meth
     _close(m.run(None, ids, mask), base, driver, "output after reset (no adapter active)", ctx, group="merge")
 
 
-@pytest.mark.spec("PREFIX-EJECT")
+@pytest.mark.spec("PREFIX-6")
 @pytest.mark.conformance(block="eject")
 @pytest.mark.parametrize("method", METHODS)
 @given(data=st.data())
@@ -256,7 +256,7 @@ def test_leave_out_layers_hold_nothing(driver, model_dirs, arch, method, data):
         raise WrongValue(f"weights of left-out layer: {bad[:3]}, but should be none [leave_out={cfg['leave_out']}]")
 
 
-@pytest.mark.spec("IO-10")
+@pytest.mark.spec("IO-10", "API-1")
 @pytest.mark.conformance(block="save-load")
 @pytest.mark.parametrize("method", METHODS)
 @given(data=st.data())
