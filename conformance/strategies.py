@@ -183,6 +183,7 @@ class MethodEntry:
     ejectable: bool = False
     extra_tokens: Callable = staticmethod(lambda cfg: 0)        # tokens the method prepends to the output
     multitask_separable: bool = True          # MultiTask == each row with its adapter alone
+    rows_separable: bool = True               # BatchSplit / Parallel == each part with its adapter alone
     location_fields: tuple = ()               # fields every adapter of one tree shares (same locations)
     min_tokens: Callable = staticmethod(lambda cfg: 1)          # shortest unpadded row the config accepts
     file_caveat: Callable = staticmethod(lambda cfg: None)      # why a saved file cannot round-trip, or None
@@ -238,7 +239,10 @@ REGISTRY = {e.name: e for e in [
                 zero_weights=_zero(lambda k: k.endswith("vera_B")), composable=lambda c: dict(c, leave_out=[]),
                 mergeable=lambda c: True, location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL,
                 quirks=_LORA_QUIRKS),
+    # DoRA rescales with the LAST adapter of the composition for every row (LORA-5), so blocks mix adapters
     MethodEntry("dora", lambda: lora_configs("dora"), ("DoRAConfig",), ("LORA-5",), _ALL_BUT_FUSE_SPLIT,
+                rows_separable=False, multitask_separable=False,
+                notes={"MultiTask": "DoRA's magnitude comes from the last adapter of the block for all rows"},
                 composable=_lora_composable,
                 location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL,
                 quirks=_LORA_QUIRKS),

@@ -18,8 +18,8 @@ METHOD_MODULES = {
     "method:invertible": "minadapters.methods.invertible",
     "method:lora": "minadapters.methods.lora",
     "method:ia3": "minadapters.methods.lora",
-    "method:vera": "minadapters.methods.vera",
-    "method:dora": "minadapters.methods.dora",
+    "method:vera": "minadapters.methods.lora",       # VeRA / DoRA live in lora_modules.py
+    "method:dora": "minadapters.methods.lora",
     "method:prefix_tuning": "minadapters.methods.prefix_tuning",
     "method:prompt_tuning": "minadapters.methods.prompt_tuning",
     "method:reft": "minadapters.methods.reft",

@@ -121,6 +121,8 @@ def _alone(m, names, ids, mask):
 def test_batchsplit_is_rows_run_separately(driver, model_dirs, arch, method, data):
     if "BatchSplit" not in method.blocks:
         pytest.skip(f"adapters 1.3.0 does not support BatchSplit for {method.name}")
+    if not method.rows_separable:
+        pytest.skip(f"{method.name}: BatchSplit parts are not independent upstream ({method.notes.get('MultiTask')})")
     need(driver, "block:BatchSplit")
     m, cfgs, shape, seed = _setup(driver, model_dirs, arch, method, data, n=2, min_B=2, composable=True)
     B = shape[0]
@@ -141,6 +143,8 @@ def test_batchsplit_is_rows_run_separately(driver, model_dirs, arch, method, dat
 def test_parallel_is_each_adapter_on_a_copy(driver, model_dirs, arch, method, data):
     if "Parallel" not in method.blocks:
         pytest.skip(f"adapters 1.3.0 does not support Parallel for {method.name}")
+    if not method.rows_separable:
+        pytest.skip(f"{method.name}: Parallel parts are not independent upstream ({method.notes.get('MultiTask')})")
     need(driver, "block:Parallel")
     if "Parallel" not in runnable_blocks(method, driver):
         pytest.skip(f"driver {driver.name!r} declares a quirk: Parallel crashes for {method.name}")
