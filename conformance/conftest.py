@@ -61,7 +61,7 @@ def pytest_report_header(config):
 def pytest_collection_modifyitems(config, items):
     d, _ = _names(config)
     entries = [e for e in report.read_expected_failures(config.getoption("--expected-failures"))
-               if __import__("fnmatch").fnmatch(d, e[0])]
+               if report.glob_match(d, e[0])]
     matched = report.apply_expected_failures(items, d, entries, pytest.mark.xfail)
     config._conformance_xfail = [(e, matched.get(e[3], 0)) for e in entries]
 

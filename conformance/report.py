@@ -63,11 +63,16 @@ def read_expected_failures(path):
     return out
 
 
+def glob_match(text, pattern):
+    """fnmatch with only '*' and '?' as wildcards ('[' in test ids is literal)."""
+    return fnmatch.fnmatchcase(text, pattern.replace("[", "[[]"))
+
+
 def apply_expected_failures(items, driver_name, entries, mark_factory):
     matched = Counter()
     for item in items:
         for drv, pat, reason, n in entries:
-            if fnmatch.fnmatch(driver_name, drv) and fnmatch.fnmatch(item.nodeid.split("::", 1)[-1], pat):
+            if glob_match(driver_name, drv) and glob_match(item.nodeid.split("::", 1)[-1], pat):
                 item.add_marker(mark_factory(reason=f"expected_failures.txt:{n}: {reason}", strict=False))
                 matched[n] += 1
     return matched
