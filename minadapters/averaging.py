@@ -15,9 +15,7 @@ import math
 import numbers
 import warnings
 
-import numpy as np
-
-from .errors import AdapterNotFoundError, ConfigError, ConfigTypeError, ShapeError
+from .errors import ConfigError, ShapeError
 from .functional import averaging as F
 
 STRATEGIES = ("linear", "lora_linear_only_negate_b", "lora_delta_w_svd")
