@@ -16,8 +16,9 @@ from .context import AdapterSetup, ForwardState  # noqa: F401
 from .errors import (AdapterError, AdapterNotFoundError, BackendUnavailableError, CompositionError,  # noqa: F401
                      ConfigError, ConfigTypeError, ShapeError, UnsafePickleError, WeightsError)
 from .model import AdapterModel, AutoModel, ModelOutput  # noqa: F401
+from .ops import get_backend, set_backend  # noqa: F401
 
-__all__ = ["AutoModel", "AdapterModel", "ModelOutput", "AdapterSetup", "ForwardState", "Stack", "Fuse", "Split",
+__all__ = ["AutoModel", "set_backend", "get_backend", "AdapterModel", "ModelOutput", "AdapterSetup", "ForwardState", "Stack", "Fuse", "Split",
            "BatchSplit", "Parallel", "MultiTask", "Average", "AdapterCompositionBlock", "ALLOWED_NESTINGS",
            "parse_composition", "AdapterError", "AdapterNotFoundError", "BackendUnavailableError",
            "CompositionError", "ConfigError", "ConfigTypeError", "ShapeError", "UnsafePickleError", "WeightsError",

@@ -4,13 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 from .activations import sigmoid
+from .linalg import mm
 
 
 def mean_gate(x, w, b):
     """g = mean_T σ(x W_gᵀ + b_g), one value per example and gate row. Spec: GATE-1.
 
         x: (B, T, K), w: (G, K), b: (G,) -> (B, 1, G)"""
-    return sigmoid(x @ w.T + b).mean(axis=1, keepdims=True)
+    return sigmoid(mm(x, w.T) + b).mean(axis=1, keepdims=True)
 
 
 def bn_pre_forward(h, x, layer_norm, *, residual_before_ln, original_ln_before, query_before_ln=None):

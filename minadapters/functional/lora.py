@@ -7,20 +7,21 @@ from __future__ import annotations
 import numpy as np
 
 from .activations import sigmoid
+from .linalg import mm
 
 
 def lora_delta(h, A, B, *, scale):
     """δ = (h Aᵀ) Bᵀ · scale; ``scale`` is alpha/r, or the (B, 1, 1) gate. Spec: LORA-1.
 
         h: (B, T, K), A: (r, K), B: (M, r) -> (B, T, M)"""
-    return ((h @ A.T) @ B.T) * scale
+    return mm(mm(h, A.T), B.T) * scale
 
 
 def mean_gate(x, w, b):
     """g = mean_T σ(x W_gᵀ + b_g): one value per example and gate row. Spec: LORA-2.
 
         x: (B, T, K), w: (G, K), b: (G,) -> (B, G)"""
-    return sigmoid(x @ w.T + b).mean(axis=1)
+    return sigmoid(mm(x, w.T) + b).mean(axis=1)
 
 
 def ia3_vector(l_B, batch: int, *, scale):
@@ -52,7 +53,7 @@ def mtl_delta(h, A, values, B, weights, *, sharpness, scale):
     """δ = Σ_k w_k (h Aᵀ diag(values) B_kᵀ) / Σ_k w_k · scale, w = exp(weights / sharpness). Spec: LORA-6.
 
         h: (B, T, K), A: (r, K), values: (r,), B: (n, M, r), weights: (n,) -> (B, T, M)"""
-    xa = (h @ A.T) * values                                   # (B, T, r)
+    xa = mm(h, A.T) * values                                   # (B, T, r)
     per_up = np.einsum("btr,nmr->nbtm", xa, B)                # (n, B, T, M)
     w = np.exp(weights / sharpness).astype(per_up.dtype)
     return (w[:, None, None, None] * per_up / w.sum()).sum(axis=0) * scale
@@ -64,8 +65,8 @@ def grouped_delta(h, A, B, groups: int):
         h: (B, T, K), A: (g·r, K), B: (g·M', r) -> (B, T, g·M')  (the groups concatenated)"""
     r = A.shape[0] // groups
     mo = B.shape[0] // groups
-    xa = h @ A.T                                              # (B, T, g·r)
-    outs = [xa[..., j * r:(j + 1) * r] @ B[j * mo:(j + 1) * mo].T for j in range(groups)]
+    xa = mm(h, A.T)                                             # (B, T, g·r)
+    outs = [mm(xa[..., j * r:(j + 1) * r], B[j * mo:(j + 1) * mo].T) for j in range(groups)]
     return np.concatenate(outs, axis=-1)
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .linalg import mm
+
 
 def kron_sum(rule, W):
     """H = Σ_i kron(rule[i], W[i]). Spec: PHM-1.
@@ -20,7 +22,7 @@ def phm_forward(x, rule, W, b=None):
     """y = x H + b, H = kron_sum(rule, W) of shape (in, out) — not transposed like a Linear. Spec: PHM-1.
 
         x: (..., in) -> (..., out)"""
-    y = x @ kron_sum(rule, W).astype(x.dtype, copy=False)
+    y = mm(x, kron_sum(rule, W).astype(x.dtype, copy=False))
     return y + b if b is not None else y
 
 

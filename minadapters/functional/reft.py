@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .linalg import mm
+
 from ..errors import ShapeError
 
 
@@ -14,10 +16,10 @@ def reft_unit(h, W, b, R, act, subtract_projection: bool):
     """Φ(h) = h + (act(h Wᵀ + b) − [subtract]·h Rᵀ) R. Spec: REFT-1.
 
         h: (B, P, D), W: (r, D), b: (r,), R: (r, D) -> (B, P, D)"""
-    s = act(h @ W.T + b)
+    s = act(mm(h, W.T) + b)
     if subtract_projection:
-        s = s - h @ R.T
-    return h + s @ R
+        s = s - mm(h, R.T)
+    return h + mm(s, R)
 
 
 # ---- orthogonal parametrization (torch.nn.utils.parametrizations.orthogonal, use_trivialization=True) --------

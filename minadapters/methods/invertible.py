@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..functional.linalg import mm
+
 from ..errors import ConfigError, ShapeError
 from ..functional.activations import get_activation
 from . import init as winit
@@ -15,8 +17,8 @@ GLOW_CLAMP = 5.0
 
 def subnet(p, prefix, x, act):
     """Linear, act, Linear (adapters' get_subnet_constructor). Spec: INV-1."""
-    h = act(x @ p[prefix + ".0.weight"].T + p[prefix + ".0.bias"])
-    return h @ p[prefix + ".2.weight"].T + p[prefix + ".2.bias"]
+    h = act(mm(x, p[prefix + ".0.weight"].T) + p[prefix + ".0.bias"])
+    return mm(h, p[prefix + ".2.weight"].T) + p[prefix + ".2.bias"]
 
 def nice_coupling(p, x, act, rev=False):
     """y1 = x1 + F(x2), y2 = x2 + G(y1); inverse y2 = x2 − G(x1), y1 = x1 − F(y2). Spec: INV-1.

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..functional.linalg import mm
+
 from ..errors import ConfigError
 from ..functional import lora as F
 from . import init as winit
@@ -179,7 +181,7 @@ def module_forward(mod, h, x, shared):
     if kind == "lora":
         return F.lora_delta(h, _p(mod, "lora_A", dt), _p(mod, "lora_B", dt), scale=s), gate
     if kind == "vera":
-        return (h @ delta_w(mod, shared).astype(dt).T) * s, gate
+        return mm(h, delta_w(mod, shared).astype(dt).T) * s, gate
     return F.mtl_delta(h, _p(mod, "lora_A", dt), _p(mod, "task_specific.values", dt), _p(mod, "lora_B", dt),
                        _p(mod, "weights", dt), sharpness=mod.config["weights_sharpness"], scale=s), gate
 

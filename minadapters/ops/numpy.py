@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..functional import activations as act
+from ..functional.linalg import mm
 
 
 class NumpyOps:
@@ -13,7 +14,8 @@ class NumpyOps:
 
     def linear(self, x, w, b=None):
         """y = x wᵀ + b. Spec: OPS-1.  (..., K), (M, K), (M,) -> (..., M)"""
-        y = x @ w.T
+        # A 2-D product: NumPy's stacked (3-D @ 2-D) matmul skips BLAS for transposed operands and is slow.
+        y = mm(x, w.T)
         if b is not None:
             y = y + b
         return y

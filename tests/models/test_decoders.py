@@ -191,7 +191,8 @@ def test_kv_cache_step_equals_full_forward(raw, config):
     first = model(ids[:, :4], attention_mask=mask[:, :4], past_key_values=cache).last_hidden_state
     rest = model(ids[:, 4:], attention_mask=mask, past_key_values=cache).last_hidden_state
     real = mask == 1           # fully masked (padding) queries attend to whatever keys exist so far: not compared
-    np.testing.assert_allclose(np.concatenate([first, rest], 1)[real], full[real], rtol=1e-5, atol=1e-5)
+    # float32 sums over different row blockings (1 vs T rows per GEMM): tolerance table, rtol 1e-4
+    np.testing.assert_allclose(np.concatenate([first, rest], 1)[real], full[real], rtol=1e-4, atol=1e-4)
     assert cache.length == ids.shape[1]
 
 
