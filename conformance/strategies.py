@@ -275,12 +275,15 @@ ALIASES = (("adapter_norm_before.", "adapter_down.0."),)   # adapters registers 
 
 
 def perturb(tensors: dict, seed: int, scale: float = 0.3) -> dict:
-    """Add seeded noise to every tensor (float32 values); aliased keys get identical values."""
+    """Seeded weights for every tensor, independent of the driver's random fresh init (so runs repeat exactly):
+    tensors that start as all ones (LayerNorm gains, IA3 vectors, learned scalings) become 1 + noise, all others
+    noise. Aliased keys get identical values."""
     rng = np.random.default_rng(seed)
     out = {}
     for k in sorted(tensors):
         v = np.asarray(tensors[k], np.float32)
-        out[k] = (v + rng.standard_normal(v.shape) * scale).astype(np.float32)
+        base = 1.0 if (v.size and np.all(v == 1)) else 0.0
+        out[k] = (base + rng.standard_normal(v.shape) * scale).astype(np.float32)
     for alias, target in ALIASES:
         for k in out:
             if alias in k and k.replace(alias, target) in out:
