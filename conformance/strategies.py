@@ -152,6 +152,8 @@ def bn_identity_config(cfg):
 
 
 def _shared_caveat(cfg):
+    if cfg.get("vera_d") is not None or cfg.get("vera_b") is not None:
+        return "adapters 1.3.0 does not save VeRA's shared A/B from bare base models (semantics §9.7)"
     if cfg.get("shared_phm_rule") or cfg.get("shared_W_phm"):
         return "adapters 1.3.0 does not save shared PHM parameters from bare base models (semantics §9.7)"
     return None
@@ -236,6 +238,7 @@ REGISTRY = {e.name: e for e in [
                 location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL,
                 quirks=_LORA_QUIRKS),
     MethodEntry("vera", lambda: lora_configs("vera"), ("VeraConfig",), ("LORA-4",), _ALL_BUT_FUSE_SPLIT,
+                file_caveat=_shared_caveat,
                 zero_weights=_zero(lambda k: k.endswith("vera_B")), composable=lambda c: dict(c, leave_out=[]),
                 mergeable=lambda c: True, location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL,
                 quirks=_LORA_QUIRKS),
