@@ -141,6 +141,16 @@ class BottleneckLayer(ComposableLayer):
                 return name
         return None
 
+    def _last_present(self, setup):
+        """The block's last adapter present at this location (a fused child may be left out here)."""
+        if isinstance(setup, str):
+            return setup if setup in self.modules else None
+        for child in reversed(list(setup)):
+            name = self._last_present(child)
+            if name is not None:
+                return name
+        return None
+
     def pre_block(self, setup, state, fwd):
         name = self._first_present(setup)
         if name is None:
@@ -203,7 +213,9 @@ class BottleneckLayer(ComposableLayer):
             raise CompositionError(f"Fuse({', '.join(map(str, block.children))}): no fusion layer named "
                                    f"{block.name!r}; call add_adapter_fusion({list(block.children)!r}) first.")
         fusion = self.fusions[block.name]
-        last = block.last()
+        last = block.last() if block.last() in self.modules else self._last_present(block)
+        if last is None:
+            return state
         h, q, r = self._pre_forward(last, state.hidden_states, state.input_tensor, state.layer_norm,
                                     fusion_config=fusion.config)
         state = state._replace(hidden_states=h, adapter_residual=r)

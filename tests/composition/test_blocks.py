@@ -207,3 +207,13 @@ def test_parallel_adapter_under_parallel_block(model, inputs):
     out = run(model, ma.Parallel("p1", "p2"), ids, mask)
     np.testing.assert_allclose(out[:4], run(model, "p1", ids, mask), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out[4:], run(model, "p2", ids, mask), rtol=1e-5, atol=1e-6)
+
+
+def test_fuse_with_last_child_left_out(tmp_path):
+    """Fuse('b', 'a') where 'a' is left out of layer 0: the last present child closes the block there."""
+    m = ma.AutoModel.from_pretrained(write_tiny_model(tmp_path / "m", seed=1))
+    m.add_adapter("a", config="seq_bn[leave_out=[0]]")
+    m.add_adapter("b", config="seq_bn")
+    m.add_adapter_fusion(["b", "a"], set_active=True)
+    out = m(input_ids=np.array([[5, 6, 7, 8]])).last_hidden_state
+    assert out.shape == (1, 4, 32) and np.all(np.isfinite(out))
