@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
-import torch  # noqa: E402
-import adapters  # noqa: E402
-import transformers  # noqa: E402
+import pytest
+
+torch = pytest.importorskip("torch", reason="oracle: needs torch==2.13.0 (pip install -e .[oracle])")
+adapters = pytest.importorskip("adapters", reason="oracle: needs adapters==1.3.0 (pip install -e .[oracle])")
+transformers = pytest.importorskip("transformers", reason="oracle: needs transformers~=4.57.6")
 
 GPT2_SIZES = dict(n_embd=36, n_layer=3, n_head=4, n_inner=68, vocab_size=101, n_positions=64)
 LLAMA_SIZES = dict(hidden_size=40, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
