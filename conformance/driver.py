@@ -5,7 +5,9 @@ driver under test and the reference explicitly (``--driver``, ``--reference``; f
 and resolves them lazily in a fixture, never at import time. Capabilities turn tests into skips with a reason.
 
 Weights cross the boundary as ``{state-dict key: float32 array}`` with adapters 1.3.0's keys for a bare base
-model (``encoder.layer.0.output.adapters.<name>.adapter_up.weight``); compositions as ``Block.to_dict()``.
+model (``encoder.layer.0.output.adapters.<name>.adapter_up.weight``, ``h.0.attn.c_attn.loras.<name>.lora_A``);
+compositions as ``Block.to_dict()``; configs as adapters' dicts (``ConfigUnion`` as ``{"architecture": "union",
+"configs": [...]}``).
 """
 from __future__ import annotations
 
@@ -49,7 +51,10 @@ class Driver(Protocol):
 
     def set_active(self, model, setup: Optional[dict]) -> None: ...
 
-    def forward(self, model, input_ids: np.ndarray, attention_mask: np.ndarray, **kw) -> np.ndarray: ...
+    def forward(self, model, input_ids: np.ndarray, attention_mask: np.ndarray, **kw) -> np.ndarray:
+        """last_hidden_state (B', T', D) as float32. ``kw`` may hold ``task_ids`` (int array (B,), capability
+        ``op:task_ids``): row b runs the MultiTask child ``task_ids[b]`` (MTL-LoRA, any method under MultiTask)."""
+        ...
 
     def save_adapter(self, model, name: str, directory: str) -> None: ...
 

@@ -10,7 +10,7 @@ from hypothesis import note
 
 from . import report
 from .strategies import leaf, perturb, render
-from .tinymodels import padded_batch
+from .tinymodels import pad_side, padded_batch
 
 FUSION_FLAGS = ("key", "query", "value", "query_before_ln", "residual_before", "value_before_softmax")
 
@@ -22,9 +22,12 @@ def need(drv, *caps, role="driver"):
         pytest.skip(f"{role} {drv.name!r} lacks {', '.join(missing)}")
 
 
-def need_method(entry, *drivers):
+def need_method(entry, *drivers, arch=None):
     for d in drivers:
         need(d, f"method:{entry.name}", role="driver")
+    if arch is not None and arch not in entry.archs:
+        pytest.skip(f"adapters 1.3.0 does not support {entry.name} on {arch} "
+                    f"({entry.notes.get(arch, entry.notes.get('decoders', 'see the method entry'))})")
 
 
 def single(name):
@@ -32,8 +35,9 @@ def single(name):
 
 
 def batch(arch, seed, shape):
+    """Padded batch for a drawn (B, T, lengths) and seed; decoders are padded left or right (by the seed)."""
     B, T, lengths = shape
-    return padded_batch(arch, np.random.default_rng(seed), B, T, lengths)
+    return padded_batch(arch, np.random.default_rng(seed), B, T, lengths, side=pad_side(arch, seed))
 
 
 class Built:
@@ -81,12 +85,12 @@ def add_fusions(primary: Built, others, fusions, fusion_config, seed):
 
 def describe_case(method, arch, specs, setup, shape, seed):
     """A copy-pasteable description for hypothesis' note()."""
-    lines = [f"method={method} arch={arch} batch (B, T, lengths)={shape} seed={seed}",
+    lines = [f"method={method} arch={arch} batch (B, T, lengths)={shape} pad={pad_side(arch, seed)} seed={seed}",
              f"setup={render(setup) if setup else None}"]
     lines += [f"  add_adapter({n!r}, config={c!r})" for n, c in specs]
     note("\n".join(lines))
     return f"{method}/{arch} {render(setup) if setup else 'base'} B,T={shape[0]},{shape[1]}"
 
 
-def record(method, block):
-    report.record_example(method, block)
+def record(method, block, arch=None):
+    report.record_example(method, block, arch)

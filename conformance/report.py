@@ -8,14 +8,17 @@ from collections import Counter, defaultdict
 from .outcomes import OUTCOMES, classify
 
 EXAMPLES: Counter = Counter()            # (method, block) -> hypothesis examples drawn
+ARCH_EXAMPLES: Counter = Counter()       # (method, arch) -> hypothesis examples drawn
 RESULTS: dict = defaultdict(Counter)     # (method, block) -> outcome -> tests
 XFAIL_USED: dict = {}                    # expected-failure entry -> outcomes seen
 COLUMNS = OUTCOMES + ("XFAIL", "XPASS")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def record_example(method, block):
+def record_example(method, block, arch=None):
     EXAMPLES[(method, block)] += 1
+    if arch is not None:
+        ARCH_EXAMPLES[(method, arch)] += 1
 
 
 def labels(item):
@@ -87,4 +90,16 @@ def summary_lines():
                                                         for c in COLUMNS]
     widths = [max(len(r[i]) for r in [head, tot] + rows) for i in range(len(head))]
     fmt = lambda r: "  ".join(x.ljust(w) for x, w in zip(r, widths))  # noqa: E731
-    return [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows] + [fmt(tot)]
+    return [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows] + [fmt(tot)] + arch_lines()
+
+
+def arch_lines():
+    """Examples drawn per method and base architecture."""
+    archs = sorted({a for _, a in ARCH_EXAMPLES})
+    if not archs:
+        return []
+    methods = sorted({m for m, _ in ARCH_EXAMPLES})
+    rows = [["method"] + archs] + [[m] + [str(ARCH_EXAMPLES.get((m, a), 0)) for a in archs] for m in methods]
+    rows.append(["total"] + [str(sum(ARCH_EXAMPLES[(m, a)] for m in methods)) for a in archs])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["", "examples per architecture"] + ["  ".join(x.ljust(w) for x, w in zip(r, widths)) for r in rows]

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import numpy as np
 from hypothesis import strategies as st
 
-from .tinymodels import SIZES
+from .tinymodels import ARCHS, DECODERS, ENCODERS, SIZES
 
 D, L = SIZES["hidden_size"], SIZES["num_hidden_layers"]
 ACTIVATIONS = ["relu", "swish", "gelu", "gelu_new", "tanh", "sigmoid", "quick_gelu", "relu6", "leakyrelu", "mish"]
@@ -35,13 +35,7 @@ UPSTREAM_CONFIG_CLASSES = (
     "DoRAConfig", "DvoRAConfig", "MTLLoRAConfig", "PrefixTuningConfig", "PromptTuningConfig", "ReftConfig",
     "LoReftConfig", "NoReftConfig", "DiReftConfig", "ConfigUnion", "MAMConfig", "UniPELTConfig",
 )
-NOT_DRAWN = {  # class -> why no entry draws it yet
-    "DvoRAConfig": "DoRA + VeRA: pending until minadapters has VeRA and DoRA modules",
-    "MTLLoRAConfig": "needs share_parameters / task-specific setup outside the Driver protocol",
-    "ConfigUnion": "union entries pending: enable when all member methods have landed",
-    "MAMConfig": "union of prefix tuning + parallel bottleneck; pending with ConfigUnion",
-    "UniPELTConfig": "union of LoRA + prefix + bottleneck; pending with ConfigUnion",
-}
+NOT_DRAWN = {}  # class -> why no entry draws it yet (none: every upstream config class is drawn)
 
 
 # ---- adapter configs ------------------------------------------------------------------------------------
@@ -93,8 +87,8 @@ def _lora_targets(draw, attn_only=False):
 
 @st.composite
 def lora_configs(draw, kind="lora"):
-    """LoRAConfig-family dicts: kind lora / ia3 / vera / dora (Spec: LORA-*)."""
-    cfg = {"architecture": "lora", "dropout": 0.0, **_lora_targets(draw, attn_only=kind == "vera")}
+    """LoRAConfig-family dicts: kind lora / ia3 / vera / dora / dvora / mtl (Spec: LORA-*)."""
+    cfg = {"architecture": "lora", "dropout": 0.0, **_lora_targets(draw, attn_only=kind in ("vera", "dvora"))}
     if kind == "ia3":
         cfg.update(composition_mode="scale", r=1, alpha=draw(st.sampled_from([1, 2, 3]), label="alpha"),
                    init_weights="ia3", use_gating=draw(st.booleans(), label="use_gating"))
@@ -103,10 +97,15 @@ def lora_configs(draw, kind="lora"):
                alpha=draw(st.sampled_from([1, 2, 8]), label="alpha"),
                use_gating=draw(st.booleans(), label="use_gating") if kind == "lora" else False,
                init_weights=draw(st.sampled_from(["lora", "bert"]), label="init_weights"))
-    if kind == "vera":
+    if kind in ("vera", "dvora"):
         cfg.update(vera_d=draw(st.sampled_from([0.1, 0.5]), label="vera_d"), vera_b=0.0, init_weights="vera")
-    if kind == "dora":
+    if kind in ("dora", "dvora"):
         cfg["use_dora"] = True
+    if kind == "mtl":       # task_specific_matrix_type="linear" is broken upstream (semantics §4.6)
+        cfg.update(architecture="mtl_lora", use_gating=draw(st.booleans(), label="use_gating"),
+                   n_up_projection=draw(st.integers(1, 3), label="n_up_projection"),
+                   task_specific_matrix_type="singular_values",
+                   weights_sharpness=draw(st.sampled_from([0.05, 0.5, 2.0]), label="weights_sharpness"))
     return cfg
 
 
@@ -136,6 +135,72 @@ def reft_configs(draw):
             "tied_weights": draw(st.booleans(), label="tied_weights"), "dropout": 0.0}
 
 
+# ---- config unions (Spec: CFG-3, CFG-5) ------------------------------------------------------------------
+# member kind -> blocks adapters 1.3.0 supports for it (semantics §6.6); a union supports their intersection
+_MEMBER_BLOCKS = {
+    "bottleneck": frozenset(BLOCKS), "par_bottleneck": frozenset(BLOCKS) - {"Parallel"},
+    "lora": frozenset({"Stack", "BatchSplit", "Parallel", "MultiTask", "Average"}),
+    "prefix_tuning": frozenset({"Stack", "BatchSplit", "Parallel", "MultiTask"}), "reft": frozenset({"Stack"}),
+}
+
+
+def member_kind(c) -> str:
+    arch = c.get("architecture")
+    if arch is None:
+        return "par_bottleneck" if c.get("is_parallel") else "bottleneck"
+    return "lora" if arch in ("lora", "mtl_lora") else arch
+
+
+@st.composite
+def union_configs(draw):
+    """ConfigUnion dicts of compatible members: 2-4 of bottleneck (one, or one per location), LoRA or IA3,
+    prefix tuning, ReFT (same-architecture members other than bottlenecks at different locations are invalid)."""
+    kinds = draw(st.lists(st.sampled_from(["bottleneck", "bottleneck2", "lora", "ia3", "prefix_tuning", "reft"]),
+                          min_size=2, max_size=4, unique=True).filter(lambda k: not {"lora", "ia3"} <= set(k)
+                                                                       and (k.count("bottleneck2") == 0
+                                                                            or "bottleneck" in k)),
+                 label="union members")
+    members = []
+    for k in kinds:
+        if k.startswith("bottleneck"):
+            c = draw(bottleneck_configs(), label=f"member {k}")
+            if "bottleneck2" in kinds:   # two bottlenecks: one per location (CFG-3)
+                c.update(mh_adapter=k == "bottleneck", output_adapter=k == "bottleneck2")
+        elif k in ("lora", "ia3"):
+            c = draw(lora_configs(k), label=f"member {k}")
+        else:
+            c = draw({"prefix_tuning": prefix_configs, "reft": reft_configs}[k](), label=f"member {k}")
+        members.append(c)
+    return {"architecture": "union", "configs": members}
+
+
+@st.composite
+def mam_configs(draw):
+    """MAMConfig(prefix_tuning, adapter)'s to_dict form: prefix tuning + a ParBnConfig-style parallel
+    bottleneck at the FFN output (drawn sizes instead of the defaults 800 / reduction factor 2)."""
+    prefix = dict(draw(prefix_configs(), label="prefix member"),
+                  bottleneck_size=draw(st.sampled_from([8, 33, 800]), label="prefix bottleneck_size"))
+    adapter = {"mh_adapter": False, "output_adapter": True, "reduction_factor": draw(st.sampled_from([2, 5, 7]),
+                                                                                      label="rf"),
+               "non_linearity": draw(st.sampled_from(["relu", "tanh", "gelu"]), label="non_linearity"),
+               "original_ln_before": False, "original_ln_after": True, "ln_before": False, "ln_after": False,
+               "init_weights": draw(st.sampled_from(["mam_adapter", "bert"]), label="init_weights"),
+               "is_parallel": True, "scaling": draw(st.sampled_from([4.0, 1.0, "learned"]), label="scaling"),
+               "use_gating": draw(st.booleans(), label="use_gating"), "residual_before_ln": False,
+               "adapter_residual_before_ln": False, "leave_out": []}
+    return {"architecture": "union", "configs": [prefix, adapter]}
+
+
+@st.composite
+def unipelt_configs(draw):
+    """UniPELTConfig's to_dict form: gated prefix tuning + gated SeqBn + gated LoRA (every member use_gating)."""
+    prefix = dict(draw(prefix_configs(), label="prefix member"), use_gating=True)
+    bn = dict(draw(bottleneck_configs(), label="bottleneck member"), use_gating=True, mh_adapter=False,
+              output_adapter=True, is_parallel=False)
+    lora = dict(draw(lora_configs(), label="lora member"), use_gating=True)
+    return {"architecture": "union", "configs": [prefix, bn, lora]}
+
+
 # ---- zero-effect weights (metamorphic: the adapter then leaves the base model unchanged) -----------------
 def _zero(keys_match):
     def f(tensors, cfg):
@@ -161,6 +226,12 @@ def _shared_caveat(cfg):
 
 def ia3_identity(tensors, cfg):
     return {k: (np.full_like(v, 1.0 / cfg["alpha"]) if k.endswith("lora_B") else v) for k, v in tensors.items()}
+
+
+def _ia3_identity_config(c):
+    """No gate; all of q, k, v: GPT-2's fused c_attn pads the thirds IA3 does not adapt with 1 and then scales
+    the whole width by alpha (semantics §4.8), so 1/alpha vectors are the identity only when all are adapted."""
+    return dict(c, use_gating=False, attn_matrices=["k", "q", "v"])
 
 
 def _is_up(k):
@@ -192,6 +263,10 @@ class MethodEntry:
     tree_exclusions: frozenset = frozenset()  # (parent, child) nestings upstream crashes on for this method
     quirks: dict = field(default_factory=dict)  # driver capability "quirk:<x>" -> blocks it cannot run
     notes: dict = field(default_factory=dict)
+    archs: frozenset = frozenset(ARCHS)       # base models adapters 1.3.0 supports the method on
+    arch_blocks: dict = field(default_factory=dict)   # arch -> the only blocks upstream runs there
+    arch_fit: Callable = staticmethod(lambda cfg, arch, tree: cfg)   # make a drawn config valid on arch
+    config_blocks: Callable = staticmethod(lambda cfg: None)         # blocks this config allows (None: all)
 
 
 # blocks run the first adapter's pre_forward and the last one's post_forward for all children (COMP-*)
@@ -205,6 +280,70 @@ def _lora_composable(c):
                 attn_matrices=["k", "q", "v"])
 
 
+def _lora_fit(c, arch, tree):
+    """LLaMA (GQA): k/v project to N_kv·Dh = 12 != 24, so a LoRA Stack (which chains deltas, in == out) can
+    only run on q. VeRA shares one A/B shaped by the first adapted linear: q with k or v breaks upstream."""
+    if arch != "llama" or not c.get("selfattn_lora"):
+        return c
+    if tree and c.get("architecture") in ("lora", "mtl_lora") and c.get("composition_mode") != "scale":
+        return dict(c, attn_matrices=["q"])
+    if c.get("vera_d") is not None and "q" in c["attn_matrices"] and len(c["attn_matrices"]) > 1:
+        return dict(c, attn_matrices=[m for m in c["attn_matrices"] if m != "q"])
+    return c
+
+
+# GPT-2's fused c_attn (LoRAMergedLinear) runs single adapters only: any block touching it raises ValueError
+# upstream (semantics §4.8), and LoRA trees always adapt the attention, so no LoRA block is drawn on GPT-2.
+_GPT2_SINGLE = {"gpt2": frozenset()}
+_NO_GPT2 = frozenset(ARCHS) - {"gpt2"}      # VeRA / DoRA: not on the fused c_attn / Conv1D (semantics §4.4-4.5)
+
+
+def _member_entry(c):
+    return {"bottleneck": "bottleneck", "par_bottleneck": "bottleneck", "lora": "lora",
+            "prefix_tuning": "prefix_tuning", "reft": "reft"}[member_kind(c)]
+
+
+def _union_composable(c):
+    """Each member made composable as its own method entry would be (parallel bottlenecks stay parallel)."""
+    out = []
+    for m in c["configs"]:
+        par = m.get("is_parallel")
+        entry = REGISTRY["ia3" if m.get("composition_mode") == "scale" else _member_entry(m)]
+        m = entry.composable(m)
+        out.append(dict(m, is_parallel=True) if par else m)
+    return dict(c, configs=out)
+
+
+def _bn_fit(c, arch, tree):
+    """Pre-LN decoders have no LayerNorm after the sub-layer: residual_before_ln="post_add" cannot apply there
+    (upstream UnboundLocalError, ours ValueError: BN-2), so it becomes True."""
+    if arch in DECODERS and c.get("residual_before_ln") == "post_add":
+        return dict(c, residual_before_ln=True)
+    return c
+
+
+def _member_fit(m, arch, tree):
+    kind = member_kind(m)
+    return _lora_fit(m, arch, tree) if kind == "lora" else _bn_fit(m, arch, tree) if "bottleneck" in kind else m
+
+
+def _union_fit(c, arch, tree):
+    return dict(c, configs=[_member_fit(m, arch, tree) for m in c["configs"]])
+
+
+def _union_blocks(c):
+    return frozenset.intersection(*[_MEMBER_BLOCKS[member_kind(m)] for m in c["configs"]])
+
+
+def _union_min_tokens(c):
+    return max([1] + [m["prefix_positions"] + m["suffix_positions"] for m in c["configs"]
+                      if m.get("architecture") == "reft"])
+
+
+def _union_gpt2(c):
+    return any(member_kind(m) == "lora" for m in c["configs"])
+
+
 # adapters 1.3.0 raises RuntimeError (batch2 size mismatch) for LoRA-family blocks nested in Parallel
 _LORA_EXCL = frozenset({("Parallel", "Stack"), ("Parallel", "Average"), ("Parallel", "BatchSplit")})
 _LORA_QUIRKS = {"quirk:lora-parallel-crash": frozenset({"Parallel"})}
@@ -216,52 +355,95 @@ REGISTRY = {e.name: e for e in [
                 ("BN-1", "BN-2", "BN-3", "BN-4", "BN-5", "GATE-1"), frozenset(BLOCKS),
                 zero_weights=_zero(_is_up), identity_config=bn_identity_config,
                 composable=lambda c: dict(c, is_parallel=False, leave_out=[]),
-                multitask_separable=False, location_fields=_BN_SHARED,
+                multitask_separable=False, arch_fit=_bn_fit, location_fields=_BN_SHARED,
                 notes={"MultiTask": "adapters runs the bottleneck pre_block twice under MultiTask (COMP-MULTITASK)"}),
     MethodEntry("compacter", lambda: bottleneck_configs(phm=True), ("CompacterConfig", "CompacterPlusPlusConfig"),
                 ("PHM-1", "PHM-2", "PHM-3"), frozenset(BLOCKS), file_caveat=_shared_caveat, zero_weights=_zero(_is_up), identity_config=bn_identity_config,
                 composable=lambda c: dict(c, is_parallel=False, leave_out=[]), multitask_separable=False,
-                location_fields=_BN_SHARED),
+                arch_fit=_bn_fit, location_fields=_BN_SHARED),
     MethodEntry("invertible", lambda: bottleneck_configs(inv=True), ("SeqBnInvConfig", "DoubleSeqBnInvConfig"),
                 ("INV-1", "INV-4"), frozenset({"Stack"}), zero_weights=_zero(_is_up), identity_config=bn_identity_config,
                 composable=lambda c: dict(c, is_parallel=False, leave_out=[]), multitask_separable=False,
-                location_fields=_BN_SHARED),
+                arch_fit=_bn_fit, location_fields=_BN_SHARED),
     MethodEntry("lora", lora_configs, ("LoRAConfig",), ("LORA-0", "LORA-1", "LORA-2"), _ALL_BUT_FUSE_SPLIT,
                 zero_weights=_zero(lambda k: k.endswith("lora_B")),
                 composable=_lora_composable,
                 mergeable=lambda c: not c.get("use_gating"), location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL,
-                quirks=_LORA_QUIRKS),
+                quirks=_LORA_QUIRKS, arch_blocks=_GPT2_SINGLE, arch_fit=_lora_fit),
     MethodEntry("ia3", lambda: lora_configs("ia3"), ("IA3Config",), ("LORA-3",), _ALL_BUT_FUSE_SPLIT,
-                zero_weights=ia3_identity, identity_config=lambda c: dict(c, use_gating=False),
+                zero_weights=ia3_identity, identity_config=_ia3_identity_config,
                 composable=lambda c: dict(c, leave_out=[], attn_matrices=["k", "q", "v"]),
                 mergeable=lambda c: not c.get("use_gating"),
                 location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL,
-                quirks=_LORA_QUIRKS),
+                quirks=_LORA_QUIRKS, arch_blocks=_GPT2_SINGLE, arch_fit=_lora_fit),
     MethodEntry("vera", lambda: lora_configs("vera"), ("VeraConfig",), ("LORA-4",), _ALL_BUT_FUSE_SPLIT,
                 file_caveat=_shared_caveat,
                 zero_weights=_zero(lambda k: k.endswith("vera_B")), composable=lambda c: dict(c, leave_out=[]),
                 mergeable=lambda c: True, location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL,
-                quirks=_LORA_QUIRKS),
+                quirks=_LORA_QUIRKS, archs=_NO_GPT2, arch_fit=_lora_fit),
     # DoRA rescales with the LAST adapter of the composition for every row (LORA-5), so blocks mix adapters
     MethodEntry("dora", lambda: lora_configs("dora"), ("DoRAConfig",), ("LORA-5",), _ALL_BUT_FUSE_SPLIT,
                 rows_separable=False, multitask_separable=False,
                 notes={"MultiTask": "DoRA's magnitude comes from the last adapter of the block for all rows"},
                 composable=_lora_composable,
                 location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL,
-                quirks=_LORA_QUIRKS),
+                quirks=_LORA_QUIRKS, archs=_NO_GPT2, arch_fit=_lora_fit),
+    MethodEntry("dvora", lambda: lora_configs("dvora"), ("DvoRAConfig",), ("LORA-4", "LORA-5"), _ALL_BUT_FUSE_SPLIT,
+                rows_separable=False, multitask_separable=False, file_caveat=_shared_caveat,
+                notes={"MultiTask": "DoRA's magnitude comes from the last adapter of the block for all rows"},
+                composable=lambda c: dict(c, leave_out=[]), location_fields=_LORA_LOC,
+                tree_exclusions=_LORA_EXCL, quirks=_LORA_QUIRKS, archs=_NO_GPT2, arch_fit=_lora_fit),
+    # MTL-LoRA: its point is MultiTask with task_ids (each row through its task's adapter)
+    MethodEntry("mtl_lora", lambda: lora_configs("mtl"), ("MTLLoRAConfig",), ("LORA-6",), _ALL_BUT_FUSE_SPLIT,
+                zero_weights=_zero(lambda k: k.endswith("lora_B")), composable=_lora_composable,
+                location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL, quirks=_LORA_QUIRKS, archs=_NO_GPT2,
+                arch_fit=_lora_fit, notes={"gpt2": "MTL-LoRA on GPT-2's fused c_attn is not supported upstream"}),
     MethodEntry("prefix_tuning", prefix_configs, ("PrefixTuningConfig",), ("PREFIX-1", "PREFIX-2", "PREFIX-3"),
                 frozenset({"Stack", "BatchSplit", "Parallel", "MultiTask"}), ejectable=True,
                 composable=lambda c: dict(c, leave_out=[])),
     MethodEntry("prompt_tuning", prompt_configs, ("PromptTuningConfig",), ("PROMPT-1", "PROMPT-2"), frozenset({"Stack"}),
-                extra_tokens=lambda c: c["prompt_length"]),
+                extra_tokens=lambda c: c["prompt_length"], archs=frozenset(ENCODERS),
+                notes={"decoders": "adapters 1.3.0 rejects prompt tuning on GPT-2 / LLaMA (add_adapter ValueError)"}),
     MethodEntry("reft", reft_configs, ("ReftConfig", "LoReftConfig", "NoReftConfig", "DiReftConfig"), ("REFT-1", "REFT-3", "REFT-4"),
                 frozenset({"Stack"}), min_tokens=lambda c: c["prefix_positions"] + c["suffix_positions"]),
+    # unions: every adapter of a tree gets the first one's member list (same locations, same prefix lengths)
+    MethodEntry("union", union_configs, ("ConfigUnion",), ("CFG-3",), frozenset(BLOCKS) - {"Fuse", "Split"},
+                composable=_union_composable, arch_fit=_union_fit, config_blocks=_union_blocks,
+                min_tokens=_union_min_tokens, multitask_separable=False, location_fields=("configs",),
+                tree_exclusions=_LORA_EXCL, quirks=_LORA_QUIRKS, arch_blocks=_GPT2_SINGLE),
+    MethodEntry("mam", mam_configs, ("MAMConfig",), ("CFG-5", "BN-4", "PREFIX-1"),
+                frozenset({"Stack", "BatchSplit", "MultiTask"}), composable=_union_composable, arch_fit=_union_fit,
+                multitask_separable=False, location_fields=("configs",),
+                notes={"Parallel": "a parallel bottleneck under Parallel crashes upstream (deviations row 12)"}),
+    MethodEntry("unipelt", unipelt_configs, ("UniPELTConfig",), ("CFG-5", "GATE-1"),
+                frozenset({"Stack", "BatchSplit", "Parallel", "MultiTask"}), composable=_union_composable,
+                arch_fit=_union_fit, multitask_separable=False, location_fields=("configs",),
+                tree_exclusions=_LORA_EXCL, quirks=_LORA_QUIRKS, arch_blocks=_GPT2_SINGLE),
 ]}
 
 
-def runnable_blocks(entry, *drivers) -> set:
+def blocks_for(entry, arch="bert", cfg=None) -> set:
+    """Blocks adapters 1.3.0 runs for ``entry`` on ``arch`` (and for the drawn ``cfg``, e.g. a union's members)."""
+    out = set(entry.blocks) & set(entry.arch_blocks.get(arch, entry.blocks))
+    allowed = entry.config_blocks(cfg) if cfg is not None else None
+    return out if allowed is None else out & set(allowed)
+
+
+def without_gating(cfg):
+    """``cfg`` with every gate off (a union's members too)."""
+    if cfg.get("architecture") == "union":
+        return dict(cfg, configs=[without_gating(m) for m in cfg["configs"]])
+    return dict(cfg, use_gating=False) if "use_gating" in cfg else cfg
+
+
+def configs_for(entry, arch):
+    """Strategy of ``entry``'s configs valid on ``arch``."""
+    return entry.configs().map(lambda c: entry.arch_fit(c, arch, False))
+
+
+def runnable_blocks(entry, *drivers, arch="bert", cfg=None) -> set:
     """Blocks of ``entry`` every driver supports, minus those a driver's declared quirks crash on."""
-    out = {b for b in entry.blocks if all(f"block:{b}" in d.capabilities for d in drivers)}
+    out = {b for b in blocks_for(entry, arch, cfg) if all(f"block:{b}" in d.capabilities for d in drivers)}
     for d in drivers:
         for quirk, blocks in entry.quirks.items():
             if quirk in d.capabilities:
@@ -297,9 +479,9 @@ def perturb(tensors: dict, seed: int, scale: float = 0.3) -> dict:
 seeds = st.integers(0, 2**31 - 1)
 
 
-def tree_configs(entry, configs: list) -> list:
+def tree_configs(entry, configs: list, arch="bert") -> list:
     """Make drawn configs fit one tree: composable flags, and the first config's locations for all."""
-    configs = [entry.composable(c) for c in configs]
+    configs = [entry.arch_fit(entry.composable(c), arch, True) for c in configs]
     loc = {f: configs[0][f] for f in entry.location_fields if f in configs[0]}
     return [dict(c, **loc) for c in configs]
 

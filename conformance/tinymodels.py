@@ -4,6 +4,11 @@ The suite needs a base model that every driver can load: ``config.json`` plus ``
 (written here byte by byte, so the core needs neither torch nor the safetensors package). Sizes are
 deliberately awkward (hidden 20 with 4 heads of 5, FFN 37, vocab 53, two layers) so layout bugs show.
 Weights are float32 draws from a seeded generator, including non-zero biases and LayerNorm affine parts.
+
+Decoders (transformers' ``GPT2Model`` / ``LlamaModel``, loaded with ``attn_implementation="eager"``):
+GPT-2 keeps hidden 20 / 4 heads / FFN 37 and stores its Conv1D weights ``(in, out)`` as the checkpoints do;
+LLaMA has hidden 24 with 4 query heads and 2 key-value heads of 6 (GQA; RoPE needs an even head size),
+SwiGLU FFN 37. Decoder batches are padded on the left or the right (``pad_side``).
 """
 from __future__ import annotations
 
@@ -15,8 +20,11 @@ import numpy as np
 
 SIZES = dict(hidden_size=20, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, vocab_size=53,
              max_position_embeddings=40)
-ARCHS = ("bert", "roberta")
-PAD_ID = {"bert": 0, "roberta": 1}
+ARCHS = ("bert", "roberta", "gpt2", "llama")
+ENCODERS = ("bert", "roberta")
+DECODERS = ("gpt2", "llama")
+PAD_ID = {"bert": 0, "roberta": 1, "gpt2": 0, "llama": 0}
+LLAMA_SIZES = dict(SIZES, hidden_size=24, num_key_value_heads=2)
 
 
 def write_safetensors(path: str, tensors: dict) -> None:
@@ -42,7 +50,9 @@ def write_safetensors(path: str, tensors: dict) -> None:
 
 
 def hf_config(arch: str) -> dict:
-    """transformers-compatible config.json for a tiny encoder of ``arch``."""
+    """transformers-compatible config.json for a tiny model of ``arch``."""
+    if arch in DECODERS:
+        return _decoder_config(arch)
     s = dict(SIZES)
     cls = {"bert": "BertModel", "roberta": "RobertaModel"}[arch]
     cfg = {"architectures": [cls], "model_type": arch, "hidden_act": "gelu", "layer_norm_eps": 1e-12,
@@ -54,9 +64,63 @@ def hf_config(arch: str) -> dict:
     return cfg
 
 
+def _decoder_config(arch: str) -> dict:
+    s = dict(SIZES)
+    common = {"torch_dtype": "float32", "_attn_implementation": "eager", "pad_token_id": PAD_ID[arch],
+              "bos_token_id": 1, "eos_token_id": 2, "initializer_range": 0.02, "vocab_size": s["vocab_size"]}
+    if arch == "gpt2":
+        return {"architectures": ["GPT2Model"], "model_type": "gpt2", "n_embd": s["hidden_size"],
+                "n_layer": s["num_hidden_layers"], "n_head": s["num_attention_heads"], "n_inner": s["intermediate_size"],
+                "n_positions": s["max_position_embeddings"], "activation_function": "gelu_new",
+                "layer_norm_epsilon": 1e-5, "resid_pdrop": 0.1, "embd_pdrop": 0.1, "attn_pdrop": 0.1,
+                "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "use_cache": False, **common}
+    s = dict(LLAMA_SIZES)
+    return {"architectures": ["LlamaModel"], "model_type": "llama", "hidden_size": s["hidden_size"],
+            "num_hidden_layers": s["num_hidden_layers"], "num_attention_heads": s["num_attention_heads"],
+            "num_key_value_heads": s["num_key_value_heads"], "intermediate_size": s["intermediate_size"],
+            "max_position_embeddings": s["max_position_embeddings"], "hidden_act": "silu", "rms_norm_eps": 1e-6,
+            "rope_theta": 10000.0, "rope_scaling": None, "attention_bias": False, "mlp_bias": False,
+            "attention_dropout": 0.0, "tie_word_embeddings": False, "use_cache": False, **common}
+
+
+def _gpt2_weights(cfg: dict, nrm) -> dict:
+    """GPT-2 base weights; Conv1D weights stored (in, out) as in GPT-2 checkpoints."""
+    D, F = cfg["n_embd"], cfg["n_inner"]
+    ln = lambda: (1 + nrm(D, s=0.1), nrm(D, s=0.1))  # noqa: E731
+    w = {"wte.weight": nrm(cfg["vocab_size"], D, s=1.0), "wpe.weight": nrm(cfg["n_positions"], D, s=0.5)}
+    for i in range(cfg["n_layer"]):
+        p = f"h.{i}."
+        for name, (n, o) in {"attn.c_attn": (D, 3 * D), "attn.c_proj": (D, D), "mlp.c_fc": (D, F),
+                             "mlp.c_proj": (F, D)}.items():
+            w[p + name + ".weight"] = nrm(n, o, s=1.0 / np.sqrt(n))          # (in, out)
+            w[p + name + ".bias"] = nrm(o, s=0.1)
+        for lname in ("ln_1", "ln_2"):
+            w[p + lname + ".weight"], w[p + lname + ".bias"] = ln()
+    w["ln_f.weight"], w["ln_f.bias"] = ln()
+    return w
+
+
+def _llama_weights(cfg: dict, nrm) -> dict:
+    D, F, N, Nkv = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    Dh = D // N
+    w = {"embed_tokens.weight": nrm(cfg["vocab_size"], D, s=1.0), "norm.weight": 1 + nrm(D, s=0.1)}
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"layers.{i}."
+        for name, (o, n) in {"self_attn.q_proj": (N * Dh, D), "self_attn.k_proj": (Nkv * Dh, D),
+                             "self_attn.v_proj": (Nkv * Dh, D), "self_attn.o_proj": (D, N * Dh),
+                             "mlp.gate_proj": (F, D), "mlp.up_proj": (F, D), "mlp.down_proj": (D, F)}.items():
+            w[p + name + ".weight"] = nrm(o, n, s=1.0 / np.sqrt(n))
+        w[p + "input_layernorm.weight"] = 1 + nrm(D, s=0.1)
+        w[p + "post_attention_layernorm.weight"] = 1 + nrm(D, s=0.1)
+    return w
+
+
 def random_weights(cfg: dict, seed: int) -> dict:
-    """Every base weight of a BERT-style encoder (HF names, (out, in)), random with non-zero biases."""
+    """Every base weight of the tiny model (HF names), random with non-zero biases."""
     rng = np.random.default_rng(seed)
+    if cfg["model_type"] in DECODERS:
+        nrm = lambda *shape, s=0.2: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
+        return (_gpt2_weights if cfg["model_type"] == "gpt2" else _llama_weights)(cfg, nrm)
     D, F, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
     nrm = lambda *shape, s=0.2: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
     ln = lambda: (1 + nrm(D, s=0.1), nrm(D, s=0.1))  # noqa: E731
@@ -89,10 +153,19 @@ def write_model(directory: str, arch: str, seed: int = 0) -> str:
     return directory
 
 
-def padded_batch(arch: str, rng: np.random.Generator, B: int, T: int, lengths=None):
-    """input_ids (B, T) int64 and attention_mask (B, T) with right padding to ``lengths`` (default: T)."""
+def pad_side(arch: str, seed: int) -> str:
+    """Encoders: right padding. Decoders: left or right, chosen by the (drawn) batch seed."""
+    return "left" if arch in DECODERS and seed % 2 else "right"
+
+
+def padded_batch(arch: str, rng: np.random.Generator, B: int, T: int, lengths=None, side: str = "right"):
+    """input_ids (B, T) int64 and attention_mask (B, T) padded to ``lengths`` (default: T) on ``side``."""
     V, pad = SIZES["vocab_size"], PAD_ID[arch]
     ids = rng.integers(3, V, size=(B, T)).astype(np.int64)
     lengths = [T] * B if lengths is None else list(lengths)
     mask = (np.arange(T)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)
+    if side == "left":
+        mask = mask[:, ::-1].copy()
+    elif side != "right":
+        raise ValueError(f"padded_batch: side={side!r}; expected 'left' or 'right'")
     return np.where(mask == 1, ids, pad).astype(np.int64), mask

@@ -20,10 +20,10 @@ class AdaptersDriver:
         import torch
         import transformers
         self._torch, self._tf, self._ad = torch, transformers, adapters
-        torch.set_num_threads(max(1, torch.get_num_threads()))
+        torch.set_num_threads(1)   # tiny models: threads only add OpenMP barriers (slow when cores are shared)
         self.version = f"adapters {adapters.__version__}, transformers {transformers.__version__}, torch {torch.__version__}"
-        methods = ("bottleneck", "compacter", "invertible", "lora", "ia3", "vera", "dora", "prefix_tuning",
-                   "prompt_tuning", "reft")
+        methods = ("bottleneck", "compacter", "invertible", "lora", "ia3", "vera", "dora", "dvora", "mtl_lora",
+                   "prefix_tuning", "prompt_tuning", "reft", "union", "mam", "unipelt")
         self.capabilities = frozenset(
             {"arch:bert", "arch:roberta", "arch:gpt2", "arch:llama", "io:save", "io:load", "op:merge", "op:reset",
              "op:eject", "op:fusion", "op:task_ids",

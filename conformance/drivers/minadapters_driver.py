@@ -20,6 +20,11 @@ METHOD_MODULES = {
     "method:ia3": "minadapters.methods.lora",
     "method:vera": "minadapters.methods.lora",       # VeRA / DoRA live in lora_modules.py
     "method:dora": "minadapters.methods.lora",
+    "method:dvora": "minadapters.methods.lora",
+    "method:mtl_lora": "minadapters.methods.lora",
+    "method:union": "minadapters.configuration.union",      # members: bottleneck, LoRA/IA3, prefix, ReFT
+    "method:mam": "minadapters.configuration.union",
+    "method:unipelt": "minadapters.configuration.union",
     "method:prefix_tuning": "minadapters.methods.prefix_tuning",
     "method:prompt_tuning": "minadapters.methods.prompt_tuning",
     "method:reft": "minadapters.methods.reft",

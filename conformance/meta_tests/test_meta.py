@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from conformance import report, vectors
 from conformance.strategies import (ALLOWED_NESTINGS, BLOCKS, NOT_DRAWN, REGISTRY, UPSTREAM_CONFIG_CLASSES,
-                                    composition_trees, tree_blocks)
+                                    composition_trees, member_kind, tree_blocks)
 
 
 def test_every_config_class_is_drawn_or_pending():
@@ -26,9 +26,36 @@ def test_drawn_configs_resolve_to_their_classes():
         @given(cfg=e.configs())
         def check(cfg):
             got = type(ma.AdapterConfig.load(cfg)).__name__
-            assert got in e.config_classes + ("BnConfig", "LoRAConfig", "ReftConfig"), \
+            assert got in e.config_classes + ("BnConfig", "LoRAConfig", "ReftConfig", "ConfigUnion"), \
                 f"{e.name}: config resolves to {got}, but should be one of {e.config_classes}"
         check()
+
+
+def test_nothing_pending():
+    assert not NOT_DRAWN, f"config classes still pending: {sorted(NOT_DRAWN)}, but should be none"
+
+
+def test_union_presets_have_their_members():
+    """MAM = prefix tuning + parallel bottleneck at the output; UniPELT = gated prefix + SeqBn + LoRA; generic
+    unions pass ConfigUnion.validate in minadapters (member pairs compatible, CFG-3)."""
+    ma = pytest.importorskip("minadapters")
+    want = {"mam": ["prefix_tuning", "par_bottleneck"], "unipelt": ["prefix_tuning", "bottleneck", "lora"]}
+
+    @settings(max_examples=30, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(data=st.data())
+    def check(data):
+        for name in ("union", "mam", "unipelt"):
+            cfg = data.draw(REGISTRY[name].configs(), label=name)
+            loaded = ma.AdapterConfig.load(cfg)
+            assert type(loaded).__name__ == "ConfigUnion", f"{name}: loads as {type(loaded).__name__}"
+            kinds = [member_kind(m) for m in cfg["configs"]]
+            if name in want:
+                assert kinds == want[name], f"{name}: members {kinds}, but should be {want[name]}"
+            if name == "unipelt":
+                assert all(m["use_gating"] for m in cfg["configs"]), "UniPELT members must all be gated"
+            if name == "mam":
+                assert cfg["configs"][1]["is_parallel"] and cfg["configs"][1]["output_adapter"]
+    check()
 
 
 def test_trees_cover_every_block_and_nesting():

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from conformance.harness import (Built, add_fusions, add_perturbed, batch, describe_case, need, need_method, record,
                                  single)
 from conformance.outcomes import assert_close, tolerance
-from conformance.strategies import REGISTRY, batch_shapes, composition_trees, runnable_blocks, seeds, tree_configs, tree_names
+from conformance.strategies import (REGISTRY, batch_shapes, composition_trees, configs_for, runnable_blocks, seeds,
+                                    tree_configs, tree_names)
 
 METHODS = [pytest.param(e, id=e.name, marks=pytest.mark.spec(*e.spec)) for e in REGISTRY.values()]
 
@@ -30,7 +31,7 @@ def test_base_model(driver, reference, model_dirs, arch, data):
     ref, dut = _both(driver, reference, model_dirs, arch)
     shape = data.draw(batch_shapes(), label="batch")
     ids, mask = batch(arch, data.draw(seeds, label="seed"), shape)
-    record("base", "-")
+    record("base", "-", arch)
     rtol, atol = tolerance("differential", driver)
     assert_close(dut.run(None, ids, mask), ref.run(None, ids, mask), rtol=rtol, atol=atol, what="last_hidden_state",
                  context=f"{arch} base B,T={shape[:2]}")
@@ -42,14 +43,14 @@ def test_base_model(driver, reference, model_dirs, arch, data):
 def test_single_adapter(driver, reference, model_dirs, arch, method, data):
     """One adapter of ``method`` with a drawn config, active alone."""
     ref, dut = _both(driver, reference, model_dirs, arch)
-    need_method(method, driver, reference)
-    cfg = data.draw(method.configs(), label="config")
+    need_method(method, driver, reference, arch=arch)
+    cfg = data.draw(configs_for(method, arch), label="config")
     shape = data.draw(batch_shapes(min_len=method.min_tokens(cfg)), label="batch")
     seed = data.draw(seeds, label="seed")
     ctx = describe_case(method.name, arch, [("a", cfg)], single("a"), shape, seed)
     add_perturbed(ref, [dut], [("a", cfg)], seed)
     ids, mask = batch(arch, seed, shape)
-    record(method.name, "single")
+    record(method.name, "single", arch)
     rtol, atol = tolerance("differential", driver)
     assert_close(dut.run(single("a"), ids, mask), ref.run(single("a"), ids, mask), rtol=rtol, atol=atol,
                  what="last_hidden_state", context=ctx)
@@ -63,11 +64,14 @@ def test_single_adapter(driver, reference, model_dirs, arch, method, data):
 def test_composition_tree(driver, reference, model_dirs, arch, method, data):
     """A drawn composition tree (ALLOWED_NESTINGS, depth <= 2) over 3 adapters of ``method``."""
     ref, dut = _both(driver, reference, model_dirs, arch)
-    need_method(method, driver, reference)
-    blocks = runnable_blocks(method, driver, reference)
+    need_method(method, driver, reference, arch=arch)
+    if not runnable_blocks(method, driver, reference, arch=arch):
+        pytest.skip(f"no block supported by both drivers (and adapters 1.3.0) for {method.name} on {arch}")
+    cfgs = tree_configs(method, [data.draw(configs_for(method, arch), label=f"config {n}") for n in "abc"], arch)
+    blocks = runnable_blocks(method, driver, reference, arch=arch, cfg=cfgs[0])
     if not blocks:
-        pytest.skip(f"no block supported by both drivers for {method.name}")
-    cfgs = tree_configs(method, [data.draw(method.configs(), label=f"config {n}") for n in "abc"])
+        record(method.name, "tree-skipped", arch)
+        return
     shape = data.draw(batch_shapes(min_B=2, min_len=max(method.min_tokens(c) for c in cfgs)), label="batch")
     tree = data.draw(composition_trees(["a", "b", "c"], blocks, shape[0], shape[1],
                                                exclude=method.tree_exclusions), label="tree")
@@ -85,7 +89,7 @@ def test_composition_tree(driver, reference, model_dirs, arch, method, data):
         need(driver, "op:task_ids")
         kw["task_ids"] = np.asarray(tree["task_ids"])
     for b in tree["blocks"]:
-        record(method.name, b)
+        record(method.name, b, arch)
     ids, mask = batch(arch, seed, shape)
     rtol, atol = tolerance("differential", driver)
     assert_close(dut.run(tree["setup"], ids, mask, **kw), ref.run(tree["setup"], ids, mask, **kw), rtol=rtol,
@@ -115,7 +119,8 @@ def test_fusion(driver, reference, model_dirs, arch, data):
     entry = REGISTRY["bottleneck"]
     n = data.draw(st.integers(2, 3), label="n adapters")
     names = ["a", "b", "c"][:n]
-    specs = list(zip(names, tree_configs(entry, [data.draw(entry.configs(), label=f"config {x}") for x in names])))
+    specs = list(zip(names, tree_configs(entry, [data.draw(configs_for(entry, arch), label=f"config {x}")
+                                                 for x in names], arch)))
     seed = data.draw(seeds, label="seed")
     shape = data.draw(batch_shapes(), label="batch")
     setup = {"type": "Fuse", "children": [{"type": "single", "children": [x]} for x in names]}
@@ -123,7 +128,7 @@ def test_fusion(driver, reference, model_dirs, arch, data):
     add_perturbed(ref, [dut], specs, seed)
     add_fusions(ref, [dut], [names], data.draw(fusion_configs(), label="fusion config"), seed)
     ids, mask = batch(arch, seed, shape)
-    record("bottleneck", "Fuse")
+    record("bottleneck", "Fuse", arch)
     rtol, atol = tolerance("differential", driver)
     assert_close(dut.run(setup, ids, mask), ref.run(setup, ids, mask), rtol=rtol, atol=atol,
                  what="last_hidden_state", context=ctx)
@@ -138,23 +143,23 @@ def test_files_cross_load(driver, reference, model_dirs, method, direction, data
     """An adapter saved by one side loads in the other and gives the same output there."""
     arch = "bert"
     ref, dut = _both(driver, reference, model_dirs, arch)
-    need_method(method, driver, reference)
+    need_method(method, driver, reference, arch=arch)
     src, dst = (ref, dut) if direction.startswith("reference") else (dut, ref)
     need(src.drv, "io:save")
     need(dst.drv, "io:load")
-    cfg = data.draw(method.configs(), label="config")
+    cfg = data.draw(configs_for(method, arch), label="config")
     seed = data.draw(seeds, label="seed")
     shape = data.draw(batch_shapes(min_len=method.min_tokens(cfg)), label="batch")
     ctx = describe_case(method.name, arch, [("a", cfg)], single("a"), shape, seed)
     if method.file_caveat(cfg) and "adapters" in (driver.name, reference.name):
-        record(method.name, "io-skipped")
+        record(method.name, "io-skipped", arch)
         return
     add_perturbed(src, [], [("a", cfg)], seed)
     d = str(tmp_path_factory.mktemp("xload") / "a")
     src.drv.save_adapter(src.model, "a", d)
     name = dst.drv.load_adapter(dst.model, d)
     ids, mask = batch(arch, seed, shape)
-    record(method.name, "io")
+    record(method.name, "io", arch)
     rtol, atol = tolerance("differential", driver)
     assert_close(dst.run(single(name), ids, mask), src.run(single("a"), ids, mask), rtol=rtol, atol=atol,
                  what=f"last_hidden_state after {direction}", context=ctx)

@@ -15,17 +15,28 @@ from hypothesis import strategies as st
 
 from conformance.harness import Built, add_perturbed, batch, describe_case, need, need_method, record, single
 from conformance.outcomes import WrongValue, assert_close, tolerance
-from conformance.strategies import REGISTRY, batch_shapes, runnable_blocks, block, leaf, perturb, seeds, tree_configs
+from conformance.strategies import (REGISTRY, batch_shapes, block, blocks_for, configs_for, leaf, perturb,
+                                    runnable_blocks, seeds, tree_configs, without_gating)
+from conformance.tinymodels import PAD_ID
+
+# state-dict prefix of layer i's modules, per base architecture
+LAYER_PREFIX = {"bert": "encoder.layer.{i}.", "roberta": "encoder.layer.{i}.", "gpt2": "h.{i}.",
+                "llama": "layers.{i}."}
 
 METHODS = [pytest.param(e, id=e.name, marks=pytest.mark.spec(*e.spec)) for e in REGISTRY.values()]
 
 
-def _setup(driver, model_dirs, arch, method, data, n=1, min_B=1, composable=False, max_T=9):
+def _setup(driver, model_dirs, arch, method, data, n=1, min_B=1, composable=False, max_T=9, block_kind=None):
     need(driver, f"arch:{arch}")
-    need_method(method, driver)
-    cfgs = [data.draw(method.configs(), label=f"config {i}") for i in range(n)]
+    need_method(method, driver, arch=arch)
+    if block_kind is not None and block_kind not in blocks_for(method, arch):
+        pytest.skip(f"adapters 1.3.0 does not support {block_kind} for {method.name} on {arch}")
+    cfgs = [data.draw(configs_for(method, arch), label=f"config {i}") for i in range(n)]
     if composable:
-        cfgs = tree_configs(method, cfgs)
+        cfgs = tree_configs(method, cfgs, arch)
+    if block_kind is not None and block_kind not in blocks_for(method, arch, cfgs[0]):
+        record(method.name, f"{block_kind}-skipped", arch)   # this draw's members do not support the block
+        return None
     shape = data.draw(batch_shapes(min_B=min_B, max_T=max_T, min_len=max(method.min_tokens(c) for c in cfgs)),
                       label="batch")
     seed = data.draw(seeds, label="seed")
@@ -51,7 +62,7 @@ def test_zero_effect_is_base(driver, model_dirs, arch, method, data):
     base = m.run(None, ids, mask)
     m.add("a", cfg)
     m.drv.set_adapter_weights(m.model, "a", method.zero_weights(perturb(m.weights("a"), seed), cfg))
-    record(method.name, "zero-effect")
+    record(method.name, "zero-effect", arch)
     _close(m.run(single("a"), ids, mask), base, driver, "zero-effect output", ctx)
 
 
@@ -72,7 +83,7 @@ def test_merge_equals_unmerged_and_reset_restores(driver, model_dirs, arch, meth
     add_perturbed(m, [], [("a", cfg)], seed)
     unmerged = m.run(single("a"), ids, mask)
     m.drv.merge(m.model, "a")
-    record(method.name, "merge")
+    record(method.name, "merge", arch)
     _close(m.drv.forward(m.model, ids, mask), unmerged, driver, "merged output", ctx, group="merge")
     m.drv.reset(m.model)
     _close(m.run(None, ids, mask), base, driver, "output after reset (no adapter active)", ctx, group="merge")
@@ -92,7 +103,7 @@ def test_eject_keeps_output(driver, model_dirs, arch, method, data):
     ids, mask = batch(arch, seed, shape)
     before = m.run(single("a"), ids, mask)
     m.drv.eject(m.model, "a")
-    record(method.name, "eject")
+    record(method.name, "eject", arch)
     _close(m.run(single("a"), ids, mask), before, driver, "output after eject", ctx)
 
 
@@ -106,7 +117,7 @@ def test_stack_of_one_is_the_adapter(driver, model_dirs, arch, method, data):
     ctx = describe_case(method.name, arch, [("a", cfg)], single("a"), shape, seed)
     add_perturbed(m, [], [("a", cfg)], seed)
     ids, mask = batch(arch, seed, shape)
-    record(method.name, "Stack")
+    record(method.name, "Stack", arch)
     _close(m.run(single("a"), ids, mask), m.run(leaf("a"), ids, mask), driver, "Stack('a') output", ctx)
 
 
@@ -119,12 +130,13 @@ def _alone(m, names, ids, mask):
 @pytest.mark.parametrize("method", METHODS)
 @given(data=st.data())
 def test_batchsplit_is_rows_run_separately(driver, model_dirs, arch, method, data):
-    if "BatchSplit" not in method.blocks:
-        pytest.skip(f"adapters 1.3.0 does not support BatchSplit for {method.name}")
     if not method.rows_separable:
         pytest.skip(f"{method.name}: BatchSplit parts are not independent upstream ({method.notes.get('MultiTask')})")
     need(driver, "block:BatchSplit")
-    m, cfgs, shape, seed = _setup(driver, model_dirs, arch, method, data, n=2, min_B=2, composable=True)
+    got = _setup(driver, model_dirs, arch, method, data, n=2, min_B=2, composable=True, block_kind="BatchSplit")
+    if got is None:
+        return
+    m, cfgs, shape, seed = got
     B = shape[0]
     k = data.draw(st.integers(1, B - 1), label="rows for 'a'")
     setup = block("BatchSplit", [leaf("a"), leaf("b")], batch_sizes=[k, B - k])
@@ -132,7 +144,7 @@ def test_batchsplit_is_rows_run_separately(driver, model_dirs, arch, method, dat
     add_perturbed(m, [], list(zip("ab", cfgs)), seed)
     ids, mask = batch(arch, seed, shape)
     a, b = _alone(m, "ab", ids, mask)
-    record(method.name, "BatchSplit")
+    record(method.name, "BatchSplit", arch)
     _close(m.run(setup, ids, mask), np.concatenate([a[:k], b[k:]]), driver, "BatchSplit output", ctx)
 
 
@@ -141,20 +153,21 @@ def test_batchsplit_is_rows_run_separately(driver, model_dirs, arch, method, dat
 @pytest.mark.parametrize("method", METHODS)
 @given(data=st.data())
 def test_parallel_is_each_adapter_on_a_copy(driver, model_dirs, arch, method, data):
-    if "Parallel" not in method.blocks:
-        pytest.skip(f"adapters 1.3.0 does not support Parallel for {method.name}")
     if not method.rows_separable:
         pytest.skip(f"{method.name}: Parallel parts are not independent upstream ({method.notes.get('MultiTask')})")
     need(driver, "block:Parallel")
-    if "Parallel" not in runnable_blocks(method, driver):
+    if "Parallel" not in runnable_blocks(method, driver, arch=arch):
         pytest.skip(f"driver {driver.name!r} declares a quirk: Parallel crashes for {method.name}")
-    m, cfgs, shape, seed = _setup(driver, model_dirs, arch, method, data, n=2, composable=True)
+    got = _setup(driver, model_dirs, arch, method, data, n=2, composable=True, block_kind="Parallel")
+    if got is None:
+        return
+    m, cfgs, shape, seed = got
     setup = block("Parallel", [leaf("a"), leaf("b")])
     ctx = describe_case(method.name, arch, list(zip("ab", cfgs)), setup, shape, seed)
     add_perturbed(m, [], list(zip("ab", cfgs)), seed)
     ids, mask = batch(arch, seed, shape)
     a, b = _alone(m, "ab", ids, mask)
-    record(method.name, "Parallel")
+    record(method.name, "Parallel", arch)
     _close(m.run(setup, ids, mask), np.concatenate([a, b]), driver, "Parallel output (channel-major)", ctx)
 
 
@@ -167,14 +180,17 @@ def test_multitask_is_rows_with_their_adapter(driver, model_dirs, arch, method, 
         pytest.skip(f"{method.name}: MultiTask is not row-separable upstream "
                     f"({method.notes.get('MultiTask', 'unsupported')})")
     need(driver, "block:MultiTask", "op:task_ids")
-    m, cfgs, shape, seed = _setup(driver, model_dirs, arch, method, data, n=2, min_B=2, composable=True)
+    got = _setup(driver, model_dirs, arch, method, data, n=2, min_B=2, composable=True, block_kind="MultiTask")
+    if got is None:
+        return
+    m, cfgs, shape, seed = got
     tasks = np.asarray([data.draw(st.integers(0, 1), label=f"task_ids[{i}]") for i in range(shape[0])])
     setup = block("MultiTask", [leaf("a"), leaf("b")])
     ctx = describe_case(method.name, arch, list(zip("ab", cfgs)), setup, shape, seed) + f" task_ids={tasks.tolist()}"
     add_perturbed(m, [], list(zip("ab", cfgs)), seed)
     ids, mask = batch(arch, seed, shape)
     a, b = _alone(m, "ab", ids, mask)
-    record(method.name, "MultiTask")
+    record(method.name, "MultiTask", arch)
     _close(m.run(setup, ids, mask, task_ids=tasks), np.where(tasks[:, None, None] == 0, a, b), driver,
            "MultiTask output", ctx)
 
@@ -185,18 +201,19 @@ def test_multitask_is_rows_with_their_adapter(driver, model_dirs, arch, method, 
 @given(data=st.data())
 def test_split_of_one_adapter_is_the_adapter(driver, model_dirs, arch, method, data):
     """Split('a', 'a', splits=[k, T-k]): token-wise methods see the same adapter on every token."""
-    if "Split" not in method.blocks:
-        pytest.skip(f"adapters 1.3.0 does not support Split for {method.name}")
     need(driver, "block:Split")
-    m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data, composable=True)
-    cfg = dict(method.composable(cfg), use_gating=False)     # gates average over the tokens they see
+    got = _setup(driver, model_dirs, arch, method, data, composable=True, block_kind="Split")
+    if got is None:
+        return
+    m, (cfg,), shape, seed = got
+    cfg = without_gating(cfg)     # gates average over the tokens they see
     T = shape[1]
     k = data.draw(st.integers(1, T - 1), label="split point")
     setup = block("Split", [leaf("a"), leaf("a")], splits=[k, T - k])
     ctx = describe_case(method.name, arch, [("a", cfg)], setup, shape, seed)
     add_perturbed(m, [], [("a", cfg)], seed)
     ids, mask = batch(arch, seed, shape)
-    record(method.name, "Split")
+    record(method.name, "Split", arch)
     _close(m.run(setup, ids, mask), m.run(single("a"), ids, mask), driver, "Split('a', 'a') output", ctx)
 
 
@@ -206,11 +223,11 @@ def test_split_of_one_adapter_is_the_adapter(driver, model_dirs, arch, method, d
 @given(data=st.data())
 def test_average_of_identical_adapters_ignores_weights(driver, model_dirs, arch, method, data):
     """Σ w_i out_i / N with out_1 = out_2 is out / N for any normalised w (the /N is upstream's)."""
-    if "Average" not in method.blocks:
-        pytest.skip(f"adapters 1.3.0 does not support Average for {method.name}")
     need(driver, "block:Average")
-    m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data, composable=True)
-    cfg = method.composable(cfg)
+    got = _setup(driver, model_dirs, arch, method, data, composable=True, block_kind="Average")
+    if got is None:
+        return
+    m, (cfg,), shape, seed = got
     w = data.draw(st.floats(0.05, 0.95), label="w")
     ctx = describe_case(method.name, arch, [("a", cfg), ("a2", cfg)], None, shape, seed) + f" w={w}"
     wts = add_perturbed(m, [], [("a", cfg)], seed)
@@ -218,7 +235,7 @@ def test_average_of_identical_adapters_ignores_weights(driver, model_dirs, arch,
     m.drv.set_adapter_weights(m.model, "a2", {k.replace(".a.", ".a2."): v for k, v in wts["a"].items()})
     ids, mask = batch(arch, seed, shape)
     even = m.run(block("Average", [leaf("a"), leaf("a2")], weights=[0.5, 0.5]), ids, mask)
-    record(method.name, "Average")
+    record(method.name, "Average", arch)
     _close(m.run(block("Average", [leaf("a"), leaf("a2")], weights=[w, 1 - w]), ids, mask), even, driver,
            "Average output", ctx)
 
@@ -230,8 +247,8 @@ def test_fuse_of_identical_adapters_is_the_adapter(driver, model_dirs, arch, dat
     """Static fusion (no value matrix, no residual_before) of two copies: softmax weights sum to 1."""
     method = REGISTRY["bottleneck"]
     need(driver, "block:Fuse", "op:fusion")
-    m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data, composable=True)
-    cfg = dict(method.composable(cfg), ln_after=False, use_gating=False)
+    m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data, composable=True, block_kind="Fuse")
+    cfg = dict(cfg, ln_after=False, use_gating=False)
     ctx = describe_case("bottleneck", arch, [("a", cfg), ("b", cfg)], block("Fuse", [leaf("a"), leaf("b")]), shape, seed)
     wts = add_perturbed(m, [], [("a", cfg)], seed)
     m.add("b", cfg, {k.replace(".a.", ".b."): v for k, v in wts["a"].items()})
@@ -239,7 +256,7 @@ def test_fuse_of_identical_adapters_is_the_adapter(driver, model_dirs, arch, dat
     fw = perturb(m.drv.get_fusion_weights(m.model, fname), seed)
     m.drv.set_fusion_weights(m.model, fname, fw)
     ids, mask = batch(arch, seed, shape)
-    record("bottleneck", "Fuse")
+    record("bottleneck", "Fuse", arch)
     _close(m.run(block("Fuse", [leaf("a"), leaf("b")]), ids, mask), m.run(single("b"), ids, mask), driver,
            "Fuse('a', 'b') output", ctx)
 
@@ -254,8 +271,9 @@ def test_leave_out_layers_hold_nothing(driver, model_dirs, arch, method, data):
     cfg = dict(cfg, leave_out=[data.draw(st.integers(0, 1), label="left out layer")])
     describe_case(method.name, arch, [("a", cfg)], single("a"), shape, seed)
     m.add("a", cfg)
-    bad = [k for k in m.weights("a") if f"layer.{cfg['leave_out'][0]}." in k]
-    record(method.name, "leave_out")
+    prefix = LAYER_PREFIX[arch].format(i=cfg["leave_out"][0])
+    bad = [k for k in m.weights("a") if ("." + k).find("." + prefix) >= 0]
+    record(method.name, "leave_out", arch)
     if bad:
         raise WrongValue(f"weights of left-out layer: {bad[:3]}, but should be none [leave_out={cfg['leave_out']}]")
 
@@ -275,7 +293,7 @@ def test_save_load_identity(driver, model_dirs, arch, method, data, tmp_path_fac
     m.drv.save_adapter(m.model, "a", d)
     fresh = Built(driver, model_dirs[arch])
     name = fresh.drv.load_adapter(fresh.model, d)
-    record(method.name, "save-load")
+    record(method.name, "save-load", arch)
     got = fresh.weights(name)
     for k, v in w.items():
         if k in got:
@@ -290,18 +308,17 @@ def test_save_load_identity(driver, model_dirs, arch, method, data, tmp_path_fac
 def test_padding_invariance(driver, model_dirs, arch, method, data):
     """Extra right padding leaves every real token's output unchanged."""
     m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data, max_T=7)
-    if "use_gating" in cfg:
-        cfg = dict(cfg, use_gating=False)   # gates average over all T positions, padding included (upstream too)
+    cfg = without_gating(cfg)   # gates average over all T positions, padding included (upstream too)
     extra = data.draw(st.integers(1, 3), label="extra pad")
     ctx = describe_case(method.name, arch, [("a", cfg)], single("a"), shape, seed) + f" extra_pad={extra}"
     add_perturbed(m, [], [("a", cfg)], seed)
     ids, mask = batch(arch, seed, shape)
-    pad = np.full((ids.shape[0], extra), ids[0, -1] * 0 + (1 if arch == "roberta" else 0), ids.dtype)
+    pad = np.full((ids.shape[0], extra), PAD_ID[arch], ids.dtype)
     ids2, mask2 = np.concatenate([ids, pad], 1), np.concatenate([mask, np.zeros_like(pad)], 1)
     P = method.extra_tokens(cfg)
     a = m.run(single("a"), ids, mask)
     b = m.run(single("a"), ids2, mask2)
-    record(method.name, "padding")
+    record(method.name, "padding", arch)
     valid = np.concatenate([np.ones((mask.shape[0], P), bool), mask.astype(bool)], 1)
     _close(np.where(valid[..., None], b[:, :P + ids.shape[1]], 0), np.where(valid[..., None], a, 0), driver,
            "output at real tokens with extra padding", ctx)
@@ -319,5 +336,5 @@ def test_row_permutation(driver, model_dirs, arch, method, data):
     add_perturbed(m, [], [("a", cfg)], seed)
     ids, mask = batch(arch, seed, shape)
     a = m.run(single("a"), ids, mask)
-    record(method.name, "permutation")
+    record(method.name, "permutation", arch)
     _close(m.run(single("a"), ids[perm], mask[perm]), a[perm], driver, "permuted output", ctx)
