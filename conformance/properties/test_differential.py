@@ -139,9 +139,9 @@ def test_fusion(driver, reference, model_dirs, arch, data):
 @pytest.mark.conformance(block="io")
 @pytest.mark.parametrize("method", METHODS)
 @given(data=st.data())
-def test_files_cross_load(driver, reference, model_dirs, method, direction, data, tmp_path_factory):
-    """An adapter saved by one side loads in the other and gives the same output there."""
-    arch = "bert"
+def test_files_cross_load(driver, reference, model_dirs, arch, method, direction, data, tmp_path_factory):
+    """An adapter saved by one side loads in the other and gives the same output there (decoder key paths too:
+    GPT-2 h.{i}.attn.c_attn.loras..., LLaMA layers.{i}.self_attn...)."""
     ref, dut = _both(driver, reference, model_dirs, arch)
     need_method(method, driver, reference, arch=arch)
     src, dst = (ref, dut) if direction.startswith("reference") else (dut, ref)
