@@ -70,6 +70,11 @@ def pytest_collection_modifyitems(config, items):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
+    if rep.failed:
+        ids = [i for m in item.iter_markers("spec") for i in m.args]
+        if ids:   # every failure names the spec sections the check covers
+            rep.sections.append(("spec", "this check covers spec " + ", ".join(dict.fromkeys(ids))))
+            rep.longrepr = f"[spec {', '.join(dict.fromkeys(ids))}] " + str(rep.longrepr)
     report.record_report(item, rep, call.excinfo)
 
 
