@@ -12,8 +12,8 @@ import numpy as np
 DESCRIPTION = """minadapters: run Hugging Face encoders/decoders with AdapterHub adapters in NumPy, no torch.
 
 examples:
-  minadapters tiny-model /tmp/tiny-bert                  # write a small random BERT (config, weights, tokenizer)
-  minadapters run --model /tmp/tiny-bert "hello adapters"
+  minadapters tiny-model /tmp/tiny-bert                  # small random BERT (config, weights, tokenizer) + demo adapter
+  minadapters run --model /tmp/tiny-bert --adapter /tmp/tiny-bert/demo_adapter "hello adapters"
   minadapters run --model DIR --adapter ADAPTER_DIR --setup "Stack(a, b)" "some text" "more text"
   minadapters summary --arch bert-base-uncased --config lora seq_bn "prefix_tuning[prefix_length=20]"
   minadapters conformance --driver minadapters
@@ -107,9 +107,11 @@ def cmd_summary(args) -> int:
 
 
 def cmd_tiny_model(args) -> int:
-    from .tiny import write_tiny_model
+    from .tiny import write_demo_adapter, write_tiny_model
     path = write_tiny_model(args.directory, model_type=args.arch, seed=args.seed)
-    print(path)
+    print(f"model:   {path}")
+    if args.adapter:
+        print(f"adapter: {write_demo_adapter(path, config=args.adapter, seed=args.seed)}")
     return 0
 
 
@@ -135,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("directory")
     t.add_argument("--arch", default="bert", choices=["bert", "roberta"])
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--adapter", default="seq_bn|lora[r=4]", help="config of a random demo adapter saved to "
+                   "DIR/demo_adapter ('' for none)")
     t.set_defaults(fn=cmd_tiny_model)
     c = sub.add_parser("conformance", help="run the conformance suite against a driver", add_help=False)
     c.set_defaults(fn=None, delegate="conformance")

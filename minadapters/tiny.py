@@ -56,3 +56,16 @@ def write_tiny_model(directory, model_type: str = "bert", seed: int = 0, hidden:
     save_safetensors(os.path.join(directory, "model.safetensors"), weights)
     atomic_write_json(os.path.join(directory, "config.json"), raw)
     return directory
+
+
+def write_demo_adapter(model_dir, name: str = "demo", config: str = "seq_bn|lora[r=4]", seed: int = 0) -> str:
+    """Save a randomly perturbed adapter for ``model_dir`` to ``<model_dir>/<name>_adapter``; returns the path."""
+    from .model import AutoModel
+    model = AutoModel.from_pretrained(model_dir, seed=seed)
+    model.add_adapter(name, config=config)
+    rng = np.random.default_rng(seed)
+    for _, (d, leaf) in model.adapter_param_refs(name).items():
+        d[leaf] = (d[leaf] + 0.1 * rng.standard_normal(d[leaf].shape)).astype(d[leaf].dtype)
+    path = os.path.join(os.fspath(model_dir), f"{name}_adapter")
+    model.save_adapter(path, name)
+    return path
