@@ -14,7 +14,7 @@ from minadapters import bench  # noqa: E402
 
 
 def torch_runner_factory(threads):
-    """factory(path, adds, setup, ids, mask) -> callable running adapters' BertModel forward, or None."""
+    """factory(path, setup, ids, mask) -> callable running adapters' BertModel forward, or None."""
     try:
         import adapters
         import torch
@@ -32,19 +32,23 @@ def torch_runner_factory(threads):
     def convert(block):
         import adapters.composition as ac
         import minadapters as ma
-        kinds = {ma.Stack: ac.Stack, ma.Parallel: ac.Parallel, ma.BatchSplit: ac.BatchSplit}
+        kinds = {ma.Stack: ac.Stack, ma.Parallel: ac.Parallel, ma.BatchSplit: ac.BatchSplit, ma.Fuse: ac.Fuse}
         children = [convert(c) if not isinstance(c, str) else c for c in block]
         if isinstance(block, ma.BatchSplit):
             return ac.BatchSplit(*children, batch_sizes=block.batch_sizes)
         return kinds[type(block)](*children)
 
-    def factory(path, adds, setup, ids, mask):
+    def factory(path, setup, ids, mask):
+        """setup: minadapters.bench.Setup (adds, fusion, active)."""
+        import adapters.composition as ac
         model = BertModel.from_pretrained(path, attn_implementation="eager").eval()
         adapters.init(model)
-        for name, cfg in adds:
+        for name, cfg in setup.adds:
             model.add_adapter(name, config=cfg)
-        if setup is not None:
-            model.set_active_adapters(convert(setup()))
+        if setup.fusion:
+            model.add_adapter_fusion(ac.Fuse(*setup.fusion))
+        if setup.active is not None:
+            model.set_active_adapters(convert(setup.active()))
         ti, tm = torch.from_numpy(ids), torch.from_numpy(mask)
 
         def run():

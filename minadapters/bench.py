@@ -69,19 +69,34 @@ def _fmt(label, r, a_name, b_name, unit=1e3, u="ms"):
 
 # ---------------------------------------------------------------- adapter setups
 
-def _setups(batch: int):
-    """(label, adapters to add [(name, config)], active setup factory, needs LoRA)."""
+class Setup:
+    """One benchmarked configuration: adapters to add [(name, config)], an optional fusion over some of them,
+    the active setup (a factory: setups are built per model), and whether methods/lora.py is needed."""
+
+    def __init__(self, label, adds, active=None, fusion=None, needs_lora=False):
+        self.label, self.adds, self.active, self.fusion, self.needs_lora = label, adds, active, fusion, needs_lora
+
+
+def _setups(batch: int) -> list:
     import minadapters as ma
-    out = [("no adapter", [], None, False),
-           ("seq_bn", [("bn", "seq_bn")], lambda: ma.Stack("bn"), False),
-           ("lora r=8 (q,v)", [("l1", "lora[r=8]")], lambda: ma.Stack("l1"), True),
-           ("Stack(seq_bn, seq_bn)", [("bn1", "seq_bn"), ("bn2", "seq_bn")], lambda: ma.Stack("bn1", "bn2"), False),
-           ("Parallel(seq_bn, seq_bn)", [("bn1", "seq_bn"), ("bn2", "seq_bn")],
-            lambda: ma.Parallel("bn1", "bn2"), False)]
+    three = [(f"bn{i}", "seq_bn") for i in range(1, 4)]
+    out = [Setup("no adapter", []),
+           Setup("seq_bn", [("bn", "seq_bn")], lambda: ma.Stack("bn")),
+           Setup("lora r=8 (q,v)", [("l1", "lora[r=8]")], lambda: ma.Stack("l1"), needs_lora=True),
+           Setup("prefix_tuning", [("pt", "prefix_tuning")], lambda: ma.Stack("pt")),
+           Setup("Stack(seq_bn, seq_bn)", three[:2], lambda: ma.Stack("bn1", "bn2")),
+           Setup("Parallel(seq_bn, seq_bn)", three[:2], lambda: ma.Parallel("bn1", "bn2")),
+           Setup("Fuse(3 x seq_bn)", three, lambda: ma.Fuse("bn1", "bn2", "bn3"), fusion=("bn1", "bn2", "bn3"))]
     if batch >= 4 and batch % 4 == 0:
-        out.append(("BatchSplit(4 x lora r=8)", [(f"l{i}", "lora[r=8]") for i in range(1, 5)],
-                    lambda: ma.BatchSplit("l1", "l2", "l3", "l4", batch_sizes=[batch // 4] * 4), True))
+        out.append(Setup("BatchSplit(4 x lora r=8)", [(f"l{i}", "lora[r=8]") for i in range(1, 5)],
+                         lambda: ma.BatchSplit("l1", "l2", "l3", "l4", batch_sizes=[batch // 4] * 4), needs_lora=True))
     return out
+
+
+# (label, baseline setup label, setup label): native-only ratios the issue asks for
+NATIVE_RATIOS = [("seq_bn / no adapter", "no adapter", "seq_bn"),
+                 ("Fuse(3 x seq_bn) / no adapter", "no adapter", "Fuse(3 x seq_bn)"),
+                 ("BatchSplit(4 x lora) / 1 lora", "lora r=8 (q,v)", "BatchSplit(4 x lora r=8)")]
 
 
 def _lora_available() -> str | None:
@@ -92,18 +107,21 @@ def _lora_available() -> str | None:
     return None
 
 
-def _our_runner(path, backend, adds, setup, ids, mask):
+def _our_runner(path, backend, setup: Setup, ids, mask):
     import minadapters as ma
     model = ma.AutoModel.from_pretrained(path, backend=backend, seed=0)
-    for name, cfg in adds:
+    for name, cfg in setup.adds:
         model.add_adapter(name, config=cfg)
-    if setup is not None:
-        model.active_adapters = setup()
+    if setup.fusion:
+        model.add_adapter_fusion(ma.Fuse(*setup.fusion))
+    if setup.active is not None:
+        model.active_adapters = setup.active()
     return lambda: model(input_ids=ids, attention_mask=mask)
 
 
 def bench_models(path, reps, shapes, extra_runners, log) -> list:
-    """Rows of (shape, setup, results) for native/numpy and extra runners (name -> factory)."""
+    """Rows of (shape, setup, comparison, results): native/numpy, native/<extra runner> (name -> factory(path,
+    setup, ids, mask)) per setup, then the NATIVE_RATIOS between native models."""
     rows = []
     lora_missing = _lora_available()
     rng = np.random.default_rng(0)
@@ -111,13 +129,15 @@ def bench_models(path, reps, shapes, extra_runners, log) -> list:
         B, T = SHAPES[shape_name]
         ids = rng.integers(1, 1000, (B, T))
         mask = np.ones((B, T), np.int64)
-        for label, adds, setup, needs_lora in _setups(B):
-            if needs_lora and lora_missing:
+        native = {}
+        for setup in _setups(B):
+            label = setup.label
+            if setup.needs_lora and lora_missing:
                 log(f"[{shape_name}] {label:<34} skipped: {lora_missing}")
                 continue
             try:
-                run_np = _our_runner(path, "numpy", adds, setup, ids, mask)
-                run_nat = _our_runner(path, "native", adds, setup, ids, mask)
+                run_np = _our_runner(path, "numpy", setup, ids, mask)
+                run_nat = native[label] = _our_runner(path, "native", setup, ids, mask)
             except Exception as e:  # noqa: BLE001 — a method still being written must not stop the run
                 log(f"[{shape_name}] {label:<34} skipped: {type(e).__name__}: {e}")
                 continue
@@ -126,13 +146,18 @@ def bench_models(path, reps, shapes, extra_runners, log) -> list:
             log(_fmt(f"[{shape_name}] {label}", r, "numpy", "native"))
             for name, factory in extra_runners.items():
                 try:
-                    run_x = factory(path, adds, setup, ids, mask)
+                    run_x = factory(path, setup, ids, mask)
                 except Exception as e:  # noqa: BLE001
                     log(f"[{shape_name}] {label:<34} {name}: skipped: {type(e).__name__}: {e}")
                     continue
                 r = pairs(run_x, run_nat, reps)
                 rows.append((shape_name, label, f"native/{name}", r))
                 log(_fmt(f"[{shape_name}] {label}", r, f"{name:>5}", "native"))
+        for label, base, other in NATIVE_RATIOS:
+            if base in native and other in native:
+                r = pairs(native[base], native[other], reps)
+                rows.append((shape_name, label, "native", r))
+                log(_fmt(f"[{shape_name}] {label}", r, "  base", "native"))
     return rows
 
 
@@ -165,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None, extra_runners=None) -> int:
-    """Run the benchmark; ``extra_runners`` maps a name to factory(path, adds, setup, ids, mask) -> callable."""
+    """Run the benchmark; ``extra_runners`` maps a name to factory(path, setup: Setup, ids, mask) -> callable."""
     args = build_parser().parse_args(argv)
     from .ops import get_ops
     nat = get_ops("native")                       # BackendUnavailableError names the reason

@@ -10,10 +10,14 @@ from .activations import sigmoid
 from .linalg import mm
 
 
-def lora_delta(h, A, B, *, scale):
+def lora_delta(h, A, B, *, scale, ops=None):
     """δ = (h Aᵀ) Bᵀ · scale; ``scale`` is alpha/r, or the (B, 1, 1) gate. Spec: LORA-1.
 
+    The products go through ``ops.linear`` when given (NumpyOps: the same ``mm`` calls, identical results).
+
         h: (B, T, K), A: (r, K), B: (M, r) -> (B, T, M)"""
+    if ops is not None:
+        return ops.linear(ops.linear(h, A), B) * scale
     return mm(mm(h, A.T), B.T) * scale
 
 

@@ -183,7 +183,7 @@ class LoRALayer(LoRAMergeMixin, ComposableLayer):
 
     def compose_single(self, name, state, fwd, lvl=0):
         mod = self.modules[name]
-        H, gate = module_forward(mod, state.hidden_states, state.layer_input, self._shared(name))
+        H, gate = module_forward(mod, state.hidden_states, state.layer_input, self._shared(name), self.ops)
         if gate is not None:
             fwd.store_gating_score(name, self.layer_idx, self.location_key, gate)
         return state._replace(hidden_states=H, last=name)
@@ -197,8 +197,78 @@ class LoRALayer(LoRAMergeMixin, ComposableLayer):
         setup = self.active_setup(fwd)
         if setup is None:
             return y
+        fast = self._fused_add(setup, x, y, fwd)
+        if fast is not None:
+            return fast
         state = self.compose(setup, LoRAState(x, None, y, None), fwd)
         return self.combine(state, w)
+
+    # ---- fused kernels (NativeOps): same result as compose + combine for plain add-mode LoRAs ---------
+    def _plain(self, name, dtype):
+        """The module ``name`` if it is a plain add-mode LoRA (no gate, DoRA, IA³, VeRA, MTL) in ``dtype``."""
+        mod = self.modules.get(name) if isinstance(name, str) else None
+        if mod is None or mod.info["kind"] != "lora" or mod.info["gating"] or mod.info["dora"]:
+            return None
+        ok = all(mod.params[k].dtype == dtype for k in ("lora_A", "lora_B"))
+        return mod if ok else None
+
+    def _fused_add(self, setup, x, y, fwd):
+        """y + H through ops.lora_add (one LoRA) or ops.sgmv_lora_add (BatchSplit / Parallel of LoRAs), or
+        None when the setup needs the generic composition. Spec: LORA-8, OPS-8, OPS-9."""
+        from ..composition import BatchSplit, Parallel, Stack
+        ops = self.ops
+        if not hasattr(ops, "sgmv_lora_add") or x.dtype != np.float32 or y.dtype != np.float32 or x.ndim != 3:
+            return None
+        if isinstance(setup, Stack):
+            present = [c for c in setup if not isinstance(c, str) or c in self.modules]
+            if len(present) != 1:
+                return None
+            setup = present[0]
+        if isinstance(setup, str):
+            mod = self._plain(setup, x.dtype)
+            if mod is None:
+                return None
+            return ops.lora_add(np.ascontiguousarray(y), x, mod.params["lora_A"], mod.params["lora_B"],
+                                float(np.float32(mod.info["scaling"])))
+        if not isinstance(setup, (BatchSplit, Parallel)):
+            return None
+        mods = [self._plain(c, x.dtype) for c in setup]
+        if any(m is None for m in mods):
+            return None
+        bsz = x.shape[0]
+        if isinstance(setup, BatchSplit):
+            if sum(setup.batch_sizes) != bsz:
+                return None
+            sizes = list(setup.batch_sizes)
+        else:
+            n = len(mods)
+            rep = not fwd.adapters_parallelized or bsz == fwd.original_batch_size
+            if not rep and bsz % n:
+                return None
+            if rep:
+                if not fwd.adapters_parallelized:
+                    fwd.adapters_parallelized, fwd.original_batch_size = True, bsz
+                x, y = np.concatenate([x] * n, axis=0), np.concatenate([y] * n, axis=0)
+            sizes = [x.shape[0] // n] * n
+        return self._sgmv(mods, sizes, x, y)
+
+    def _sgmv(self, mods, sizes, x, y):
+        B, T, K = x.shape
+        y = np.ascontiguousarray(y)
+        seg = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64) * T
+        if len({m.params["lora_A"].shape for m in mods}) == 1 and len({m.params["lora_B"].shape for m in mods}) == 1:
+            A = np.stack([m.params["lora_A"] for m in mods])
+            Bm = np.stack([m.params["lora_B"] for m in mods])
+            scales = np.array([m.info["scaling"] for m in mods], np.float32)
+            self.ops.sgmv_lora_add(y.reshape(B * T, -1), x.reshape(B * T, K), A, Bm, seg,
+                                   np.arange(len(mods), dtype=np.int64), scales)
+            return y
+        y2, x2 = y.reshape(B * T, -1), x.reshape(B * T, K)        # different ranks: one fused call per child
+        for i, m in enumerate(mods):
+            sl = slice(seg[i], seg[i + 1])
+            self.ops.lora_add(y2[sl], x2[sl], m.params["lora_A"], m.params["lora_B"],
+                              float(np.float32(m.info["scaling"])))
+        return y
 
     def combine(self, state, w):
         """The last applied module decides: add y + H, scale y ⊙ H, DoRA (m/n)(y + H). Spec: LORA-8, LORA-5."""

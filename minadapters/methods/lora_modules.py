@@ -160,10 +160,11 @@ def gate_of(mod, x):
     return g[:, :, None]
 
 
-def module_forward(mod, h, x, shared):
+def module_forward(mod, h, x, shared, ops=None):
     """H of one module given the running hidden state h (None: start from x) and the layer input x.
 
-    Returns (H, gate or None). The gate replaces alpha/r (IA³: alpha). Spec: LORA-1 .. LORA-6."""
+    Returns (H, gate or None). The gate replaces alpha/r (IA³: alpha). ``ops`` runs the LoRA products.
+    Spec: LORA-1 .. LORA-6."""
     dt = x.dtype
     gate = gate_of(mod, x) if mod.info["gating"] else None
     s = gate if gate is not None else dt.type(mod.info["scaling"])
@@ -179,7 +180,7 @@ def module_forward(mod, h, x, shared):
                                f"output of width {h.shape[-1]} but its lora_A expects {A_in} inputs (adapters 1.3.0 "
                                "chains deltas, which needs in_features == out_features).")
     if kind == "lora":
-        return F.lora_delta(h, _p(mod, "lora_A", dt), _p(mod, "lora_B", dt), scale=s), gate
+        return F.lora_delta(h, _p(mod, "lora_A", dt), _p(mod, "lora_B", dt), scale=s, ops=ops), gate
     if kind == "vera":
         return mm(h, delta_w(mod, shared).astype(dt).T) * s, gate
     return F.mtl_delta(h, _p(mod, "lora_A", dt), _p(mod, "task_specific.values", dt), _p(mod, "lora_B", dt),

@@ -223,6 +223,103 @@ static void gemm_k0(float *C, int64_t ldc, const float *bias, int64_t M, int64_t
         }
 }
 
+/* ---- few rows (M <= DOT_MAX_M): dot products straight from unpacked B (AVX-512) ----------------
+ * With few rows, packing B (the weight, read once per call anyway) costs as much as the product.
+ * Here each 4 x 4 tile of C is 16 dot products along K over rows of A and B as they lie in memory;
+ * K is walked in DOT_KC chunks so the four B rows stay in L1 while the rows of A stream past. */
+#define DOT_MAX_M 128
+#define DOT_KC 1024
+
+/* [sum a0, sum a1, sum a2, sum a3] */
+MA_AVX512_FN static inline __m128 sum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3)
+{
+    __m256 y0 = _mm256_add_ps(_mm512_castps512_ps256(a0), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a0), 1)));
+    __m256 y1 = _mm256_add_ps(_mm512_castps512_ps256(a1), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a1), 1)));
+    __m256 y2 = _mm256_add_ps(_mm512_castps512_ps256(a2), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a2), 1)));
+    __m256 y3 = _mm256_add_ps(_mm512_castps512_ps256(a3), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a3), 1)));
+    __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(y0, y1), _mm256_hadd_ps(y2, y3));
+    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+/* part[i*4 + j] += dot(a_i[0:kc], b_j[0:kc]) for the 4 x 4 tile; a_i / b_j may repeat (tails). */
+MA_AVX512_FN static void dot_tile(float *part, const float *const *a, const float *const *b, int64_t kc)
+{
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+    int64_t p = 0;
+    for (; p < kc; p += 16) {
+        __mmask16 m = kc - p >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (kc - p)) - 1u);
+        __m512 b0 = _mm512_maskz_loadu_ps(m, b[0] + p), b1 = _mm512_maskz_loadu_ps(m, b[1] + p);
+        __m512 b2 = _mm512_maskz_loadu_ps(m, b[2] + p), b3 = _mm512_maskz_loadu_ps(m, b[3] + p), t;
+        t = _mm512_maskz_loadu_ps(m, a[0] + p);
+        c00 = _mm512_fmadd_ps(t, b0, c00); c01 = _mm512_fmadd_ps(t, b1, c01);
+        c02 = _mm512_fmadd_ps(t, b2, c02); c03 = _mm512_fmadd_ps(t, b3, c03);
+        t = _mm512_maskz_loadu_ps(m, a[1] + p);
+        c10 = _mm512_fmadd_ps(t, b0, c10); c11 = _mm512_fmadd_ps(t, b1, c11);
+        c12 = _mm512_fmadd_ps(t, b2, c12); c13 = _mm512_fmadd_ps(t, b3, c13);
+        t = _mm512_maskz_loadu_ps(m, a[2] + p);
+        c20 = _mm512_fmadd_ps(t, b0, c20); c21 = _mm512_fmadd_ps(t, b1, c21);
+        c22 = _mm512_fmadd_ps(t, b2, c22); c23 = _mm512_fmadd_ps(t, b3, c23);
+        t = _mm512_maskz_loadu_ps(m, a[3] + p);
+        c30 = _mm512_fmadd_ps(t, b0, c30); c31 = _mm512_fmadd_ps(t, b1, c31);
+        c32 = _mm512_fmadd_ps(t, b2, c32); c33 = _mm512_fmadd_ps(t, b3, c33);
+    }
+    _mm_storeu_ps(part, _mm_add_ps(_mm_loadu_ps(part), sum4(c00, c01, c02, c03)));
+    _mm_storeu_ps(part + 4, _mm_add_ps(_mm_loadu_ps(part + 4), sum4(c10, c11, c12, c13)));
+    _mm_storeu_ps(part + 8, _mm_add_ps(_mm_loadu_ps(part + 8), sum4(c20, c21, c22, c23)));
+    _mm_storeu_ps(part + 12, _mm_add_ps(_mm_loadu_ps(part + 12), sum4(c30, c31, c32, c33)));
+}
+
+/* Columns [j0, j1) of C, all M rows; part: scratch of 4 * DOT_MAX_M floats. */
+static void dot_cols(const gemm_job *t, const float *B, int64_t ldb, int64_t j0, int64_t j1, float *part)
+{
+    for (int64_t j = j0; j < j1; j += 4) {
+        int64_t nj = j1 - j < 4 ? j1 - j : 4;
+        const float *b[4];
+        for (int q = 0; q < 4; q++)
+            b[q] = B + (j + (q < nj ? q : 0)) * ldb;
+        memset(part, 0, (size_t)(4 * ((t->M + 3) / 4) * 4) * sizeof(float));
+        for (int64_t p0 = 0; p0 < t->K; p0 += DOT_KC) {
+            int64_t kc = t->K - p0 < DOT_KC ? t->K - p0 : DOT_KC;
+            const float *bp[4] = {b[0] + p0, b[1] + p0, b[2] + p0, b[3] + p0};
+            for (int64_t i = 0; i < t->M; i += 4) {
+                const float *a[4];
+                for (int q = 0; q < 4; q++)
+                    a[q] = t->A + (i + (i + q < t->M ? q : 0)) * t->lda + p0;
+                dot_tile(part + i * 4, a, bp, kc);
+            }
+        }
+        for (int64_t i = 0; i < t->M; i++)
+            store_row(t->C + i * t->ldc + j, part + i * 4, nj, t->alpha, !t->accumulate,
+                      t->bias ? t->bias + j : NULL);
+    }
+}
+
+static int gemm_dot(gemm_job *t, const float *B, int64_t ldb, int parallel)
+{
+    int nt = 1;
+#ifdef _OPENMP
+    if (parallel && (double)t->M * (double)t->N * (double)t->K > 131072.0 && !omp_in_parallel())
+        nt = omp_get_max_threads();
+#endif
+    (void)parallel;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        int id = 0, n = 1;
+#ifdef _OPENMP
+        id = omp_get_thread_num();
+        n = omp_get_num_threads();
+#endif
+        float part[4 * DOT_MAX_M];
+        int64_t j0, j1;
+        share(t->N, 4, id, n, &j0, &j1);
+        dot_cols(t, B, ldb, j0, j1, part);
+    }
+    return MA_OK;
+}
+
 int ma__gemm_nt(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,
                 const float *bias, int64_t M, int64_t N, int64_t K, float alpha, int accumulate,
                 int isa, int parallel)
@@ -232,6 +329,10 @@ int ma__gemm_nt(float *C, int64_t ldc, const float *A, int64_t lda, const float 
     if (K == 0) {
         gemm_k0(C, ldc, bias, M, N, accumulate);
         return MA_OK;
+    }
+    if (isa == MA_ISA_AVX512 && M <= DOT_MAX_M && K >= 64 && parallel) {
+        gemm_job d = {C, ldc, A, lda, NULL, bias, M, N, K, 0, alpha, accumulate, 0, NULL};
+        return gemm_dot(&d, B, ldb, parallel);
     }
     int nr = isa == MA_ISA_AVX512 ? 32 : 16;
     kern_fn kern = isa == MA_ISA_AVX512 ? kern_avx512 : isa == MA_ISA_AVX2 ? kern_avx2 : kern_portable;
