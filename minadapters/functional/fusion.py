@@ -9,16 +9,23 @@ def fusion_attention(q, U, r, p, cfg, *, T, ops):
 
         q: (B, T, D) query, U: (B, T, N, D) scaled up-projections, r: (B, T, D) residual
         scores = (W_q q + b_q) · (W_k U + b_k)   (no 1/√D)     p = softmax(scores / T)
-        c = Σ_i p_i V_i (+ r unless residual_before)  -> (B, T, D), p: (B, T, N)"""
+        c = Σ_i p_i V_i (+ r unless residual_before)  -> (B, T, D), p: (B, T, N)
+    Computed as (W_kᵀ Q)·u_i + Q·b_k and W_v Σ_i p_i u_i (the same sums, reassociated; V has no bias)."""
     if cfg["residual_before"]:
         U = U + r[:, :, None, :]          # COMPAT(adapters): enters the keys as well as the values
     Q = ops.linear(q, p["query.weight"], p["query.bias"]) if cfg["query"] else q
-    K = ops.linear(U, p["key.weight"], p["key.bias"]) if cfg["key"] else U
-    V = ops.linear(U, p["value.weight"]) if (cfg["value"] and cfg["value_before_softmax"]) else U
-    scores = np.einsum("btd,btnd->btn", Q, K)
+    if cfg["key"]:
+        # Q·(W_k u + b_k) = (Wₖᵀ Q)·u + Q·b_k: one product per token instead of one per adapter output.
+        w_k = p["key.weight"]
+        scores = np.einsum("btd,btnd->btn", ops.linear(Q, w_k.T), U)
+        if p.get("key.bias") is not None:
+            scores = scores + np.einsum("btd,d->bt", Q, p["key.bias"].astype(Q.dtype, copy=False))[..., None]
+    else:
+        scores = np.einsum("btd,btnd->btn", Q, U)
     probs = ops.softmax(scores / scores.dtype.type(T), axis=-1)
-    c = np.einsum("btn,btnd->btd", probs, V)
-    if cfg["value"] and not cfg["value_before_softmax"]:
+    c = np.einsum("btn,btnd->btd", probs, U)
+    if cfg["value"]:
+        # value has no bias, so Σ_i p_i (W_v u_i) = W_v Σ_i p_i u_i whether it is applied before or after softmax
         c = ops.linear(c, p["value.weight"])
     if not cfg["residual_before"]:
         c = c + r
