@@ -22,7 +22,7 @@ from ..errors import ShapeError
 from ..functional import activations as act
 from .numpy import NumpyOps
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 _FIX = ("rebuild it with `pip install .` (needs a C compiler) or, in a source checkout, "
         "`python native/build_native.py`")
 
@@ -129,7 +129,10 @@ class NativeOps:
             raise ShapeError(f"linear: b has shape {b.shape}; expected ({m},) to match w {w.shape}")
         x, rows = _rowwise(x, k, "linear")
         y = np.empty(x.shape[:-1] + (m,), np.float32)
-        _check(lib.ma_linear_f32(_ptr(y), _ptr(x), _ptr(_c(w)), _ptr(_c(b)), rows, k, m), "linear")
+        if not w.flags.c_contiguous and w.T.flags.c_contiguous:     # a transposed view: read it as (k, m)
+            _check(lib.ma_matmul_f32(_ptr(y), _ptr(x), _ptr(w.T), _ptr(_c(b)), rows, k, m), "linear")
+        else:
+            _check(lib.ma_linear_f32(_ptr(y), _ptr(x), _ptr(_c(w)), _ptr(_c(b)), rows, k, m), "linear")
         return y
 
     def attention(self, q, k, v, mask):

@@ -12,7 +12,7 @@
  */
 
 enum {
-    MA_ABI_VERSION = 1
+    MA_ABI_VERSION = 2
 };
 
 enum ma_status {
@@ -59,6 +59,11 @@ int ma_linear_f32(float *y, const float *x, const float *w, const float *b,
 /* OPS-1 with an explicit instruction set (enum ma_isa), for tests and benchmarks. */
 int ma_linear_f32_isa(float *y, const float *x, const float *w, const float *b,
                       int64_t rows, int64_t k, int64_t m, int isa);
+
+/* OPS-1 with w stored (k, m) (the transpose of the linear layout):  y(rows, m) = x(rows, k) . w(k, m) + b(m);
+ * b may be NULL.  Lets NativeOps.linear take a transposed weight view without copying it. */
+int ma_matmul_f32(float *y, const float *x, const float *w, const float *b,
+                  int64_t rows, int64_t k, int64_t m);
 
 /* OPS-2  out = softmax(scale * q k^T + mask) v per (batch, head).
  * strides: 15 element strides, (batch, head, token) for out, q, k, v, mask in that order;

@@ -150,6 +150,21 @@ static void pack_b(float *dst, const float *B, int64_t ldb, int64_t j0, int64_t 
     }
 }
 
+/* Pack columns j0 .. j0+nr-1 of B stored (K, N) row-major (B not transposed) as dst[p*nr + j]. */
+static void pack_b_kn(float *dst, const float *B, int64_t ldb, int64_t j0, int64_t N, int64_t p0, int64_t kc, int nr)
+{
+    int64_t w = N - j0 < nr ? N - j0 : nr;
+    for (int64_t p = 0; p < kc; p++) {
+        const float *src = B + (p0 + p) * ldb + j0;
+        float *d = dst + p * nr;
+        int64_t j = 0;
+        for (; j < w; j++)
+            d[j] = src[j];
+        for (; j < nr; j++)
+            d[j] = 0.0f;
+    }
+}
+
 typedef struct {
     float *C; int64_t ldc;
     const float *A; int64_t lda;
@@ -158,6 +173,7 @@ typedef struct {
     float alpha;
     int accumulate, nr;
     kern_fn kern;
+    int b_kn;                 /* B is (K, N) row-major instead of (N, K) */
 } gemm_job;
 
 /* Rows [r0, r1) x column slivers [s0, s1) of C, A packed privately into Ap (MC x KC). */
@@ -198,8 +214,13 @@ static void pack_b_range(const gemm_job *t, float *Bp, const float *B, int64_t l
 {
     for (int64_t p0 = 0; p0 < t->K; p0 += KC) {
         int64_t kc = t->K - p0 < KC ? t->K - p0 : KC;
-        for (int64_t s = s0; s < s1; s++)
-            pack_b(Bp + p0 * t->nb * t->nr + s * t->nr * kc, B, ldb, s * t->nr, t->N, p0, kc, t->nr);
+        for (int64_t s = s0; s < s1; s++) {
+            float *dst = Bp + p0 * t->nb * t->nr + s * t->nr * kc;
+            if (t->b_kn)
+                pack_b_kn(dst, B, ldb, s * t->nr, t->N, p0, kc, t->nr);
+            else
+                pack_b(dst, B, ldb, s * t->nr, t->N, p0, kc, t->nr);
+        }
     }
 }
 
@@ -320,9 +341,9 @@ static int gemm_dot(gemm_job *t, const float *B, int64_t ldb, int parallel)
     return MA_OK;
 }
 
-int ma__gemm_nt(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,
+static int gemm(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,
                 const float *bias, int64_t M, int64_t N, int64_t K, float alpha, int accumulate,
-                int isa, int parallel)
+                int isa, int parallel, int b_kn)
 {
     if (M == 0 || N == 0)
         return MA_OK;
@@ -330,8 +351,8 @@ int ma__gemm_nt(float *C, int64_t ldc, const float *A, int64_t lda, const float 
         gemm_k0(C, ldc, bias, M, N, accumulate);
         return MA_OK;
     }
-    if (isa == MA_ISA_AVX512 && M <= DOT_MAX_M && K >= 64 && parallel) {
-        gemm_job d = {C, ldc, A, lda, NULL, bias, M, N, K, 0, alpha, accumulate, 0, NULL};
+    if (isa == MA_ISA_AVX512 && M <= DOT_MAX_M && K >= 64 && parallel && !b_kn) {
+        gemm_job d = {C, ldc, A, lda, NULL, bias, M, N, K, 0, alpha, accumulate, 0, NULL, 0};
         return gemm_dot(&d, B, ldb, parallel);
     }
     int nr = isa == MA_ISA_AVX512 ? 32 : 16;
@@ -340,7 +361,7 @@ int ma__gemm_nt(float *C, int64_t ldc, const float *A, int64_t lda, const float 
     float *Bp = malloc((size_t)(nb * nr * K) * sizeof(float));
     if (!Bp)
         return MA_ERR_NOMEM;
-    gemm_job t = {C, ldc, A, lda, Bp, bias, M, N, K, nb, alpha, accumulate, nr, kern};
+    gemm_job t = {C, ldc, A, lda, Bp, bias, M, N, K, nb, alpha, accumulate, nr, kern, b_kn};
     int nt = 1, err = MA_OK;
 #ifdef _OPENMP
     if (parallel && (double)M * (double)N * (double)K > 131072.0 && !omp_in_parallel())
@@ -385,6 +406,25 @@ int ma__gemm_nt(float *C, int64_t ldc, const float *A, int64_t lda, const float 
     }
     free(Bp);
     return err;
+}
+
+int ma__gemm_nt(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,
+                const float *bias, int64_t M, int64_t N, int64_t K, float alpha, int accumulate,
+                int isa, int parallel)
+{
+    return gemm(C, ldc, A, lda, B, ldb, bias, M, N, K, alpha, accumulate, isa, parallel, 0);
+}
+
+int ma_matmul_f32(float *y, const float *x, const float *w, const float *b,
+                  int64_t rows, int64_t k, int64_t m)
+{
+    int64_t nx, nw, ny;
+    int st;
+    if ((st = ma__mul(rows, k, &nx)) || (st = ma__mul(k, m, &nw)) || (st = ma__mul(rows, m, &ny)))
+        return st;
+    if ((!y && ny) || (!x && nx) || (!w && nw))
+        return MA_ERR_NULL;
+    return gemm(y, m, x, k, w, m, b, rows, m, k, 1.0f, 0, ma_best_isa(), 1, 1);
 }
 
 static int linear_checked(float *y, const float *x, const float *w, const float *b,

@@ -35,3 +35,14 @@ def test_lora_add_wide_rank(native, rows, k, r, m):
     want = y0 + 0.25 * ((x.astype(np.float64) @ a.T) @ b.T)
     y = native.lora_add(y0.copy(), x, a, b, 0.25)
     np.testing.assert_allclose(y, want, rtol=1e-4, atol=2e-5 * np.sqrt(k * r))
+
+
+@pytest.mark.spec("OPS-1")
+@pytest.mark.parametrize("rows,k,m", [(0, 5, 3), (1, 0, 4), (3, 7, 5), (32, 768, 97), (130, 300, 33), (7, 257, 64)])
+def test_linear_transposed_weight_view(native, rows, k, m):
+    """w given as the transpose of a (in, out) array: read in place (ma_matmul_f32), same result."""
+    x, wt, b = arr(1, rows, k), arr(2, k, m), arr(3, m)
+    w = wt.T
+    assert not w.flags.c_contiguous or m == 1 or k <= 1
+    gemm_close(native.linear(x, w, b), x, w, b)
+    gemm_close(native.linear(x, w), x, w)
