@@ -14,7 +14,9 @@ extension is missing or was built for another ABI version.
 """
 from __future__ import annotations
 
+import ctypes
 import math
+import os
 
 import numpy as np
 
@@ -44,6 +46,25 @@ def check_abi(found: int) -> None:
 
 
 ffi, lib = _load()
+
+
+def _tune_malloc() -> bool:
+    """glibc: serve buffers up to 32 MiB from the heap and keep up to 512 MiB of freed heap (mallopt
+    M_MMAP_THRESHOLD / M_TRIM_THRESHOLD).  With the defaults every fresh activation-sized array is a new
+    mmap whose pages fault in (and are zeroed) on first touch: about a fifth of a BERT-base forward at
+    8x128.  Process-wide, like the MALLOC_* variables; skipped when MINADAPTERS_NO_MALLOPT is set or any
+    MALLOC_* variable is (the user chose), and where there is no mallopt (non-glibc). Spec: OPS-0."""
+    if os.environ.get("MINADAPTERS_NO_MALLOPT") or any(k.startswith("MALLOC_") for k in os.environ):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 512 << 20))
+
+
+MALLOC_TUNED = _tune_malloc()
 
 _ACT_CODES = {"relu": lib.MA_ACT_RELU, "gelu": lib.MA_ACT_GELU, "gelu_python": lib.MA_ACT_GELU,
               "gelu_new": lib.MA_ACT_GELU_TANH, "gelu_pytorch_tanh": lib.MA_ACT_GELU_TANH,
@@ -116,7 +137,7 @@ class NativeOps:
         f = lib.ma_cpu_features()
         isa = {lib.MA_ISA_PORTABLE: "portable", lib.MA_ISA_AVX2: "avx2+fma", lib.MA_ISA_AVX512: "avx512f"}
         return {"abi": lib.ma_abi_version(), "isa": isa[lib.ma_best_isa()], "openmp": bool(f & 4),
-                "threads": lib.ma_get_num_threads()}
+                "threads": lib.ma_get_num_threads(), "malloc_tuned": MALLOC_TUNED}
 
     def linear(self, x, w, b=None):
         """y = x wᵀ + b. Spec: OPS-1.  (..., K), (M, K), (M,) -> (..., M)"""

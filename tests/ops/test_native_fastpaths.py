@@ -46,3 +46,14 @@ def test_linear_transposed_weight_view(native, rows, k, m):
     assert not w.flags.c_contiguous or m == 1 or k <= 1
     gemm_close(native.linear(x, w, b), x, w, b)
     gemm_close(native.linear(x, w), x, w)
+
+
+@pytest.mark.spec("OPS-0")
+def test_malloc_tuning_opt_out(native, monkeypatch):
+    from minadapters.ops import native as mod
+    assert isinstance(native.info()["malloc_tuned"], bool)
+    monkeypatch.setenv("MINADAPTERS_NO_MALLOPT", "1")
+    assert mod._tune_malloc() is False
+    monkeypatch.delenv("MINADAPTERS_NO_MALLOPT")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")          # a user's own MALLOC_* choice wins
+    assert mod._tune_malloc() is False
