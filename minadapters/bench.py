@@ -196,13 +196,15 @@ def main(argv=None, extra_runners=None) -> int:
     args = build_parser().parse_args(argv)
     from .ops import get_ops
     nat = get_ops("native")                       # BackendUnavailableError names the reason
+    from .ops.native import tune_malloc
+    tuned = tune_malloc()                         # opt-in allocator tuning (spec OPS-0); printed below
     if args.threads:
         type(nat)(num_threads=args.threads)
     layers = args.layers or (1 if args.quick else 12)
     reps = args.reps or (3 if args.quick else 5)
     shapes = args.shapes or (["8x128"] if args.quick else ["8x128", "1x32"])
     info = nat.info()
-    print(f"native: isa {info['isa']}, openmp {info['openmp']}, threads {info['threads']}; "
+    print(f"native: isa {info['isa']}, openmp {info['openmp']}, threads {info['threads']}, malloc tuned {tuned}; "
           f"model: {layers} layers, hidden {args.hidden}, heads {args.hidden // 64}, ffn {4 * args.hidden}")
     bench_gemm(reps, print)
     if not args.no_models:

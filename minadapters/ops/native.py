@@ -48,23 +48,28 @@ def check_abi(found: int) -> None:
 ffi, lib = _load()
 
 
-def _tune_malloc() -> bool:
+def tune_malloc() -> bool:
     """glibc: serve buffers up to 32 MiB from the heap and keep up to 512 MiB of freed heap (mallopt
     M_MMAP_THRESHOLD / M_TRIM_THRESHOLD).  With the defaults every fresh activation-sized array is a new
     mmap whose pages fault in (and are zeroed) on first touch: about a fifth of a BERT-base forward at
-    8x128.  Process-wide, like the MALLOC_* variables; skipped when MINADAPTERS_NO_MALLOPT is set or any
-    MALLOC_* variable is (the user chose), and where there is no mallopt (non-glibc). Spec: OPS-0."""
-    if os.environ.get("MINADAPTERS_NO_MALLOPT") or any(k.startswith("MALLOC_") for k in os.environ):
+    8x128.  Process-wide and it keeps freed memory, so it is opt-in: call this, or set MINADAPTERS_MALLOPT=1
+    before import; `minadapters bench` calls it and says so.  A no-op where there is no mallopt (non-glibc)
+    or a MALLOC_* variable is set (the user chose).  Returns whether it applied.  Spec: OPS-0."""
+    global MALLOC_TUNED
+    if any(k.startswith("MALLOC_") for k in os.environ):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 512 << 20))
+    MALLOC_TUNED = bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 512 << 20))
+    return MALLOC_TUNED
 
 
-MALLOC_TUNED = _tune_malloc()
+MALLOC_TUNED = False
+if os.environ.get("MINADAPTERS_MALLOPT") == "1":
+    tune_malloc()
 
 _ACT_CODES = {"relu": lib.MA_ACT_RELU, "gelu": lib.MA_ACT_GELU, "gelu_python": lib.MA_ACT_GELU,
               "gelu_new": lib.MA_ACT_GELU_TANH, "gelu_pytorch_tanh": lib.MA_ACT_GELU_TANH,

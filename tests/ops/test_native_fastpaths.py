@@ -49,11 +49,14 @@ def test_linear_transposed_weight_view(native, rows, k, m):
 
 
 @pytest.mark.spec("OPS-0")
-def test_malloc_tuning_opt_out(native, monkeypatch):
+def test_malloc_tuning_is_opt_in(native, monkeypatch):
+    import os
+    import subprocess
+    import sys
     from minadapters.ops import native as mod
-    assert isinstance(native.info()["malloc_tuned"], bool)
-    monkeypatch.setenv("MINADAPTERS_NO_MALLOPT", "1")
-    assert mod._tune_malloc() is False
-    monkeypatch.delenv("MINADAPTERS_NO_MALLOPT")
+    env = {k: v for k, v in os.environ.items() if k != "MINADAPTERS_MALLOPT"}
+    code = "from minadapters.ops import get_ops; print(get_ops('native').info()['malloc_tuned'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False", "importing the backend must not change malloc settings"
     monkeypatch.setenv("MALLOC_ARENA_MAX", "2")          # a user's own MALLOC_* choice wins
-    assert mod._tune_malloc() is False
+    assert mod.tune_malloc() is False
