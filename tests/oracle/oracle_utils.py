@@ -94,3 +94,17 @@ def assert_close(ours, theirs, rtol=RTOL, what=""):
     scale = max(np.abs(theirs).max(), 1e-6)
     err = np.abs(ours - theirs).max() / scale
     assert err <= rtol, f"{what}: max relative error {err:.3g} > {rtol} (scale {scale:.3g})"
+
+
+class OracleEnv:
+    """One upstream model + its saved base weights + our model loaded from them + a padded batch."""
+
+    def __init__(self, model_type, tmp, **model_kw):
+        import minadapters as ma
+        self.model_type = model_type
+        self.tmp = tmp
+        self.torch_model = hf_model(model_type, **model_kw)
+        save_model(self.torch_model, os.path.join(tmp, "model"))
+        self.ours = ma.AutoModel.from_pretrained(os.path.join(tmp, "model"))
+        self.ids, self.mask = batch(model_type=model_type)
+        self.n = 0

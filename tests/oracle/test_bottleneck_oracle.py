@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import minadapters as ma
 
 pytest.importorskip("adapters", reason="oracle: needs adapters==1.3.0 and torch (pip install -e .[oracle])")
-from oracle_utils import assert_close, batch, hf_model, perturb_adapter, save_model, torch_forward
+from oracle_utils import OracleEnv, assert_close, batch, hf_model, perturb_adapter, save_model, torch_forward
 
 MODEL_TYPES = ["bert", "roberta"]
 PRESETS = ["seq_bn", "double_seq_bn", "par_bn", "scaled_par_bn", "pfeiffer", "houlsby", "parallel", "scaled_parallel"]
@@ -35,17 +35,8 @@ FLAG_CASES = [
 ]
 
 
-class Env:
-    """One upstream model + its saved base weights + our model loaded from them."""
-
-    def __init__(self, model_type, tmp):
-        self.model_type = model_type
-        self.tmp = tmp
-        self.torch_model = hf_model(model_type)
-        save_model(self.torch_model, os.path.join(tmp, "model"))
-        self.ours = ma.AutoModel.from_pretrained(os.path.join(tmp, "model"))
-        self.ids, self.mask = batch(model_type=model_type)
-        self.n = 0
+class Env(OracleEnv):
+    """OracleEnv plus this module's add-and-compare helper."""
 
     def check(self, config, use_safetensors=False):
         self.n += 1

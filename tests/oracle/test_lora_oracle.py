@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import minadapters as ma
-from oracle_utils import assert_close, batch, hf_model, perturb_adapter, save_model, torch_forward
+from oracle_utils import OracleEnv, assert_close, batch, hf_model, perturb_adapter, save_model, torch_forward
 
 import adapters  # noqa: E402
 import torch  # noqa: E402
@@ -61,17 +61,8 @@ def _count(kind):
     COUNT[kind] = COUNT.get(kind, 0) + 1
 
 
-class Env:
-    """One upstream model + its saved base weights + our model loaded from them."""
-
-    def __init__(self, model_type, tmp):
-        self.model_type = model_type
-        self.tmp = tmp
-        self.torch_model = hf_model(model_type)
-        save_model(self.torch_model, os.path.join(tmp, "model"))
-        self.ours = ma.AutoModel.from_pretrained(os.path.join(tmp, "model"))
-        self.ids, self.mask = batch(model_type=model_type)
-        self.n = 0
+class Env(OracleEnv):
+    """OracleEnv plus this module's add-and-compare helper."""
 
     def add(self, config, use_safetensors=False):
         """Add + perturb upstream, save, load into ours (shared VeRA A/B copied: bare models don't save them)."""
