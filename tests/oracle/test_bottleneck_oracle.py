@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import minadapters as ma
 
 pytest.importorskip("adapters", reason="oracle: needs adapters==1.3.0 and torch (pip install -e .[oracle])")
-from oracle_utils import OracleEnv, assert_close, batch, hf_model, perturb_adapter, save_model, torch_forward
+from oracle_utils import OracleEnv, assert_close, perturb_adapter, torch_forward
 
 MODEL_TYPES = ["bert", "roberta"]
 PRESETS = ["seq_bn", "double_seq_bn", "par_bn", "scaled_par_bn", "pfeiffer", "houlsby", "parallel", "scaled_parallel"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import minadapters as ma
-from oracle_utils import OracleEnv, assert_close, batch, hf_model, perturb_adapter, save_model, torch_forward
+from oracle_utils import OracleEnv, assert_close, perturb_adapter, torch_forward
 
 import adapters  # noqa: E402
 import torch  # noqa: E402
