@@ -73,8 +73,8 @@ class Setup:
     """One benchmarked configuration: adapters to add [(name, config)], an optional fusion over some of them,
     the active setup (a factory: setups are built per model), and whether methods/lora.py is needed."""
 
-    def __init__(self, label, adds, active=None, fusion=None, needs_lora=False):
-        self.label, self.adds, self.active, self.fusion, self.needs_lora = label, adds, active, fusion, needs_lora
+    def __init__(self, label, adds, active=None, fusion=None):
+        self.label, self.adds, self.active, self.fusion = label, adds, active, fusion
 
 
 def _setups(batch: int) -> list:
@@ -82,14 +82,14 @@ def _setups(batch: int) -> list:
     three = [(f"bn{i}", "seq_bn") for i in range(1, 4)]
     out = [Setup("no adapter", []),
            Setup("seq_bn", [("bn", "seq_bn")], lambda: ma.Stack("bn")),
-           Setup("lora r=8 (q,v)", [("l1", "lora[r=8]")], lambda: ma.Stack("l1"), needs_lora=True),
+           Setup("lora r=8 (q,v)", [("l1", "lora[r=8]")], lambda: ma.Stack("l1")),
            Setup("prefix_tuning", [("pt", "prefix_tuning")], lambda: ma.Stack("pt")),
            Setup("Stack(seq_bn, seq_bn)", three[:2], lambda: ma.Stack("bn1", "bn2")),
            Setup("Parallel(seq_bn, seq_bn)", three[:2], lambda: ma.Parallel("bn1", "bn2")),
            Setup("Fuse(3 x seq_bn)", three, lambda: ma.Fuse("bn1", "bn2", "bn3"), fusion=("bn1", "bn2", "bn3"))]
     if batch >= 4 and batch % 4 == 0:
         out.append(Setup("BatchSplit(4 x lora r=8)", [(f"l{i}", "lora[r=8]") for i in range(1, 5)],
-                         lambda: ma.BatchSplit("l1", "l2", "l3", "l4", batch_sizes=[batch // 4] * 4), needs_lora=True))
+                         lambda: ma.BatchSplit("l1", "l2", "l3", "l4", batch_sizes=[batch // 4] * 4)))
     return out
 
 
@@ -97,14 +97,6 @@ def _setups(batch: int) -> list:
 NATIVE_RATIOS = [("seq_bn / no adapter", "no adapter", "seq_bn"),
                  ("Fuse(3 x seq_bn) / no adapter", "no adapter", "Fuse(3 x seq_bn)"),
                  ("BatchSplit(4 x lora) / 1 lora", "lora r=8 (q,v)", "BatchSplit(4 x lora r=8)")]
-
-
-def _lora_available() -> str | None:
-    try:
-        import minadapters.methods.lora  # noqa: F401
-    except ImportError as e:
-        return f"methods/lora.py not importable ({e})"
-    return None
 
 
 def _our_runner(path, backend, setup: Setup, ids, mask):
@@ -123,7 +115,6 @@ def bench_models(path, reps, shapes, extra_runners, log) -> list:
     """Rows of (shape, setup, comparison, results): native/numpy, native/<extra runner> (name -> factory(path,
     setup, ids, mask)) per setup, then the NATIVE_RATIOS between native models."""
     rows = []
-    lora_missing = _lora_available()
     rng = np.random.default_rng(0)
     for shape_name in shapes:
         B, T = SHAPES[shape_name]
@@ -132,9 +123,6 @@ def bench_models(path, reps, shapes, extra_runners, log) -> list:
         native = {}
         for setup in _setups(B):
             label = setup.label
-            if setup.needs_lora and lora_missing:
-                log(f"[{shape_name}] {label:<34} skipped: {lora_missing}")
-                continue
             try:
                 run_np = _our_runner(path, "numpy", setup, ids, mask)
                 run_nat = _our_runner(path, "native", setup, ids, mask)

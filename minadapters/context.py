@@ -73,8 +73,6 @@ class ForwardState:
     prefix_states: dict = field(default_factory=dict)   # adapter -> location -> list[(K, V)] per layer
     gating_scores: dict = field(default_factory=dict)   # adapter -> layer -> location -> array
     fusion_attentions: dict = field(default_factory=dict)
-    reft_positions: Any = None                           # cached gather indices (ReFT)
-    cache: dict = field(default_factory=dict)
 
     def layer_setup(self, layer_idx: int):
         """The setup seen by layer ``layer_idx`` (None where skip_layers names it)."""

@@ -13,7 +13,7 @@ Spec: HOOK-1. Location keys are adapters 1.3.0's.
 """
 from __future__ import annotations
 
-from .composition import adjust_tensors_for_parallel
+from .functional.bottleneck import sublayer_close
 
 LINEAR_KEYS = ("selfattn.q", "selfattn.k", "selfattn.v", "intermediate", "output")
 BOTTLENECK_KEYS = ("mh_adapter", "output_adapter")
@@ -35,9 +35,7 @@ class NullHooks:
         return k, v, mask
 
     def residual_block(self, i, location, h, x, layer_norm):
-        (x,) = adjust_tensors_for_parallel(h, x)
-        (h,) = adjust_tensors_for_parallel(x, h)
-        return layer_norm(h + x) if layer_norm is not None else h + x
+        return sublayer_close(h, x, layer_norm)
 
     def layer_output(self, i, x):
         return x

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .adapters_config import ModelAdaptersConfig
-from .composition import Fuse, Stack, parse_composition
+from .composition import Fuse, parse_composition
 from .context import AdapterSetup, ForwardState
-from .errors import AdapterNotFoundError, CompositionError, ConfigError, ShapeError
+from .errors import CompositionError, ConfigError, ShapeError
 from .hooks import AdapterHooks, NullHooks
 from .ops import get_backend, get_ops
 
@@ -23,16 +23,10 @@ _ARCHS = {}
 
 def _arch(model_type):
     if not _ARCHS:
-        from .models import bert
-        for mt in bert.MODEL_TYPES:
-            _ARCHS[mt] = bert
-        try:
-            from .models import gpt2, llama  # noqa: F401  (decoder models, when present)
-            for mod in (gpt2, llama):
-                for mt in mod.MODEL_TYPES:
-                    _ARCHS[mt] = mod
-        except ImportError:
-            pass
+        from .models import bert, gpt2, llama
+        for mod in (bert, gpt2, llama):
+            for mt in mod.MODEL_TYPES:
+                _ARCHS[mt] = mod
     if model_type not in _ARCHS:
         raise ValueError(f"config.json: model_type={model_type!r} is not supported; supported: "
                          f"{', '.join(sorted(_ARCHS))}.")
@@ -56,22 +50,6 @@ class ModelOutput:
     def keys(self):
         return [k for k in ("last_hidden_state", "pooler_output", "adapter_gating_scores", "adapter_fusion_attentions")
                 if getattr(self, k) is not None]
-
-
-def _method_classes():
-    """Per-layer method layer classes and model-level method objects that exist in this build."""
-    from .methods.bottleneck import BottleneckLayer
-    out = {"bottleneck": BottleneckLayer}
-    for key, mod, cls in (("lora", "lora", "LoRALayer"), ("lora_merged", "lora", "LoRAMergedLayer"), ("prefix", "prefix_tuning", "PrefixTuningLayer"),
-                          ("reft", "reft", "ReftLayer"), ("prefix_pool", "prefix_tuning", "PrefixTuningPool"),
-                          ("prompt", "prompt_tuning", "PromptTuning"), ("invertible", "invertible", "InvertibleAdapters"),
-                          ("shared", "shared", "SharedParameters")):
-        try:
-            m = __import__(f"minadapters.methods.{mod}", fromlist=[cls])
-            out[key] = getattr(m, cls)
-        except (ImportError, AttributeError):
-            pass
-    return out
 
 
 class AdapterModel:
@@ -120,29 +98,32 @@ class AdapterModel:
         return getattr(self.config, "head_dim", None) or self.hidden_size // self.config.num_attention_heads
 
     def _build_method_layers(self):
-        classes = _method_classes()
+        """One method layer per (layer, location), and the model-level method objects (adapters.init)."""
+        from .methods.bottleneck import BottleneckLayer
+        from .methods.invertible import InvertibleAdapters
+        from .methods.lora import LoRALayer
+        from .methods.lora_merged import LoRAMergedLayer
+        from .methods.prefix_tuning import PrefixTuningLayer, PrefixTuningPool
+        from .methods.prompt_tuning import PromptTuning
+        from .methods.reft import ReftLayer
+        from .methods.shared import SharedParameters
         a = self.arch
         for i in range(self.num_layers):
             lp = a.LAYER_PATH.format(i=i)
             for loc, sub in a.BOTTLENECK_PATHS.items():
-                self.method_layers[(i, "bottleneck", loc)] = classes["bottleneck"](i, f"{lp}.{sub}", self, loc)
-            if "lora" in classes:
-                for key, sub in a.LINEAR_PATHS.items():
-                    cls = classes.get("lora_merged") if key == "selfattn.qkv" else classes["lora"]
-                    if cls is not None:
-                        self.method_layers[(i, "lora", key)] = cls(i, f"{lp}.{sub}", self, key)
-            if "prefix" in classes:
-                for loc, sub in a.PREFIX_PATHS.items():
-                    self.method_layers[(i, "prefix", loc)] = classes["prefix"](i, f"{lp}.{sub}", self, loc)
-            if "reft" in classes:
-                self.method_layers[(i, "reft", "output_reft")] = classes["reft"](i, f"{lp}.{a.REFT_PATH}", self)
-        for key in ("shared", "prefix_pool", "invertible", "prompt"):
-            if key in classes:
-                self.model_level[key] = classes[key](self)
+                self.method_layers[(i, "bottleneck", loc)] = BottleneckLayer(i, f"{lp}.{sub}", self, loc)
+            for key, sub in a.LINEAR_PATHS.items():
+                cls = LoRAMergedLayer if key == "selfattn.qkv" else LoRALayer
+                self.method_layers[(i, "lora", key)] = cls(i, f"{lp}.{sub}", self, key)
+            for loc, sub in a.PREFIX_PATHS.items():
+                self.method_layers[(i, "prefix", loc)] = PrefixTuningLayer(i, f"{lp}.{sub}", self, loc)
+            self.method_layers[(i, "reft", "output_reft")] = ReftLayer(i, f"{lp}.{a.REFT_PATH}", self)
+        self.model_level = {"shared": SharedParameters(self), "prefix_pool": PrefixTuningPool(self),
+                            "invertible": InvertibleAdapters(self), "prompt": PromptTuning(self)}
 
     def embedding_methods(self):
         """Post-embedding methods in adapters' order: invertible adapter first, then prompt tuning."""
-        return [self.model_level[k] for k in ("invertible", "prompt") if k in self.model_level]
+        return [self.model_level["invertible"], self.model_level["prompt"]]
 
     def _all_method_objects(self):
         return list(self.model_level.values()) + list(self.method_layers.values())
@@ -406,10 +387,7 @@ class AdapterModel:
 
     def eject_prefix_tuning(self, name: str) -> None:
         self.adapters_config.require(name)
-        pool = self.model_level.get("prefix_pool")
-        if pool is None:
-            raise ConfigError("prefix tuning is not available in this build")
-        pool.eject(name)
+        self.model_level["prefix_pool"].eject(name)
 
     # ---- forward ---------------------------------------------------------------------------------
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs) -> ModelOutput:
@@ -466,27 +444,10 @@ class AdapterModel:
         V = self.config.vocab_size
         if input_ids.size and (input_ids.min() < 0 or input_ids.max() >= V):
             raise ValueError(f"input_ids contains ids outside [0, {V}) (min {input_ids.min()}, max {input_ids.max()}).")
-        if attention_mask is not None:
-            attention_mask = np.asarray(attention_mask)
-            if attention_mask.ndim == 1:
-                attention_mask = attention_mask[None]
-            want = (input_ids.shape[0], input_ids.shape[1] + past)
-            if attention_mask.shape != want:
-                raise ShapeError(f"attention_mask has shape {attention_mask.shape}; expected {want} "
-                                 "(the shape of input_ids" + (f", plus {past} cached tokens)." if past else ")."))
-        if token_type_ids is not None:
-            token_type_ids = np.asarray(token_type_ids)
-            if token_type_ids.ndim == 1:
-                token_type_ids = token_type_ids[None]
-            if token_type_ids.shape != input_ids.shape:
-                raise ShapeError(f"token_type_ids has shape {token_type_ids.shape}; expected {input_ids.shape}.")
+        attention_mask = _batch_2d(attention_mask, "attention_mask", (input_ids.shape[0], input_ids.shape[1] + past),
+                                   "the shape of input_ids" + (f", plus {past} cached tokens" if past else ""))
+        token_type_ids = _batch_2d(token_type_ids, "token_type_ids", input_ids.shape, "the shape of input_ids")
         return input_ids.astype(np.int64), attention_mask, token_type_ids
-
-    def generate(self, input_ids, max_new_tokens=20, attention_mask=None, use_cache=True, **kwargs):
-        """Greedy decoding with the active adapters (decoder models). Spec: DEC-6."""
-        from .generate import generate
-        return generate(self, input_ids, max_new_tokens=max_new_tokens, attention_mask=attention_mask,
-                        use_cache=use_cache, **kwargs)
 
     def generate(self, input_ids, max_new_tokens=20, attention_mask=None, use_cache=True, **kwargs):
         """Greedy decoding with the active adapters (decoder models). Spec: DEC-6."""
@@ -497,6 +458,18 @@ class AdapterModel:
     def adapter_summary(self, as_dict=False):
         from .summary import model_adapter_summary
         return model_adapter_summary(self, as_dict=as_dict)
+
+
+def _batch_2d(arr, name, want, what):
+    """None, or ``arr`` as a 2-D array (a 1-D row gets a batch axis) of shape ``want``."""
+    if arr is None:
+        return None
+    arr = np.asarray(arr)
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.shape != tuple(want):
+        raise ShapeError(f"{name} has shape {arr.shape}; expected {tuple(want)} ({what}).")
+    return arr
 
 
 def _contains_fuse(block, name):

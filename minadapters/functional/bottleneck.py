@@ -1,8 +1,6 @@
 """Bottleneck adapter equations (sequential, parallel) and the mean-over-tokens gate. Spec: BN-*, GATE-1."""
 from __future__ import annotations
 
-import numpy as np
-
 from .activations import sigmoid
 from .linalg import mm
 
@@ -12,6 +10,18 @@ def mean_gate(x, w, b):
 
         x: (B, T, K), w: (G, K), b: (G,) -> (B, 1, G)"""
     return sigmoid(mm(x, w.T) + b).mean(axis=1, keepdims=True)
+
+
+def sublayer_close(h, x, layer_norm):
+    """The base model's residual close of a sub-layer: LN(h + x), h + x without LN, h without x. Spec: ENC-2.
+
+    Under Parallel either side may already carry the replicated batch; the other is tiled to match."""
+    from ..composition import adjust_tensors_for_parallel
+    if x is None:
+        return h
+    (x,) = adjust_tensors_for_parallel(h, x)
+    (h,) = adjust_tensors_for_parallel(x, h)
+    return layer_norm(h + x) if layer_norm is not None else h + x
 
 
 def bn_pre_forward(h, x, layer_norm, *, residual_before_ln, original_ln_before, query_before_ln=None):

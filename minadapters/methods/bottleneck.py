@@ -10,7 +10,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ..errors import CompositionError, ConfigError
-from ..functional.bottleneck import bn_post_forward, bn_pre_forward, mean_gate
+from ..functional.bottleneck import bn_post_forward, bn_pre_forward, mean_gate, sublayer_close
 from . import init as winit
 from .base import AdapterModule, ComposableLayer
 
@@ -131,28 +131,20 @@ class BottleneckLayer(ComposableLayer):
                               original_ln_before=cfg["original_ln_before"], query_before_ln=qbl)
 
     # ---- state operations ------------------------------------------------------------------------
-    def _first_present(self, setup):
-        """The block's first adapter present at this location (upstream assumes setup.first() is; spec COMP-0)."""
-        if isinstance(setup, str):
-            return setup if setup in self.modules else None
-        for child in setup:
-            name = self._first_present(child)
-            if name is not None:
-                return name
-        return None
+    def _present(self, setup, last: bool = False):
+        """The block's first (or last) adapter present at this location; None if none is.
 
-    def _last_present(self, setup):
-        """The block's last adapter present at this location (a fused child may be left out here)."""
+        Upstream assumes setup.first() / last() exist at every location and raises KeyError (spec COMP-0)."""
         if isinstance(setup, str):
             return setup if setup in self.modules else None
-        for child in reversed(list(setup)):
-            name = self._last_present(child)
+        for child in (reversed(list(setup)) if last else setup):
+            name = self._present(child, last)
             if name is not None:
                 return name
         return None
 
     def pre_block(self, setup, state, fwd):
-        name = self._first_present(setup)
+        name = self._present(setup)
         if name is None:
             return state
         h, _, r = self._pre_forward(name, state.hidden_states, state.input_tensor, state.layer_norm)
@@ -213,7 +205,7 @@ class BottleneckLayer(ComposableLayer):
             raise CompositionError(f"Fuse({', '.join(map(str, block.children))}): no fusion layer named "
                                    f"{block.name!r}; call add_adapter_fusion({list(block.children)!r}) first.")
         fusion = self.fusions[block.name]
-        last = block.last() if block.last() in self.modules else self._last_present(block)
+        last = self._present(block, last=True)
         if last is None:
             return state
         h, q, r = self._pre_forward(last, state.hidden_states, state.input_tensor, state.layer_norm,
@@ -240,13 +232,10 @@ class BottleneckLayer(ComposableLayer):
             (h,) = adjust_tensors_for_parallel(x, h)
         setup = self.active_setup(fwd)
         if setup is None:
-            if layer_norm is not None:
-                return layer_norm(h + x)
-            return h + x if x is not None else h
+            return sublayer_close(h, x, layer_norm)
         state = self.compose(setup, BottleneckState(h, x, x, layer_norm), fwd)
         if state.last is None:  # no adapter of the setup ran here
-            (x,) = adjust_tensors_for_parallel(state.hidden_states, x)
-            return layer_norm(state.hidden_states + x) if layer_norm is not None else state.hidden_states + x
+            return sublayer_close(state.hidden_states, x, layer_norm)
         last = self.modules[state.last]
         # COMPAT(adapters): upstream adds the unreplicated h for is_parallel adapters under Parallel and crashes;
         # we replicate it like every other tensor (spec COMP-PARALLEL note).

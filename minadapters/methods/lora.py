@@ -42,8 +42,7 @@ class LoRAMergeMixin:
         return self.model.linear_weight(self.key, self.layer_idx)
 
     def _shared(self, name):
-        shared = self.model.model_level.get("shared")
-        return shared.params.get(name) if shared is not None else None
+        return self.model.model_level["shared"].params.get(name)
 
     def check_mergeable(self, name: str) -> None:
         """Spec: LORA-9 edge cases."""
@@ -143,9 +142,9 @@ class LoRALayer(LoRAMergeMixin, ComposableLayer):
                 "with RuntimeError at the first forward.")
 
     def confirm_adapter(self, name, config) -> None:
-        shared = self.model.model_level.get("shared")
-        if shared is not None and name in shared.params:
-            shared.params[name].pop("_first", None)
+        shared = self.model.model_level["shared"].params
+        if name in shared:
+            shared[name].pop("_first", None)
 
     # ---- state operations ------------------------------------------------------------------------
     def vslice(self, state, idx):

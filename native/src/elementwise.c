@@ -301,8 +301,10 @@ int ma_softmax_f32(float *y, const float *x, int64_t rows, int64_t n)
     return MA_OK;
 }
 
-int ma_layer_norm_f32(float *y, const float *x, const float *g, const float *b,
-                      int64_t rows, int64_t n, float eps)
+/* LayerNorm (center = 1: (x - mean) / sqrt(var + eps) * g + b) and RMSNorm (center = 0: x / sqrt(mean(x^2) + eps)
+ * * g) share the checks and the row loop; only the moments and the final scaling differ. */
+static int norm_rows(float *y, const float *x, const float *g, const float *b, int64_t rows, int64_t n,
+                     float eps, int center)
 {
     int64_t total;
     int st = check_rows(y, x, rows, n, &total);
@@ -319,43 +321,33 @@ int ma_layer_norm_f32(float *y, const float *x, const float *g, const float *b,
         float *yr = y + r * n;
         double mu, var;
         if (isa == MA_ISA_AVX512)
-            moments_avx512(xr, n, &mu, &var, 1);
+            moments_avx512(xr, n, &mu, &var, center);
         else
-            moments(xr, n, &mu, &var, 1);
-        double rs = 1.0 / sqrt(var + (double)eps);
-        if (isa == MA_ISA_AVX512)
-            ln_scale_avx512(yr, xr, g, b, n, mu, rs);
-        else
-            ln_scale(yr, xr, g, b, n, mu, rs);
+            moments(xr, n, &mu, &var, center);
+        if (center) {
+            double rs = 1.0 / sqrt(var + (double)eps);
+            if (isa == MA_ISA_AVX512)
+                ln_scale_avx512(yr, xr, g, b, n, mu, rs);
+            else
+                ln_scale(yr, xr, g, b, n, mu, rs);
+        } else {
+            float rs = (float)(1.0 / sqrt(var + (double)eps));
+            for (int64_t i = 0; i < n; i++)
+                yr[i] = g[i] * (xr[i] * rs);
+        }
     }
     return MA_OK;
 }
 
+int ma_layer_norm_f32(float *y, const float *x, const float *g, const float *b,
+                      int64_t rows, int64_t n, float eps)
+{
+    return norm_rows(y, x, g, b, rows, n, eps, 1);
+}
+
 int ma_rms_norm_f32(float *y, const float *x, const float *g, int64_t rows, int64_t n, float eps)
 {
-    int64_t total;
-    int st = check_rows(y, x, rows, n, &total);
-    if (st || total == 0)
-        return st;
-    if (!g)
-        return MA_ERR_NULL;
-    int isa = ma_best_isa();
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (total > 32768)
-#endif
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * n;
-        float *yr = y + r * n;
-        double mu, var;
-        if (isa == MA_ISA_AVX512)
-            moments_avx512(xr, n, &mu, &var, 0);
-        else
-            moments(xr, n, &mu, &var, 0);
-        float rs = (float)(1.0 / sqrt(var + (double)eps));
-        for (int64_t i = 0; i < n; i++)
-            yr[i] = g[i] * (xr[i] * rs);
-    }
-    return MA_OK;
+    return norm_rows(y, x, g, NULL, rows, n, eps, 0);
 }
 
 int ma_activation_f32(float *y, const float *x, int64_t n, int act)
