@@ -84,8 +84,6 @@ def _rename_key(key: str, old: str, new: str, base_prefix: str) -> str:
     if old != new:
         for c in CONTAINERS:
             key = key.replace(f"{c}.{old}.", f"{c}.{new}.")
-            if key.startswith(f"{c}.{old}."):
-                key = f"{c}.{new}." + key[len(c) + len(old) + 2:]
     return key
 
 
