@@ -1,4 +1,4 @@
-"""Build hook for the optional native backend (minadapters._native, via cffi).  Spec: spec/ops.md.
+"""Build hook for the optional native backend (minadapters.ops._native, via cffi).  Spec: spec/ops.md.
 
 Metadata lives in pyproject.toml.  The extension is optional: if it cannot be compiled (no C
 compiler, missing headers ...), the build prints a warning and installs the pure-Python package;
@@ -26,7 +26,7 @@ class OptionalBuildExt(build_ext):
             self._skip(e, ext.name)
 
     @staticmethod
-    def _skip(err, name="minadapters._native"):
+    def _skip(err, name="minadapters.ops._native"):
         print(f"WARNING: could not build the optional extension {name} ({type(err).__name__}: {err}); "
               "installing without the native backend (the numpy backend still works).", file=sys.stderr)
 

@@ -1,9 +1,9 @@
-"""cffi build script for ``minadapters._native`` (the native CPU backend).  Spec: spec/ops.md.
+"""cffi build script for ``minadapters.ops._native`` (the native CPU backend).  Spec: spec/ops.md.
 
 Used two ways:
   * by setup.py through ``cffi_modules=["native/build_native.py:ffibuilder"]`` (``pip install .``);
   * directly, ``python native/build_native.py``, for an in-place development build that leaves
-    ``minadapters/_native*.so`` next to the package sources.
+    ``minadapters/ops/_native*.so`` next to ``minadapters/ops/native.py``, its only importer.
 
 The header native/include/minadapters.h is passed to ``cdef`` unchanged.  OpenMP is used when a
 trial compile with ``-fopenmp`` succeeds; otherwise the kernels run on one thread.
@@ -24,6 +24,7 @@ ROOT = os.path.dirname(HERE)
 INCLUDE = os.path.join(HERE, "include")
 HEADER = os.path.join(INCLUDE, "minadapters.h")
 SOURCES = sorted(glob.glob(os.path.join(HERE, "src", "*.c")))
+MODULE = "minadapters.ops._native"      # lives inside the ops package: only ops/native.py imports it
 BASE_FLAGS = ["-O3", "-std=c99", "-fno-math-errno", "-Wall"]
 
 
@@ -50,13 +51,13 @@ def openmp_flags() -> list:
 
 
 def make_ffibuilder(relative: bool = True) -> FFI:
-    """The FFI for minadapters._native; ``relative`` gives setuptools root-relative source paths."""
+    """The FFI for minadapters.ops._native; ``relative`` gives setuptools root-relative source paths."""
     with open(HEADER) as f:
         cdef = f.read()
     omp = openmp_flags()
     ffi = FFI()
     ffi.cdef(cdef)
-    ffi.set_source("minadapters._native", '#include <stdint.h>\n#include "minadapters.h"\n',
+    ffi.set_source(MODULE, '#include <stdint.h>\n#include "minadapters.h"\n',
                    sources=[os.path.relpath(p, ROOT) if relative else p for p in SOURCES], include_dirs=[INCLUDE],
                    extra_compile_args=BASE_FLAGS + omp, extra_link_args=omp + ["-lm"])
     return ffi
@@ -64,12 +65,12 @@ def make_ffibuilder(relative: bool = True) -> FFI:
 
 if __name__ == "__main__":
     ffibuilder = make_ffibuilder(relative=False)
-    # In-place build: compile in a temp dir, then copy the extension into minadapters/.
+    # In-place build: compile in a temp dir, then copy the extension into minadapters/ops/.
     import shutil
 
     with tempfile.TemporaryDirectory() as tmp:
         so = ffibuilder.compile(tmpdir=tmp, verbose=bool(os.environ.get("VERBOSE")))
-        dest = os.path.join(ROOT, "minadapters", os.path.basename(so))
+        dest = os.path.join(ROOT, *MODULE.split(".")[:-1], os.path.basename(so))
         shutil.copy2(so, dest)
     print(f"built {os.path.relpath(dest, os.getcwd())}", file=sys.stderr)
 else:

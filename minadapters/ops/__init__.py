@@ -1,21 +1,9 @@
-"""Compute backends. ``numpy`` is the reference; others must match it within the tolerance table."""
-from .backend import get_backend, set_backend
+"""Compute backends behind one Ops protocol (ops/base.py). ``numpy`` is the reference; ``native`` (C kernels)
+must match it within the tolerance table; ``auto`` is native when it loads and passes a self-check, else
+numpy. Spec: spec/ops.md (OPS-0)."""
+from .backend import BACKEND_NAMES, get_backend, get_ops, native_self_check, resolve_backend, set_backend
+from .base import Ops, check_conforms
 from .numpy import NumpyOps
 
-_BACKENDS = {"numpy": NumpyOps}
-
-__all__ = ["NumpyOps", "get_ops", "get_backend", "set_backend"]
-
-
-def get_ops(name: str = "numpy"):
-    """Return the Ops implementation called ``name`` ("numpy" or "native"); raise if unavailable."""
-    from ..errors import BackendUnavailableError
-    if name == "native":
-        try:
-            from .native import NativeOps
-        except ImportError as e:  # the native module reports why it cannot load
-            raise BackendUnavailableError(f"backend 'native' is not available: {e}") from e
-        return NativeOps()
-    if name not in _BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose one of: numpy, native")
-    return _BACKENDS[name]()
+__all__ = ["Ops", "NumpyOps", "BACKEND_NAMES", "get_ops", "get_backend", "set_backend", "resolve_backend",
+           "native_self_check", "check_conforms"]

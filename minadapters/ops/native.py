@@ -1,13 +1,18 @@
-"""NativeOps: the C99 kernels of native/ (minadapters._native, built with cffi). Spec: spec/ops.md.
+"""NativeOps: the C99 kernels of native/ (minadapters.ops._native, built with cffi). Spec: spec/ops.md.
 
-Same methods and results (within the OPS tolerance table) as NumpyOps.  Float32 only: a call
-whose array arguments are not all float32 ndarrays (float64, float16, ints, or a float64 mask)
-goes to NumpyOps for that call, so dtype promotion stays exactly NumPy's.  Other per-call
-fallbacks to NumPy: softmax over an axis other than the last; attention whose q/k/v are not
-4-D with matching (B, N) and head size; norms whose weights are not 1-D of the row length.
-Activations (``activation(name)``) run natively for relu, gelu/gelu_python (exact erf),
-gelu_new/gelu_pytorch_tanh/gelu_accurate/gelu_fast (tanh form), silu/swish, quick_gelu and
-sigmoid; relu6, leaky_relu, tanh, mish and linear/None use the NumPy functions.
+Every member of the Ops protocol, with the results of NumpyOps within the OPS tolerance table.
+C kernels: linear, matmul, attention, softmax, layer_norm, rms_norm, the activations listed below,
+bottleneck, lora_add, sgmv_lora_add and rope.  concat, take and repeat_batch are memory moves on host
+memory and use NumPy (the same code as NumpyOps).
+
+Float32 only: a call whose array arguments are not all float32 ndarrays (float64, float16, ints, or a
+float64 mask) goes to NumpyOps for that call, so dtype promotion stays exactly NumPy's.  Other per-call
+fallbacks to NumPy: softmax over an axis other than the last; attention whose q/k/v are not 4-D with
+matching (B, N) and head size; norms whose weights are not 1-D of the row length; matmul of a 1-D
+operand; rope whose cos/sin are not (B or 1, T, Dh).  Activations (``activation(name)``) run natively
+for relu, gelu/gelu_python (exact erf), gelu_new/gelu_pytorch_tanh/gelu_accurate/gelu_fast (tanh
+form), silu/swish, quick_gelu and sigmoid; the other ACT-1 names use the NumPy functions, and a
+bottleneck with one of them runs as linear, activation, linear (native products).
 
 Importing this module raises ImportError (get_ops turns it into BackendUnavailableError) when the
 extension is missing or was built for another ABI version.
@@ -22,18 +27,18 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..functional import activations as act
-from .numpy import NumpyOps
+from .numpy import NumpyOps, check_bottleneck, check_ids, check_lora, check_segments, scalar
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 _FIX = ("rebuild it with `pip install .` (needs a C compiler) or, in a source checkout, "
         "`python native/build_native.py`")
 
 
 def _load():
     try:
-        from .. import _native
+        from . import _native
     except ImportError as e:
-        raise ImportError(f"the compiled extension minadapters._native cannot be imported ({e}); {_FIX}") from e
+        raise ImportError(f"the compiled extension minadapters.ops._native cannot be imported ({e}); {_FIX}") from e
     check_abi(_native.lib.ma_abi_version())
     return _native.ffi, _native.lib
 
@@ -41,7 +46,7 @@ def _load():
 def check_abi(found: int) -> None:
     """ImportError naming both versions and the fix unless the extension's ABI is ours."""
     if found != ABI_VERSION:
-        raise ImportError(f"minadapters._native has ABI version {found} but minadapters/ops/native.py expects "
+        raise ImportError(f"minadapters.ops._native has ABI version {found} but minadapters/ops/native.py expects "
                           f"ABI version {ABI_VERSION}; the extension is stale: {_FIX}")
 
 
@@ -122,6 +127,17 @@ def _head_strides(a):
     return a, [s // 4 for s in a.strides[:3]]
 
 
+def _batched(a, lead):
+    """(C-contiguous stack of matrices, element stride between them) for an operand broadcast to lead:
+    stride 0 when one matrix repeats, a broadcast copy only for a partial broadcast."""
+    mat = a.shape[-2:]
+    if math.prod(a.shape[:-2]) == 1:
+        return np.ascontiguousarray(a.reshape(mat)), 0
+    if a.shape[:-2] != lead[len(lead) - (a.ndim - 2):] or math.prod(a.shape[:-2]) != math.prod(lead):
+        a = np.broadcast_to(a, lead + mat)
+    return np.ascontiguousarray(a), math.prod(mat)
+
+
 class NativeOps:
     """float32 C kernels; per-call NumPy fallback as the module docstring lists. Spec: OPS-1 .. OPS-9.
 
@@ -156,9 +172,34 @@ class NativeOps:
         x, rows = _rowwise(x, k, "linear")
         y = np.empty(x.shape[:-1] + (m,), np.float32)
         if not w.flags.c_contiguous and w.T.flags.c_contiguous:     # a transposed view: read it as (k, m)
-            _check(lib.ma_matmul_f32(_ptr(y), _ptr(x), _ptr(w.T), _ptr(_c(b)), rows, k, m), "linear")
+            _check(lib.ma_matmul_f32(_ptr(y), _ptr(x), _ptr(w.T), _ptr(_c(b)), 1, rows, k, m, 0, 0), "linear")
         else:
             _check(lib.ma_linear_f32(_ptr(y), _ptr(x), _ptr(_c(w)), _ptr(_c(b)), rows, k, m), "linear")
+        return y
+
+    def matmul(self, a, b):
+        """a @ b, np.matmul's batching and broadcasting over the leading axes. Spec: OPS-10.
+        (..., m, k), (..., k, n) -> (..., m, n).  A stack against one matrix is one GEMM; otherwise one
+        GEMM per broadcast batch entry (threads share the entries), an operand that repeats along the
+        batch read once (stride 0)."""
+        if not _is_f32(a, b) or a.ndim < 2 or b.ndim < 2:
+            return self._np.matmul(a, b)
+        (m, k), (k2, n) = a.shape[-2:], b.shape[-2:]
+        try:
+            lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        except ValueError:
+            lead = None
+        if k2 != k or lead is None:
+            raise ShapeError(f"matmul: a {a.shape} and b {b.shape} do not form (..., m, k) @ (..., k, n) with "
+                             f"broadcastable leading axes")
+        y = np.empty(lead + (m, n), np.float32)
+        if math.prod(b.shape[:-2]) == 1:               # one matrix on the right: all rows of a in one GEMM
+            a2 = np.ascontiguousarray(np.broadcast_to(a, lead + (m, k)))
+            _check(lib.ma_matmul_f32(_ptr(y), _ptr(a2), _ptr(_c(b)), ffi.NULL, 1, math.prod(lead) * m, k, n, 0, 0),
+                   "matmul")
+            return y
+        (a2, sa), (b2, sb) = _batched(a, lead), _batched(b, lead)
+        _check(lib.ma_matmul_f32(_ptr(y), _ptr(a2), _ptr(b2), ffi.NULL, math.prod(lead), m, k, n, sa, sb), "matmul")
         return y
 
     def attention(self, q, k, v, mask):
@@ -237,59 +278,72 @@ class NativeOps:
 
     def bottleneck(self, x, wd, bd, wu, bu, scale=1.0, non_linearity="relu"):
         """scale · (act(x wdᵀ + bd) wuᵀ + bu), the residual-free bottleneck branch. Spec: OPS-7.
-        x (..., D), wd (R, D), wu (D, R)."""
-        code = _ACT_CODES.get(str(non_linearity).lower(), None) if non_linearity is not None else 0
-        if not _is_f32(x, wd, bd, wu, bu) or code is None:
-            h = self.activation(non_linearity)(self._np.linear(x, wd, bd))
-            return self._np.linear(h, wu, bu) * np.asarray(scale, dtype=np.result_type(x, wu))
+        x (..., D), wd (r, D), bd (r,), wu (D, r), bu (D,) -> (..., D).  One C call for the natively listed
+        activations; any other ACT-1 name: native linear, the NumPy activation, native linear."""
+        if not _is_f32(x, wd, bd, wu, bu):
+            return self._np.bottleneck(x, wd, bd, wu, bu, scale, non_linearity)
+        check_bottleneck(x, wd, bd, wu, bu)
+        s = scalar(scale, np.float32, "bottleneck")
+        code = lib.MA_ACT_IDENTITY if non_linearity is None else _ACT_CODES.get(str(non_linearity).lower())
+        if code is None:
+            h = self.activation(non_linearity)(self.linear(x, wd, bd))
+            return self.linear(h, wu, bu) * s
         r, d = wd.shape
-        if wu.shape != (d, r):
-            raise ShapeError(f"bottleneck: wu has shape {wu.shape}; expected {(d, r)} to match wd {wd.shape}")
         x, rows = _rowwise(x, d, "bottleneck")
         y = np.empty_like(x)
         _check(lib.ma_bottleneck_f32(_ptr(y), _ptr(x), _ptr(_c(wd)), _ptr(_c(bd)), _ptr(_c(wu)), _ptr(_c(bu)),
-                                     rows, d, r, float(scale), code), "bottleneck")
+                                     rows, d, r, float(s), code), "bottleneck")
         return y
 
     def lora_add(self, y, x, a, b, scale):
-        """y += scale · (x aᵀ) bᵀ in place (y must be C-contiguous float32); returns y. Spec: OPS-8.
-        x (..., K), a (R, K), b (M, R), y (..., M)."""
-        r, k = a.shape
-        m = b.shape[0]
-        if b.shape != (m, r) or y.shape != x.shape[:-1] + (m,):
-            raise ShapeError(f"lora_add: shapes y {y.shape}, x {x.shape}, a {a.shape}, b {b.shape} do not "
-                             f"form y (..., M) += x (..., K) a (R, K)ᵀ b (M, R)ᵀ")
-        if not (_is_f32(y, x, a, b) and y.flags.c_contiguous):
-            y += np.asarray(scale, y.dtype) * ((x @ a.T) @ b.T)
-            return y
+        """y += scale · (x aᵀ) bᵀ in place; returns y. Spec: OPS-8.  y (..., M), x (..., K), a (r, K), b (M, r).
+        A y that is not C-contiguous float32 is updated by NumpyOps."""
+        check_lora(y, x, a, b)
+        if not (_is_f32(y, x, a, b) and y.flags.c_contiguous and y.flags.writeable):
+            return self._np.lora_add(y, x, a, b, scale)
+        (r, k), m = a.shape, b.shape[0]
         x, rows = _rowwise(x, k, "lora_add")
-        _check(lib.ma_lora_add_f32(_ptr(y), _ptr(x), _ptr(_c(a)), _ptr(_c(b)), rows, k, r, m, float(scale)),
-               "lora_add")
+        _check(lib.ma_lora_add_f32(_ptr(y), _ptr(x), _ptr(_c(a)), _ptr(_c(b)), rows, k, r, m,
+                                   float(scalar(scale, np.float32, "lora_add"))), "lora_add")
         return y
 
     def sgmv_lora_add(self, y, x, a, b, seg_start, seg_adapter, scales):
-        """Segmented LoRA (SGMV): rows seg_start[s]:seg_start[s+1] of x (rows, K) add
-        scales[i] · (x a[i]ᵀ) b[i]ᵀ to y (rows, M), i = seg_adapter[s] (-1: none). a (A, R, K),
-        b (A, M, R). In place; returns y. Spec: OPS-9."""
-        seg_start = np.ascontiguousarray(seg_start, np.int64)
-        seg_adapter = np.ascontiguousarray(seg_adapter, np.int64)
-        scales = np.ascontiguousarray(scales, np.float32)
+        """Segmented LoRA (SGMV): rows seg_start[s]:seg_start[s+1] of x add scales[i] · (x a[i]ᵀ) b[i]ᵀ to y,
+        i = seg_adapter[s] (−1: none); in place, returns y. Spec: OPS-9.
+        y (rows, M), x (rows, K), a (A, r, K), b (A, M, r), scales (A,)"""
+        seg_start, seg_adapter, scales = check_segments(y, x, a, b, seg_start, seg_adapter, scales)
+        if not (_is_f32(y, x, a, b) and y.flags.c_contiguous and y.flags.writeable):
+            return self._np.sgmv_lora_add(y, x, a, b, seg_start, seg_adapter, scales)
         n_ad, r, k = a.shape
-        m = b.shape[1]
-        rows = x.shape[0]
-        if (x.ndim != 2 or b.shape != (n_ad, m, r) or y.shape != (rows, m) or scales.shape != (n_ad,)
-                or seg_start.shape != (seg_adapter.shape[0] + 1,)):
-            raise ShapeError(f"sgmv_lora_add: shapes y {y.shape}, x {x.shape}, a {a.shape}, b {b.shape}, "
-                             f"seg_start {seg_start.shape}, seg_adapter {seg_adapter.shape}, scales {scales.shape} "
-                             f"are inconsistent")
-        if not (_is_f32(y, x, a, b) and y.flags.c_contiguous):
-            raise TypeError("sgmv_lora_add: y, x, a, b must be float32 and y C-contiguous")
-        st = lib.ma_sgmv_lora_add_f32(_ptr(y), _ptr(_c(x)), _ptr(_c(a)), _ptr(_c(b)),
-                                      ffi.from_buffer("int64_t[]", seg_start),
-                                      ffi.from_buffer("int64_t[]", seg_adapter), _ptr(scales),
-                                      rows, k, r, m, seg_adapter.shape[0], n_ad)
-        if st == lib.MA_ERR_ARG:
-            raise ValueError(f"sgmv_lora_add: seg_start must rise from 0 to {rows} and seg_adapter values lie in "
-                             f"[-1, {n_ad}); got seg_start={seg_start.tolist()}, seg_adapter={seg_adapter.tolist()}")
-        _check(st, "sgmv_lora_add")
+        _check(lib.ma_sgmv_lora_add_f32(_ptr(y), _ptr(_c(x)), _ptr(_c(a)), _ptr(_c(b)),
+                                        ffi.from_buffer("int64_t[]", seg_start),
+                                        ffi.from_buffer("int64_t[]", seg_adapter), _ptr(scales),
+                                        x.shape[0], k, r, b.shape[1], seg_adapter.shape[0], n_ad), "sgmv_lora_add")
         return y
+
+    # ---------------------------------------------------------------- state and position ops
+
+    def concat(self, arrays, axis):
+        """np.concatenate(arrays, axis): a host-memory move, NumPy's code. Spec: OPS-11."""
+        return np.concatenate(arrays, axis=axis)
+
+    def take(self, table, ids):
+        """table[ids], ids.shape + (D,); IndexError for an id outside [0, V). Host-memory gather. Spec: OPS-12."""
+        return table[check_ids(table, ids)]
+
+    def rope(self, x, cos, sin):
+        """x·cos + rotate_half(x)·sin, bit-equal to NumpyOps (products rounded before the sum). Spec: OPS-13.
+        x (B, N, T, Dh); cos, sin (B, T, Dh) or (1, T, Dh) -> (B, N, T, Dh)"""
+        if not (_is_f32(x, cos, sin) and x.ndim == 4 and cos.ndim == 3 and sin.shape == cos.shape
+                and cos.shape[1:] == x.shape[2:] and cos.shape[0] in (1, x.shape[0])):
+            return self._np.rope(x, cos, sin)
+        B, N, T, Dh = x.shape
+        x = np.ascontiguousarray(x)
+        y = np.empty_like(x)
+        stride = 0 if cos.shape[0] == 1 else T * Dh
+        _check(lib.ma_rope_f32(_ptr(y), _ptr(x), _ptr(_c(cos)), _ptr(_c(sin)), B, N, T, Dh, stride), "rope")
+        return y
+
+    def repeat_batch(self, x, n):
+        """n copies of x along axis 0, channel-major (np.concatenate([x] * n, 0)). Spec: OPS-14."""
+        return self._np.repeat_batch(x, n)

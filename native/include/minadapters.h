@@ -1,4 +1,4 @@
-/* minadapters native CPU kernels: the whole C API.  Spec: spec/ops.md (OPS-1 .. OPS-9).
+/* minadapters native CPU kernels: the whole C API.  Spec: spec/ops.md (OPS-1 .. OPS-10, OPS-13).
  *
  * Declarations only: this file is passed unchanged to cffi's cdef, so it holds no #include,
  * no #ifdef and no function-like macros.  C sources include <stdint.h> before it.
@@ -12,7 +12,7 @@
  */
 
 enum {
-    MA_ABI_VERSION = 2
+    MA_ABI_VERSION = 3
 };
 
 enum ma_status {
@@ -60,10 +60,12 @@ int ma_linear_f32(float *y, const float *x, const float *w, const float *b,
 int ma_linear_f32_isa(float *y, const float *x, const float *w, const float *b,
                       int64_t rows, int64_t k, int64_t m, int isa);
 
-/* OPS-1 with w stored (k, m) (the transpose of the linear layout):  y(rows, m) = x(rows, k) . w(k, m) + b(m);
- * b may be NULL.  Lets NativeOps.linear take a transposed weight view without copying it. */
-int ma_matmul_f32(float *y, const float *x, const float *w, const float *b,
-                  int64_t rows, int64_t k, int64_t m);
+/* OPS-10  batched product with B stored (k, n):  y[i](m, n) = a[i](m, k) . b[i](k, n) + bias(n),
+ * i < batch.  y is (batch, m, n) contiguous; a[i] starts at a + i * stride_a and b[i] at b + i * stride_b
+ * (element strides; 0 repeats one matrix for every i); each matrix is row-major contiguous; bias may be NULL.
+ * With batch = 1 it is OPS-1 for a weight stored transposed (NativeOps.linear reads w.T views in place). */
+int ma_matmul_f32(float *y, const float *a, const float *b, const float *bias,
+                  int64_t batch, int64_t m, int64_t k, int64_t n, int64_t stride_a, int64_t stride_b);
 
 /* OPS-2  out = softmax(scale * q k^T + mask) v per (batch, head).
  * strides: 15 element strides, (batch, head, token) for out, q, k, v, mask in that order;
@@ -104,3 +106,38 @@ int ma_sgmv_lora_add_f32(float *y, const float *x, const float *a, const float *
                          const int64_t *seg_start, const int64_t *seg_adapter, const float *scales,
                          int64_t rows, int64_t k, int64_t r, int64_t m, int64_t n_seg,
                          int64_t n_adapters);
+
+/* OPS-13  rotary position embedding:  y = x * cos + rotate_half(x) * sin, rotate_half([x1, x2]) = [-x2, x1]
+ * (x2 = the last dh - dh/2 values).  x, y: (batch, heads, t, dh) contiguous; cos, sin: (batch, t, dh) with
+ * batch element stride cs_stride (t * dh, or 0 to share one table), broadcast over heads.  y may not alias x. */
+int ma_rope_f32(float *y, const float *x, const float *cos, const float *sin,
+                int64_t batch, int64_t heads, int64_t t, int64_t dh, int64_t cs_stride);
+
+/* ---- Scalar references (native/src/reference.c) ---------------------------------------------------
+ * One plain loop nest per kernel above, same arguments and statuses (NULL / negative size / bad enum /
+ * bad segment table; no overflow or ISA logic), sums in double.  Every optimised kernel is tested
+ * against its ma_ref_* (native/tests/test_reference.c under ASan + UBSan, tests/ops/test_reference.py),
+ * and so will a device kernel be.  Not tuned: never call them on a hot path. */
+int ma_ref_linear_f32(float *y, const float *x, const float *w, const float *b,
+                      int64_t rows, int64_t k, int64_t m);
+int ma_ref_matmul_f32(float *y, const float *a, const float *b, const float *bias,
+                      int64_t batch, int64_t m, int64_t k, int64_t n, int64_t stride_a, int64_t stride_b);
+int ma_ref_attention_f32(float *out, const float *q, const float *k, const float *v, const float *mask,
+                         const int64_t *strides, int64_t batch, int64_t heads, int64_t tq, int64_t tk,
+                         int64_t head_dim, float scale);
+int ma_ref_softmax_f32(float *y, const float *x, int64_t rows, int64_t n);
+int ma_ref_layer_norm_f32(float *y, const float *x, const float *g, const float *b,
+                          int64_t rows, int64_t n, float eps);
+int ma_ref_rms_norm_f32(float *y, const float *x, const float *g, int64_t rows, int64_t n, float eps);
+int ma_ref_activation_f32(float *y, const float *x, int64_t n, int act);
+int ma_ref_bottleneck_f32(float *y, const float *x, const float *wd, const float *bd,
+                          const float *wu, const float *bu, int64_t rows, int64_t d, int64_t r,
+                          float scale, int act);
+int ma_ref_lora_add_f32(float *y, const float *x, const float *a, const float *b,
+                        int64_t rows, int64_t k, int64_t r, int64_t m, float scale);
+int ma_ref_sgmv_lora_add_f32(float *y, const float *x, const float *a, const float *b,
+                             const int64_t *seg_start, const int64_t *seg_adapter, const float *scales,
+                             int64_t rows, int64_t k, int64_t r, int64_t m, int64_t n_seg,
+                             int64_t n_adapters);
+int ma_ref_rope_f32(float *y, const float *x, const float *cos, const float *sin,
+                    int64_t batch, int64_t heads, int64_t t, int64_t dh, int64_t cs_stride);

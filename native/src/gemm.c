@@ -415,16 +415,52 @@ int ma__gemm_nt(float *C, int64_t ldc, const float *A, int64_t lda, const float 
     return gemm(C, ldc, A, lda, B, ldb, bias, M, N, K, alpha, accumulate, isa, parallel, 0);
 }
 
-int ma_matmul_f32(float *y, const float *x, const float *w, const float *b,
-                  int64_t rows, int64_t k, int64_t m)
+/* MA_OK when (batch - 1) * stride + size, one past the last element a batched operand touches, fits int64. */
+static int check_extent(int64_t batch, int64_t stride, int64_t size)
 {
-    int64_t nx, nw, ny;
+    int64_t off;
     int st;
-    if ((st = ma__mul(rows, k, &nx)) || (st = ma__mul(k, m, &nw)) || (st = ma__mul(rows, m, &ny)))
+    if (stride < 0)
+        return MA_ERR_SIZE;
+    if ((st = ma__mul(batch > 0 ? batch - 1 : 0, stride, &off)))
         return st;
-    if ((!y && ny) || (!x && nx) || (!w && nw))
+    return off > INT64_MAX - size ? MA_ERR_OVERFLOW : MA_OK;
+}
+
+int ma_matmul_f32(float *y, const float *a, const float *b, const float *bias,
+                  int64_t batch, int64_t m, int64_t k, int64_t n, int64_t stride_a, int64_t stride_b)
+{
+    int64_t na, nb, nyb, ny;
+    int st;
+    if (batch < 0)
+        return MA_ERR_SIZE;
+    if ((st = ma__mul(m, k, &na)) || (st = ma__mul(k, n, &nb)) || (st = ma__mul(m, n, &nyb)) ||
+        (st = ma__mul(nyb, batch, &ny)) || (st = check_extent(batch, stride_a, na)) ||
+        (st = check_extent(batch, stride_b, nb)))
+        return st;
+    if (ny == 0)
+        return MA_OK;
+    if (!y || (na && !a) || (nb && !b))
         return MA_ERR_NULL;
-    return gemm(y, m, x, k, w, m, b, rows, m, k, 1.0f, 0, ma_best_isa(), 1, 1);
+    int isa = ma_best_isa();
+    if (batch == 1)
+        return gemm(y, n, a, k, b, n, bias, m, n, k, 1.0f, 0, isa, 1, 1);
+    /* Many products: one per thread (each single-threaded), as attention shares out its heads. */
+    int err = MA_OK;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if ((double)ny * (double)k > 131072.0 && !omp_in_parallel())
+#endif
+    for (int64_t i = 0; i < batch; i++) {
+        const float *ai = na ? a + i * stride_a : a, *bi = nb ? b + i * stride_b : b;   /* no offset on NULL */
+        int mine = gemm(y + i * nyb, n, ai, k, bi, n, bias, m, n, k, 1.0f, 0, isa, 0, 1);
+        if (mine) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+            err = mine;
+        }
+    }
+    return err;
 }
 
 static int linear_checked(float *y, const float *x, const float *w, const float *b,

@@ -1,9 +1,14 @@
-"""Backend selection (set_backend / MINADAPTERS_BACKEND / from_pretrained) and native vs numpy at model level."""
+"""Backend selection (set_backend / MINADAPTERS_BACKEND / "auto" / from_pretrained) and native vs numpy at
+model level. Spec: OPS-0."""
+import sys
+
 import numpy as np
 import pytest
 
 import minadapters as ma
-from minadapters.ops import get_backend, set_backend
+import minadapters.ops
+from minadapters.errors import BackendUnavailableError
+from minadapters.ops import NumpyOps, get_backend, get_ops, native_self_check, resolve_backend, set_backend
 from minadapters.tiny import write_tiny_model
 
 
@@ -20,30 +25,80 @@ def tiny(tmp_path_factory):
     return write_tiny_model(tmp_path_factory.mktemp("tiny"), "bert", hidden=48, layers=2, heads=4, ffn=70)
 
 
+@pytest.mark.spec("OPS-0")
 def test_precedence(clean_backend, monkeypatch, native):
-    assert get_backend() == "numpy"
-    monkeypatch.setenv("MINADAPTERS_BACKEND", "native")
-    assert get_backend() == "native"
-    set_backend("numpy")
-    assert get_backend() == "numpy"
+    assert get_backend() == "auto"                       # nothing chosen
+    monkeypatch.setenv("MINADAPTERS_BACKEND", "numpy")
+    assert get_backend() == "numpy"                      # the environment beats the default
+    set_backend("native")
+    assert get_backend() == "native"                     # set_backend beats the environment
+    set_backend("auto")
+    assert get_backend() == "auto"
     set_backend(None)
-    assert get_backend() == "native"
-
-
-def test_unknown_backend(clean_backend):
-    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
-        set_backend("cuda")
     assert get_backend() == "numpy"
+
+
+@pytest.mark.spec("OPS-0")
+def test_unknown_backend(clean_backend):
+    with pytest.raises(ValueError, match="unknown backend 'cuda'; choose one of: auto, numpy, native"):
+        set_backend("cuda")
+    assert get_backend() == "auto"
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        resolve_backend("cuda")
+
+
+@pytest.mark.spec("OPS-0")
+def test_auto_is_native_when_it_loads_and_passes_the_self_check(clean_backend, native):
+    assert native_self_check() is None
+    assert resolve_backend("auto") == resolve_backend() == "native"
+    assert get_ops("auto").name == get_ops().name == "native"
+    assert resolve_backend("numpy") == "numpy" and resolve_backend("native") == "native"
+
+
+@pytest.mark.spec("OPS-0")
+def test_auto_falls_back_to_numpy_and_never_raises(clean_backend, monkeypatch):
+    monkeypatch.delitem(sys.modules, "minadapters.ops.native", raising=False)
+    monkeypatch.setitem(sys.modules, "minadapters.ops._native", None)     # the extension cannot be imported
+    monkeypatch.delattr(minadapters.ops, "_native", raising=False)
+    native_self_check.cache_clear()
+    try:
+        assert "not available" in native_self_check()
+        assert resolve_backend("auto") == "numpy"
+        assert get_ops("auto").name == "numpy"
+        set_backend("auto")                                  # allowed although native is missing
+        with pytest.raises(BackendUnavailableError):
+            set_backend("native")
+        assert get_backend() == "auto"
+    finally:
+        native_self_check.cache_clear()
+
+
+@pytest.mark.spec("OPS-0")
+def test_auto_rejects_a_native_backend_that_fails_its_self_check(clean_backend, native, monkeypatch):
+    from minadapters.ops import native as native_mod
+
+    def wrong_linear(self, x, w, b=None):
+        return NumpyOps().linear(x, w, b) + np.float32(1e-2)
+
+    monkeypatch.setattr(native_mod.NativeOps, "linear", wrong_linear)
+    native_self_check.cache_clear()
+    try:
+        assert "native linear differs" in native_self_check()
+        assert resolve_backend("auto") == "numpy"
+    finally:
+        monkeypatch.undo()
+        native_self_check.cache_clear()
+    assert resolve_backend("auto") == "native"
 
 
 def test_from_pretrained_follows_selection(clean_backend, tiny, native, monkeypatch):
+    assert ma.AutoModel.from_pretrained(tiny).ops.name == "native"           # "auto" with native built
+    set_backend("numpy")
     assert ma.AutoModel.from_pretrained(tiny).ops.name == "numpy"
-    set_backend("native")
-    assert ma.AutoModel.from_pretrained(tiny).ops.name == "native"
-    assert ma.AutoModel.from_pretrained(tiny, backend="numpy").ops.name == "numpy"
+    assert ma.AutoModel.from_pretrained(tiny, backend="native").ops.name == "native"
     set_backend(None)
-    monkeypatch.setenv("MINADAPTERS_BACKEND", "native")
-    assert ma.AutoModel.from_pretrained(tiny).ops.name == "native"
+    monkeypatch.setenv("MINADAPTERS_BACKEND", "numpy")
+    assert ma.AutoModel.from_pretrained(tiny).ops.name == "numpy"
 
 
 @pytest.mark.native

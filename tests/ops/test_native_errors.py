@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import minadapters
+import minadapters.ops
 from minadapters.errors import BackendUnavailableError, ShapeError
 from minadapters.ops import get_ops
 
@@ -73,15 +74,15 @@ def test_shape_errors_name_the_shapes(native):
 
 
 def test_abi_mismatch_names_both_versions_and_the_fix(nat):
-    with pytest.raises(ImportError, match=r"ABI version 999 .* expects ABI version 2.*build_native.py"):
+    with pytest.raises(ImportError, match=r"ABI version 999 .* expects ABI version 3.*build_native.py"):
         nat.check_abi(999)
     nat.check_abi(nat.lib.ma_abi_version())
 
 
 def test_missing_extension_is_backend_unavailable(monkeypatch):
     monkeypatch.delitem(sys.modules, "minadapters.ops.native", raising=False)
-    monkeypatch.setitem(sys.modules, "minadapters._native", None)   # import of the extension fails
-    monkeypatch.delattr(minadapters, "_native", raising=False)
+    monkeypatch.setitem(sys.modules, "minadapters.ops._native", None)   # import of the extension fails
+    monkeypatch.delattr(minadapters.ops, "_native", raising=False)
     with pytest.raises(BackendUnavailableError, match="native.*not available.*pip install"):
         get_ops("native")
     assert get_ops("numpy").name == "numpy"
