@@ -235,10 +235,22 @@ def test_fused_references_equal_the_unfused_composition(ref):
                                                         2 * a, b, 2.0))
 
 
+@pytest.mark.spec("OPS-13")
 def test_rope_equals_the_decoder_helper(backend):
     from minadapters.models.decoder_common import apply_rope
-    args, _ = _rope(np.random.default_rng(3), 1)
-    np.testing.assert_array_equal(backend.rope(*args), apply_rope(*args))
+    for case in (1, 2, 3):                                  # even and odd Dh, cos/sin shared over the batch
+        args, _ = _rope(np.random.default_rng(3), case)
+        np.testing.assert_array_equal(backend.rope(*args), apply_rope(*args))
+
+
+@pytest.mark.spec("OPS-11")
+def test_concat_is_numpy_concatenate(backend):
+    rng = np.random.default_rng(4)
+    parts = [f32(rng, 2, 1, 4), f32(rng, 2, 3, 4)]
+    np.testing.assert_array_equal(backend.concat(parts, 1), np.concatenate(parts, 1))
+    np.testing.assert_array_equal(backend.concat(tuple(parts), -2), np.concatenate(parts, 1))
+    with pytest.raises(ValueError):
+        backend.concat([f32(rng, 2, 3), f32(rng, 3, 2)], 0)
 
 
 # ---------------------------------------------------------------- errors and argument forms, both backends
