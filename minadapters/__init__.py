@@ -15,7 +15,8 @@ from .configuration import __all__ as _config_all
 from .context import AdapterSetup, ForwardState  # noqa: F401
 from .errors import (AdapterError, AdapterNotFoundError, BackendUnavailableError, CompositionError,  # noqa: F401
                      ConfigError, ConfigTypeError, ShapeError, UnsafePickleError, WeightsError)
-from .model import AdapterModel, AutoModel, ModelOutput  # noqa: F401
+from .model import AdapterModel, AutoModel  # noqa: F401
+from .outputs import ModelOutput  # noqa: F401
 from .ops import get_backend, set_backend  # noqa: F401
 
 __all__ = ["AutoModel", "set_backend", "get_backend", "AdapterModel", "ModelOutput", "AdapterSetup", "ForwardState", "Stack", "Fuse", "Split",

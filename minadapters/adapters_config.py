@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .errors import AdapterNotFoundError, ConfigError
+from .methods.base import match_config
 
 
 class ModelAdaptersConfig:
@@ -40,24 +41,7 @@ class ModelAdaptersConfig:
 
     def match(self, name, config_type, layer_idx=None, location_key=None):
         """The config (or the single union member) of type ``config_type`` that targets this layer/location."""
-        from .configuration import ConfigUnion
-        config = self.get(name)
-        if config is None:
-            return None
-        members = config.configs if isinstance(config, ConfigUnion) else [config]
-        found = []
-        for c in members:
-            if not isinstance(c, config_type):
-                continue
-            if layer_idx is not None and layer_idx in (c.get("leave_out", []) or []):
-                continue
-            if location_key is not None and not c.get(location_key, False):
-                continue
-            found.append(c)
-        if len(found) > 1:
-            raise ConfigError(f"Multiple adapter definitions conflict for adapter {name!r} in layer {layer_idx} "
-                              f"at {location_key!r}; use one adaptation block per location and adapter.")
-        return found[0] if found else None
+        return match_config(self.get(name), config_type, layer_idx, location_key)
 
     def members(self, name, config_type):
         """All union members (or the config itself) of ``config_type``."""

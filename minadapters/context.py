@@ -67,15 +67,15 @@ class ForwardState:
     task_ids: Any = None
     output_gating_scores: bool = False
     output_fusion_attentions: bool = False
-    adapters_parallelized: bool = False
-    original_batch_size: int | None = None
+    original_batch_size: int | None = None      # rows per channel; the batch has channels · this many rows
+    channels: int = 1                            # > 1: the model's edge replicated the inputs (COMP-PARALLEL)
     prompt_tokens_length: int = 0
     prefix_states: dict = field(default_factory=dict)   # adapter -> location -> list[(K, V)] per layer
     gating_scores: dict = field(default_factory=dict)   # adapter -> layer -> location -> array
     fusion_attentions: dict = field(default_factory=dict)
 
     def layer_setup(self, layer_idx: int):
-        """The setup seen by layer ``layer_idx`` (None where skip_layers names it)."""
+        """The setup seen by layer ``layer_idx`` of any stack (None where skip_layers names it)."""
         if self.setup is None or layer_idx in self.skip_layers:
             return None
         return self.setup

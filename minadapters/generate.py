@@ -14,8 +14,8 @@ from .models import decoder_common as dc
 
 def lm_head_weight(model):
     """(V, D) output embedding: the checkpoint's lm_head.weight, or the input embedding when tied. Spec: DEC-6."""
-    key = getattr(model.arch, "EMBED_KEY", None)
-    if key is None:
+    key = model.arch.embed_key
+    if not model.arch.is_causal:
         raise ConfigError(f"generate(): model_type={model.model_type!r} is not a decoder model; "
                           "generation needs gpt2 or llama.")
     if getattr(model.config, "tie_word_embeddings", False):
@@ -51,7 +51,7 @@ def _check(model, input_ids, attention_mask, max_new_tokens):
     if mask.shape != ids.shape:
         raise ShapeError(f"generate(): attention_mask has shape {mask.shape}; expected {ids.shape}.")
     setup = model.active_adapters
-    if setup is not None and getattr(setup, "parallel_channels", 1) > 1:
+    if setup is not None and setup.parallel_channels > 1:
         raise ConfigError("generate(): a Parallel composition multiplies the batch; generate with one channel.")
     return ids.astype(np.int64), mask.astype(np.int64)
 
@@ -63,7 +63,7 @@ def _reft_active(model) -> bool:
     if setup is None:
         return False
     names = setup.flatten()
-    return any(kind == "reft" and names & set(layer.modules) for (_, kind, _), layer in model.method_layers.items())
+    return any(names & set(layer.modules) for layer in model.layers_of("reft"))
 
 
 def generate(model, input_ids, max_new_tokens=20, attention_mask=None, use_cache=True, eos_token_id="config",

@@ -24,7 +24,7 @@ ALIAS_MARKERS = (".prefix_tuning.pool.",)
 
 
 def _full_config(model, config_dict: dict, name: str, **extra) -> dict:
-    d = {"model_type": model.model_type, "hidden_size": model.hidden_size, "model_class": model.arch.MODEL_CLASS[
+    d = {"model_type": model.model_type, "hidden_size": model.hidden_size, "model_class": model.arch.model_class[
         model.model_type], "model_name": model.name_or_path or "", "name": name}
     d.update(extra)
     d["config"] = config_dict
@@ -143,7 +143,7 @@ def load_adapter(model, path, *, load_as=None, leave_out=None, set_active=False,
     config = AdapterConfig.load(cfg_dict)
     model.add_adapter(name, config)
     try:
-        prefix = model.arch.BASE_MODEL_PREFIX[model.model_type]
+        prefix = model.arch.base_model_prefix[model.model_type]
         renamed = {}
         for k, v in weights.items():
             if any(m in k for m in ALIAS_MARKERS):
@@ -202,7 +202,7 @@ def load_adapter_fusion(model, path, *, load_as=None, set_active=False, use_safe
                            prefer_safetensors=bool(use_safetensors))
     if name not in model.adapters_config.fusions:
         model.add_adapter_fusion(list(names), saved.get("config"), name=name)
-    prefix = model.arch.BASE_MODEL_PREFIX[model.model_type] + "."
+    prefix = model.arch.base_model_prefix[model.model_type] + "."
     renamed = {}
     for k, v in weights.items():
         k = k[len(prefix):] if k.startswith(prefix) else k

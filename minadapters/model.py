@@ -7,49 +7,43 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import averaging, generate as _generate, loading, setup_files, sharing, summary
 from .adapters_config import ModelAdaptersConfig
-from .composition import Fuse, parse_composition
+from .composition import AdapterCompositionBlock, Fuse, parse_composition
+from .configuration import (ADAPTERFUSION_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, DEFAULT_ADAPTERFUSION_CONFIG,
+                            AdapterConfig, AdapterFusionConfig, BnConfig, ConfigUnion, LoRAConfig,
+                            PrefixTuningConfig, PromptTuningConfig, ReftConfig)
 from .context import AdapterSetup, ForwardState
 from .errors import CompositionError, ConfigError, ShapeError
-from .hooks import AdapterHooks, NullHooks
+from .hooks import ModelHooks, NullHooks
+from .io.files import read_model_weights
+from .methods.bottleneck import BottleneckLayer
+from .methods.invertible import InvertibleAdapters
+from .methods.lora import LoRALayer
+from .methods.lora_merged import LoRAMergedLayer
+from .methods.prefix_tuning import PrefixTuningLayer, PrefixTuningPool
+from .methods.prompt_tuning import PromptTuning
+from .methods.reft import ReftLayer
+from .methods.shared import SharedParameters
+from .models import LayerKey, architecture
 from .ops import get_backend, get_ops
+from .outputs import ModelOutput
 
-_ARCHS = {}
-
-
-def _arch(model_type):
-    if not _ARCHS:
-        from .models import bert, gpt2, llama
-        for mod in (bert, gpt2, llama):
-            for mt in mod.MODEL_TYPES:
-                _ARCHS[mt] = mod
-    if model_type not in _ARCHS:
-        raise ValueError(f"config.json: model_type={model_type!r} is not supported; supported: "
-                         f"{', '.join(sorted(_ARCHS))}.")
-    return _ARCHS[model_type]
+METHOD_OF_CONFIG = ((BnConfig, "bottleneck"), (LoRAConfig, "lora"), (PrefixTuningConfig, "prefix_tuning"),
+                    (PromptTuningConfig, "prompt_tuning"), (ReftConfig, "reft"))
+# Method layer class per hook kind (the fused q/k/v linear has its own LoRA layer).
+LAYER_CLASSES = {"bottleneck": BottleneckLayer, "lora": LoRALayer, "prefix": PrefixTuningLayer, "reft": ReftLayer}
 
 
-@dataclass
-class ModelOutput:
-    """Forward result; attribute and key access like transformers' outputs."""
-    last_hidden_state: np.ndarray
-    pooler_output: np.ndarray | None = None
-    adapter_gating_scores: dict | None = None
-    adapter_fusion_attentions: dict | None = None
-    extra: dict = field(default_factory=dict)
-
-    def __getitem__(self, key):
-        if isinstance(key, int):
-            return [v for v in (self.last_hidden_state, self.pooler_output) if v is not None][key]
-        return getattr(self, key)
-
-    def keys(self):
-        return [k for k in ("last_hidden_state", "pooler_output", "adapter_gating_scores", "adapter_fusion_attentions")
-                if getattr(self, k) is not None]
+def _methods_of(config) -> set:
+    """adapters' method names a config needs (a union: each member's; inv_adapter: "invertible")."""
+    members = config.configs if isinstance(config, ConfigUnion) else [config]
+    out = {name for c in members for cls, name in METHOD_OF_CONFIG if isinstance(c, cls)}
+    out |= {"invertible" for c in members if isinstance(c, BnConfig) and c.get("inv_adapter")}
+    return out
 
 
 class AdapterModel:
@@ -61,15 +55,22 @@ class AdapterModel:
         self.raw_config: dict = {}
         self.params = params
         self.dtype = np.dtype(dtype)
-        self.ops = get_ops(backend)
-        self.backend = backend
+        self.set_backend(backend)
         self.name_or_path = name_or_path
         self.rng = np.random.default_rng(seed)
         self.adapters_config = ModelAdaptersConfig()
-        self.method_layers: dict = {}
-        self.model_level: dict = {}
         self.lm_head_weight = None          # decoders: untied LM head from the checkpoint (generate)
         self._build_method_layers()
+
+    def set_backend(self, name: str) -> None:
+        """Switch this model's compute backend ("numpy", "native", ...). Spec: OPS-0."""
+        self.ops = get_ops(name)
+        self.backend = self.ops.name
+
+    def __repr__(self):
+        active = self.adapters_config.active_setup
+        return (f"AdapterModel(model_type={self.model_type!r}, layers={self.num_layers}, hidden={self.hidden_size}, "
+                f"backend={self.backend!r}, adapters={list(self.adapters_config)}, active={active!r})")
 
     # ---- construction ----------------------------------------------------------------------------
     @property
@@ -98,45 +99,43 @@ class AdapterModel:
         return getattr(self.config, "head_dim", None) or self.hidden_size // self.config.num_attention_heads
 
     def _build_method_layers(self):
-        """One method layer per (layer, location), and the model-level method objects (adapters.init)."""
-        from .methods.bottleneck import BottleneckLayer
-        from .methods.invertible import InvertibleAdapters
-        from .methods.lora import LoRALayer
-        from .methods.lora_merged import LoRAMergedLayer
-        from .methods.prefix_tuning import PrefixTuningLayer, PrefixTuningPool
-        from .methods.prompt_tuning import PromptTuning
-        from .methods.reft import ReftLayer
-        from .methods.shared import SharedParameters
-        a = self.arch
-        for i in range(self.num_layers):
-            lp = a.LAYER_PATH.format(i=i)
-            for loc, sub in a.BOTTLENECK_PATHS.items():
-                self.method_layers[(i, "bottleneck", loc)] = BottleneckLayer(i, f"{lp}.{sub}", self, loc)
-            for key, sub in a.LINEAR_PATHS.items():
-                cls = LoRAMergedLayer if key == "selfattn.qkv" else LoRALayer
-                self.method_layers[(i, "lora", key)] = cls(i, f"{lp}.{sub}", self, key)
-            for loc, sub in a.PREFIX_PATHS.items():
-                self.method_layers[(i, "prefix", loc)] = PrefixTuningLayer(i, f"{lp}.{sub}", self, loc)
-            self.method_layers[(i, "reft", "output_reft")] = ReftLayer(i, f"{lp}.{a.REFT_PATH}", self)
+        """One method layer per declared hook of every layer of every stack (from the Architecture record), and
+        the model-level method objects. Spec: ARCH-1."""
+        self.method_layers: dict = {}
+        self.hook_table = {s.name: [{} for _ in range(self.arch.num_layers(self.config, s))] for s in self.arch.stacks}
+        for key, path, weights_path in self.arch.method_layer_keys(self.config):
+            cls = LoRAMergedLayer if key.location == "selfattn.qkv" else LAYER_CLASSES[key.kind]
+            layer = cls(key, path, self, weights_path)
+            self.method_layers[key] = layer
+            self.hook_table[key.stack][key.layer][key.location] = layer
         self.model_level = {"shared": SharedParameters(self), "prefix_pool": PrefixTuningPool(self),
                             "invertible": InvertibleAdapters(self), "prompt": PromptTuning(self)}
 
-    def embedding_methods(self):
-        """Post-embedding methods in adapters' order: invertible adapter first, then prompt tuning."""
+    def embedding_methods(self, stack: str):
+        """Post-embedding methods of ``stack`` in adapters' order: invertible adapter, then prompt tuning (first
+        stack only, as adapters applies them to the encoder's embeddings)."""
+        if stack != self.arch.stacks[0].name:
+            return []
         return [self.model_level["invertible"], self.model_level["prompt"]]
 
     def _all_method_objects(self):
         return list(self.model_level.values()) + list(self.method_layers.values())
 
-    def linear_weight(self, key: str, layer_idx: int) -> tuple:
-        """(weight key, bias key) in ``params`` of the base linear at a LoRA location."""
-        path = f"{self.arch.LAYER_PATH.format(i=layer_idx)}.{self.arch.LINEAR_PATHS[key]}"
-        return path + ".weight", path + ".bias"
+    def layers_of(self, kind: str):
+        """The method layers of one kind ("lora", "bottleneck", "prefix", "reft"), in build order."""
+        return [layer for key, layer in self.method_layers.items() if key.kind == kind]
 
-    # ---- adapters --------------------------------------------------------------------------------
+    def method_layer(self, kind: str, location: str, layer: int, stack: str | None = None):
+        """The method layer at (stack, layer, kind, location); the first stack when ``stack`` is None."""
+        return self.method_layers[LayerKey(stack or self.arch.stacks[0].name, layer, kind, location)]
+
+    def linear_weight(self, key: str, layer_idx: int, stack: str | None = None) -> tuple:
+        """(weight key, bias key) in ``params`` of the base linear at a LoRA location."""
+        return self.method_layer("lora", key, layer_idx, stack).weight_keys()
+
+    # ---- adapters ----------------------------------------------------------------------------------
     def add_adapter(self, adapter_name: str, config=None, overwrite_ok: bool = False, set_active: bool = False):
         """Add an adapter of any method. ``config``: str | dict | config object | JSON path. Spec: API-1."""
-        from .configuration import AdapterConfig, DEFAULT_ADAPTER_CONFIG
         cfg = AdapterConfig.load(config if config is not None else DEFAULT_ADAPTER_CONFIG)
         if cfg is None:
             cfg = AdapterConfig.load(DEFAULT_ADAPTER_CONFIG)
@@ -148,8 +147,7 @@ class AdapterModel:
             for obj in self._all_method_objects():
                 obj.add_adapter(adapter_name, cfg)
             for obj in self._all_method_objects():
-                if hasattr(obj, "confirm_adapter"):
-                    obj.confirm_adapter(adapter_name, cfg)
+                obj.confirm_adapter(adapter_name, cfg)
         except BaseException:
             self.delete_adapter(adapter_name)   # never leave a half-registered adapter behind
             raise
@@ -157,13 +155,11 @@ class AdapterModel:
             self.set_active_adapters(adapter_name)
 
     def _check_supported(self, cfg):
-        from .configuration import ConfigUnion
-        members = cfg.configs if isinstance(cfg, ConfigUnion) else [cfg]
-        unsupported = getattr(self.arch, "UNSUPPORTED_ARCHITECTURES", ())
-        for c in members:
-            if c.get("architecture") in unsupported:
-                raise ConfigError(f"Adapter config architecture={c.get('architecture')!r} is not supported by "
-                                  f"model_type={self.model_type!r}.")
+        unsupported = sorted(m for m in _methods_of(cfg) if m not in self.arch.methods)
+        if unsupported:
+            raise ConfigError(f"Adapter config architecture={unsupported[0]!r} is not supported by "
+                              f"model_type={self.model_type!r} (family {self.arch.name!r} supports "
+                              f"{', '.join(sorted(self.arch.methods))}).")
 
     def delete_adapter(self, adapter_name: str) -> None:
         if adapter_name not in self.adapters_config:
@@ -204,21 +200,24 @@ class AdapterModel:
             if name not in self.adapters_config:
                 known = ", ".join(repr(n) for n in self.adapters_config) or "none"
                 raise CompositionError(f"No adapter with name {name!r} found; known adapters: {known}.")
-        self._check_fusions(setup)
+        self._check_blocks(setup)
 
-    def _check_fusions(self, block):
-        from .composition import AdapterCompositionBlock
+    def _check_blocks(self, block):
+        """Blocks the family declares, and a fusion layer for every Fuse."""
+        if not isinstance(block, AdapterCompositionBlock):
+            return
+        if type(block).__name__ not in self.arch.blocks:
+            raise CompositionError(f"Models of type {self.model_type} don't support adapter composition using "
+                                   f"{type(block).__name__}.")
         if isinstance(block, Fuse) and block.name not in self.adapters_config.fusions:
             raise CompositionError(f"{block!r} needs a fusion layer named {block.name!r}; add it with "
                                    f"add_adapter_fusion({[c if isinstance(c, str) else c.last() for c in block]!r}).")
-        if isinstance(block, AdapterCompositionBlock):
-            for c in block:
-                self._check_fusions(c)
+        for c in block:
+            self._check_blocks(c)
 
     # ---- fusion ----------------------------------------------------------------------------------
     def add_adapter_fusion(self, adapter_names, config=None, name=None, overwrite_ok=False, set_active=False):
         """Add a fusion layer over ``adapter_names`` at every location they all use. Spec: FUSION-1."""
-        from .configuration import AdapterFusionConfig, ADAPTERFUSION_CONFIG_MAP, DEFAULT_ADAPTERFUSION_CONFIG
         if isinstance(adapter_names, Fuse):
             name = name or adapter_names.name
             adapter_names = list(adapter_names.children)
@@ -230,32 +229,20 @@ class AdapterModel:
                 raise CompositionError(f"add_adapter_fusion: entry {n!r} is not an adapter name.")
             self.adapters_config.require(n)
         name = name or ",".join(adapter_names)
-        if config is None:
-            config = DEFAULT_ADAPTERFUSION_CONFIG
-        if isinstance(config, str):
-            if config not in ADAPTERFUSION_CONFIG_MAP:
-                raise ConfigError(f"Invalid AdapterFusion config identifier {config!r}; known: "
-                                  f"{', '.join(ADAPTERFUSION_CONFIG_MAP)} (or pass a dict / AdapterFusionConfig).")
-            config = ADAPTERFUSION_CONFIG_MAP[config]
-        elif isinstance(config, dict):
-            config = AdapterFusionConfig.from_dict(config)
-        elif not isinstance(config, AdapterFusionConfig):
-            raise TypeError(f"add_adapter_fusion: config must be an identifier, dict or AdapterFusionConfig; "
-                            f"got {type(config).__name__}.")
+        config = _fusion_config(config)
         if name in self.adapters_config.fusions:
             if not overwrite_ok:
                 raise ConfigError(f"An AdapterFusion with the name {name!r} has already been added.")
             self.delete_adapter_fusion(name)
         self._check_fusion_compatible(adapter_names)
         self.adapters_config.fusions[name] = (config, adapter_names)
+        members = [self.adapters_config.get(n) for n in adapter_names]
         for obj in self.method_layers.values():
-            if hasattr(obj, "add_fusion_layer"):
-                obj.add_fusion_layer(name, config, adapter_names)
+            obj.add_fusion_layer(name, config, adapter_names, members)
         if set_active:
             self.set_active_adapters(Fuse(*adapter_names, name=name))
 
     def _check_fusion_compatible(self, names):
-        from .configuration import BnConfig
         for key in ("mh_adapter", "output_adapter"):
             vals = []
             for n in names:
@@ -272,8 +259,7 @@ class AdapterModel:
             return
         del self.adapters_config.fusions[name]
         for obj in self.method_layers.values():
-            if hasattr(obj, "fusions"):
-                obj.fusions.pop(name, None)
+            obj.delete_fusion_layer(name)
         setup = self.adapters_config.active_setup
         if setup is not None and _contains_fuse(setup, name):
             self.adapters_config.active_setup = None
@@ -282,64 +268,54 @@ class AdapterModel:
     def adapter_state_dict(self, adapter_name: str) -> dict:
         """All parameters of one adapter under adapters 1.3.0's state-dict keys (bare base model)."""
         self.adapters_config.require(adapter_name)
-        out = {}
-        for obj in self._all_method_objects():
-            for k, v in obj.state_dict_items(adapter_name):
-                out[k] = v
-        return out
+        return {k: v for obj in self._all_method_objects() for k, v in obj.state_dict_items(adapter_name)}
 
     def adapter_param_refs(self, adapter_name: str) -> dict:
         """state-dict key -> (params dict, leaf), to assign loaded arrays in place."""
         return {k: (d, leaf) for obj in self._all_method_objects() for k, d, leaf in obj.param_refs(adapter_name)}
 
     def fusion_param_refs(self, fusion_name: str) -> dict:
-        return {k: (d, leaf) for obj in self.method_layers.values() if hasattr(obj, "fusion_param_refs")
-                for k, d, leaf in obj.fusion_param_refs(fusion_name)}
+        return {k: (d, leaf) for obj in self.method_layers.values() for k, d, leaf in obj.fusion_param_refs(fusion_name)}
 
     def fusion_state_dict(self, fusion_name: str) -> dict:
         return {k: d[leaf] for k, (d, leaf) in self.fusion_param_refs(fusion_name).items()}
 
     # ---- files -----------------------------------------------------------------------------------
     def save_adapter(self, save_directory, adapter_name, meta_dict=None, use_safetensors=False):
-        from .loading import save_adapter
-        save_adapter(self, save_directory, adapter_name, meta_dict=meta_dict, use_safetensors=use_safetensors)
+        loading.save_adapter(self, save_directory, adapter_name, meta_dict=meta_dict, use_safetensors=use_safetensors)
 
     def load_adapter(self, adapter_name_or_path, config=None, load_as=None, leave_out=None, set_active=False,
                      use_safetensors=None, **kwargs) -> str:
-        from .loading import load_adapter
-        return load_adapter(self, adapter_name_or_path, load_as=load_as, leave_out=leave_out, set_active=set_active,
-                            use_safetensors=use_safetensors)
+        return loading.load_adapter(self, adapter_name_or_path, load_as=load_as, leave_out=leave_out,
+                                    set_active=set_active, use_safetensors=use_safetensors)
 
     def save_adapter_fusion(self, save_directory, adapter_names, meta_dict=None, use_safetensors=False):
-        from .loading import save_adapter_fusion
-        save_adapter_fusion(self, save_directory, adapter_names, meta_dict=meta_dict, use_safetensors=use_safetensors)
+        loading.save_adapter_fusion(self, save_directory, adapter_names, meta_dict=meta_dict,
+                                    use_safetensors=use_safetensors)
 
     def load_adapter_fusion(self, adapter_fusion_name_or_path, load_as=None, set_active=False,
                             use_safetensors=None, **kwargs) -> str:
-        from .loading import load_adapter_fusion
-        return load_adapter_fusion(self, adapter_fusion_name_or_path, load_as=load_as, set_active=set_active,
-                                   use_safetensors=use_safetensors)
+        return loading.load_adapter_fusion(self, adapter_fusion_name_or_path, load_as=load_as, set_active=set_active,
+                                           use_safetensors=use_safetensors)
 
     def save_all_adapters(self, save_directory, meta_dict=None, use_safetensors=False):
         """One sub-folder per adapter (with ``config_id``). Spec: API-7."""
-        from .setup_files import save_all_adapters
-        save_all_adapters(self, save_directory, meta_dict=meta_dict, use_safetensors=use_safetensors)
+        setup_files.save_all_adapters(self, save_directory, meta_dict=meta_dict, use_safetensors=use_safetensors)
 
     def save_all_adapter_fusions(self, save_directory, meta_dict=None, use_safetensors=False):
         """One sub-folder per fusion (with ``config_id``). Spec: API-7."""
-        from .setup_files import save_all_adapter_fusions
-        save_all_adapter_fusions(self, save_directory, meta_dict=meta_dict, use_safetensors=use_safetensors)
+        setup_files.save_all_adapter_fusions(self, save_directory, meta_dict=meta_dict,
+                                             use_safetensors=use_safetensors)
 
     def save_adapter_setup(self, save_directory, adapter_setup, meta_dict=None, use_safetensors=False):
         """adapter_setup.json + one sub-folder per adapter / fusion of the setup. Spec: API-7."""
-        from .setup_files import save_adapter_setup
-        save_adapter_setup(self, save_directory, adapter_setup, meta_dict=meta_dict, use_safetensors=use_safetensors)
+        setup_files.save_adapter_setup(self, save_directory, adapter_setup, meta_dict=meta_dict,
+                                       use_safetensors=use_safetensors)
 
     def load_adapter_setup(self, adapter_setup_name_or_path, set_active=False, use_safetensors=False, **kwargs):
         """Load a directory written by save_adapter_setup; returns (adapter_setup, head_setup). Spec: API-7."""
-        from .setup_files import load_adapter_setup
-        return load_adapter_setup(self, adapter_setup_name_or_path, set_active=set_active,
-                                  use_safetensors=use_safetensors)
+        return setup_files.load_adapter_setup(self, adapter_setup_name_or_path, set_active=set_active,
+                                              use_safetensors=use_safetensors)
 
     # ---- averaging / parameter sharing -----------------------------------------------------------
     def average_adapter(self, adapter_name, adapter_list, weights=None, normalize_weights=True, overwrite_ok=False,
@@ -347,31 +323,27 @@ class AdapterModel:
         """Add an adapter whose parameters are a weighted combination of existing adapters. Spec: API-5."""
         if kwargs:
             raise TypeError(f"average_adapter() got unexpected keyword arguments: {', '.join(sorted(kwargs))}.")
-        from .averaging import average_adapter
-        average_adapter(self, adapter_name, adapter_list, weights=weights, normalize_weights=normalize_weights,
-                        overwrite_ok=overwrite_ok, set_active=set_active, combine_strategy=combine_strategy,
-                        svd_rank=svd_rank)
+        averaging.average_adapter(self, adapter_name, adapter_list, weights=weights,
+                                  normalize_weights=normalize_weights, overwrite_ok=overwrite_ok,
+                                  set_active=set_active, combine_strategy=combine_strategy, svd_rank=svd_rank)
 
     def share_parameters(self, adapter_names, name=None, reference_adapter_name=None):
         """MTL-LoRA: share the reference adapter's lora_A / lora_B among ``adapter_names``. Spec: API-6."""
-        from .sharing import share_parameters
-        share_parameters(self, adapter_names, name=name, reference_adapter_name=reference_adapter_name)
+        sharing.share_parameters(self, adapter_names, name=name, reference_adapter_name=reference_adapter_name)
 
     def unshare_parameters(self, adapter_names, name=None):
         """Remove the shared group (the adapters keep their current values). Spec: API-6."""
-        from .sharing import unshare_parameters
-        unshare_parameters(self, adapter_names, name=name)
+        sharing.unshare_parameters(self, adapter_names, name=name)
 
     def shared_parameters_state_dict(self, name=None) -> dict:
         """``<layer>.shared_parameters.<group>.lora_A|lora_B`` of share_parameters groups. Spec: API-6."""
-        from .sharing import shared_parameters_state_dict
-        return shared_parameters_state_dict(self, name)
+        return sharing.shared_parameters_state_dict(self, name)
 
     # ---- merge / reset / eject -------------------------------------------------------------------
     def merge_adapter(self, name: str) -> None:
         """Fold a LoRA-family adapter into the base weights. Spec: LORA-MERGE."""
         self.adapters_config.require(name)
-        layers = [l for (i, kind, _), l in self.method_layers.items() if kind == "lora" and name in l.modules]
+        layers = [l for l in self.layers_of("lora") if name in l.modules]
         if not layers:
             raise ConfigError(f"merge_adapter({name!r}): adapter {name!r} has no LoRA-family modules to merge.")
         for l in layers:
@@ -381,99 +353,187 @@ class AdapterModel:
 
     def reset_adapter(self) -> None:
         """Restore the base weights saved before any merge (bit-identical). Spec: LORA-MERGE."""
-        for (i, kind, _), l in self.method_layers.items():
-            if kind == "lora":
-                l.reset()
+        for l in self.layers_of("lora"):
+            l.reset()
 
     def eject_prefix_tuning(self, name: str) -> None:
         self.adapters_config.require(name)
         self.model_level["prefix_pool"].eject(name)
 
     # ---- forward ---------------------------------------------------------------------------------
-    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs) -> ModelOutput:
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs):
         return self.forward(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs)
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, *, output_adapter_gating_scores=False,
-                output_adapter_fusion_attentions=False, task_ids=None, adapter_input_parallelized=False,
-                position_ids=None, past_key_values=None, **kwargs) -> ModelOutput:
-        """Run the model with the active adapter setup (AdapterSetup overrides it). Spec: API-2."""
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, *, position_ids=None,
+                inputs_embeds=None, past_key_values=None, output_hidden_states=False, output_attentions=False,
+                return_dict=True, output_adapter_gating_scores=False, output_adapter_fusion_attentions=False,
+                task_ids=None, adapter_input_parallelized=False, **kwargs):
+        """Run the model with the active adapter setup (AdapterSetup overrides it). Spec: API-2, COMP-PARALLEL.
+
+        Returns a ModelOutput (a tuple of its present fields when ``return_dict=False``)."""
         if kwargs:
             raise TypeError(f"forward() got unexpected keyword arguments: {', '.join(sorted(kwargs))}.")
-        past = past_key_values.length if past_key_values is not None else 0
-        input_ids, attention_mask, token_type_ids = self._check_inputs(input_ids, attention_mask, token_type_ids, past)
-        arch_kw = {k: v for k, v in (("position_ids", position_ids), ("past_key_values", past_key_values))
-                   if v is not None}
-        if arch_kw and self.arch.__name__.endswith(".bert"):
-            raise TypeError(f"forward(): {', '.join(arch_kw)} only apply to decoder models (gpt2, llama).")
-        if position_ids is not None:
-            arch_kw["position_ids"] = np.broadcast_to(np.asarray(position_ids, np.int64), input_ids.shape)
+        if output_attentions:
+            raise TypeError("forward(output_attentions=True) is not supported: the attention kernels never "
+                            "materialise the probabilities; pass output_attentions=False.")
+        inputs = self._check_inputs(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                                    position_ids=position_ids, inputs_embeds=inputs_embeds,
+                                    past_key_values=past_key_values)
         ctx = AdapterSetup.get_context()
         setup = ctx.adapter_setup if ctx is not None else self.adapters_config.active_setup
         if ctx is not None and setup is not None:
             self._check_names(setup)
         fwd = ForwardState(setup=setup, skip_layers=frozenset(self.adapters_config.skip_layers or ()),
-                           attention_mask=attention_mask, task_ids=task_ids,
-                           output_gating_scores=output_adapter_gating_scores,
+                           task_ids=task_ids, output_gating_scores=output_adapter_gating_scores,
                            output_fusion_attentions=output_adapter_fusion_attentions)
-        if setup is not None and adapter_input_parallelized and setup.parallel_channels > 1:
-            fwd.adapters_parallelized = True
-            fwd.original_batch_size = input_ids.shape[0] // setup.parallel_channels
-        hk = AdapterHooks(self, fwd) if setup is not None else NullHooks(self.ops)
+        inputs = self._replicate_for_channels(inputs, setup, fwd, adapter_input_parallelized)
+        fwd.attention_mask = inputs.get("attention_mask")
+        hooks = ModelHooks(self, fwd) if setup is not None else NullHooks(self.ops)
         if setup is not None:
+            rows = _rows(inputs)
             for obj in self.model_level.values():
-                if hasattr(obj, "prepare"):
-                    obj.prepare(fwd, input_ids.shape[0])
-        x, pooled = self.arch.forward(self.params, self.config, input_ids, attention_mask, token_type_ids, hk,
-                                      self.ops, self.dtype, **arch_kw)
-        out = ModelOutput(last_hidden_state=np.ascontiguousarray(x), pooler_output=pooled)
+                obj.prepare(fwd, rows)
+        fields = self.arch.forward(self.params, self.config, hooks, self.ops, self.dtype,
+                                   output_hidden_states=bool(output_hidden_states), **inputs)
+        out = ModelOutput(**{k: v for k, v in fields.items() if v is not None})
+        out.last_hidden_state = np.ascontiguousarray(out.last_hidden_state)
         if output_adapter_gating_scores:
             out.adapter_gating_scores = fwd.gating_scores
         if output_adapter_fusion_attentions:
             out.adapter_fusion_attentions = fwd.fusion_attentions
-        return out
+        return out if return_dict else out.to_tuple()
 
-    def _check_inputs(self, input_ids, attention_mask, token_type_ids, past=0):
-        if input_ids is None:
-            raise ValueError("forward() needs input_ids, an integer array of shape (batch, tokens).")
-        input_ids = np.asarray(input_ids)
-        if input_ids.ndim == 1:
-            input_ids = input_ids[None]
-        if input_ids.ndim != 2 or not np.issubdtype(input_ids.dtype, np.integer):
-            raise ShapeError(f"input_ids has shape {input_ids.shape} and dtype {input_ids.dtype}; expected an integer "
-                             "array of shape (batch, tokens).")
-        V = self.config.vocab_size
-        if input_ids.size and (input_ids.min() < 0 or input_ids.max() >= V):
-            raise ValueError(f"input_ids contains ids outside [0, {V}) (min {input_ids.min()}, max {input_ids.max()}).")
-        attention_mask = _batch_2d(attention_mask, "attention_mask", (input_ids.shape[0], input_ids.shape[1] + past),
-                                   "the shape of input_ids" + (f", plus {past} cached tokens" if past else ""))
-        token_type_ids = _batch_2d(token_type_ids, "token_type_ids", input_ids.shape, "the shape of input_ids")
-        return input_ids.astype(np.int64), attention_mask, token_type_ids
+    def _replicate_for_channels(self, inputs, setup, fwd, already):
+        """Parallel at the edge: replicate every batch input once per channel (channel-major) and record the
+        rows per channel; rows of one channel are identical until the first adapter. Spec: COMP-PARALLEL."""
+        rows = _rows(inputs)
+        channels = setup.parallel_channels if setup is not None else 1
+        fwd.channels, fwd.original_batch_size = channels, rows
+        if channels == 1:
+            return inputs
+        if inputs.get("past_key_values") is not None:
+            raise CompositionError(f"{setup!r} multiplies the batch by {channels}; it cannot run with a KV cache.")
+        if already:
+            if rows % channels:
+                raise CompositionError(f"adapter_input_parallelized=True but the batch has {rows} rows, not a "
+                                       f"multiple of the {channels} channels of {setup!r}.")
+            fwd.original_batch_size = rows // channels
+            return inputs
+        return {k: (v if v is None or k == "past_key_values" else self.ops.repeat_batch(v, channels))
+                for k, v in inputs.items()}
+
+    def _check_inputs(self, **given):
+        """Validate the forward's inputs against the family's declared inputs; returns those given. Spec: API-2."""
+        given = {k: v for k, v in given.items() if v is not None}
+        extra = sorted(set(given) - set(self.arch.inputs))
+        if extra:
+            raise TypeError(f"forward(): {', '.join(extra)} do not apply to model_type={self.model_type!r} "
+                            f"(it takes {', '.join(sorted(self.arch.inputs))}).")
+        ids, embeds = given.get("input_ids"), given.get("inputs_embeds")
+        if (ids is None) == (embeds is None):
+            raise ValueError("forward() needs exactly one of input_ids (an integer array of shape (batch, tokens)) "
+                             "and inputs_embeds (a float array of shape (batch, tokens, hidden)).")
+        if ids is not None:
+            ids = given["input_ids"] = _int_2d(ids, "input_ids", None, "(batch, tokens)")
+            V = self.config.vocab_size
+            if ids.size and (ids.min() < 0 or ids.max() >= V):
+                raise ValueError(f"input_ids contains ids outside [0, {V}) (min {ids.min()}, max {ids.max()}).")
+            shape = ids.shape
+        else:
+            embeds = np.asarray(embeds)
+            if embeds.ndim == 2:
+                embeds = embeds[None]
+            if embeds.ndim != 3 or embeds.shape[-1] != self.hidden_size or not np.issubdtype(embeds.dtype,
+                                                                                              np.floating):
+                raise ShapeError(f"inputs_embeds has shape {embeds.shape} and dtype {embeds.dtype}; expected floats "
+                                 f"of shape (batch, tokens, {self.hidden_size}).")
+            given["inputs_embeds"] = np.ascontiguousarray(embeds, dtype=self.dtype)
+            shape = embeds.shape[:2]
+        past = given["past_key_values"].length if "past_key_values" in given else 0
+        if "attention_mask" in given:
+            given["attention_mask"] = _mask_2d(given["attention_mask"], (shape[0], shape[1] + past),
+                                               "the shape of input_ids" + (f", plus {past} cached tokens" if past
+                                                                           else ""))
+        if "token_type_ids" in given:
+            tt = given["token_type_ids"] = _int_2d(given["token_type_ids"], "token_type_ids", shape,
+                                                   "the shape of input_ids")
+            n = getattr(self.config, "type_vocab_size", None) or self.config.vocab_size
+            if tt.size and (tt.min() < 0 or tt.max() >= n):
+                raise ValueError(f"token_type_ids must lie in [0, {n}); got min {tt.min()}, max {tt.max()}.")
+        if "position_ids" in given:
+            pos = np.asarray(given["position_ids"])
+            if not np.issubdtype(pos.dtype, np.integer):
+                raise ShapeError(f"position_ids has dtype {pos.dtype}; expected integers.")
+            try:
+                pos = np.ascontiguousarray(np.broadcast_to(pos.astype(np.int64), shape))
+            except ValueError:
+                raise ShapeError(f"position_ids has shape {pos.shape}; expected {shape} (or broadcastable).") from None
+            if pos.size and pos.min() < 0:
+                raise ValueError(f"position_ids must be >= 0; got min {pos.min()}.")
+            given["position_ids"] = pos
+        return given
 
     def generate(self, input_ids, max_new_tokens=20, attention_mask=None, use_cache=True, **kwargs):
         """Greedy decoding with the active adapters (decoder models). Spec: DEC-6."""
-        from .generate import generate
-        return generate(self, input_ids, max_new_tokens=max_new_tokens, attention_mask=attention_mask,
-                        use_cache=use_cache, **kwargs)
+        return _generate.generate(self, input_ids, max_new_tokens=max_new_tokens, attention_mask=attention_mask,
+                                  use_cache=use_cache, **kwargs)
 
     def adapter_summary(self, as_dict=False):
-        from .summary import model_adapter_summary
-        return model_adapter_summary(self, as_dict=as_dict)
+        return summary.model_adapter_summary(self, as_dict=as_dict)
 
 
-def _batch_2d(arr, name, want, what):
-    """None, or ``arr`` as a 2-D array (a 1-D row gets a batch axis) of shape ``want``."""
-    if arr is None:
-        return None
+def _rows(inputs) -> int:
+    x = inputs.get("input_ids")
+    return (x if x is not None else inputs["inputs_embeds"]).shape[0]
+
+
+def _int_2d(arr, name, want, what):
+    """``arr`` as a 2-D int64 array (a 1-D row gets a batch axis), of shape ``want`` when given."""
     arr = np.asarray(arr)
     if arr.ndim == 1:
         arr = arr[None]
-    if arr.shape != tuple(want):
+    if arr.ndim != 2 or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
+        raise ShapeError(f"{name} has shape {arr.shape} and dtype {arr.dtype}; expected an integer array of shape "
+                         f"{tuple(want) if want else what}.")
+    if want is not None and arr.shape != tuple(want):
         raise ShapeError(f"{name} has shape {arr.shape}; expected {tuple(want)} ({what}).")
-    return arr
+    return arr.astype(np.int64)
+
+
+def _mask_2d(mask, want, what):
+    """The attention mask as int64 0/1 of shape ``want``; ints, bools and floats holding only 0 and 1 pass."""
+    mask = np.asarray(mask)
+    if mask.ndim == 1:
+        mask = mask[None]
+    if mask.shape != tuple(want):
+        raise ShapeError(f"attention_mask has shape {mask.shape}; expected {tuple(want)} ({what}).")
+    if not (np.issubdtype(mask.dtype, np.number) or mask.dtype == bool):
+        raise ShapeError(f"attention_mask has dtype {mask.dtype}; expected integers, booleans or floats of 0/1.")
+    ok = (mask == 0) | (mask == 1)
+    if not ok.all():
+        raise ValueError("attention_mask may hold only 0 (padding) and 1 (token); got values "
+                         f"{np.unique(mask[~ok])[:5].tolist()}.")
+    return mask.astype(np.int64)
+
+
+def _fusion_config(config):
+    """AdapterFusionConfig from None (the default), an identifier, a dict or a config object."""
+    if config is None:
+        config = DEFAULT_ADAPTERFUSION_CONFIG
+    if isinstance(config, str):
+        if config not in ADAPTERFUSION_CONFIG_MAP:
+            raise ConfigError(f"Invalid AdapterFusion config identifier {config!r}; known: "
+                              f"{', '.join(ADAPTERFUSION_CONFIG_MAP)} (or pass a dict / AdapterFusionConfig).")
+        return ADAPTERFUSION_CONFIG_MAP[config]
+    if isinstance(config, dict):
+        return AdapterFusionConfig.from_dict(config)
+    if not isinstance(config, AdapterFusionConfig):
+        raise TypeError(f"add_adapter_fusion: config must be an identifier, dict or AdapterFusionConfig; "
+                        f"got {type(config).__name__}.")
+    return config
 
 
 def _contains_fuse(block, name):
-    from .composition import AdapterCompositionBlock
     if isinstance(block, Fuse) and block.name == name:
         return True
     return isinstance(block, AdapterCompositionBlock) and any(_contains_fuse(c, name) for c in block)
@@ -492,21 +552,16 @@ class AutoModel:
             raise FileNotFoundError(f"No config.json in {path!r}; expected a Hugging Face model directory.")
         with open(cfg_path) as f:
             raw = json.load(f)
-        if "model_type" not in raw:
+        if not isinstance(raw, dict) or "model_type" not in raw:
             raise ValueError(f"{cfg_path}: no 'model_type' key.")
-        arch = _arch(raw["model_type"])
-        config = arch.EncoderConfig.from_dict(raw) if hasattr(arch, "EncoderConfig") else arch.Config.from_dict(raw)
-        from .io.files import read_model_weights
+        arch = architecture(raw["model_type"])
+        config = arch.config_class.from_dict(raw)
         weights = arch.normalize_keys(read_model_weights(path), raw["model_type"])
         lm_head = weights.pop("lm_head.weight", None)
         params = _check_params(weights, arch.expected_shapes(config), path, dtype)
-        if backend is None:
-            backend = get_backend()  # set_backend(), else $MINADAPTERS_BACKEND, else "numpy"
-        model = AdapterModel(arch, config, params, dtype=dtype, backend=backend,
+        model = AdapterModel(arch, config, params, dtype=dtype, backend=backend or get_backend(),
                              name_or_path=raw.get("_name_or_path", ""), seed=seed)
         model.raw_config = raw
-        if lm_head is not None:
-            model.lm_head_weight = np.ascontiguousarray(lm_head, dtype=dtype)
         if lm_head is not None:
             model.lm_head_weight = np.ascontiguousarray(lm_head, dtype=dtype)
         model.model_dir = path      # prompt tuning's from_string init reads <model_dir>/tokenizer.json

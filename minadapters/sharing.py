@@ -41,8 +41,7 @@ def registry(model) -> dict:
 
 def _lora_layers(model, names):
     """LoRA-family layers holding every adapter of ``names`` (upstream shares only where all are present)."""
-    return [layer for (i, kind, key), layer in model.method_layers.items()
-            if kind == "lora" and all(n in layer.modules for n in names)]
+    return [layer for layer in model.layers_of("lora") if all(n in layer.modules for n in names)]
 
 
 def share_parameters(model, adapter_names, name=None, reference_adapter_name=None) -> None:

@@ -31,14 +31,14 @@ ARCH_PRESETS = {
 
 def shell_model(raw_config: dict, with_pooler: bool = True):
     """An AdapterModel whose base weights are zero-stride zeros of the right shapes (no memory)."""
-    from .model import AdapterModel, _arch
-    arch = _arch(raw_config["model_type"])
-    cfg_cls = getattr(arch, "EncoderConfig", None) or arch.Config
-    config = cfg_cls.from_dict(raw_config)
+    from .model import AdapterModel
+    from .models import architecture
+    arch = architecture(raw_config["model_type"])
+    config = arch.config_class.from_dict(raw_config)
     shapes = dict(arch.expected_shapes(config))
-    if with_pooler and hasattr(arch, "EncoderConfig"):
+    if with_pooler and arch.pooler:
         D = config.hidden_size
-        shapes["pooler.dense.weight"], shapes["pooler.dense.bias"] = (D, D), (D,)
+        shapes[arch.pooler[0]], shapes[arch.pooler[1]] = (D, D), (D,)
     params = {k: np.broadcast_to(np.float32(0), s) for k, s in shapes.items()}
     model = AdapterModel(arch, config, params, name_or_path="", seed=0)
     model.raw_config = dict(raw_config)

@@ -1,26 +1,42 @@
-"""Bottleneck adapter equations (sequential, parallel) and the mean-over-tokens gate. Spec: BN-*, GATE-1."""
+"""Bottleneck adapter equations: the branch, the adapter output, the residual placement. Spec: BN-1 .. BN-4."""
 from __future__ import annotations
 
-from .activations import sigmoid
-from .linalg import mm
+import numpy as np
+
+# nn.LayerNorm's default eps, used by every LayerNorm inside an adapter (adapter_norm_before / _after).
+ADAPTER_LN_EPS = 1e-5
 
 
-def mean_gate(x, w, b):
-    """g = mean_T σ(x W_gᵀ + b_g), one value per example and gate row. Spec: GATE-1.
+def bottleneck(a, wd, bd, wu, bu, *, act, scaling, ops, ln_before=None):
+    """Down-project, non-linearity, up-project, scale. Spec: BN-1.
 
-        x: (B, T, K), w: (G, K), b: (G,) -> (B, 1, G)"""
-    return sigmoid(mm(x, w.T) + b).mean(axis=1, keepdims=True)
+        up = s · (act(LN_before?(a) W_dᵀ + b_d) W_uᵀ + b_u)          a: (B, T, D) -> (B, T, D)
+    W_d (d_b, D), W_u (D, d_b) are the effective weights (PHM layers pass their Kronecker sums, PHM-1);
+    ``act`` is the activation's name, ``scaling`` a number or the learned (1,) scale; ``ln_before`` (g, b)."""
+    if ln_before is not None:
+        a = ops.layer_norm(a, ln_before[0], ln_before[1], ADAPTER_LN_EPS)
+    if np.size(scaling) > 1:                         # scaling="channel": one learned scale per hidden unit
+        return ops.bottleneck(a, wd, bd, wu, bu, 1.0, act) * scaling
+    return ops.bottleneck(a, wd, bd, wu, bu, scaling, act)
+
+
+def adapter_output(up, r, *, gate, is_parallel, residual_before_ln, ln_after, ops):
+    """The adapter's output o from its scaled up-projection. Spec: BN-1, BN-4.
+
+        o = up · g (g = GATE-1 gate or 1); sequential: o + r then LN_after, or LN_after then + r
+        (residual_before_ln); parallel: LN_after(o), no residual.        up, r: (B, T, D); gate: (B, 1, 1)"""
+    o = up if gate is None else up * gate
+    norm = (lambda t: t) if ln_after is None else (
+        lambda t: ops.layer_norm(t, ln_after[0], ln_after[1], ADAPTER_LN_EPS))  # noqa: E731
+    if is_parallel:
+        return norm(o)
+    return norm(o + r) if residual_before_ln else norm(o) + r
 
 
 def sublayer_close(h, x, layer_norm):
-    """The base model's residual close of a sub-layer: LN(h + x), h + x without LN, h without x. Spec: ENC-2.
-
-    Under Parallel either side may already carry the replicated batch; the other is tiled to match."""
-    from ..composition import adjust_tensors_for_parallel
+    """The base model's residual close of a sub-layer: LN(h + x), h + x without LN, h without x. Spec: ENC-2."""
     if x is None:
         return h
-    (x,) = adjust_tensors_for_parallel(h, x)
-    (h,) = adjust_tensors_for_parallel(x, h)
     return layer_norm(h + x) if layer_norm is not None else h + x
 
 

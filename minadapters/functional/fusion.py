@@ -1,7 +1,8 @@
 """AdapterFusion attention over adapter outputs. Spec: FUSION-1."""
 from __future__ import annotations
 
-import numpy as np
+# adapters' AdapterFusion with temperature=True starts at T = 50 (it decays only while training).
+TEMPERATURE_START = 50.0
 
 
 def fusion_attention(q, U, r, p, cfg, *, T, ops):
@@ -17,13 +18,13 @@ def fusion_attention(q, U, r, p, cfg, *, T, ops):
     if cfg["key"]:
         # Q·(W_k u + b_k) = (Wₖᵀ Q)·u + Q·b_k: one product per token instead of one per adapter output.
         w_k = p["key.weight"]
-        scores = np.einsum("btd,btnd->btn", ops.linear(Q, w_k.T), U)
+        scores = ops.matmul(U, ops.linear(Q, w_k.T)[..., None])[..., 0]              # (B, T, N)
         if p.get("key.bias") is not None:
-            scores = scores + np.einsum("btd,d->bt", Q, p["key.bias"].astype(Q.dtype, copy=False))[..., None]
+            scores = scores + ops.linear(Q, p["key.bias"].astype(Q.dtype, copy=False)[None, :])
     else:
-        scores = np.einsum("btd,btnd->btn", Q, U)
+        scores = ops.matmul(U, Q[..., None])[..., 0]
     probs = ops.softmax(scores / scores.dtype.type(T), axis=-1)
-    c = np.einsum("btn,btnd->btd", probs, U)
+    c = ops.matmul(probs[:, :, None, :], U)[:, :, 0, :]                               # (B, T, D)
     if cfg["value"]:
         # value has no bias, so Σ_i p_i (W_v u_i) = W_v Σ_i p_i u_i whether it is applied before or after softmax
         c = ops.linear(c, p["value.weight"])

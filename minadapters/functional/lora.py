@@ -6,26 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .activations import sigmoid
-from .linalg import mm
 
 
-def lora_delta(h, A, B, *, scale, ops=None):
+def lora_delta(h, A, B, *, scale, ops):
     """δ = (h Aᵀ) Bᵀ · scale; ``scale`` is alpha/r, or the (B, 1, 1) gate. Spec: LORA-1.
 
-    The products go through ``ops.linear`` when given (NumpyOps: the same ``mm`` calls, identical results).
-
         h: (B, T, K), A: (r, K), B: (M, r) -> (B, T, M)"""
-    if ops is not None:
-        return ops.linear(ops.linear(h, A), B) * scale
-    return mm(mm(h, A.T), B.T) * scale
-
-
-def mean_gate(x, w, b):
-    """g = mean_T σ(x W_gᵀ + b_g): one value per example and gate row. Spec: LORA-2.
-
-        x: (B, T, K), w: (G, K), b: (G,) -> (B, G)"""
-    return sigmoid(mm(x, w.T) + b).mean(axis=1)
+    return ops.linear(ops.linear(h, A), B) * scale
 
 
 def ia3_vector(l_B, batch: int, *, scale):
@@ -53,25 +40,25 @@ def dora_combine(base, H, m, n):
     return (m.reshape(-1) / n) * (base + H)
 
 
-def mtl_delta(h, A, values, B, weights, *, sharpness, scale):
+def mtl_delta(h, A, values, B, weights, *, sharpness, scale, ops):
     """δ = Σ_k w_k (h Aᵀ diag(values) B_kᵀ) / Σ_k w_k · scale, w = exp(weights / sharpness). Spec: LORA-6.
 
         h: (B, T, K), A: (r, K), values: (r,), B: (n, M, r), weights: (n,) -> (B, T, M)"""
-    xa = mm(h, A.T) * values                                   # (B, T, r)
-    per_up = np.einsum("btr,nmr->nbtm", xa, B)                # (n, B, T, M)
-    w = np.exp(weights / sharpness).astype(per_up.dtype)
-    return (w[:, None, None, None] * per_up / w.sum()).sum(axis=0) * scale
+    xa = ops.linear(h, A) * values                              # (B, T, r)
+    w = np.exp(weights / sharpness).astype(xa.dtype)
+    per_up = [ops.linear(xa, B[k]) * (w[k] / w.sum()) for k in range(B.shape[0])]    # n x (B, T, M)
+    return sum(per_up[1:], per_up[0]) * scale
 
 
-def grouped_delta(h, A, B, groups: int):
+def grouped_delta(h, A, B, groups: int, *, ops):
     """Fused-qkv LoRA: group j maps h through A_j = A[j·r:(j+1)·r], B_j = B[j·M':(j+1)·M']. Spec: LORA-7.
 
         h: (B, T, K), A: (g·r, K), B: (g·M', r) -> (B, T, g·M')  (the groups concatenated)"""
     r = A.shape[0] // groups
     mo = B.shape[0] // groups
-    xa = mm(h, A.T)                                             # (B, T, g·r)
-    outs = [mm(xa[..., j * r:(j + 1) * r], B[j * mo:(j + 1) * mo].T) for j in range(groups)]
-    return np.concatenate(outs, axis=-1)
+    xa = ops.linear(h, A)                                       # (B, T, g·r)
+    outs = [ops.linear(xa[..., j * r:(j + 1) * r], B[j * mo:(j + 1) * mo]) for j in range(groups)]
+    return ops.concat(outs, -1)
 
 
 def grouped_delta_w(A, B, groups: int):

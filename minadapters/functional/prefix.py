@@ -9,7 +9,6 @@ import math
 
 import numpy as np
 
-from .activations import sigmoid
 
 
 def prefix_mlp(wte, w0, b0, w2, b2, *, act, ops):
@@ -28,41 +27,33 @@ def split_prefix_kv(flat, *, P, L, H, Dh):
     return np.ascontiguousarray(kv.transpose(1, 2, 3, 0, 4))  # (L, 2, H, P, Dh)
 
 
-def prefix_gate(attn_input, w, b, *, ops):
-    """g = mean_T σ(x Wᵀ + b): one (shared) or two (key, value) gates per row. Spec: PREFIX-3.
-
-    attn_input: (B, T, D), w: (1|2, D) -> (B, 1|2)"""
-    z = ops.linear(attn_input, w, b)                          # (B, T, 1|2)
-    return sigmoid(z).mean(axis=1)                            # (B, 1|2)
-
-
-def prepend_prefix(K, V, mask, PK, PV):
+def prepend_prefix(K, V, mask, PK, PV, *, ops):
     """K' = [P_K ; K], V' = [P_V ; V] on the key axis; the mask gets a block of zeros (attended). Spec: PREFIX-2.
 
     K, V: (B, H, Tk, Dh); PK, PV: (B, H, P, Dh); mask: (B, 1, Tq|1, Tk) additive or None -> Tk' = P + Tk."""
-    K2 = np.concatenate([PK.astype(K.dtype, copy=False), K], axis=2)
-    V2 = np.concatenate([PV.astype(V.dtype, copy=False), V], axis=2)
+    K2 = ops.concat([PK.astype(K.dtype, copy=False), K], 2)
+    V2 = ops.concat([PV.astype(V.dtype, copy=False), V], 2)
     if mask is None:
         return K2, V2, None
     B, P = mask.shape[0], PK.shape[2]
     block = np.zeros((B,) + mask.shape[1:-1] + (P,), dtype=mask.dtype)
-    return K2, V2, np.concatenate([block, mask], axis=-1)
+    return K2, V2, ops.concat([block, mask], -1)
 
 
-def left_pad_keys(K, V, mask, n):
+def left_pad_keys(K, V, mask, n, *, ops):
     """Prepend ``n`` masked-out keys (K = V = 0, mask = dtype-min) so rows of different prefix lengths can be
     concatenated; each row's attention equals its unpadded attention. Spec: PREFIX-4.
 
     K, V: (B, H, Tk, Dh); mask: (B, 1, Tq|1, Tk) -> Tk + n on the key axis."""
     if n == 0:
         return K, V, mask
-    pad = ((0, 0), (0, 0), (n, 0), (0, 0))
-    K, V = np.pad(K, pad), np.pad(V, pad)
+    zeros = np.zeros(K.shape[:2] + (n, K.shape[3]), K.dtype)
+    K, V = ops.concat([zeros, K], 2), ops.concat([zeros.astype(V.dtype, copy=False), V], 2)
     if mask is None:
         mask = np.zeros((K.shape[0], 1, 1, K.shape[2] - n), dtype=K.dtype)
     fill = np.finfo(mask.dtype).min if np.issubdtype(mask.dtype, np.floating) else np.finfo(np.float32).min
     block = np.full(mask.shape[:-1] + (n,), fill, dtype=mask.dtype)
-    return K, V, np.concatenate([block, mask], axis=-1)
+    return K, V, ops.concat([block, mask], -1)
 
 
 def prompt_ids(token_ids, P: int):
@@ -75,7 +66,7 @@ def prompt_ids(token_ids, P: int):
     return ids[:P]
 
 
-def combine_prompt(prompt, x, mask2d, *, combine: str):
+def combine_prompt(prompt, x, mask2d, *, combine: str, ops):
     """Put the prompt into the embedded input and extend the 2-D mask by P ones at the front. Spec: PROMPT-2.
 
         "prefix":            [prompt ; x]
@@ -86,13 +77,13 @@ def combine_prompt(prompt, x, mask2d, *, combine: str):
     P = prompt.shape[0]
     tiled = np.broadcast_to(prompt.astype(x.dtype, copy=False), (B,) + prompt.shape)   # (B, P, D)
     if combine == "prefix":
-        out = np.concatenate([tiled, x], axis=1)
+        out = ops.concat([tiled, x], 1)
     elif combine == "prefix_after_bos":
-        out = np.concatenate([x[:, :1], tiled, x[:, 1:]], axis=1)
+        out = ops.concat([x[:, :1], tiled, x[:, 1:]], 1)
     else:
         raise ValueError(f"combine={combine!r}; expected 'prefix' or 'prefix_after_bos'.")
     if mask2d is None:
         return out, None
     mask2d = np.asarray(mask2d)
     ones = np.ones((mask2d.shape[0], P), dtype=mask2d.dtype)
-    return out, np.concatenate([ones, mask2d], axis=1)
+    return out, ops.concat([ones, mask2d], 1)

@@ -104,16 +104,15 @@ def orthogonal_init(weight, rng):
 def reft_positions(mask, B: int, T: int, prefix: int, suffix: int):
     """Row-wise gather indices (pref (B, p'), suff (B, s')) with p' = min(p, T), s' = min(s, T). Spec: REFT-3.
 
-    mask: (B0, T0) 0/1 as passed to the model, or None (offset 0, length T). A mask with B0 dividing B
-    (Parallel replicated the batch) is tiled. Indices outside [0, T) raise (torch's gather raises too)."""
+    mask: (B, T0) 0/1 as passed to the model, or None (offset 0, length T). Indices outside [0, T) raise
+    (torch's gather raises too)."""
     if mask is None:
         offset = np.zeros(B, np.int64)
         end = np.full(B, T, np.int64)
     else:
         mask = np.asarray(mask)
-        if mask.ndim != 2 or B % mask.shape[0]:
+        if mask.ndim != 2 or mask.shape[0] != B:
             raise ShapeError(f"ReFT: attention_mask of shape {mask.shape} does not fit hidden states with {B} rows.")
-        mask = np.concatenate([mask] * (B // mask.shape[0]), axis=0)
         offset = np.argmax(mask, axis=1).astype(np.int64)
         end = offset + (mask == 1).sum(axis=1)
     pref = offset[:, None] + np.arange(min(prefix, T))[None, :]

@@ -2,7 +2,8 @@
 
 Every method layer (bottleneck, LoRA, prefix tuning, ...) sits at one hook location of one model
 layer, holds ``modules[name] -> AdapterModule`` and implements the state operations ``vslice``,
-``pad_and_concat``, ``repeat``, ``mean``, ``compose_single`` (and optionally ``pre_block``). The
+``pad_and_concat``, ``mean``, ``compose_single`` (and optionally ``pre_block``). Parallel never replicates
+here: the model's edge did (COMP-PARALLEL); blocks only slice. The
 block semantics below are those of adapters 1.3.0 (methods/adapter_layer_base.py), including its
 deviations from the docs (Average divides by N again: COMP-AVERAGE).
 """
@@ -12,7 +13,7 @@ import numpy as np
 
 from ..composition import (ALLOWED_NESTINGS, AdapterCompositionBlock, Average, BatchSplit, Fuse, MultiTask,
                            Parallel, Split, Stack)
-from ..errors import CompositionError
+from ..errors import CompositionError, ConfigError
 
 
 class AdapterModule:
@@ -29,41 +30,93 @@ class AdapterModule:
         return f"AdapterModule({self.name!r}, {{{shapes}}})"
 
 
-class AdapterLayer:
-    """Base of all per-location method layers. ``path`` + ``container`` + name + leaf = state-dict key."""
+def match_config(config, config_type, layer_idx=None, location_key=None):
+    """The config (or the single union member) of ``config_type`` that targets this layer and location, else
+    None. ``leave_out`` excludes layers; ``location_key`` must be truthy in the member. Spec: COMP-0."""
+    if config is None:
+        return None
+    members = config.configs if hasattr(config, "configs") else [config]
+    found = [c for c in members if isinstance(c, config_type)
+             and not (layer_idx is not None and layer_idx in (c.get("leave_out", []) or []))
+             and not (location_key is not None and not c.get(location_key, False))]
+    if len(found) > 1:
+        raise ConfigError(f"Multiple adapter definitions conflict in layer {layer_idx} at {location_key!r}; use one "
+                          "adaptation block per location and adapter.")
+    return found[0] if found else None
+
+
+def weighted_mean(arrays, weights, ops):
+    """mean_i(w_i · x_i) = Σ_i w_i x_i / N over N same-shaped states. Spec: COMP-AVERAGE."""
+    w = np.asarray(weights, dtype=arrays[0].dtype).reshape((-1,) + (1,) * arrays[0].ndim)
+    return (ops.concat([a[None] for a in arrays], 0) * w).mean(0)
+
+
+class MethodObject:
+    """Declared interface of every method object (per-location layers and model-level ones), with no-op
+    defaults: the model calls each of these on every object, never asks which it has. Spec: ARCH-2."""
+
+    def add_adapter(self, name: str, config) -> bool:
+        """Create this object's part of adapter ``name`` (config: the adapter's whole config) if it has one."""
+        return False
+
+    def confirm_adapter(self, name: str, config) -> None:
+        """Called once every object has seen add_adapter (model-level objects finish here)."""
+
+    def delete_adapter(self, name: str) -> None:
+        """Forget adapter ``name``."""
+
+    def add_fusion_layer(self, fusion_name: str, fusion_config, adapter_names, configs) -> None:
+        """Create a fusion layer over ``adapter_names`` if this location fuses."""
+
+    def delete_fusion_layer(self, fusion_name: str) -> None:
+        """Forget fusion ``fusion_name``."""
+
+    def param_refs(self, name: str):
+        """Yield (full state-dict key, params dict, leaf) for adapter ``name``."""
+        return iter(())
+
+    def fusion_param_refs(self, fusion_name: str):
+        """Yield (full state-dict key, params dict, leaf) for fusion ``fusion_name``."""
+        return iter(())
+
+    def state_dict_items(self, name: str):
+        """Yield (full key, array) for adapter ``name``."""
+        for key, d, leaf in self.param_refs(name):
+            yield key, d[leaf]
+
+    def prepare(self, fwd, batch_size: int) -> None:
+        """Once per forward, before the layers run (model-level objects)."""
+
+
+class AdapterLayer(MethodObject):
+    """Base of all per-location method layers. ``path`` + ``container`` + name + leaf = state-dict key.
+
+    ``key`` is the layer's LayerKey (stack, layer, kind, location); ``weights_path`` the base module's weights."""
 
     container = "adapters"          # state-dict segment: adapters, loras, refts, prefix_gates ...
-    location_key = ""
 
-    def __init__(self, layer_idx: int, path: str, model):
-        self.layer_idx = layer_idx
+    def __init__(self, key, path: str, model, weights_path: str | None = None):
+        self.key = key
+        self.layer_idx = key.layer
+        self.location_key = key.location
         self.path = path
-        self.model = model          # the owning model (config, adapters_config, ops)
+        self.weights_path = weights_path or path
+        self.model = model          # the owning model (hidden size, ops, rng, shared parameters)
         self.modules: dict[str, AdapterModule] = {}
 
     @property
     def ops(self):
         return self.model.ops
 
-    def add_adapter(self, name: str, config) -> bool:
-        """Create this location's module for adapter ``name`` if its config targets it."""
-        raise NotImplementedError
-
     def delete_adapter(self, name: str) -> None:
         self.modules.pop(name, None)
 
     def param_refs(self, name: str):
-        """Yield (full state-dict key, params dict, leaf) for adapter ``name`` at this location."""
         mod = self.modules.get(name)
         if mod is None:
             return
         for leaf in mod.params:
             yield f"{self.path}.{self.container}.{name}.{leaf}", mod.params, leaf
-
-    def state_dict_items(self, name: str):
-        """Yield (full key, array) for adapter ``name`` at this location."""
-        for key, d, leaf in self.param_refs(name):
-            yield key, d[leaf]
 
     def active_setup(self, state):
         """The setup if it touches this layer's adapters, else None (layer runs as the base model)."""
@@ -76,8 +129,6 @@ class AdapterLayer:
 class ComposableLayer(AdapterLayer):
     """Generic composition over a method state (a NamedTuple whose field 0 has the batch axis first)."""
 
-    allow_multi_parallelize = False
-
     # ---- state operations each method implements -------------------------------------------------
     def pre_block(self, setup, state, fwd):
         return state
@@ -86,9 +137,6 @@ class ComposableLayer(AdapterLayer):
         raise NotImplementedError
 
     def pad_and_concat(self, states):
-        raise NotImplementedError
-
-    def repeat(self, state, channels: int):
         raise NotImplementedError
 
     def mean(self, states, weights):
@@ -154,25 +202,41 @@ class ComposableLayer(AdapterLayer):
                                f"(adapters 1.3.0 raises NotImplementedError): {block!r}.")
 
     def compose_split(self, block, state, fwd, lvl):
+        """Methods without a token split pass a Split through when none of its adapters is here. Spec: COMP-SPLIT."""
         if set(self.modules).isdisjoint(block.flatten()):
             return state
         raise CompositionError(f"Split is not supported by {self._method_name()} adapters "
                                f"(adapters 1.3.0 raises NotImplementedError): {block!r}.")
 
-    def compose_batch_split(self, block, state, fwd, lvl):
-        """Child i gets rows [Σ_{<i}, Σ_{≤i}); outputs concatenated on the batch axis. Spec: COMP-BATCHSPLIT."""
-        bsz = self._bsz(state)
-        if sum(block.batch_sizes) != bsz:
-            raise CompositionError(f"BatchSplit: the batch has {bsz} rows but batch_sizes={block.batch_sizes} "
-                                   f"sum to {sum(block.batch_sizes)}; they must be equal.")
+    def row_partition(self, block, bsz: int, fwd):
+        """[(rows, child)] of a BatchSplit (batch_sizes) or a Parallel (channel i of the batch the model's edge
+        replicated). The one statement of both row rules. Spec: COMP-BATCHSPLIT, COMP-PARALLEL."""
+        if isinstance(block, BatchSplit):
+            if sum(block.batch_sizes) != bsz:
+                raise CompositionError(f"BatchSplit: the batch has {bsz} rows but batch_sizes={block.batch_sizes} "
+                                       f"sum to {sum(block.batch_sizes)}; they must be equal.")
+            sizes = block.batch_sizes
+        else:
+            n, orig = len(block), fwd.original_batch_size
+            if orig is None or bsz != n * orig:
+                raise CompositionError(f"{block!r}: the batch here has {bsz} rows, but {n} channels of {orig} rows "
+                                       "were expected; only one Parallel level can run in a setup.")
+            sizes = [orig] * n
+        starts = np.cumsum([0] + list(sizes))
+        return [(slice(int(starts[i]), int(starts[i + 1])), child) for i, child in enumerate(block)]
+
+    def _compose_rows(self, block, state, fwd, lvl):
         state = self.pre_block(block, state, fwd)
-        outs, start = [], 0
-        for child, size in zip(block, block.batch_sizes):
-            part = self.vslice(state, slice(start, start + size))
+        outs = []
+        for rows, child in self.row_partition(block, self._bsz(state), fwd):
+            part = self.vslice(state, rows)
             res = self._child(block, child, part, fwd, lvl)
             outs.append(part if res is None else res)
-            start += size
         return self.pad_and_concat(outs)
+
+    def compose_batch_split(self, block, state, fwd, lvl):
+        """Child i gets rows [Σ_{<i}, Σ_{≤i}); outputs concatenated on the batch axis. Spec: COMP-BATCHSPLIT."""
+        return self._compose_rows(block, state, fwd, lvl)
 
     def compose_multi_task(self, block, state, fwd, lvl):
         """Rows sorted by task id, run as a BatchSplit, restored. Spec: COMP-MULTITASK."""
@@ -192,30 +256,8 @@ class ComposableLayer(AdapterLayer):
         return self.vslice(out, np.argsort(order, kind="stable"))
 
     def compose_parallel(self, block, state, fwd, lvl):
-        """Replicate the batch once per child (first time only); child i gets copy i. Spec: COMP-PARALLEL."""
-        channels = block.parallel_channels
-        if not fwd.adapters_parallelized:
-            orig = self._bsz(state)
-            state = self.repeat(state, channels)
-            fwd.adapters_parallelized = True
-            fwd.original_batch_size = orig
-        else:
-            bsz = self._bsz(state)
-            if self.allow_multi_parallelize and bsz == fwd.original_batch_size:
-                state = self.repeat(state, channels)
-                orig = bsz
-            elif bsz % channels != 0:
-                raise CompositionError(f"Parallel: the batch has {bsz} rows, not divisible by the {channels} "
-                                       "parallel channels.")
-            else:
-                orig = bsz // channels
-        state = self.pre_block(block, state, fwd)
-        outs = []
-        for i, child in enumerate(block):
-            part = self.vslice(state, slice(i * orig, (i + 1) * orig))
-            res = self._child(block, child, part, fwd, lvl)
-            outs.append(part if res is None else res)
-        return self.pad_and_concat(outs)
+        """Child i gets channel i of the batch, which the model's edge replicated. Spec: COMP-PARALLEL."""
+        return self._compose_rows(block, state, fwd, lvl)
 
     def compose_average(self, block, state, fwd, lvl):
         """mean_i(w_i · out_i) over the children present = Σ w_i out_i / N. Spec: COMP-AVERAGE."""

@@ -9,10 +9,14 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from ..configuration import BnConfig
 from ..errors import CompositionError, ConfigError
-from ..functional.bottleneck import bn_post_forward, bn_pre_forward, mean_gate, sublayer_close
+from ..functional.bottleneck import adapter_output, bn_post_forward, bn_pre_forward, bottleneck, sublayer_close
+from ..functional.fusion import TEMPERATURE_START, fusion_attention
+from ..functional.gate import mean_gate
 from . import init as winit
-from .base import AdapterModule, ComposableLayer
+from .base import AdapterModule, ComposableLayer, match_config, weighted_mean
+from .phm import phm_params, phm_weight
 
 
 class BottleneckState(NamedTuple):
@@ -43,22 +47,22 @@ class BottleneckLayer(ComposableLayer):
 
     container = "adapters"
 
-    def __init__(self, layer_idx, path, model, location_key):
-        super().__init__(layer_idx, path, model)
-        self.location_key = location_key
+    def __init__(self, key, path, model, weights_path=None):
+        super().__init__(key, path, model, weights_path)
         self.fusions: dict[str, AdapterModule] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def add_adapter(self, name, config) -> bool:
-        from ..configuration import BnConfig
-        cfg = self.model.adapters_config.match(name, BnConfig, self.layer_idx, self.location_key)
+        cfg = match_config(config, BnConfig, self.layer_idx, self.location_key)
         if cfg is None:
             return False
         D = self.model.hidden_size
         d_b = bottleneck_size(cfg, D, self.layer_idx)
         rng = winit.rng_for(cfg, self.model)
-        self.modules[name] = AdapterModule(name, cfg, winit.bottleneck_params(cfg, D, d_b, rng, name, self.model),
-                                           d_b=d_b, down_prefix="adapter_down.1" if cfg["ln_before"] else "adapter_down.0")
+        phm = lambda down: {**phm_params(cfg, D, d_b, rng, down, "down", self.model, name),  # noqa: E731
+                            **phm_params(cfg, d_b, D, rng, "adapter_up", "up", self.model, name)}
+        self.modules[name] = AdapterModule(name, cfg, winit.bottleneck_params(cfg, D, d_b, rng, phm), d_b=d_b,
+                                           down_prefix="adapter_down.1" if cfg["ln_before"] else "adapter_down.0")
         return True
 
     def fusion_param_refs(self, fusion_name):
@@ -67,59 +71,43 @@ class BottleneckLayer(ComposableLayer):
             for leaf in mod.params:
                 yield f"{self.path}.adapter_fusion_layer.{fusion_name}.{leaf}", mod.params, leaf
 
-    def add_fusion_layer(self, fusion_name, fusion_config, adapter_names) -> None:
+    def add_fusion_layer(self, fusion_name, fusion_config, adapter_names, configs) -> None:
         """A fusion exists here only if all fused adapters share a truthy value for this location. Spec: FUSION-1."""
-        cfgs = [self.model.adapters_config.get(n) for n in adapter_names]
-        vals = [c.get(self.location_key) if hasattr(c, "get") else None for c in cfgs]
+        vals = [c.get(self.location_key) if hasattr(c, "get") else None for c in configs]
         if not all(vals) or any(v != vals[0] for v in vals):
             return
         rng = winit.rng_for(None, self.model)
         self.fusions[fusion_name] = AdapterModule(fusion_name, fusion_config,
                                                   winit.fusion_params(fusion_config, self.model.hidden_size, rng),
-                                                  T=50.0 if fusion_config["temperature"] else 1.0)
+                                                  T=TEMPERATURE_START if fusion_config["temperature"] else 1.0)
 
-    # ---- adapter math ----------------------------------------------------------------------------
-    def _down_up(self, mod, a, fwd):
-        """down = act(W_d LN_before?(a) + b_d); up = s · (W_u down + b_u). Spec: BN-1."""
-        p, cfg, ops = mod.params, mod.config, self.ops
-        z = a
-        if cfg["ln_before"]:
-            z = ops.layer_norm(z, p["adapter_down.0.weight"], p["adapter_down.0.bias"], 1e-5)
-        dp = mod.info["down_prefix"]
-        if cfg["phm_layer"]:
-            from .phm import phm_linear
-            z = phm_linear(self.model, mod, dp, z, "down")
-        else:
-            z = ops.linear(z, p[dp + ".weight"], p[dp + ".bias"])
-        down = ops.activation(cfg["non_linearity"])(z)
-        if cfg["phm_layer"]:
-            from .phm import phm_linear
-            up = phm_linear(self.model, mod, "adapter_up", down, "up")
-        else:
-            up = ops.linear(down, p["adapter_up.weight"], p["adapter_up.bias"])
-        scaling = cfg["scaling"]
-        up = up * (p["scaling"] if isinstance(scaling, str) else up.dtype.type(scaling))
-        return down, up
+    def delete_fusion_layer(self, fusion_name) -> None:
+        self.fusions.pop(fusion_name, None)
+
+    # ---- adapter math (equations in functional/bottleneck.py) ------------------------------------
+    def _weights(self, mod):
+        """(W_d, b_d, W_u, b_u) as (out, in) linears: stored, or PHM Kronecker sums. Spec: BN-1, PHM-1."""
+        p, dp = mod.params, mod.info["down_prefix"]
+        if mod.config["phm_layer"]:
+            (wd, bd), (wu, bu) = phm_weight(self.model, mod, dp, "down"), phm_weight(self.model, mod, "adapter_up",
+                                                                                       "up")
+            return wd, bd, wu, bu
+        return p[dp + ".weight"], p[dp + ".bias"], p["adapter_up.weight"], p["adapter_up.bias"]
 
     def _adapter_forward(self, mod, a, r, fwd):
-        """Sequential: o = [LN_after](s·up·g + r) ...; parallel: no residual. Spec: BN-1, BN-4."""
+        """(o, up): the adapter's output and its scaled up-projection (fusion's values). Spec: BN-1, BN-4."""
         cfg, p = mod.config, mod.params
-        down, up = self._down_up(mod, a, fwd)
-        o = up
+        scaling = p["scaling"] if isinstance(cfg["scaling"], str) else float(cfg["scaling"])
+        ln_before = (p["adapter_down.0.weight"], p["adapter_down.0.bias"]) if cfg["ln_before"] else None
+        up = bottleneck(a, *self._weights(mod), act=cfg["non_linearity"], scaling=scaling, ops=self.ops,
+                        ln_before=ln_before)
+        gate = None
         if cfg["use_gating"]:
-            g = mean_gate(a, p["gate.weight"], p["gate.bias"])          # (B, 1, 1)
-            o = o * g
-            fwd.store_gating_score(mod.name, self.layer_idx, self.location_key, g)
-        if cfg["is_parallel"]:
-            if cfg["ln_after"]:
-                o = self.ops.layer_norm(o, p["adapter_norm_after.weight"], p["adapter_norm_after.bias"], 1e-5)
-            return o, up
-        if cfg["adapter_residual_before_ln"]:
-            o = o + r
-        if cfg["ln_after"]:
-            o = self.ops.layer_norm(o, p["adapter_norm_after.weight"], p["adapter_norm_after.bias"], 1e-5)
-        if not cfg["adapter_residual_before_ln"]:
-            o = o + r
+            gate = mean_gate(a, p["gate.weight"], p["gate.bias"], ops=self.ops)[:, None, :]   # (B, 1, 1)
+            fwd.store_gating_score(mod.name, self.layer_idx, self.location_key, gate)
+        ln_after = (p["adapter_norm_after.weight"], p["adapter_norm_after.bias"]) if cfg["ln_after"] else None
+        o = adapter_output(up, r, gate=gate, is_parallel=bool(cfg["is_parallel"]),
+                           residual_before_ln=cfg["adapter_residual_before_ln"], ln_after=ln_after, ops=self.ops)
         return o, up
 
     def _pre_forward(self, name, h, x, ln, fusion_config=None):
@@ -155,7 +143,7 @@ class BottleneckLayer(ComposableLayer):
                                state.layer_norm, _sl(state.bottleneck_up, idx), state.last)
 
     def pad_and_concat(self, states):
-        cat = lambda xs: None if any(x is None for x in xs) else np.concatenate(xs, axis=0)  # noqa: E731
+        cat = lambda xs: None if any(x is None for x in xs) else self.ops.concat(xs, 0)  # noqa: E731
         # Slices whose child is absent here pass through unchanged (last=None); the block's last adapter present
         # decides the closing residual / LN (upstream crashes on such setups; spec COMP-0 note).
         last = next((s.last for s in reversed(states) if s.last is not None), None)
@@ -163,14 +151,9 @@ class BottleneckLayer(ComposableLayer):
                                cat([s.adapter_residual for s in states]), states[0].layer_norm,
                                cat([s.bottleneck_up for s in states]), last)
 
-    def repeat(self, state, channels):
-        rep = lambda t: None if t is None else np.concatenate([t] * channels, axis=0)  # noqa: E731
-        return BottleneckState(rep(state.hidden_states), rep(state.input_tensor), rep(state.adapter_residual),
-                               state.layer_norm, rep(state.bottleneck_up), state.last)
-
     def mean(self, states, weights):
-        stacked = np.stack([s.hidden_states for s in states], 0) * weights.astype(states[0].hidden_states.dtype)[:, None, None, None]
-        return states[0]._replace(hidden_states=stacked.mean(0), last=states[-1].last)
+        h = weighted_mean([s.hidden_states for s in states], weights, self.ops)
+        return states[0]._replace(hidden_states=h, last=states[-1].last)
 
     def compose_single(self, name, state, fwd, lvl=0):
         o, up = self._adapter_forward(self.modules[name], state.hidden_states, state.adapter_residual, fwd)
@@ -189,13 +172,13 @@ class BottleneckLayer(ComposableLayer):
             part = BottleneckState(state.hidden_states[sl], _sl(state.input_tensor, sl),
                                    _sl(state.adapter_residual, sl), state.layer_norm, _sl(state.bottleneck_up, sl))
             res = self._child(block, child, part, fwd, lvl)
+            outs.append(part if res is None else res)       # a child absent here passes its tokens through (COMP-0)
             if res is not None:
-                outs.append(res)
                 last = res.last or last
             start += n
-        if not outs:
+        if last is None:
             return state
-        return state._replace(hidden_states=np.concatenate([o.hidden_states for o in outs], axis=1), last=last)
+        return state._replace(hidden_states=self.ops.concat([o.hidden_states for o in outs], 1), last=last)
 
     def compose_fuse(self, block, state, fwd, lvl):
         """AdapterFusion: attention over the children's up-projections. Spec: FUSION-1."""
@@ -217,8 +200,7 @@ class BottleneckLayer(ComposableLayer):
             if res is not None:
                 ups.append(res.bottleneck_up)
         if ups:
-            from ..functional.fusion import fusion_attention
-            U = np.stack(ups, axis=2)                                         # (B, T, N, D)
+            U = self.ops.concat([u[:, :, None] for u in ups], 2)              # (B, T, N, D)
             h, probs = fusion_attention(q, U, r, fusion.params, fusion.config, T=fusion.info["T"], ops=self.ops)
             fwd.store_fusion_attentions(block.name, self.layer_idx, self.location_key, probs)
         return state._replace(hidden_states=h, last=last)
@@ -226,10 +208,6 @@ class BottleneckLayer(ComposableLayer):
     # ---- entry -----------------------------------------------------------------------------------
     def forward(self, h, x, layer_norm, fwd):
         """The adapter block replacing LN(h + x). Spec: BN-2, BN-3."""
-        from ..composition import adjust_tensors_for_parallel
-        if x is not None:
-            (x,) = adjust_tensors_for_parallel(h, x)
-            (h,) = adjust_tensors_for_parallel(x, h)
         setup = self.active_setup(fwd)
         if setup is None:
             return sublayer_close(h, x, layer_norm)
@@ -237,9 +215,6 @@ class BottleneckLayer(ComposableLayer):
         if state.last is None:  # no adapter of the setup ran here
             return sublayer_close(state.hidden_states, x, layer_norm)
         last = self.modules[state.last]
-        # COMPAT(adapters): upstream adds the unreplicated h for is_parallel adapters under Parallel and crashes;
-        # we replicate it like every other tensor (spec COMP-PARALLEL note).
-        (h,) = adjust_tensors_for_parallel(state.hidden_states, h)
         return bn_post_forward(state.hidden_states, h, state.input_tensor, layer_norm,
                                original_ln_after=last.config["original_ln_after"],
                                is_parallel=bool(last.config["is_parallel"]))

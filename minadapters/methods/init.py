@@ -45,8 +45,10 @@ def linear_default(rng, out_f, in_f, dtype=np.float32):
     return kaiming_uniform(rng, (out_f, in_f), dtype=dtype), rng.uniform(-bound, bound, (out_f,)).astype(dtype)
 
 
-def bottleneck_params(cfg, D: int, d_b: int, rng, name: str, model) -> dict:
-    """Parameters of one bottleneck adapter with upstream leaf names. Spec: INIT-1, BN-1."""
+def bottleneck_params(cfg, D: int, d_b: int, rng, projections=None) -> dict:
+    """Parameters of one bottleneck adapter with upstream leaf names. Spec: INIT-1, BN-1.
+
+    ``projections(down_prefix)`` builds the down/up projections of PHM layers (methods/phm.py)."""
     p = {}
     scheme = cfg["init_weights"]
     if scheme not in ("bert", "mam_adapter", "houlsby"):
@@ -62,9 +64,7 @@ def bottleneck_params(cfg, D: int, d_b: int, rng, name: str, model) -> dict:
     if cfg["phm_layer"]:
         if scheme != "bert":
             raise ConfigError(f"init_weights={scheme!r} cannot be used with phm_layer=True; use 'bert'.")
-        from .phm import phm_params
-        p.update(phm_params(cfg, D, d_b, rng, down, "down", model, name))
-        p.update(phm_params(cfg, d_b, D, rng, "adapter_up", "up", model, name))
+        p.update(projections(down))
     elif scheme == "bert":
         p[down + ".weight"], p[down + ".bias"] = normal(rng, (d_b, D), 0.02), np.zeros(d_b, np.float32)
         p["adapter_up.weight"], p["adapter_up.bias"] = normal(rng, (D, d_b), 0.02), np.zeros(D, np.float32)

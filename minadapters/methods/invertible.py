@@ -7,56 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..functional.linalg import mm
-
+from ..configuration import BnConfig
 from ..errors import ConfigError, ShapeError
 from ..functional.activations import get_activation
+from ..functional.invertible import glow_coupling, nice_coupling
 from . import init as winit
-
-GLOW_CLAMP = 5.0
-
-def subnet(p, prefix, x, act):
-    """Linear, act, Linear (adapters' get_subnet_constructor). Spec: INV-1."""
-    h = act(mm(x, p[prefix + ".0.weight"].T) + p[prefix + ".0.bias"])
-    return mm(h, p[prefix + ".2.weight"].T) + p[prefix + ".2.bias"]
-
-def nice_coupling(p, x, act, rev=False):
-    """y1 = x1 + F(x2), y2 = x2 + G(y1); inverse y2 = x2 − G(x1), y1 = x1 − F(y2). Spec: INV-1.
-
-    Split on the feature axis at E1 = E // 2.  x: (..., E) -> (..., E)"""
-    E1 = x.shape[-1] // 2
-    x1, x2 = x[..., :E1], x[..., E1:]
-    if not rev:
-        y1 = x1 + subnet(p, "F", x2, act)
-        y2 = x2 + subnet(p, "G", y1, act)
-    else:
-        y2 = x2 - subnet(p, "G", x1, act)
-        y1 = x1 - subnet(p, "F", y2, act)
-    return np.concatenate([y1, y2], axis=-1)
-
-def glow_e(s, clamp=GLOW_CLAMP):
-    """Soft-clamped scale exp(clamp · 0.636 · atan(s / clamp)). Spec: INV-2."""
-    return np.exp(clamp * 0.636 * np.arctan(s / clamp)).astype(s.dtype, copy=False)
-
-def glow_coupling(p, x, act, rev=False):
-    """Affine coupling along the feature axis (the design adapters' GLOWCouplingBlock intends). Spec: INV-2.
-
-    forward: [s2|t2] = s2(x2), y1 = e(s2)·x1 + t2; [s1|t1] = s1(y1), y2 = e(s1)·x2 + t1.
-    inverse: [s1|t1] = s1(x1), y2 = (x2 − t1)/e(s1); [s2|t2] = s2(y2), y1 = (x1 − t2)/e(s2)."""
-    E1 = x.shape[-1] // 2
-    E2 = x.shape[-1] - E1
-    x1, x2 = x[..., :E1], x[..., E1:]
-    if not rev:
-        r2 = subnet(p, "s2", x2, act)
-        y1 = glow_e(r2[..., :E1]) * x1 + r2[..., E1:]
-        r1 = subnet(p, "s1", y1, act)
-        y2 = glow_e(r1[..., :E2]) * x2 + r1[..., E2:]
-    else:
-        r1 = subnet(p, "s1", x1, act)
-        y2 = (x2 - r1[..., E2:]) / glow_e(r1[..., :E2])
-        r2 = subnet(p, "s2", y2, act)
-        y1 = (x1 - r2[..., E1:]) / glow_e(r2[..., :E1])
-    return np.concatenate([y1, y2], axis=-1)
+from .base import MethodObject, match_config
 
 def _subnet_params(rng, prefix, d_in, d_out, rf):
     """Both Linears N(0, 0.02), bias 0 (Adapter.init_bert_weights). Hidden width int(d_in // rf). Spec: INV-3."""
@@ -64,7 +20,7 @@ def _subnet_params(rng, prefix, d_in, d_out, rf):
     return {f"{prefix}.0.weight": winit.normal(rng, (h, d_in), 0.02), f"{prefix}.0.bias": np.zeros(h, np.float32),
             f"{prefix}.2.weight": winit.normal(rng, (d_out, h), 0.02), f"{prefix}.2.bias": np.zeros(d_out, np.float32)}
 
-class InvertibleAdapters:
+class InvertibleAdapters(MethodObject):
     """name -> coupling block parameters; applied at the embedding hook for ``setup.first()``. Spec: INV-3, INV-4."""
 
     def __init__(self, model):
@@ -72,8 +28,7 @@ class InvertibleAdapters:
         self.blocks: dict[str, dict] = {}      # name -> {"kind": "nice"|"glow", "act": str|None, "params": {...}}
 
     def add_adapter(self, name, config) -> bool:
-        from ..configuration import BnConfig
-        cfg = self.model.adapters_config.match(name, BnConfig, location_key="inv_adapter")
+        cfg = match_config(config, BnConfig, location_key="inv_adapter")
         if cfg is None or not cfg["inv_adapter"]:
             return False
         kind, rf = cfg["inv_adapter"], cfg["inv_adapter_reduction_factor"]
@@ -101,10 +56,6 @@ class InvertibleAdapters:
             for leaf in blk["params"]:
                 yield f"invertible_adapters.{name}.{leaf}", blk["params"], leaf
 
-    def state_dict_items(self, name):
-        for key, d, leaf in self.param_refs(name):
-            yield key, d[leaf]
-
     def _apply(self, name, x, rev):
         blk = self.blocks[name]
         E = x.shape[-1]
@@ -112,7 +63,7 @@ class InvertibleAdapters:
         if (blk["kind"] == "nice" and want[0] != E // 2) or (blk["kind"] == "glow" and want[1] != E // 2):
             raise ShapeError(f"invertible adapter {name!r} was built for another embedding width; input has {E}.")
         fn = nice_coupling if blk["kind"] == "nice" else glow_coupling
-        return fn(blk["params"], x, get_activation(blk["act"]), rev=rev).astype(x.dtype, copy=False)
+        return fn(blk["params"], x, get_activation(blk["act"]), rev=rev, ops=self.model.ops).astype(x.dtype, copy=False)
 
     def forward(self, x, mask2d, fwd):
         """Embedding hook: apply the first adapter's coupling block (if it has one). Spec: INV-4."""
@@ -137,4 +88,4 @@ class InvertibleAdapters:
             return x
         return self.inverse(setup.first(), x)
 
-__all__ = ["InvertibleAdapters", "nice_coupling", "glow_coupling"]
+__all__ = ["InvertibleAdapters"]

@@ -9,13 +9,14 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from ..composition import BatchSplit, Parallel, Stack
+from ..configuration import LoRAConfig
 from ..errors import CompositionError, ConfigError
 from ..functional import lora as F
 from . import init as winit
-from .base import ComposableLayer
-from .lora_modules import check_config, delta_w, make_module, module_forward, module_kind, shared_vera_params
-
-LOCATION_KEYS = {"selfattn": "selfattn_lora", "intermediate": "intermediate_lora", "output": "output_lora"}
+from .base import ComposableLayer, match_config, weighted_mean
+from .lora_modules import (LoRAMergeMixin, check_config, delta_w, make_module, module_forward, module_kind,
+                           shared_vera_params, split_key)
 
 
 class LoRAState(NamedTuple):
@@ -25,98 +26,22 @@ class LoRAState(NamedTuple):
     last: Optional[str]
 
 
-def split_key(key: str):
-    """'selfattn.q' -> ('selfattn_lora', 'q'); 'intermediate' -> ('intermediate_lora', None)."""
-    loc, _, attn = key.partition(".")
-    if loc not in LOCATION_KEYS:
-        raise ValueError(f"LoRA layer key {key!r} is unknown; expected selfattn.<q|k|v|qkv>, intermediate or output.")
-    return LOCATION_KEYS[loc], (attn or None)
-
-
-class LoRAMergeMixin:
-    """Exact merge / bit-identical reset shared by LoRALayer and LoRAMergedLayer. Spec: LORA-9."""
-
-    merged: Optional[str] = None
-
-    def _weight_keys(self):
-        return self.model.linear_weight(self.key, self.layer_idx)
-
-    def _shared(self, name):
-        return self.model.model_level["shared"].params.get(name)
-
-    def check_mergeable(self, name: str) -> None:
-        """Spec: LORA-9 edge cases."""
-        if name not in self.modules:
-            return
-        mod = self.modules[name]
-        if self.merged is not None and self.merged != name:
-            raise ConfigError(f"merge_adapter({name!r}): layer {self.layer_idx} ({self.key}) already has the merged "
-                              f"LoRA module {self.merged!r}. Please reset it first (model.reset_adapter()).")
-        if mod.info["gating"]:
-            raise ConfigError("Cannot merge LoRA layer with gating.")
-        if mod.info["kind"] == "mtl":
-            raise ConfigError(f"merge_adapter({name!r}): MTL-LoRA modules cannot be merged (task-specific 3-D "
-                              "lora_B; adapters 1.3.0 fails with RuntimeError).")
-
-    def merge(self, name: str) -> None:
-        """Replace the base W (and b) by weights giving exactly the unmerged output. Spec: LORA-9."""
-        if name not in self.modules or self.merged == name:
-            return
-        self.check_mergeable(name)
-        wk, bk = self._weight_keys()
-        W = self.model.params[wk]
-        b = self.model.params.get(bk)
-        W2, b2 = self.merged_weights(self.modules[name], W, b)
-        self._originals = (wk, W, bk, b)
-        self.model.params[wk] = W2.astype(W.dtype)
-        if b is not None:
-            self.model.params[bk] = b2.astype(b.dtype)
-        self.merged = name
-
-    def reset(self) -> None:
-        """Restore the arrays stored by merge (bit-identical). Spec: LORA-9."""
-        if self.merged is None:
-            return
-        wk, W, bk, b = self._originals
-        self.model.params[wk] = W
-        if b is not None:
-            self.model.params[bk] = b
-        self._originals = None
-        self.merged = None
-
-    def delete_adapter(self, name: str) -> None:
-        if self.merged == name:
-            self.reset()      # upstream keeps the weights merged and later fails in reset_adapter
-        self.modules.pop(name, None)
-
-
 class LoRALayer(LoRAMergeMixin, ComposableLayer):
     """LoRA / IA³ / VeRA / DoRA / MTL-LoRA modules of one wrapped linear. Spec: LORA-0 .. LORA-9."""
 
     container = "loras"
-    allow_multi_parallelize = True
 
-    def __init__(self, layer_idx, path, model, key):
-        super().__init__(layer_idx, path, model)
-        self.key = key
-        self.location_key, self.attn_key = split_key(key)
-        self.merged = None
-        self._originals = None
+    def __init__(self, key, path, model, weights_path=None):
+        super().__init__(key, path, model, weights_path)
+        self.location_key, self.attn_key = split_key(key.location)
 
     # ---- lifecycle -------------------------------------------------------------------------------
-    def _config(self, name):
-        from ..configuration import LoRAConfig
-        cfg = self.model.adapters_config.match(name, LoRAConfig, self.layer_idx, self.location_key)
-        if cfg is None or (self.attn_key is not None and self.attn_key not in (cfg["attn_matrices"] or [])):
-            return None
-        return cfg
-
     def add_adapter(self, name, config) -> bool:
-        cfg = self._config(name)
-        if cfg is None:
+        cfg = match_config(config, LoRAConfig, self.layer_idx, self.location_key)
+        if cfg is None or (self.attn_key is not None and self.attn_key not in (cfg["attn_matrices"] or [])):
             return False
         check_config(cfg, name)
-        wk, _ = self._weight_keys()
+        wk, _ = self.weight_keys()
         W = self.model.params[wk]
         out_f, in_f = W.shape
         rng = winit.rng_for(cfg, self.model)
@@ -131,13 +56,13 @@ class LoRALayer(LoRAMergeMixin, ComposableLayer):
         shared = self.model.model_level["shared"].get(name)
         if "lora_A" not in shared:
             shared.update(shared_vera_params(cfg, a_shape, b_shape, rng, self.model))
-            shared["_first"] = f"layer {self.layer_idx} {self.key}"
+            shared["_first"] = f"layer {self.layer_idx} {self.key.location}"
             return
         if shared["lora_A"].shape != a_shape or shared["lora_B"].shape != b_shape:
             raise ConfigError(
                 f"VeRA adapter {name!r}: the shared lora_A {shared['lora_A'].shape} / lora_B "
                 f"{shared['lora_B'].shape} (shaped by {shared.get('_first', 'the first target')}) do not fit layer "
-                f"{self.layer_idx} {self.key} (needs {a_shape} / {b_shape}). VeRA shares A and B, so all targets must "
+                f"{self.layer_idx} {self.key.location} (needs {a_shape} / {b_shape}). VeRA shares A and B, so all targets must "
                 "have the same shape: adapt only selfattn (or only same-shaped linears). adapters 1.3.0 fails here "
                 "with RuntimeError at the first forward.")
 
@@ -155,29 +80,24 @@ class LoRALayer(LoRAMergeMixin, ComposableLayer):
         hs = [s.hidden_states for s in states]
         if any(h is None for h in hs) and not all(h is None for h in hs):
             raise CompositionError(
-                f"layer {self.layer_idx} ({self.key}): some children of the block have no LoRA module here while "
+                f"layer {self.layer_idx} ({self.key.location}): some children of the block have no LoRA module here while "
                 "others do (e.g. leave_out, or a bottleneck adapter beside a LoRA in BatchSplit/Parallel); adapters "
                 "1.3.0 crashes on this. Give every child a LoRA module at this location.")
         if hs[0] is not None and len({h.shape[1:] for h in hs}) > 1:
             kinds = sorted({self.modules[s.last].info["kind"] for s in states if s.last in self.modules})
             raise CompositionError(
-                f"layer {self.layer_idx} ({self.key}): the children of the block produce incompatible states "
+                f"layer {self.layer_idx} ({self.key.location}): the children of the block produce incompatible states "
                 f"({', '.join(kinds)}): IA3 (scale) modules cannot share a BatchSplit/Parallel/MultiTask block with "
                 "add-mode LoRA modules (adapters 1.3.0 fails with RuntimeError).")
-        cat = lambda xs: np.concatenate(xs, axis=0)  # noqa: E731
+        cat = lambda xs: self.ops.concat(xs, 0)  # noqa: E731
         return LoRAState(cat([s.layer_input for s in states]), None if hs[0] is None else cat(hs),
                          cat([s.layer_output for s in states]), states[-1].last)
-
-    def repeat(self, state, channels):
-        rep = lambda t: None if t is None else np.concatenate([t] * channels, axis=0)  # noqa: E731
-        return LoRAState(rep(state.layer_input), rep(state.hidden_states), rep(state.layer_output), state.last)
 
     def mean(self, states, weights):
         """mean_i(w_i H_i) = Σ w_i H_i / N. Spec: LORA-8 (COMP-AVERAGE)."""
         h = None
         if states[0].hidden_states is not None:
-            w = weights.astype(states[0].hidden_states.dtype)[:, None, None, None]
-            h = (np.stack([s.hidden_states for s in states], 0) * w).mean(0)
+            h = weighted_mean([s.hidden_states for s in states], weights, self.ops)
         return LoRAState(states[0].layer_input, h, states[0].layer_output, states[-1].last)
 
     def compose_single(self, name, state, fwd, lvl=0):
@@ -202,7 +122,7 @@ class LoRALayer(LoRAMergeMixin, ComposableLayer):
         state = self.compose(setup, LoRAState(x, None, y, None), fwd)
         return self.combine(state, w)
 
-    # ---- fused kernels (NativeOps): same result as compose + combine for plain add-mode LoRAs ---------
+    # ---- fused path: same result as compose + combine for plain add-mode LoRAs ---------------------------
     def _plain(self, name, dtype):
         """The module ``name`` if it is a plain add-mode LoRA (no gate, DoRA, IA³, VeRA, MTL) in ``dtype``."""
         mod = self.modules.get(name) if isinstance(name, str) else None
@@ -212,11 +132,10 @@ class LoRALayer(LoRAMergeMixin, ComposableLayer):
         return mod if ok else None
 
     def _fused_add(self, setup, x, y, fwd):
-        """y + H through ops.lora_add (one LoRA) or ops.sgmv_lora_add (BatchSplit / Parallel of LoRAs), or
-        None when the setup needs the generic composition. Spec: LORA-8, OPS-8, OPS-9."""
-        from ..composition import BatchSplit, Parallel, Stack
-        ops = self.ops
-        if not hasattr(ops, "sgmv_lora_add") or x.dtype != np.float32 or y.dtype != np.float32 or x.ndim != 3:
+        """y + H through ops.lora_add (one plain LoRA) or ops.sgmv_lora_add (a BatchSplit / Parallel of plain
+        LoRAs, rows partitioned by the block's own rule), or None when the setup needs the generic composition.
+        Spec: LORA-8, OPS-8, OPS-9."""
+        if x.ndim != 3:
             return None
         if isinstance(setup, Stack):
             present = [c for c in setup if not isinstance(c, str) or c in self.modules]
@@ -227,46 +146,29 @@ class LoRALayer(LoRAMergeMixin, ComposableLayer):
             mod = self._plain(setup, x.dtype)
             if mod is None:
                 return None
-            return ops.lora_add(np.ascontiguousarray(y), x, mod.params["lora_A"], mod.params["lora_B"],
-                                float(np.float32(mod.info["scaling"])))
+            return self.ops.lora_add(y, x, mod.params["lora_A"], mod.params["lora_B"], mod.info["scaling"])
         if not isinstance(setup, (BatchSplit, Parallel)):
             return None
         mods = [self._plain(c, x.dtype) for c in setup]
         if any(m is None for m in mods):
             return None
-        bsz = x.shape[0]
-        if isinstance(setup, BatchSplit):
-            if sum(setup.batch_sizes) != bsz:
-                return None
-            sizes = list(setup.batch_sizes)
-        else:
-            n = len(mods)
-            rep = not fwd.adapters_parallelized or bsz == fwd.original_batch_size
-            if not rep and bsz % n:
-                return None
-            if rep:
-                if not fwd.adapters_parallelized:
-                    fwd.adapters_parallelized, fwd.original_batch_size = True, bsz
-                x, y = np.concatenate([x] * n, axis=0), np.concatenate([y] * n, axis=0)
-            sizes = [x.shape[0] // n] * n
-        return self._sgmv(mods, sizes, x, y)
+        parts = self.row_partition(setup, x.shape[0], fwd)
+        return self._sgmv(mods, [sl.stop - sl.start for sl, _ in parts], x, y)
 
     def _sgmv(self, mods, sizes, x, y):
         B, T, K = x.shape
-        y = np.ascontiguousarray(y)
         seg = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64) * T
         if len({m.params["lora_A"].shape for m in mods}) == 1 and len({m.params["lora_B"].shape for m in mods}) == 1:
             A = np.stack([m.params["lora_A"] for m in mods])
             Bm = np.stack([m.params["lora_B"] for m in mods])
-            scales = np.array([m.info["scaling"] for m in mods], np.float32)
+            scales = np.array([m.info["scaling"] for m in mods], y.dtype)
             self.ops.sgmv_lora_add(y.reshape(B * T, -1), x.reshape(B * T, K), A, Bm, seg,
                                    np.arange(len(mods), dtype=np.int64), scales)
             return y
         y2, x2 = y.reshape(B * T, -1), x.reshape(B * T, K)        # different ranks: one fused call per child
         for i, m in enumerate(mods):
             sl = slice(seg[i], seg[i + 1])
-            self.ops.lora_add(y2[sl], x2[sl], m.params["lora_A"], m.params["lora_B"],
-                              float(np.float32(m.info["scaling"])))
+            self.ops.lora_add(y2[sl], x2[sl], m.params["lora_A"], m.params["lora_B"], m.info["scaling"])
         return y
 
     def combine(self, state, w):
@@ -297,6 +199,4 @@ class LoRALayer(LoRAMergeMixin, ComposableLayer):
         return W64 + s * dW, b
 
 
-from .lora_merged import LoRAMergedLayer  # noqa: E402  (needs LoRAMergeMixin above)
-
-__all__ = ["LoRALayer", "LoRAMergedLayer", "LoRAState", "module_kind"]
+__all__ = ["LoRALayer", "LoRAState", "module_kind"]

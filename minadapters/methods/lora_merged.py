@@ -9,12 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..composition import AdapterCompositionBlock
+from ..configuration import LoRAConfig
 from ..errors import CompositionError, ConfigError
 from ..functional import lora as F
+from ..functional.gate import mean_gate
 from . import init as winit
-from .base import AdapterLayer
-from .lora import LoRAMergeMixin, split_key
-from .lora_modules import check_config, make_module, module_kind
+from .base import AdapterLayer, match_config
+from .lora_modules import LoRAMergeMixin, check_config, make_module, module_kind, split_key
 
 
 class LoRAMergedLayer(LoRAMergeMixin, AdapterLayer):
@@ -22,16 +23,12 @@ class LoRAMergedLayer(LoRAMergeMixin, AdapterLayer):
 
     container = "loras"
 
-    def __init__(self, layer_idx, path, model, key="selfattn.qkv"):
-        super().__init__(layer_idx, path, model)
-        self.key = key
-        self.location_key, _ = split_key(key)
-        self.merged = None
-        self._originals = None
+    def __init__(self, key, path, model, weights_path=None):
+        super().__init__(key, path, model, weights_path)
+        self.location_key, _ = split_key(key.location)
 
     def add_adapter(self, name, config) -> bool:
-        from ..configuration import LoRAConfig
-        cfg = self.model.adapters_config.match(name, LoRAConfig, self.layer_idx, self.location_key)
+        cfg = match_config(config, LoRAConfig, self.layer_idx, self.location_key)
         if cfg is None:
             return False
         check_config(cfg, name)
@@ -44,7 +41,7 @@ class LoRAMergedLayer(LoRAMergeMixin, AdapterLayer):
             what = "DoRA" if cfg["use_dora"] else {"vera": "VeRA", "mtl": "MTL-LoRA"}[kind]
             raise ConfigError(f"adapter {name!r}: {what} is not supported on the fused qkv projection "
                               f"({self.path}); adapters 1.3.0 fails on it. Use plain LoRA or IA3 here.")
-        wk, _ = self._weight_keys()
+        wk, _ = self.weight_keys()
         W = self.model.params[wk]
         out_f, in_f = W.shape
         if out_f % 3:
@@ -84,10 +81,12 @@ class LoRAMergedLayer(LoRAMergeMixin, AdapterLayer):
         if mod.info["kind"] == "ia3":
             delta = mod.params["lora_B"].astype(dt).reshape(1, 1, -1)
         else:
-            delta = F.grouped_delta(x, mod.params["lora_A"].astype(dt), mod.params["lora_B"].astype(dt), g)
+            delta = F.grouped_delta(x, mod.params["lora_A"].astype(dt), mod.params["lora_B"].astype(dt), g,
+                                    ops=self.ops)
         fill = 0.0 if mod.info["kind"] != "ia3" else 1.0
         if mod.info["gating"]:
-            gate = F.mean_gate(x, mod.params["gate.weight"].astype(dt), mod.params["gate.bias"].astype(dt))  # (B, g)
+            gate = mean_gate(x, mod.params["gate.weight"].astype(dt), mod.params["gate.bias"].astype(dt),
+                             ops=self.ops)                                                         # (B, g)
             fwd.store_gating_score(name, self.layer_idx, self.location_key, gate)
             scale = F.scatter_thirds(np.repeat(gate, y.shape[-1] // 3, axis=-1), en, 1.0)[:, None, :]
         else:

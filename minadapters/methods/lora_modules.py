@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..functional.linalg import mm
+from typing import Optional
 
-from ..errors import ConfigError
+from ..configuration import MTLLoRAConfig
+from ..errors import CompositionError, ConfigError
 from ..functional import lora as F
+from ..functional.gate import mean_gate
 from . import init as winit
 from .base import AdapterModule
+
+LOCATION_KEYS = {"selfattn": "selfattn_lora", "crossattn": "selfattn_lora", "intermediate": "intermediate_lora",
+                 "output": "output_lora"}
 
 _NP_DTYPES = {"float16": np.float16, "half": np.float16, "float32": np.float32, "float": np.float32,
               "float64": np.float64, "double": np.float64}
@@ -22,7 +27,6 @@ _NP_DTYPES = {"float16": np.float16, "half": np.float16, "float32": np.float32, 
 
 def module_kind(cfg) -> str:
     """'lora' | 'ia3' | 'vera' | 'mtl', chosen as adapters 1.3.0 does. Spec: LORA-0."""
-    from ..configuration import MTLLoRAConfig
     mode = cfg["composition_mode"]
     if mode == "scale":
         return "ia3"
@@ -154,19 +158,19 @@ def _p(mod, leaf, dtype):
     return mod.params[leaf].astype(dtype, copy=False)
 
 
-def gate_of(mod, x):
-    """(B, 1, 1) mean gate of a single-head module. Spec: LORA-2."""
-    g = F.mean_gate(x, _p(mod, "gate.weight", x.dtype), _p(mod, "gate.bias", x.dtype))   # (B, 1)
+def gate_of(mod, x, ops):
+    """(B, 1, 1) mean gate of a single-head module. Spec: LORA-2 (GATE-1)."""
+    g = mean_gate(x, _p(mod, "gate.weight", x.dtype), _p(mod, "gate.bias", x.dtype), ops=ops)   # (B, 1)
     return g[:, :, None]
 
 
-def module_forward(mod, h, x, shared, ops=None):
+def module_forward(mod, h, x, shared, ops):
     """H of one module given the running hidden state h (None: start from x) and the layer input x.
 
     Returns (H, gate or None). The gate replaces alpha/r (IA³: alpha). ``ops`` runs the LoRA products.
     Spec: LORA-1 .. LORA-6."""
     dt = x.dtype
-    gate = gate_of(mod, x) if mod.info["gating"] else None
+    gate = gate_of(mod, x, ops) if mod.info["gating"] else None
     s = gate if gate is not None else dt.type(mod.info["scaling"])
     kind = mod.info["kind"]
     if kind == "ia3":
@@ -175,16 +179,15 @@ def module_forward(mod, h, x, shared, ops=None):
     h = x if h is None else h
     A_in = mod.params["lora_A"].shape[1] if kind != "vera" else shared["lora_A"].shape[1]
     if h.shape[-1] != A_in:
-        from ..errors import CompositionError
         raise CompositionError(f"Stack of LoRA modules: adapter {mod.name!r} receives the previous adapter's "
                                f"output of width {h.shape[-1]} but its lora_A expects {A_in} inputs (adapters 1.3.0 "
                                "chains deltas, which needs in_features == out_features).")
     if kind == "lora":
         return F.lora_delta(h, _p(mod, "lora_A", dt), _p(mod, "lora_B", dt), scale=s, ops=ops), gate
     if kind == "vera":
-        return mm(h, delta_w(mod, shared).astype(dt).T) * s, gate
+        return ops.linear(h, delta_w(mod, shared).astype(dt)) * s, gate
     return F.mtl_delta(h, _p(mod, "lora_A", dt), _p(mod, "task_specific.values", dt), _p(mod, "lora_B", dt),
-                       _p(mod, "weights", dt), sharpness=mod.config["weights_sharpness"], scale=s), gate
+                       _p(mod, "weights", dt), sharpness=mod.config["weights_sharpness"], scale=s, ops=ops), gate
 
 
 def delta_w(mod, shared):
@@ -203,3 +206,72 @@ def delta_w(mod, shared):
         return p["lora_B"]
     raise ConfigError(f"adapter {mod.name!r}: MTL-LoRA has no single ΔW (3-D lora_B); it cannot be merged.")
 
+
+
+def split_key(key: str):
+    """'selfattn.q' -> ('selfattn_lora', 'q'); 'intermediate' -> ('intermediate_lora', None). Cross-attention
+    projections use adapters' ``selfattn`` location too."""
+    loc, _, attn = key.partition(".")
+    if loc not in LOCATION_KEYS:
+        raise ValueError(f"LoRA layer key {key!r} is unknown; expected selfattn.<q|k|v|qkv>, crossattn.<q|k|v>, "
+                         "intermediate or output.")
+    return LOCATION_KEYS[loc], (attn or None)
+
+
+class LoRAMergeMixin:
+    """Exact merge / bit-identical reset shared by LoRALayer and LoRAMergedLayer. Spec: LORA-9."""
+
+    merged: Optional[str] = None
+    _originals = None
+
+    def weight_keys(self):
+        """(weight key, bias key) of the wrapped base linear in the model's params."""
+        return self.weights_path + ".weight", self.weights_path + ".bias"
+
+    def _shared(self, name):
+        return self.model.model_level["shared"].params.get(name)
+
+    def check_mergeable(self, name: str) -> None:
+        """Spec: LORA-9 edge cases."""
+        if name not in self.modules:
+            return
+        mod = self.modules[name]
+        if self.merged is not None and self.merged != name:
+            raise ConfigError(f"merge_adapter({name!r}): layer {self.layer_idx} ({self.location_key}) already has "
+                              f"the merged LoRA module {self.merged!r}. Please reset it first (model.reset_adapter()).")
+        if mod.info["gating"]:
+            raise ConfigError("Cannot merge LoRA layer with gating.")
+        if mod.info["kind"] == "mtl":
+            raise ConfigError(f"merge_adapter({name!r}): MTL-LoRA modules cannot be merged (task-specific 3-D "
+                              "lora_B; adapters 1.3.0 fails with RuntimeError).")
+
+    def merge(self, name: str) -> None:
+        """Replace the base W (and b) by weights giving exactly the unmerged output. Spec: LORA-9."""
+        if name not in self.modules or self.merged == name:
+            return
+        self.check_mergeable(name)
+        wk, bk = self.weight_keys()
+        W = self.model.params[wk]
+        b = self.model.params.get(bk)
+        W2, b2 = self.merged_weights(self.modules[name], W, b)
+        self._originals = (wk, W, bk, b)
+        self.model.params[wk] = W2.astype(W.dtype)
+        if b is not None:
+            self.model.params[bk] = b2.astype(b.dtype)
+        self.merged = name
+
+    def reset(self) -> None:
+        """Restore the arrays stored by merge (bit-identical). Spec: LORA-9."""
+        if self.merged is None:
+            return
+        wk, W, bk, b = self._originals
+        self.model.params[wk] = W
+        if b is not None:
+            self.model.params[bk] = b
+        self._originals = None
+        self.merged = None
+
+    def delete_adapter(self, name: str) -> None:
+        if self.merged == name:
+            self.reset()      # upstream keeps the weights merged and later fails in reset_adapter
+        self.modules.pop(name, None)

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from ..errors import ConfigError, ShapeError
-from ..functional.phm import factor_product, phm_forward
+from ..functional.phm import factor_product, kron_sum
 from . import init as winit
 
 
@@ -120,11 +120,11 @@ def _weights(model, mod, prefix, which):
     return rule, W, p.get(f"{prefix}.b")
 
 
-def phm_linear(model, mod, prefix, x, which):
-    """y = x Σ_i kron(rule_i, W_i) + b. Spec: PHM-1."""
+def phm_weight(model, mod, prefix, which):
+    """(H ᵀ (out, in), b or None): the PHM projection as a linear layer, H = Σ_i kron(rule_i, W_i). Spec: PHM-1."""
     rule, W, b = _weights(model, mod, prefix, which)
     n = mod.config["phm_dim"]
-    if rule.shape != (n, n, n) or W.shape[0] != n or W.shape[1] * n != x.shape[-1]:
-        raise ShapeError(f"adapter {mod.name!r} {prefix}: PHM rule {rule.shape} / W {W.shape} do not fit phm_dim={n} "
-                         f"and input width {x.shape[-1]}.")
-    return phm_forward(x, rule, W, b)
+    if rule.shape != (n, n, n) or W.shape[0] != n:
+        raise ShapeError(f"adapter {mod.name!r} {prefix}: PHM rule {rule.shape} / W {W.shape} do not fit "
+                         f"phm_dim={n}.")
+    return kron_sum(rule, W).T, b

@@ -16,18 +16,14 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ..composition import adjust_tensors_for_parallel
+from ..configuration import ConfigUnion, PrefixTuningConfig
 from ..errors import CompositionError, ConfigError
-from ..functional.prefix import left_pad_keys, prefix_gate, prefix_mlp, prepend_prefix, split_prefix_kv
+from ..functional.gate import mean_gate
+from ..functional.prefix import left_pad_keys, prefix_mlp, prepend_prefix, split_prefix_kv
 from . import init as winit
-from .base import AdapterModule, ComposableLayer
+from .base import AdapterModule, ComposableLayer, MethodObject, match_config
 
 POOL_PREFIX = "prefix_tuning.prefix_tunings"
-
-
-def _prefix_config_class():
-    from ..configuration import PrefixTuningConfig
-    return PrefixTuningConfig
 
 
 def _seeded(cfg, model, salt: int):
@@ -36,7 +32,7 @@ def _seeded(cfg, model, salt: int):
     return np.random.default_rng((int(seed), salt)) if seed else model.rng
 
 
-class PrefixTuningPool:
+class PrefixTuningPool(MethodObject):
     """All prefix networks of a model: adapter name -> location key -> network. Spec: PREFIX-1.
 
     Layers announce themselves in add_adapter (``indicate``: their rank among the layers of that location that
@@ -60,7 +56,7 @@ class PrefixTuningPool:
 
     def confirm_adapter(self, name, config) -> bool:
         """Build the prefix network of every location that has layers. Spec: PREFIX-1."""
-        cfg = self.model.adapters_config.match(name, _prefix_config_class())
+        cfg = match_config(config, PrefixTuningConfig)
         counts = self.counts.pop(name, {})
         if cfg is None:
             return False
@@ -93,10 +89,6 @@ class PrefixTuningPool:
             for leaf in mod.params:
                 yield f"{POOL_PREFIX}.{name}.{loc}.{leaf}", mod.params, leaf
 
-    def state_dict_items(self, name):
-        for key, d, leaf in self.param_refs(name):
-            yield key, d[leaf]
-
     # ---- forward ---------------------------------------------------------------------------------
     def network_output(self, mod) -> np.ndarray:
         """(P, L·2·H·Dh): the flat vector viewed row-major, or the MLP over wte. Spec: PREFIX-1."""
@@ -119,7 +111,7 @@ class PrefixTuningPool:
         setup = fwd.setup
         if setup is None:
             return
-        names = setup.flatten() if hasattr(setup, "flatten") else {setup}
+        names = setup.flatten()
         for name in sorted(names):
             if name in self.groups:
                 fwd.prefix_states[name] = {loc: self.prefix_kv(name, loc) for loc in self.groups[name]}
@@ -147,16 +139,15 @@ class PrefixTuningPool:
             self._replace_config(name, new_cfg)
 
     def _replace_config(self, name, new_cfg) -> None:
-        from ..configuration import ConfigUnion
         ac = self.model.adapters_config
         old = ac.adapters[name]
         if isinstance(old, ConfigUnion):
-            members = [new_cfg if isinstance(c, _prefix_config_class()) else c for c in old.configs]
+            members = [new_cfg if isinstance(c, PrefixTuningConfig) else c for c in old.configs]
             ac.adapters[name] = ConfigUnion(*members)
         else:
             ac.adapters[name] = new_cfg
-        for (i, kind, _), layer in self.model.method_layers.items():
-            if kind == "prefix" and name in layer.modules:
+        for layer in self.model.layers_of("prefix"):
+            if name in layer.modules:
                 layer.modules[name].config = new_cfg
 
 
@@ -172,10 +163,6 @@ class PrefixTuningLayer(ComposableLayer):
 
     container = "prefix_gates"
 
-    def __init__(self, layer_idx, path, model, location_key):
-        super().__init__(layer_idx, path, model)
-        self.location_key = location_key
-
     @property
     def pool(self) -> PrefixTuningPool:
         return self.model.model_level["prefix_pool"]
@@ -183,7 +170,7 @@ class PrefixTuningLayer(ComposableLayer):
     def add_adapter(self, name, config) -> bool:
         """Only ``encoder_*`` / ``cross_*`` locations have a config flag; ``self_prefix`` always matches."""
         key = self.location_key if self.location_key.startswith(("cross", "encoder")) else None
-        cfg = self.model.adapters_config.match(name, _prefix_config_class(), self.layer_idx, key)
+        cfg = match_config(config, PrefixTuningConfig, self.layer_idx, key)
         if cfg is None:
             return False
         prefix_id = self.pool.indicate(name, self.location_key)
@@ -210,14 +197,10 @@ class PrefixTuningLayer(ComposableLayer):
             K, V, m = s.key_states, s.value_states, s.mask
             if need_mask and m is None:
                 m = np.zeros((K.shape[0], 1, 1, K.shape[2]), dtype=K.dtype)
-            padded.append(left_pad_keys(K, V, m, Tk - K.shape[2]))
-        cat = lambda i: np.concatenate([p[i] for p in padded], axis=0)  # noqa: E731
+            padded.append(left_pad_keys(K, V, m, Tk - K.shape[2], ops=self.ops))
+        cat = lambda i: self.ops.concat([p[i] for p in padded], 0)  # noqa: E731
         mask = cat(2) if need_mask else None
-        return PrefixState(cat(0), cat(1), np.concatenate([s.attn_input for s in states], axis=0), mask)
-
-    def repeat(self, state, channels):
-        rep = lambda t: None if t is None else np.concatenate([t] * channels, axis=0)  # noqa: E731
-        return PrefixState(rep(state.key_states), rep(state.value_states), rep(state.attn_input), rep(state.mask))
+        return PrefixState(cat(0), cat(1), self.ops.concat([s.attn_input for s in states], 0), mask)
 
     def mean(self, states, weights):
         raise CompositionError("Average is not supported by prefix tuning (adapters 1.3.0 raises NotImplementedError).")
@@ -239,11 +222,11 @@ class PrefixTuningLayer(ComposableLayer):
         PK = np.broadcast_to(kv[0], (B,) + kv[0].shape)              # (B, H, P, Dh)
         PV = np.broadcast_to(kv[1], (B,) + kv[1].shape)
         if mod.params:
-            g = prefix_gate(state.attn_input, mod.params["weight"], mod.params["bias"], ops=self.ops)   # (B, 1|2)
+            g = mean_gate(state.attn_input, mod.params["weight"], mod.params["bias"], ops=self.ops)     # (B, 1|2)
             fwd.store_gating_score(name, self.layer_idx, self.location_key, g)
             PK = PK * g[:, 0, None, None, None].astype(PK.dtype)
             PV = PV * g[:, -1, None, None, None].astype(PV.dtype)
-        K, V, mask = prepend_prefix(state.key_states, state.value_states, state.mask, PK, PV)
+        K, V, mask = prepend_prefix(state.key_states, state.value_states, state.mask, PK, PV, ops=self.ops)
         return state._replace(key_states=K, value_states=V, mask=mask)
 
     # ---- entry -----------------------------------------------------------------------------------
@@ -252,6 +235,5 @@ class PrefixTuningLayer(ComposableLayer):
         setup = self.active_setup(fwd)
         if setup is None:
             return K, V, mask
-        (attn_input,) = adjust_tensors_for_parallel(K, attn_input)
         state = self.compose(setup, PrefixState(K, V, attn_input, mask), fwd)
         return state.key_states, state.value_states, state.mask

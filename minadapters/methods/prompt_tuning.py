@@ -9,10 +9,11 @@ import os
 
 import numpy as np
 
+from ..configuration import PromptTuningConfig
 from ..errors import BackendUnavailableError, ConfigError
 from ..functional.prefix import combine_prompt, prompt_ids
 from . import init as winit
-from .base import AdapterModule
+from .base import AdapterModule, MethodObject, match_config
 
 KEY = "prompt_tuning.prompt_tunings"
 
@@ -55,7 +56,7 @@ def init_prompt(cfg, model, rng) -> np.ndarray:
         if text is None:
             raise ConfigError("prompt_init='from_string' needs prompt_init_text (got None).")
         ids = prompt_ids(tokenize(model, text), P)
-        emb = model.params["embeddings.word_embeddings.weight"]
+        emb = model.params[model.arch.embed_key]
         bad = [i for i in ids if not 0 <= i < emb.shape[0]]
         if bad:
             raise ConfigError(f"prompt_init_text tokenizes to ids {bad[:5]} outside this model's vocabulary "
@@ -64,7 +65,7 @@ def init_prompt(cfg, model, rng) -> np.ndarray:
     raise ConfigError(f"prompt_init={cfg['prompt_init']!r}; expected 'random_uniform' or 'from_string'.")
 
 
-class PromptTuning:
+class PromptTuning(MethodObject):
     """Prompt embeddings of every prompt-tuning adapter; runs as an embedding method. Spec: PROMPT-2."""
 
     def __init__(self, model):
@@ -72,11 +73,10 @@ class PromptTuning:
         self.modules: dict[str, AdapterModule] = {}
 
     def add_adapter(self, name, config) -> bool:
-        from ..configuration import PromptTuningConfig
-        cfg = self.model.adapters_config.match(name, PromptTuningConfig)
+        cfg = match_config(config, PromptTuningConfig)
         if cfg is None:
             return False
-        if "embeddings.word_embeddings.weight" not in self.model.params:
+        if self.model.arch.embed_key not in self.model.params:
             raise ConfigError(f"Prompt tuning is not supported by model_type={self.model.model_type!r}.")
         rng = winit.rng_for(cfg, self.model)
         self.modules[name] = AdapterModule(name, cfg, {"prompt_embedding.weight": init_prompt(cfg, self.model, rng)})
@@ -91,19 +91,16 @@ class PromptTuning:
             for leaf in mod.params:
                 yield f"{KEY}.{name}.{leaf}", mod.params, leaf
 
-    def state_dict_items(self, name):
-        for key, d, leaf in self.param_refs(name):
-            yield key, d[leaf]
-
     def forward(self, x, mask2d, fwd):
         """Only the setup's first adapter counts; x (B, T, D) -> (B, P + T, D), mask (B, P + T). Spec: PROMPT-2."""
         setup = fwd.setup
         if setup is None:
             return x, mask2d
-        first = setup if isinstance(setup, str) else setup.first()
+        first = setup.first()
         mod = self.modules.get(first)
         if mod is None:
             return x, mask2d
-        out, mask2d = combine_prompt(mod.params["prompt_embedding.weight"], x, mask2d, combine=mod.config["combine"])
+        out, mask2d = combine_prompt(mod.params["prompt_embedding.weight"], x, mask2d, combine=mod.config["combine"],
+                                     ops=self.model.ops)
         fwd.prompt_tokens_length = mod.params["prompt_embedding.weight"].shape[0]
         return out, mask2d

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..configuration import ReftConfig
 from ..functional.activations import get_activation
 from ..functional.reft import (gather_rows, orthogonal_init, orthogonal_weight, reft_positions, reft_unit,
                                scatter_rows)
 from . import init as winit
-from .base import AdapterLayer, AdapterModule
+from .base import AdapterLayer, AdapterModule, match_config
 
 ORIG = "projection.parametrizations.weight.original"
 BASE = "projection.parametrizations.weight.0.base"
@@ -35,11 +36,9 @@ class ReftLayer(AdapterLayer):
     """The ReFT interventions after layer ``layer_idx`` (adapters' ``reft_layer``). Spec: REFT-4."""
 
     container = "refts"
-    location_key = "output_reft"
 
     def add_adapter(self, name, config) -> bool:
-        from ..configuration import ReftConfig
-        cfg = self.model.adapters_config.match(name, ReftConfig, self.layer_idx, self.location_key)
+        cfg = match_config(config, ReftConfig, self.layer_idx, self.location_key)
         if cfg is None or not (cfg["layers"] == "all" or self.layer_idx in cfg["layers"]):
             return False
         D = self.model.hidden_size
@@ -82,9 +81,9 @@ class ReftLayer(AdapterLayer):
                           self.projection(mod, k)))
         run = lambda h, u: reft_unit(h, u[0], u[1], u[2], act, mod.info["subtract"]).astype(x.dtype)  # noqa: E731
         if mod.info["n_units"] == 1:
-            out = run(np.concatenate([prefix, suffix], axis=1), units[0])
+            out = run(self.ops.concat([prefix, suffix], 1), units[0])
         else:
-            out = np.concatenate([run(prefix, units[0]), run(suffix, units[1])], axis=1)
+            out = self.ops.concat([run(prefix, units[0]), run(suffix, units[1])], 1)
         if p > 0:
             x = scatter_rows(x, pref, out[:, :pref.shape[1]])
         if s > 0:

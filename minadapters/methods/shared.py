@@ -6,16 +6,17 @@ file keeps our fresh initialisation, with a warning.
 """
 from __future__ import annotations
 
+from .base import MethodObject
 
-class SharedParameters:
+
+class SharedParameters(MethodObject):
     """name -> {leaf: array}. Methods fill it in their add_adapter / confirm_adapter."""
 
     def __init__(self, model):
         self.model = model
         self.params: dict[str, dict] = {}
 
-    def add_adapter(self, name, config) -> None:
-        pass  # entries are created by the methods that need them (lora.py for VeRA, phm.py for Compacter)
+    # add_adapter: the default no-op; entries are created by the methods that need them (VeRA, Compacter).
 
     def delete_adapter(self, name) -> None:
         self.params.pop(name, None)
@@ -28,7 +29,3 @@ class SharedParameters:
         if d:
             for leaf in d:
                 yield f"shared_parameters.{name}.{leaf}", d, leaf
-
-    def state_dict_items(self, name):
-        for key, d, leaf in self.param_refs(name):
-            yield key, d[leaf]

@@ -5,20 +5,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..composition import adjust_tensors_for_parallel
 from ..errors import ShapeError
+from ..hooks import Hook
+from .base import Architecture, LayerStack, layer_views
 
 MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
-BASE_MODEL_PREFIX = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta"}
-MODEL_CLASS = {"bert": "BertModel", "roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel"}
-
-# adapters 1.3.0 state-dict paths of the adapter locations, relative to the model.
-LAYER_PATH = "encoder.layer.{i}"
-LINEAR_PATHS = {"selfattn.q": "attention.self.query", "selfattn.k": "attention.self.key",
-                "selfattn.v": "attention.self.value", "intermediate": "intermediate.dense", "output": "output.dense"}
-BOTTLENECK_PATHS = {"mh_adapter": "attention.output", "output_adapter": "output"}
-PREFIX_PATHS = {"self_prefix": "attention.self.prefix_tuning"}
-REFT_PATH = "reft_layer"
+ENCODER = "encoder"
 
 
 @dataclass(frozen=True)
@@ -54,7 +46,7 @@ class EncoderConfig:
 
 def normalize_keys(weights: dict, model_type: str) -> dict:
     """Strip a task-model prefix ('bert.', 'roberta.') and rename legacy LayerNorm gamma/beta. Spec: ENC-1."""
-    prefix = BASE_MODEL_PREFIX[model_type] + "."
+    prefix = ARCHITECTURE.base_model_prefix[model_type] + "."
     out = {}
     for k, v in weights.items():
         if k.startswith(prefix):
@@ -91,17 +83,27 @@ def position_ids(input_ids, cfg: EncoderConfig, T: int, B: int):
     return np.cumsum(m, axis=1) * m + cfg.pad_token_id
 
 
-def embeddings(p, cfg: EncoderConfig, input_ids, token_type_ids, ops):
+def max_tokens(cfg: EncoderConfig) -> int:
+    """Longest input the position table allows (RoBERTa's positions start after padding_idx). Spec: ENC-1."""
+    return cfg.max_position_embeddings - (cfg.pad_token_id + 1 if cfg.model_type != "bert" else 0)
+
+
+def embeddings(p, cfg: EncoderConfig, input_ids, token_type_ids, ops, *, positions=None, inputs_embeds=None):
     """LN(word + position + token type). Spec: ENC-1.  (B, T) int -> (B, T, D)"""
-    B, T = input_ids.shape
-    if T > cfg.max_position_embeddings - (cfg.pad_token_id + 1 if cfg.model_type != "bert" else 0):
-        raise ShapeError(f"input_ids has {T} tokens; this model's position table allows at most "
-                         f"{cfg.max_position_embeddings - (cfg.pad_token_id + 1 if cfg.model_type != 'bert' else 0)}.")
+    B, T = input_ids.shape if inputs_embeds is None else inputs_embeds.shape[:2]
+    if T > max_tokens(cfg):
+        raise ShapeError(f"input_ids has {T} tokens; this model's position table allows at most {max_tokens(cfg)}.")
     if token_type_ids is None:
         token_type_ids = np.zeros((B, T), np.int64)
-    x = (p["embeddings.word_embeddings.weight"][input_ids]
-         + p["embeddings.token_type_embeddings.weight"][token_type_ids]
-         + p["embeddings.position_embeddings.weight"][position_ids(input_ids, cfg, T, B)])
+    if positions is None:
+        if inputs_embeds is None:
+            positions = position_ids(input_ids, cfg, T, B)
+        else:  # transformers: sequential positions when only embeddings are given
+            start = 0 if cfg.model_type == "bert" else cfg.pad_token_id + 1
+            positions = np.broadcast_to(np.arange(start, start + T), (B, T))
+    words = ops.take(p["embeddings.word_embeddings.weight"], input_ids) if inputs_embeds is None else inputs_embeds
+    x = (words + ops.take(p["embeddings.token_type_embeddings.weight"], token_type_ids)
+         + ops.take(p["embeddings.position_embeddings.weight"], positions))
     return ops.layer_norm(x, p["embeddings.LayerNorm.weight"], p["embeddings.LayerNorm.bias"], cfg.layer_norm_eps)
 
 
@@ -115,28 +117,23 @@ def merge_heads(x):
     return x.transpose(0, 2, 1, 3).reshape(B, T, N * Dh)             # (B, T, D)
 
 
-def encoder_layer(i, x, mask, p, cfg: EncoderConfig, hk, ops):
-    """Post-LN encoder layer with hooks. Spec: ENC-2.  x: (B, T, D); mask: (B, 1, 1, Tk) additive."""
-    pre = f"encoder.layer.{i}."
-    w = lambda name: (p[pre + name + ".weight"], p[pre + name + ".bias"])  # noqa: E731
-    q = hk.linear(i, "selfattn.q", x, *w("attention.self.query"))
-    k = hk.linear(i, "selfattn.k", x, *w("attention.self.key"))
-    v = hk.linear(i, "selfattn.v", x, *w("attention.self.value"))
-    B = max(q.shape[0], k.shape[0], v.shape[0])                      # Parallel may replicate one of them
-    q, k, v = (np.concatenate([t] * (B // t.shape[0]), 0) if t.shape[0] < B else t for t in (q, k, v))
-    (mask,) = adjust_tensors_for_parallel(q, mask)
+def encoder_layer(x, mask, lp, hk, cfg: EncoderConfig, ops):
+    """Post-LN encoder layer with hooks. Spec: ENC-2.  x: (B, T, D); mask: (B, 1, 1, Tk) additive;
+    lp: this layer's parameters; hk: this layer's hooks."""
     n = cfg.num_attention_heads
-    K, V, mask = hk.prefix(i, "self_prefix", split_heads(k, n), split_heads(v, n), mask, x)
-    (q,) = adjust_tensors_for_parallel(K, q)                         # a Parallel prefix may replicate K, V
+    q = hk.linear(Hook.ATTN_Q, x, *lp.linear("attention.self.query"))
+    k = hk.linear(Hook.ATTN_K, x, *lp.linear("attention.self.key"))
+    v = hk.linear(Hook.ATTN_V, x, *lp.linear("attention.self.value"))
+    K, V, mask = hk.prefix(Hook.SELF_PREFIX, split_heads(k, n), split_heads(v, n), mask, x)   # Tk = T + P
     ctx = ops.attention(split_heads(q, n), K, V, mask)                # (B, N, T, Dh)
-    a = ops.linear(merge_heads(ctx), *w("attention.output.dense"))
-    ln1 = lambda t: ops.layer_norm(t, *w("attention.output.LayerNorm"), cfg.layer_norm_eps)  # noqa: E731
-    x = hk.residual_block(i, "mh_adapter", a, x, ln1)
-    f = ops.activation(cfg.hidden_act)(hk.linear(i, "intermediate", x, *w("intermediate.dense")))
-    f = hk.linear(i, "output", f, *w("output.dense"))
-    ln2 = lambda t: ops.layer_norm(t, *w("output.LayerNorm"), cfg.layer_norm_eps)  # noqa: E731
-    x = hk.residual_block(i, "output_adapter", f, x, ln2)
-    return hk.layer_output(i, x)
+    a = ops.linear(merge_heads(ctx), *lp.linear("attention.output.dense"))
+    ln1 = lambda t: ops.layer_norm(t, *lp.linear("attention.output.LayerNorm"), cfg.layer_norm_eps)  # noqa: E731
+    x = hk.residual_block(Hook.MH_ADAPTER, a, x, ln1)
+    f = ops.activation(cfg.hidden_act)(hk.linear(Hook.INTERMEDIATE, x, *lp.linear("intermediate.dense")))
+    f = hk.linear(Hook.OUTPUT, f, *lp.linear("output.dense"))
+    ln2 = lambda t: ops.layer_norm(t, *lp.linear("output.LayerNorm"), cfg.layer_norm_eps)  # noqa: E731
+    x = hk.residual_block(Hook.OUTPUT_ADAPTER, f, x, ln2)
+    return hk.layer_output(x)
 
 
 def extended_mask(mask2d, dtype):
@@ -145,16 +142,38 @@ def extended_mask(mask2d, dtype):
     return ((1.0 - m) * np.finfo(dtype).min).astype(dtype)[:, None, None, :]
 
 
-def forward(p, cfg: EncoderConfig, input_ids, attention_mask, token_type_ids, hk, ops, dtype):
-    """Embeddings, hooks, layers, pooler. Spec: ENC-4.  Returns (last_hidden_state, pooler_output or None)."""
-    x = embeddings(p, cfg, input_ids, token_type_ids, ops).astype(dtype, copy=False)
+def forward(p, cfg: EncoderConfig, hooks, ops, dtype, *, input_ids=None, attention_mask=None, token_type_ids=None,
+            position_ids=None, inputs_embeds=None, output_hidden_states=False):
+    """Embeddings, hooks, layers, pooler. Spec: ENC-4.  -> {last_hidden_state, pooler_output, hidden_states}"""
+    x = embeddings(p, cfg, input_ids, token_type_ids, ops, positions=position_ids,
+                   inputs_embeds=inputs_embeds).astype(dtype, copy=False)
     if attention_mask is None:
-        attention_mask = np.ones(input_ids.shape, np.int64)
-    x, attention_mask = hk.embeddings(x, attention_mask)
+        attention_mask = np.ones(x.shape[:2], np.int64)
+    x, attention_mask = hooks.embeddings(ENCODER, x, attention_mask)
     mask = extended_mask(attention_mask, dtype)
-    for i in range(cfg.num_hidden_layers):
-        x = encoder_layer(i, x, mask, p, cfg, hk, ops)
+    states = [x] if output_hidden_states else None
+    for i, lp in enumerate(layer_views(p, STACK, cfg.num_hidden_layers)):
+        x = encoder_layer(x, mask, lp, hooks.layer(ENCODER, i), cfg, ops)
+        if states is not None:
+            states.append(x)
     pooled = None
     if "pooler.dense.weight" in p:
         pooled = np.tanh(ops.linear(x[:, 0], p["pooler.dense.weight"], p["pooler.dense.bias"]))
-    return x, pooled
+    return {"last_hidden_state": x, "pooler_output": pooled,
+            "hidden_states": tuple(states) if states is not None else None}
+
+
+# adapters 1.3.0 state-dict paths of the hook locations (BertLayer's modules).
+STACK = LayerStack(ENCODER, layers="encoder.layer.{i}", num_layers="num_hidden_layers", embeddings="embeddings",
+                   attn_q="attention.self.query", attn_k="attention.self.key", attn_v="attention.self.value",
+                   attn_o="attention.output.dense", intermediate="intermediate.dense", output="output.dense",
+                   mh_adapter="attention.output", output_adapter="output",
+                   self_prefix="attention.self.prefix_tuning")
+
+ARCHITECTURE = Architecture(
+    name="bert", model_types=MODEL_TYPES, config_class=EncoderConfig, stacks=(STACK,), forward=forward,
+    normalize_keys=normalize_keys, expected_shapes=expected_shapes,
+    model_class={"bert": "BertModel", "roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel"},
+    base_model_prefix={"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta"},
+    inputs=frozenset({"input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds"}),
+    embed_key="embeddings.word_embeddings.weight", pooler=("pooler.dense.weight", "pooler.dense.bias"))

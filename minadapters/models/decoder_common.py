@@ -60,12 +60,6 @@ def repeat_kv(x, n_rep: int):
     return x if n_rep == 1 else np.repeat(x, n_rep, axis=1)
 
 
-def match_batch(*tensors):
-    """Tile tensors with a smaller batch to the largest one (Parallel composition replicates inputs)."""
-    B = max(t.shape[0] for t in tensors)
-    return tuple(np.concatenate([t] * (B // t.shape[0]), 0) if t.shape[0] < B else t for t in tensors)
-
-
 # ---- RoPE ------------------------------------------------------------------------------------------
 ROPE_TYPES = ("default", "linear", "llama3")
 
@@ -152,7 +146,7 @@ class KVCache:
         if self.keys[i] is not None:
             if self.keys[i].shape[0] != k.shape[0]:
                 raise ShapeError(f"KV cache of layer {i} holds batch {self.keys[i].shape[0]} but the new tokens have "
-                                 f"batch {k.shape[0]} (Parallel composition cannot be cached).")
+                                 f"batch {k.shape[0]}; a cache serves one batch of one size.")
             k = np.concatenate([self.keys[i], k], axis=2)
             v = np.concatenate([self.values[i], v], axis=2)
         self.keys[i], self.values[i] = k, v

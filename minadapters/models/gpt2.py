@@ -9,22 +9,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..composition import adjust_tensors_for_parallel
 from ..errors import ShapeError
 from ..functional.activations import get_activation
+from ..hooks import Hook
 from . import decoder_common as dc
+from .base import ALL_METHODS, Architecture, LayerStack, layer_views
 
 MODEL_TYPES = ("gpt2",)
-BASE_MODEL_PREFIX = {"gpt2": "transformer"}
-MODEL_CLASS = {"gpt2": "GPT2Model"}
-
-LAYER_PATH = "h.{i}"
-LINEAR_PATHS = {"selfattn.qkv": "attn.c_attn", "intermediate": "mlp.c_fc", "output": "mlp.c_proj"}
-BOTTLENECK_PATHS = {"mh_adapter": "attention_adapters", "output_adapter": "output_adapters"}
-PREFIX_PATHS = {"self_prefix": "attn.prefix_tuning"}
-REFT_PATH = "reft_layer"
-UNSUPPORTED_ARCHITECTURES = ("prompt_tuning",)
-EMBED_KEY = "wte.weight"                      # tied LM head
+DECODER = "decoder"
 # Conv1D weights, stored (in, out) in checkpoints.
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight",
                   "crossattention.c_attn.weight", "crossattention.q_attn.weight", "crossattention.c_proj.weight")
@@ -74,7 +66,7 @@ class Config:
 
 def normalize_keys(weights: dict, model_type: str) -> dict:
     """Strip 'transformer.', drop heads and attention buffers, keep 'lm_head.weight', transpose Conv1D. Spec: DEC-1."""
-    prefix = BASE_MODEL_PREFIX[model_type] + "."
+    prefix = ARCHITECTURE.base_model_prefix[model_type] + "."
     out = {}
     for k, v in weights.items():
         if k.startswith(prefix):
@@ -106,53 +98,68 @@ def expected_shapes(cfg: Config) -> dict:
     return s
 
 
-def block(i, x, mask, p, cfg: Config, hk, ops, cache):
+def block(i, x, mask, lp, hk, cfg: Config, ops, cache):
     """Pre-LN GPT-2 block with hooks. Spec: DEC-1.  x: (B, T, D); mask: (B, 1, T, Tk) additive (causal baked in)."""
-    pre = f"h.{i}."
-    w = lambda name: (p[pre + name + ".weight"], p[pre + name + ".bias"])  # noqa: E731
-    (mask,) = adjust_tensors_for_parallel(x, mask)
     N, Dh, D = cfg.num_attention_heads, cfg.head_dim, cfg.hidden_size
-    h = ops.layer_norm(x, *w("ln_1"), cfg.layer_norm_eps)
-    qkv = hk.linear(i, "selfattn.qkv", h, *w("attn.c_attn"))                   # (B, T, 3D)
+    h = ops.layer_norm(x, *lp.linear("ln_1"), cfg.layer_norm_eps)
+    qkv = hk.linear(Hook.ATTN_QKV, h, *lp.linear("attn.c_attn"))           # (B, T, 3D)
     q, k, v = (dc.split_heads(qkv[..., j * D:(j + 1) * D], N, Dh) for j in range(3))
     if cache is not None:
         k, v = cache.update(i, k, v)
-    K, V, m = hk.prefix(i, "self_prefix", k, v, mask, h)
-    (q,) = adjust_tensors_for_parallel(K, q)
+    K, V, m = hk.prefix(Hook.SELF_PREFIX, k, v, mask, h)
     c = (1.0 if cfg.scale_attn_weights else float(np.sqrt(Dh))) / (i + 1 if cfg.scale_attn_by_inverse_layer_idx else 1)
     if c != 1.0:
         q = q * q.dtype.type(c)                                             # scores = c · q kᵀ / √Dh
     ctx = ops.attention(q, K, V, m)                                          # (B, N, T, Dh)
-    a = ops.linear(dc.merge_heads(ctx), *w("attn.c_proj"))
-    x = hk.residual_block(i, "mh_adapter", a, x, None)
-    h2 = ops.layer_norm(x, *w("ln_2"), cfg.layer_norm_eps)
-    f = get_activation(cfg.hidden_act)(hk.linear(i, "intermediate", h2, *w("mlp.c_fc")))
-    f = hk.linear(i, "output", f, *w("mlp.c_proj"))
-    x = hk.residual_block(i, "output_adapter", f, x, None)
-    return hk.layer_output(i, x)
+    a = ops.linear(dc.merge_heads(ctx), *lp.linear("attn.c_proj"))
+    x = hk.residual_block(Hook.MH_ADAPTER, a, x, None)
+    h2 = ops.layer_norm(x, *lp.linear("ln_2"), cfg.layer_norm_eps)
+    f = get_activation(cfg.hidden_act)(hk.linear(Hook.INTERMEDIATE, h2, *lp.linear("mlp.c_fc")))
+    f = hk.linear(Hook.OUTPUT, f, *lp.linear("mlp.c_proj"))
+    x = hk.residual_block(Hook.OUTPUT_ADAPTER, f, x, None)
+    return hk.layer_output(x)
 
 
-def forward(p, cfg: Config, input_ids, attention_mask, token_type_ids, hk, ops, dtype, *, position_ids=None,
-            past_key_values=None):
-    """wte + wpe (+ wte[token types]), hooks, blocks, ln_f. Spec: DEC-1, DEC-4.  Returns (last_hidden_state, None).
+def forward(p, cfg: Config, hooks, ops, dtype, *, input_ids=None, attention_mask=None, token_type_ids=None,
+            position_ids=None, past_key_values=None, inputs_embeds=None, output_hidden_states=False):
+    """wte + wpe (+ wte[token types]), hooks, blocks, ln_f. Spec: DEC-1, DEC-4.
 
     attention_mask: (B, past + T); position_ids default past .. past+T-1 (transformers' GPT2Model default)."""
-    B, T = input_ids.shape
+    B, T = input_ids.shape if inputs_embeds is None else inputs_embeds.shape[:2]
     past = past_key_values.length if past_key_values is not None else 0
     if position_ids is None:
         position_ids = dc.default_position_ids(B, T, past)
     if position_ids.size and position_ids.max() >= cfg.max_position_embeddings:
         raise ShapeError(f"GPT-2: position {int(position_ids.max())} is beyond n_positions="
                          f"{cfg.max_position_embeddings}; use at most {cfg.max_position_embeddings} tokens.")
-    x = p["wte.weight"][input_ids] + p["wpe.weight"][position_ids]
+    words = ops.take(p["wte.weight"], input_ids) if inputs_embeds is None else inputs_embeds
+    x = words + ops.take(p["wpe.weight"], position_ids)
     if token_type_ids is not None:
-        x = x + p["wte.weight"][token_type_ids]                             # GPT-2 embeds token types with wte
+        x = x + ops.take(p["wte.weight"], token_type_ids)                   # GPT-2 embeds token types with wte
     x = x.astype(dtype, copy=False)
     if attention_mask is None:
         attention_mask = np.ones((B, past + T), np.int64)
-    x, attention_mask = hk.embeddings(x, attention_mask)
+    x, attention_mask = hooks.embeddings(DECODER, x, attention_mask)
     mask = dc.causal_padding_mask(attention_mask, x.shape[1], dtype, disallowed=-np.inf)
-    for i in range(cfg.num_hidden_layers):
-        x = block(i, x, mask, p, cfg, hk, ops, past_key_values)
-    return ops.layer_norm(x, p["ln_f.weight"], p["ln_f.bias"], cfg.layer_norm_eps), None
+    states = [x] if output_hidden_states else None
+    for i, lp in enumerate(layer_views(p, STACK, cfg.num_hidden_layers)):
+        x = block(i, x, mask, lp, hooks.layer(DECODER, i), cfg, ops, past_key_values)
+        if states is not None:
+            states.append(x)
+    x = ops.layer_norm(x, p["ln_f.weight"], p["ln_f.bias"], cfg.layer_norm_eps)
+    if states is not None:
+        states[-1] = x                                                      # transformers: the last entry is ln_f's
+    return {"last_hidden_state": x, "hidden_states": tuple(states) if states is not None else None}
 
+
+STACK = LayerStack(DECODER, layers="h.{i}", num_layers="num_hidden_layers", embeddings="wte",
+                   attn_qkv="attn.c_attn", attn_o="attn.c_proj", intermediate="mlp.c_fc", output="mlp.c_proj",
+                   mh_adapter="attention_adapters", output_adapter="output_adapters", self_prefix="attn.prefix_tuning")
+
+ARCHITECTURE = Architecture(
+    name="gpt2", model_types=MODEL_TYPES, config_class=Config, stacks=(STACK,), forward=forward,
+    normalize_keys=normalize_keys, expected_shapes=expected_shapes, model_class={"gpt2": "GPT2Model"},
+    base_model_prefix={"gpt2": "transformer"},
+    inputs=frozenset({"input_ids", "attention_mask", "token_type_ids", "position_ids", "past_key_values",
+                      "inputs_embeds"}),
+    methods=ALL_METHODS - {"prompt_tuning"}, embed_key="wte.weight", is_causal=True)

@@ -9,23 +9,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..composition import adjust_tensors_for_parallel
 from ..errors import ConfigError, ShapeError
 from ..functional.activations import get_activation
+from ..hooks import Hook
 from . import decoder_common as dc
+from .base import ALL_METHODS, Architecture, LayerStack, layer_views
 
 MODEL_TYPES = ("llama",)
-BASE_MODEL_PREFIX = {"llama": "model"}
-MODEL_CLASS = {"llama": "LlamaModel"}
-
-LAYER_PATH = "layers.{i}"
-LINEAR_PATHS = {"selfattn.q": "self_attn.q_proj", "selfattn.k": "self_attn.k_proj", "selfattn.v": "self_attn.v_proj",
-                "intermediate": "mlp.down_proj", "output": "mlp.up_proj"}
-BOTTLENECK_PATHS = {"mh_adapter": "attention_adapters", "output_adapter": "output_adapters"}
-PREFIX_PATHS = {"self_prefix": "self_attn.prefix_tuning"}
-REFT_PATH = "reft_layer"
-UNSUPPORTED_ARCHITECTURES = ("prompt_tuning",)
-EMBED_KEY = "embed_tokens.weight"
+DECODER = "decoder"
 
 
 @dataclass(frozen=True)
@@ -76,7 +67,7 @@ class Config:
 
 def normalize_keys(weights: dict, model_type: str) -> dict:
     """Strip 'model.', drop heads and rotary buffers, keep 'lm_head.weight'. Spec: DEC-2."""
-    prefix = BASE_MODEL_PREFIX[model_type] + "."
+    prefix = ARCHITECTURE.base_model_prefix[model_type] + "."
     out = {}
     for k, v in weights.items():
         if k.startswith(prefix):
@@ -114,54 +105,66 @@ def rms_norm(x, g, eps, ops):
     return ops.rms_norm(x.astype(np.float32), g.astype(np.float32), eps).astype(x.dtype)
 
 
-def decoder_layer(i, x, mask, rope, p, cfg: Config, hk, ops, cache):
+def decoder_layer(i, x, mask, rope, lp, hk, cfg: Config, ops, cache):
     """Pre-RMSNorm LLaMA layer with hooks. Spec: DEC-2.  x: (B, T, D); mask: (B, 1, T, Tk); rope: (cos, sin)."""
-    pre = f"layers.{i}."
-    w = lambda name: (p[pre + name + ".weight"], p.get(pre + name + ".bias"))  # noqa: E731
-    (mask,) = adjust_tensors_for_parallel(x, mask)
-    cos, sin = adjust_tensors_for_parallel(x, *rope)
     N, Nkv, Dh = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    h = rms_norm(x, p[pre + "input_layernorm.weight"], cfg.rms_norm_eps, ops)
-    q = hk.linear(i, "selfattn.q", h, *w("self_attn.q_proj"))
-    k = hk.linear(i, "selfattn.k", h, *w("self_attn.k_proj"))
-    v = hk.linear(i, "selfattn.v", h, *w("self_attn.v_proj"))
-    q, k, v = dc.match_batch(q, k, v)                                     # Parallel may replicate one of them
-    (mask,) = adjust_tensors_for_parallel(q, mask)
-    cos, sin = adjust_tensors_for_parallel(q, cos, sin)
+    h = rms_norm(x, lp["input_layernorm.weight"], cfg.rms_norm_eps, ops)
+    q = hk.linear(Hook.ATTN_Q, h, *lp.linear("self_attn.q_proj"))
+    k = hk.linear(Hook.ATTN_K, h, *lp.linear("self_attn.k_proj"))
+    v = hk.linear(Hook.ATTN_V, h, *lp.linear("self_attn.v_proj"))
     q, k, v = dc.split_heads(q, N, Dh), dc.split_heads(k, Nkv, Dh), dc.split_heads(v, Nkv, Dh)
-    q, k = dc.apply_rope(q, cos, sin), dc.apply_rope(k, cos, sin)
+    q, k = ops.rope(q, *rope), ops.rope(k, *rope)
     if cache is not None:
         k, v = cache.update(i, k, v)
-    K, V, m = hk.prefix(i, "self_prefix", k, v, mask, h)                  # (B, Nkv, P+Tk, Dh), after RoPE
-    (q,) = adjust_tensors_for_parallel(K, q)
+    K, V, m = hk.prefix(Hook.SELF_PREFIX, k, v, mask, h)                 # (B, Nkv, P+Tk, Dh), after RoPE
     ctx = ops.attention(q, dc.repeat_kv(K, N // Nkv), dc.repeat_kv(V, N // Nkv), m)
-    a = ops.linear(dc.merge_heads(ctx), *w("self_attn.o_proj"))
-    x = hk.residual_block(i, "mh_adapter", a, x, None)
-    h2 = rms_norm(x, p[pre + "post_attention_layernorm.weight"], cfg.rms_norm_eps, ops)
-    gate = get_activation(cfg.hidden_act)(ops.linear(h2, *w("mlp.gate_proj")))
-    up = hk.linear(i, "output", h2, *w("mlp.up_proj"))                    # adapters: up_proj is "output"
-    (gate,) = adjust_tensors_for_parallel(up, gate)
-    f = hk.linear(i, "intermediate", gate * up, *w("mlp.down_proj"))      # adapters: down_proj is "intermediate"
-    x = hk.residual_block(i, "output_adapter", f, x, None)
-    return hk.layer_output(i, x)
+    a = ops.linear(dc.merge_heads(ctx), *lp.linear("self_attn.o_proj"))
+    x = hk.residual_block(Hook.MH_ADAPTER, a, x, None)
+    h2 = rms_norm(x, lp["post_attention_layernorm.weight"], cfg.rms_norm_eps, ops)
+    gate = get_activation(cfg.hidden_act)(ops.linear(h2, *lp.linear("mlp.gate_proj")))
+    up = hk.linear(Hook.OUTPUT, h2, *lp.linear("mlp.up_proj"))           # adapters: up_proj is "output"
+    f = hk.linear(Hook.INTERMEDIATE, gate * up, *lp.linear("mlp.down_proj"))   # adapters: down_proj is "intermediate"
+    x = hk.residual_block(Hook.OUTPUT_ADAPTER, f, x, None)
+    return hk.layer_output(x)
 
 
-def forward(p, cfg: Config, input_ids, attention_mask, token_type_ids, hk, ops, dtype, *, position_ids=None,
-            past_key_values=None):
-    """embed_tokens, hooks, layers, final RMSNorm. Spec: DEC-2 .. DEC-5.  Returns (last_hidden_state, None)."""
-    if token_type_ids is not None:
-        raise ValueError("LLaMA has no token type embeddings; pass token_type_ids=None.")
-    B, T = input_ids.shape
+def forward(p, cfg: Config, hooks, ops, dtype, *, input_ids=None, attention_mask=None, position_ids=None,
+            past_key_values=None, inputs_embeds=None, output_hidden_states=False):
+    """embed_tokens, hooks, layers, final RMSNorm. Spec: DEC-2 .. DEC-5."""
+    B, T = input_ids.shape if inputs_embeds is None else inputs_embeds.shape[:2]
     past = past_key_values.length if past_key_values is not None else 0
     if position_ids is None:
         position_ids = dc.default_position_ids(B, T, past)
-    x = p["embed_tokens.weight"][input_ids].astype(dtype, copy=False)
+    x = (ops.take(p["embed_tokens.weight"], input_ids) if inputs_embeds is None else inputs_embeds).astype(
+        dtype, copy=False)
     if attention_mask is None:
         attention_mask = np.ones((B, past + T), np.int64)
-    x, attention_mask = hk.embeddings(x, attention_mask)
+    x, attention_mask = hooks.embeddings(DECODER, x, attention_mask)
     mask = dc.causal_padding_mask(attention_mask, x.shape[1], dtype)
     inv = dc.rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
     rope = dc.rope_cos_sin(position_ids, inv, dtype)
-    for i in range(cfg.num_hidden_layers):
-        x = decoder_layer(i, x, mask, rope, p, cfg, hk, ops, past_key_values)
-    return rms_norm(x, p["norm.weight"], cfg.rms_norm_eps, ops), None
+    states = [x] if output_hidden_states else None
+    for i, lp in enumerate(layer_views(p, STACK, cfg.num_hidden_layers)):
+        x = decoder_layer(i, x, mask, rope, lp, hooks.layer(DECODER, i), cfg, ops, past_key_values)
+        if states is not None:
+            states.append(x)
+    x = rms_norm(x, p["norm.weight"], cfg.rms_norm_eps, ops)
+    if states is not None:
+        states[-1] = x                                                      # transformers: the last entry is normed
+    return {"last_hidden_state": x, "hidden_states": tuple(states) if states is not None else None}
+
+
+# COMPAT(adapters): adapters 1.3.0's LLaMA wraps mlp.down_proj as "intermediate" and mlp.up_proj as "output"
+# (the reverse of BERT's order; digest §2.2).
+STACK = LayerStack(DECODER, layers="layers.{i}", num_layers="num_hidden_layers", embeddings="embed_tokens",
+                   attn_q="self_attn.q_proj", attn_k="self_attn.k_proj", attn_v="self_attn.v_proj",
+                   attn_o="self_attn.o_proj", intermediate="mlp.down_proj", output="mlp.up_proj",
+                   mh_adapter="attention_adapters", output_adapter="output_adapters",
+                   self_prefix="self_attn.prefix_tuning")
+
+ARCHITECTURE = Architecture(
+    name="llama", model_types=MODEL_TYPES, config_class=Config, stacks=(STACK,), forward=forward,
+    normalize_keys=normalize_keys, expected_shapes=expected_shapes, model_class={"llama": "LlamaModel"},
+    base_model_prefix={"llama": "model"},
+    inputs=frozenset({"input_ids", "attention_mask", "position_ids", "past_key_values", "inputs_embeds"}),
+    methods=ALL_METHODS - {"prompt_tuning"}, embed_key="embed_tokens.weight", is_causal=True)

@@ -110,7 +110,7 @@ def test_delta_w_svd(model, rank):
         if rank >= 8:                                           # rank(ΔW) <= 2r = 8: exact
             np.testing.assert_allclose(S[kb].astype(np.float64) @ S[ka], dw, atol=1e-5)
     # forward: scaling alpha / svd_rank (not the sources' alpha / r)
-    mod = next(l for (i, kind, key), l in model.method_layers.items() if kind == "lora" and "s" in l.modules)
+    mod = next(l for l in model.layers_of("lora") if "s" in l.modules)
     assert mod.modules["s"].info["scaling"] == pytest.approx(8 / rank)
 
 

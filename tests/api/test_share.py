@@ -10,7 +10,7 @@ CFG = "mtl_lora[n_up_projection=2, init_weights='bert', intermediate_lora=True]"
 
 
 def lora_layers(model, name):
-    return [l for (i, kind, key), l in model.method_layers.items() if kind == "lora" and name in l.modules]
+    return [l for l in model.layers_of("lora") if name in l.modules]
 
 
 def setup(model, names=("t1", "t2"), config=CFG):

@@ -9,7 +9,8 @@ from minadapters.composition import Stack
 from minadapters.context import ForwardState
 from minadapters.errors import ConfigError
 from minadapters.functional.activations import get_activation
-from minadapters.methods.invertible import glow_coupling, glow_e, nice_coupling
+from minadapters.functional.invertible import glow_coupling, glow_e, nice_coupling
+from minadapters.ops import NumpyOps
 from minadapters.model import AdapterModel
 from minadapters.models import bert
 
@@ -18,7 +19,7 @@ def tiny_model(D=17, L=1, seed=0):
     cfg = bert.EncoderConfig("bert", D, L, 1, 24, 50, 32, 2, 1e-12, "gelu", 0)
     rng = np.random.default_rng(seed)
     params = {k: (rng.standard_normal(s) * 0.2).astype(np.float32) for k, s in bert.expected_shapes(cfg).items()}
-    return AdapterModel(bert, cfg, params, seed=seed)
+    return AdapterModel(bert.ARCHITECTURE, cfg, params, seed=seed)
 
 
 def perturb(m, name, scale=0.3):
@@ -36,9 +37,9 @@ def test_nice_hand_case():
          "G.2.weight": np.zeros((2, 0)), "G.2.bias": np.array([0.5, -0.5])}
     x = np.array([[[1.0, 2.0, 3.0]]])
     # y1 = 1 + 2·relu(5) + 1 = 12; y2 = [2, 3] + [0.5, -0.5]
-    y = nice_coupling(p, x, get_activation("relu"))
+    y = nice_coupling(p, x, get_activation("relu"), ops=NumpyOps())
     np.testing.assert_allclose(y, [[[12.0, 2.5, 2.5]]])
-    np.testing.assert_allclose(nice_coupling(p, y, get_activation("relu"), rev=True), x)
+    np.testing.assert_allclose(nice_coupling(p, y, get_activation("relu"), rev=True, ops=NumpyOps()), x)
 
 
 @pytest.mark.spec("INV-1")
@@ -70,7 +71,7 @@ def test_glow_zero_subnets_is_identity():
     p = {f"{s}.{i}.{w}": np.zeros(shape) for s, (a, b) in {"s1": (2, 6), "s2": (3, 4)}.items()
          for i, w, shape in ((0, "weight", (1, a)), (0, "bias", (1,)), (2, "weight", (b, 1)), (2, "bias", (b,)))}
     x = np.random.default_rng(0).standard_normal((1, 2, 5))
-    np.testing.assert_allclose(glow_coupling(p, x, np.tanh), x)
+    np.testing.assert_allclose(glow_coupling(p, x, np.tanh, ops=NumpyOps()), x)
 
 
 @pytest.mark.spec("INV-3")

@@ -41,7 +41,7 @@ def tiny(seed=0):
         lin(pre + "intermediate.dense", I_, D)
         lin(pre + "output.dense", D, I_)
         ln(pre + "output.LayerNorm")
-    return AdapterModel(bert, cfg, p, seed=seed)
+    return AdapterModel(bert.ARCHITECTURE, cfg, p, seed=seed)
 
 
 IDS = np.array([[1, 2, 3, 4, 5], [5, 6, 7, 0, 0], [9, 8, 7, 6, 0]])
@@ -61,7 +61,7 @@ def perturb(m, name, seed=1, scale=0.3):
 
 
 def layer(m, key="selfattn.q", i=0):
-    return m.method_layers[(i, "lora", key)]
+    return m.method_layer("lora", key, i)
 
 
 def params(m, name, key="selfattn.q", i=0):
@@ -189,7 +189,7 @@ def test_mtl_lora_hand_computed():
 def test_targets_follow_config():
     m = tiny()
     m.add_adapter("a", ma.LoRAConfig(attn_matrices=["k"], intermediate_lora=True, output_lora=True, leave_out=[1]))
-    where = {(i, key) for (i, kind, key), l in m.method_layers.items() if kind == "lora" and "a" in l.modules}
+    where = {(l.layer_idx, l.key.location) for l in m.layers_of("lora") if "a" in l.modules}
     assert where == {(0, "selfattn.k"), (0, "intermediate"), (0, "output")}
     keys = m.adapter_state_dict("a")
     assert "encoder.layer.0.attention.self.key.loras.a.lora_A" in keys
@@ -458,7 +458,7 @@ def test_vera_on_differently_shaped_targets_is_rejected_at_add_time():
         m.add_adapter("v", ma.VeraConfig(intermediate_lora=True))
     assert "v" not in m.adapters_config
     assert "v" not in m.model_level["shared"].params
-    assert not any("v" in l.modules for l in m.method_layers.values() if hasattr(l, "modules"))
+    assert not any("v" in l.modules for l in m.method_layers.values())
 
 
 @pytest.mark.spec("LORA-6")

@@ -11,14 +11,16 @@ import minadapters as ma
 from minadapters.composition import parse_composition
 from minadapters.context import ForwardState
 from minadapters.model import AdapterModel
+from minadapters.models.base import Architecture, LayerStack
 
 D = 6
 WK, BK = "h.0.attn.c_attn.weight", "h.0.attn.c_attn.bias"
 
 
 def fused_model(seed=0):
-    arch = types.SimpleNamespace(LAYER_PATH="h.{i}", LINEAR_PATHS={"selfattn.qkv": "attn.c_attn"},
-                                 BOTTLENECK_PATHS={}, PREFIX_PATHS={}, REFT_PATH="reft", MODEL_TYPES=("fake",))
+    stack = LayerStack("decoder", layers="h.{i}", num_layers="num_hidden_layers", attn_qkv="attn.c_attn", reft=None)
+    arch = Architecture(name="fake", model_types=("fake",), config_class=types.SimpleNamespace, stacks=(stack,),
+                        forward=None, normalize_keys=None, expected_shapes=None, model_class={}, base_model_prefix={})
     cfg = types.SimpleNamespace(model_type="fake", hidden_size=D, num_hidden_layers=1, num_attention_heads=2)
     rng = np.random.default_rng(seed)
     p = {WK: rng.normal(size=(3 * D, D)).astype(np.float32), BK: rng.normal(size=3 * D).astype(np.float32)}
@@ -34,12 +36,12 @@ def perturb(m, name, seed=1):
 def fwd_layer(m, setup, scores=False):
     x = np.random.default_rng(5).normal(size=(3, 4, D)).astype(np.float32)
     fwd = ForwardState(setup=parse_composition(setup), output_gating_scores=scores)
-    y = m.method_layers[(0, "lora", "selfattn.qkv")].forward(x, m.params[WK], m.params[BK], fwd)
+    y = m.method_layer("lora", "selfattn.qkv", 0).forward(x, m.params[WK], m.params[BK], fwd)
     return y, x, fwd
 
 
 def P(m, name):
-    return m.method_layers[(0, "lora", "selfattn.qkv")].modules[name].params
+    return m.method_layer("lora", "selfattn.qkv", 0).modules[name].params
 
 
 @pytest.mark.spec("LORA-7")

@@ -15,7 +15,7 @@ def tiny_model(D=16, L=2, seed=0):
     cfg = bert.EncoderConfig("bert", D, L, 2, 24, 50, 32, 2, 1e-12, "gelu", 0)
     rng = np.random.default_rng(seed)
     params = {k: (rng.standard_normal(s) * 0.2).astype(np.float32) for k, s in bert.expected_shapes(cfg).items()}
-    return AdapterModel(bert, cfg, params, seed=seed)
+    return AdapterModel(bert.ARCHITECTURE, cfg, params, seed=seed)
 
 
 @pytest.mark.spec("PHM-1")
@@ -73,15 +73,16 @@ def test_shared_w_and_per_layer_variants():
 def test_adapter_up_equals_explicit_kron_with_ln_before():
     m = tiny_model()
     m.add_adapter("c", "compacter[reduction_factor=4, ln_before=True, shared_phm_rule=False]")
-    layer = m.method_layers[(0, "bottleneck", "output_adapter")]
+    layer = m.method_layer("bottleneck", "output_adapter", 0)
     mod = layer.modules["c"]
     assert "adapter_down.1.W_left" in mod.params
-    from minadapters.methods.phm import phm_linear
+    from minadapters.methods.phm import phm_weight
     x = np.random.default_rng(0).standard_normal((2, 3, 16)).astype(np.float32)
     p = mod.params
     W = p["adapter_down.1.W_left"] @ p["adapter_down.1.W_right"]
     H = sum(np.kron(p["adapter_down.1.phm_rule"][i], W[i]) for i in range(4))
-    np.testing.assert_allclose(phm_linear(m, mod, "adapter_down.1", x, "down"), x @ H + p["adapter_down.1.b"],
+    w, b = phm_weight(m, mod, "adapter_down.1", "down")
+    np.testing.assert_allclose(x @ w.T + b, x @ H + p["adapter_down.1.b"],
                                rtol=1e-5, atol=1e-6)
 
 
@@ -104,7 +105,7 @@ def test_shared_w_with_per_layer_reduction_factor_raises():
 def test_init_statistics():
     m = tiny_model(D=64)
     m.add_adapter("c", "compacter[reduction_factor=2, phm_rank=8, phm_c_init='uniform', shared_phm_rule=False]")
-    p = m.method_layers[(0, "bottleneck", "output_adapter")].modules["c"].params
+    p = m.method_layer("bottleneck", "output_adapter", 0).modules["c"].params
     left = p["adapter_down.0.W_left"]          # (4, 16, 8): xavier std sqrt(2 / 24)
     assert abs(left.std() - np.sqrt(2 / 24)) < 0.05
     rule = p["adapter_down.0.phm_rule"]

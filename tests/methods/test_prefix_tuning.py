@@ -16,6 +16,7 @@ from minadapters.context import ForwardState
 from minadapters.errors import CompositionError, ConfigError
 from minadapters.functional.prefix import left_pad_keys, split_prefix_kv
 from minadapters.methods.prefix_tuning import PrefixTuningLayer, PrefixTuningPool
+from minadapters.models import LayerKey
 from minadapters.ops.numpy import NumpyOps
 
 D, L_MODEL, H = 24, 3, 4
@@ -88,7 +89,7 @@ def test_parameter_shapes_and_ranks(model):
     assert gates == [f"encoder.layer.{i}.attention.self.prefix_tuning.prefix_gates.p.{leaf}"
                      for i in (0, 2) for leaf in ("bias", "weight")]
     assert sd[gates[1]].shape == (2, D)
-    ranks = {i: model.method_layers[(i, "prefix", "self_prefix")].modules.get("p") for i in range(L_MODEL)}
+    ranks = {i: model.method_layer("prefix", "self_prefix", i).modules.get("p") for i in range(L_MODEL)}
     assert ranks[1] is None and ranks[0].info["prefix_id"] == 0 and ranks[2].info["prefix_id"] == 1
 
 
@@ -112,7 +113,7 @@ def _layer_call(model, setup, i=0, B=2, T=5, mask=None):
     x = rng.standard_normal((B, T, D)).astype(np.float32)
     if mask is None:
         mask = np.zeros((B, 1, 1, T), np.float32)
-    layer = model.method_layers[(i, "prefix", "self_prefix")]
+    layer = model.method_layer("prefix", "self_prefix", i)
     return layer.forward(K, V, mask, x, fwd), (K, V, mask), fwd
 
 
@@ -167,12 +168,12 @@ def test_gating_scores_shapes_and_open_gate(model, shared):
     # an open gate (σ(+60) = 1 in float32) gives exactly the ungated prefix
     ungated = run(model, "g", ids, mask).last_hidden_state
     for i in range(L_MODEL):
-        p = model.method_layers[(i, "prefix", "self_prefix")].modules["g"].params
+        p = model.method_layer("prefix", "self_prefix", i).modules["g"].params
         p["weight"][:] = 0.0
         p["bias"][:] = 60.0
     opened = run(model, "g", ids, mask).last_hidden_state
     for i in range(L_MODEL):
-        model.method_layers[(i, "prefix", "self_prefix")].modules["g"].params.clear()
+        model.method_layer("prefix", "self_prefix", i).modules["g"].params.clear()
     np.testing.assert_allclose(opened, run(model, "g", ids, mask).last_hidden_state, rtol=0, atol=1e-6)
     assert not np.allclose(opened, ungated)
 
@@ -181,7 +182,7 @@ def test_gating_scores_shapes_and_open_gate(model, shared):
 def test_closed_gate_zeroes_prefix(model):
     model.add_adapter("g", ma.PrefixTuningConfig(prefix_length=3, bottleneck_size=5, use_gating=True,
                                                  shared_gating=False))
-    p = model.method_layers[(0, "prefix", "self_prefix")].modules["g"].params
+    p = model.method_layer("prefix", "self_prefix", 0).modules["g"].params
     p["weight"][:] = 0.0
     p["bias"][:] = [-200.0, 60.0]            # keys closed, values open
     (K2, V2, _), _, fwd = _layer_call(model, "g")
@@ -197,7 +198,7 @@ def test_left_pad_keys_is_invisible():
     q, K, V = rng.standard_normal((3, 2, 2, 4, 3)).astype(np.float32)
     mask = np.zeros((2, 1, 1, 4), np.float32)
     mask[1, ..., -1] = np.finfo(np.float32).min
-    K2, V2, m2 = left_pad_keys(K, V, mask, 3)
+    K2, V2, m2 = left_pad_keys(K, V, mask, 3, ops=NumpyOps())
     ops = NumpyOps()
     np.testing.assert_allclose(ops.attention(q, K2, V2, m2), ops.attention(q, K, V, mask), rtol=1e-6, atol=1e-7)
 
@@ -278,11 +279,11 @@ def test_eject_gqa_pool():
     """H·Dh ≠ D (2 kv heads of 5 for hidden 24): eject keeps the network output (adapters fails here)."""
     cfg = ma.PrefixTuningConfig(prefix_length=3, bottleneck_size=4)
     m = types.SimpleNamespace(num_kv_heads=2, head_dim=5, hidden_size=D, num_layers=2, ops=NumpyOps(),
-                              rng=np.random.default_rng(0), adapters_config=ModelAdaptersConfig(), method_layers={})
+                              rng=np.random.default_rng(0), adapters_config=ModelAdaptersConfig(), layers_of=lambda kind: [])
     m.adapters_config.add("g", cfg)
     pool = PrefixTuningPool(m)
     m.model_level = {"prefix_pool": pool}
-    layers = [PrefixTuningLayer(i, f"l{i}", m, "self_prefix") for i in range(2)]
+    layers = [PrefixTuningLayer(LayerKey("encoder", i, "prefix", "self_prefix"), f"l{i}", m) for i in range(2)]
     for layer in layers:
         assert layer.add_adapter("g", cfg)
     pool.confirm_adapter("g", cfg)
@@ -301,7 +302,7 @@ def test_save_load_round_trip_and_delete(model, tmp_path):
     model.save_adapter(str(tmp_path / "p"), "p")
     model.delete_adapter("p")
     assert "p" not in model.model_level["prefix_pool"].groups
-    assert all("p" not in l.modules for (i, k, _), l in model.method_layers.items() if k == "prefix")
+    assert all("p" not in l.modules for l in model.layers_of("prefix"))
     assert model.load_adapter(str(tmp_path / "p"), load_as="q") == "q"
     np.testing.assert_array_equal(run(model, "q", ids, mask).last_hidden_state, exp)
 

@@ -13,6 +13,7 @@ import minadapters as ma
 from minadapters.context import ForwardState
 from minadapters.errors import ConfigError
 from minadapters.functional.prefix import combine_prompt, prompt_ids
+from minadapters.ops import NumpyOps
 
 D = 16
 
@@ -119,10 +120,10 @@ def test_combine_placement_and_mask():
     rng = np.random.default_rng(0)
     prompt, x = rng.standard_normal((3, D)), rng.standard_normal((2, 5, D))
     mask = np.array([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
-    out, m = combine_prompt(prompt, x, mask, combine="prefix")
+    out, m = combine_prompt(prompt, x, mask, combine="prefix", ops=NumpyOps())
     np.testing.assert_array_equal(out[:, :3], np.broadcast_to(prompt, (2, 3, D)))
     np.testing.assert_array_equal(out[:, 3:], x)
-    out, m2 = combine_prompt(prompt, x, mask, combine="prefix_after_bos")
+    out, m2 = combine_prompt(prompt, x, mask, combine="prefix_after_bos", ops=NumpyOps())
     np.testing.assert_array_equal(out[:, 0], x[:, 0])
     np.testing.assert_array_equal(out[:, 1:4], np.broadcast_to(prompt, (2, 3, D)))
     np.testing.assert_array_equal(out[:, 4:], x[:, 1:])

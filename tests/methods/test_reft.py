@@ -16,7 +16,7 @@ def tiny_model(D=16, L=3, seed=0):
     cfg = bert.EncoderConfig("bert", D, L, 2, 24, 50, 32, 2, 1e-12, "gelu", 0)
     rng = np.random.default_rng(seed)
     params = {k: (rng.standard_normal(s) * 0.2).astype(np.float32) for k, s in bert.expected_shapes(cfg).items()}
-    return AdapterModel(bert, cfg, params, seed=seed)
+    return AdapterModel(bert.ARCHITECTURE, cfg, params, seed=seed)
 
 
 # ---- REFT-2 --------------------------------------------------------------------------------------------
@@ -122,12 +122,14 @@ def test_positions_outside_sequence_raise(mask, p, s):
 
 
 @pytest.mark.spec("REFT-3")
-def test_mask_is_tiled_for_replicated_batches():
+def test_mask_rows_must_match_the_batch():
+    """The model's edge replicates the mask with the batch (COMP-PARALLEL); a mask of other rows is an error."""
     mask = np.array([[1, 1, 1, 1], [0, 1, 1, 1]])
-    pref, _ = reft_positions(mask, 4, 4, 1, 0)
-    assert pref[:, 0].tolist() == [0, 1, 0, 1]
-    with pytest.raises(ShapeError):
-        reft_positions(mask, 3, 4, 1, 0)
+    pref, _ = reft_positions(mask, 2, 4, 1, 0)
+    assert pref[:, 0].tolist() == [0, 1]
+    for rows in (3, 4):
+        with pytest.raises(ShapeError):
+            reft_positions(mask, rows, 4, 1, 0)
 
 
 @pytest.mark.spec("REFT-4")
@@ -162,7 +164,7 @@ def test_keys_units_and_layers():
 def test_only_prefix_and_suffix_positions_change_and_suffix_wins():
     m = tiny_model()
     m.add_adapter("r", "noreft[prefix_positions=2, suffix_positions=2, r=2]")
-    layer = m.method_layers[(0, "reft", "output_reft")]
+    layer = m.method_layer("reft", "output_reft", 0)
     mod = layer.modules["r"]
     for leaf in ("units.0.learned_source.bias", "units.1.learned_source.bias"):
         mod.params[leaf] = mod.params[leaf] + 1.0
@@ -184,7 +186,7 @@ def test_first_adapter_only_and_skip():
     m = tiny_model()
     m.add_adapter("r", "noreft")
     m.add_adapter("b", "seq_bn")
-    layer = m.method_layers[(1, "reft", "output_reft")]
+    layer = m.method_layer("reft", "output_reft", 1)
     x = np.random.default_rng(0).standard_normal((1, 4, 16)).astype(np.float32)
     assert np.array_equal(layer.forward(x, ForwardState(setup=Stack("b", "r"))), x)
     assert not np.array_equal(layer.forward(x, ForwardState(setup=Stack("r", "b"))), x)
@@ -196,11 +198,11 @@ def test_first_adapter_only_and_skip():
 def test_direft_has_no_subtraction_and_reload_turns_it_on(tmp_path):
     m = tiny_model()
     m.add_adapter("d", "direft")
-    assert m.method_layers[(0, "reft", "output_reft")].modules["d"].info["subtract"] is False
+    assert m.method_layer("reft", "output_reft", 0).modules["d"].info["subtract"] is False
     m.save_adapter(tmp_path / "d", "d")
     m2 = tiny_model()
     m2.load_adapter(tmp_path / "d")
-    assert m2.method_layers[(0, "reft", "output_reft")].modules["d"].info["subtract"] is True
+    assert m2.method_layer("reft", "output_reft", 0).modules["d"].info["subtract"] is True
 
 
 @pytest.mark.spec("REFT-4")
@@ -225,4 +227,4 @@ def test_model_forward_with_left_padding_and_round_trip(tmp_path):
 def test_param_count_excludes_orthogonal_base_buffer():
     m = tiny_model()
     m.add_adapter("r", "loreft[layers=[0], r=2]")          # 2 units: (2·16 + 2) + 2·16 each
-    assert m.method_layers[(0, "reft", "output_reft")].summary_param_count("r") == 2 * (2 * 16 + 2 + 2 * 16)
+    assert m.method_layer("reft", "output_reft", 0).summary_param_count("r") == 2 * (2 * 16 + 2 + 2 * 16)

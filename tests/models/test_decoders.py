@@ -26,7 +26,7 @@ def tiny(raw, seed=0, scale=0.5):
     params = {k: (rng.standard_normal(s) * scale + (1.0 if k.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight",
                                                                       "layernorm.weight", "norm.weight")) else 0))
               .astype(np.float32) for k, s in arch.expected_shapes(cfg).items()}
-    model = AdapterModel(arch, cfg, params, seed=seed)
+    model = AdapterModel(arch.ARCHITECTURE, cfg, params, seed=seed)
     model.raw_config = dict(raw)
     if not getattr(cfg, "tie_word_embeddings", True):
         model.lm_head_weight = (rng.standard_normal((cfg.vocab_size, cfg.hidden_size)) * scale).astype(np.float32)
@@ -209,7 +209,7 @@ def test_cache_mask_shape_checked():
 def test_input_errors():
     with pytest.raises(ShapeError, match="n_positions=32"):
         tiny(GPT2_RAW)(np.ones((1, 33), np.int64))
-    with pytest.raises(ValueError, match="token_type_ids"):
+    with pytest.raises(TypeError, match="token_type_ids do not apply to model_type='llama'"):
         tiny(LLAMA_RAW)(np.ones((1, 3), np.int64), token_type_ids=np.zeros((1, 3), np.int64))
 
 
@@ -226,7 +226,7 @@ def test_generate_cache_equals_no_cache_and_is_greedy(raw):
     assert a.shape == (3, ids.shape[1] + 8)
     np.testing.assert_array_equal(a[:, :ids.shape[1]], ids)
     # greedy: each new token is the argmax of the head over the last hidden state of the prefix
-    W = model.params[model.arch.EMBED_KEY] if model.config.tie_word_embeddings or raw["model_type"] == "gpt2" \
+    W = model.params[model.arch.embed_key] if model.config.tie_word_embeddings or raw["model_type"] == "gpt2" \
         else model.lm_head_weight
     T = ids.shape[1]
     m2 = np.concatenate([mask, np.ones((3, 2), np.int64)], 1)
@@ -271,11 +271,11 @@ def test_generate_rejects_parallel_and_encoders():
     raw = dict(model_type="bert", hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
                vocab_size=11, max_position_embeddings=8)
     cfg = bert.EncoderConfig.from_dict(raw)
-    enc = AdapterModel(bert, cfg, {k: np.zeros(s, np.float32) for k, s in bert.expected_shapes(cfg).items()})
+    enc = AdapterModel(bert.ARCHITECTURE, cfg, {k: np.zeros(s, np.float32) for k, s in bert.expected_shapes(cfg).items()})
     with pytest.raises(ConfigError, match="not a decoder model"):
         enc.generate(np.array([[1, 2]]), 2)
-    with pytest.raises(TypeError, match="decoder models"):
-        enc(np.array([[1, 2]]), position_ids=np.array([[0, 1]]))
+    with pytest.raises(TypeError, match="past_key_values do not apply to model_type='bert'"):
+        enc(np.array([[1, 2]]), past_key_values=dc.KVCache(1))
 
 
 def test_generate_with_reft_needs_no_cache(tmp_path):

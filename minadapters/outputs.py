@@ -1,0 +1,52 @@
+"""Forward results with transformers' access patterns. Spec: API-2.
+
+Fields that are None are absent: ``out[0]`` is the first present field, ``out["logits"]`` a key access,
+``out.to_tuple()`` what ``return_dict=False`` returns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+
+@dataclass
+class ModelOutput:
+    """Outputs of one forward. Encoder-decoder stacks fill the ``encoder_*`` fields; heads fill ``logits``."""
+    last_hidden_state: np.ndarray | None = None
+    pooler_output: np.ndarray | None = None
+    logits: np.ndarray | None = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+    encoder_last_hidden_state: np.ndarray | None = None
+    encoder_hidden_states: tuple | None = None
+    adapter_gating_scores: dict | None = None
+    adapter_fusion_attentions: dict | None = None
+
+    def keys(self) -> list:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def values(self) -> list:
+        return [getattr(self, k) for k in self.keys()]
+
+    def items(self) -> list:
+        return [(k, getattr(self, k)) for k in self.keys()]
+
+    def to_tuple(self) -> tuple:
+        return tuple(self.values())
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, slice)):
+            return self.to_tuple()[key]
+        if key not in self.keys():
+            raise KeyError(f"{key!r} is not among this output's fields: {', '.join(self.keys())}.")
+        return getattr(self, key)
+
+    def __contains__(self, key) -> bool:
+        return key in self.keys()
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
