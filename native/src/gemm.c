@@ -324,6 +324,7 @@ static int gemm_dot(gemm_job *t, const float *B, int64_t ldb, int parallel)
         nt = omp_get_max_threads();
 #endif
     (void)parallel;
+    (void)nt;                      /* only read by the OpenMP pragma */
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
