@@ -52,7 +52,7 @@ def test_backend_implements_every_member_with_the_protocol_signature(backend):
 @pytest.mark.spec("OPS-0")
 @pytest.mark.parametrize("member", protocol_members(Ops))
 def test_a_backend_missing_one_member_fails_the_check(member):
-    broken = type("Broken", (), {k: v for k, v in vars(NumpyOps).items() if k != member})
+    broken = type("Broken", (), {k: v for k, v in vars(NumpyOps).items() if k != member and not k.startswith("__")})
     assert missing_members(broken) == [member]
     with pytest.raises(TypeError, match=f"Broken does not implement the Ops protocol: missing {member} "):
         check_conforms(broken())
