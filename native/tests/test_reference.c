@@ -244,7 +244,8 @@ int main(void)
             test_linear(lin[i][0], lin[i][1], lin[i][2], bias);
 
     static const int64_t mm[][4] = {{0, 3, 4, 5}, {1, 0, 4, 5}, {1, 7, 0, 5}, {1, 1, 1, 1}, {1, 13, 17, 33},
-                                    {3, 1, 64, 7}, {4, 9, 31, 16}, {2, 97, 129, 40}, {5, 6, 8, 0}};
+                                    {3, 1, 64, 7}, {4, 9, 31, 16}, {2, 97, 129, 40}, {5, 6, 8, 0},
+                                    {3, 5, 41, 3}, {1, 9, 70, 2}, {1, 2, 3, 4}, {6, 1, 3, 5}};
     for (size_t i = 0; i < sizeof mm / sizeof mm[0]; i++)
         for (int share = 0; share < 3; share++)
             test_matmul(mm[i][0], mm[i][1], mm[i][2], mm[i][3], share == 1, share == 2, (int)i % 2);
