@@ -6,6 +6,7 @@ are missing.  Callers never test for a member (no ``hasattr``): what is declared
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -79,19 +80,21 @@ class Ops(Protocol):
 
 def protocol_members(protocol: type = Ops) -> tuple:
     """The member names a backend must have: the Protocol's annotated attributes and its methods."""
-    names = set(getattr(protocol, "__annotations__", {}))
+    names = set(protocol.__annotations__)
     names |= {k for k, v in vars(protocol).items() if callable(v) and not k.startswith("_")}
     return tuple(sorted(names))
 
 
 def missing_members(backend: object, protocol: type = Ops) -> list:
     """Members of ``protocol`` that ``backend`` (an instance or a class) lacks; [] when it conforms.
-    Methods must be callable; ``name`` must be a str."""
+    Methods must be callable; annotated attributes (``name``) must be a str.  The conformance check only:
+    dispatch never asks what a backend has."""
+    has = dict(inspect.getmembers(backend))
     missing = []
     for member in protocol_members(protocol):
-        value = getattr(backend, member, None)
-        annotated = member in getattr(protocol, "__annotations__", {})
-        if value is None or (not annotated and not callable(value)) or (annotated and not isinstance(value, str)):
+        value = has.get(member)
+        ok = isinstance(value, str) if member in protocol.__annotations__ else callable(value)
+        if not ok:
             missing.append(member)
     return missing
 

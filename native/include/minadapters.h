@@ -88,6 +88,13 @@ int ma_rms_norm_f32(float *y, const float *x, const float *g, int64_t rows, int6
 /* OPS-6  y = act(x) elementwise over n values (enum ma_act); y may equal x. */
 int ma_activation_f32(float *y, const float *x, int64_t n, int act);
 
+/* OPS-3 .. OPS-6 with an explicit instruction set (enum ma_isa), for tests: every path a CPU can take. */
+int ma_softmax_f32_isa(float *y, const float *x, int64_t rows, int64_t n, int isa);
+int ma_layer_norm_f32_isa(float *y, const float *x, const float *g, const float *b,
+                          int64_t rows, int64_t n, float eps, int isa);
+int ma_rms_norm_f32_isa(float *y, const float *x, const float *g, int64_t rows, int64_t n, float eps, int isa);
+int ma_activation_f32_isa(float *y, const float *x, int64_t n, int act, int isa);
+
 /* OPS-7  fused bottleneck: y(rows, d) = scale * (act(x wd^T + bd) wu^T + bu);
  * wd (r, d), wu (d, r); bd, bu may be NULL. */
 int ma_bottleneck_f32(float *y, const float *x, const float *wd, const float *bd,

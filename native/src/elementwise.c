@@ -287,10 +287,10 @@ static int check_rows(const float *y, const float *x, int64_t rows, int64_t n, i
     return MA_OK;
 }
 
-int ma_softmax_f32(float *y, const float *x, int64_t rows, int64_t n)
+static int softmax_rows(float *y, const float *x, int64_t rows, int64_t n, int isa)
 {
     int64_t total;
-    int st = check_rows(y, x, rows, n, &total), isa = ma_best_isa();
+    int st = check_rows(y, x, rows, n, &total);
     if (st || total == 0)
         return st;
 #ifdef _OPENMP
@@ -301,10 +301,21 @@ int ma_softmax_f32(float *y, const float *x, int64_t rows, int64_t n)
     return MA_OK;
 }
 
+int ma_softmax_f32(float *y, const float *x, int64_t rows, int64_t n)
+{
+    return softmax_rows(y, x, rows, n, ma_best_isa());
+}
+
+int ma_softmax_f32_isa(float *y, const float *x, int64_t rows, int64_t n, int isa)
+{
+    int resolved, st = ma__resolve_isa(isa, &resolved);
+    return st ? st : softmax_rows(y, x, rows, n, resolved);
+}
+
 /* LayerNorm (center = 1: (x - mean) / sqrt(var + eps) * g + b) and RMSNorm (center = 0: x / sqrt(mean(x^2) + eps)
  * * g) share the checks and the row loop; only the moments and the final scaling differ. */
 static int norm_rows(float *y, const float *x, const float *g, const float *b, int64_t rows, int64_t n,
-                     float eps, int center)
+                     float eps, int center, int isa)
 {
     int64_t total;
     int st = check_rows(y, x, rows, n, &total);
@@ -312,7 +323,6 @@ static int norm_rows(float *y, const float *x, const float *g, const float *b, i
         return st;
     if (!g)
         return MA_ERR_NULL;
-    int isa = ma_best_isa();
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if (total > 32768)
 #endif
@@ -342,15 +352,28 @@ static int norm_rows(float *y, const float *x, const float *g, const float *b, i
 int ma_layer_norm_f32(float *y, const float *x, const float *g, const float *b,
                       int64_t rows, int64_t n, float eps)
 {
-    return norm_rows(y, x, g, b, rows, n, eps, 1);
+    return norm_rows(y, x, g, b, rows, n, eps, 1, ma_best_isa());
 }
 
 int ma_rms_norm_f32(float *y, const float *x, const float *g, int64_t rows, int64_t n, float eps)
 {
-    return norm_rows(y, x, g, NULL, rows, n, eps, 0);
+    return norm_rows(y, x, g, NULL, rows, n, eps, 0, ma_best_isa());
 }
 
-int ma_activation_f32(float *y, const float *x, int64_t n, int act)
+int ma_layer_norm_f32_isa(float *y, const float *x, const float *g, const float *b,
+                          int64_t rows, int64_t n, float eps, int isa)
+{
+    int resolved, st = ma__resolve_isa(isa, &resolved);
+    return st ? st : norm_rows(y, x, g, b, rows, n, eps, 1, resolved);
+}
+
+int ma_rms_norm_f32_isa(float *y, const float *x, const float *g, int64_t rows, int64_t n, float eps, int isa)
+{
+    int resolved, st = ma__resolve_isa(isa, &resolved);
+    return st ? st : norm_rows(y, x, g, NULL, rows, n, eps, 0, resolved);
+}
+
+static int activation_span(float *y, const float *x, int64_t n, int act, int isa)
 {
     if (n < 0)
         return MA_ERR_SIZE;
@@ -360,7 +383,6 @@ int ma_activation_f32(float *y, const float *x, int64_t n, int act)
         return MA_OK;
     if (!y || !x)
         return MA_ERR_NULL;
-    int isa = ma_best_isa();
     int64_t chunks = (n + CHUNK - 1) / CHUNK;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if (n > 32768)
@@ -370,4 +392,15 @@ int ma_activation_f32(float *y, const float *x, int64_t n, int act)
         ma__act_span(y + i0, x + i0, len, act, isa);
     }
     return MA_OK;
+}
+
+int ma_activation_f32(float *y, const float *x, int64_t n, int act)
+{
+    return activation_span(y, x, n, act, ma_best_isa());
+}
+
+int ma_activation_f32_isa(float *y, const float *x, int64_t n, int act, int isa)
+{
+    int resolved, st = ma__resolve_isa(isa, &resolved);
+    return st ? st : activation_span(y, x, n, act, resolved);
 }

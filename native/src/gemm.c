@@ -324,6 +324,7 @@ static int gemm_dot(gemm_job *t, const float *B, int64_t ldb, int parallel)
         nt = omp_get_max_threads();
 #endif
     (void)parallel;
+    (void)nt;                      /* only read by the OpenMP pragma */
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
@@ -427,6 +428,42 @@ static int check_extent(int64_t batch, int64_t stride, int64_t size)
     return off > INT64_MAX - size ? MA_ERR_OVERFLOW : MA_OK;
 }
 
+/* y(m, n) = a(m, k) b(k, n) + bias as row updates y_i += a_ip b_p (b read in place).  For a few rows or a few
+ * columns, packing b (k x 16 or 32 padded) costs as much as the product itself: fusion's per-token
+ * (1, D) x (D, A) products are 10x faster this way than through the packed GEMM. */
+#define SMALL_MATMUL 4
+static void matmul_small(float *y, const float *a, const float *b, const float *bias, int64_t m, int64_t k,
+                         int64_t n)
+{
+    if (n <= SMALL_MATMUL) {               /* a few columns: dot products along k (a row read once per column) */
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) {
+                const float *ai = a + i * k;
+                float acc0 = 0.0f, acc1 = 0.0f;  /* two chains: half the add latency */
+                int64_t p = 0;
+                for (; p + 2 <= k; p += 2) {
+                    acc0 += ai[p] * b[p * n + j];
+                    acc1 += ai[p + 1] * b[(p + 1) * n + j];
+                }
+                if (p < k)
+                    acc0 += ai[p] * b[p * n + j];
+                y[i * n + j] = (bias ? bias[j] : 0.0f) + (acc0 + acc1);
+            }
+        return;
+    }
+    for (int64_t i = 0; i < m; i++) {
+        float *yi = y + i * n;
+        for (int64_t j = 0; j < n; j++)
+            yi[j] = bias ? bias[j] : 0.0f;
+        for (int64_t p = 0; p < k; p++) {
+            float aip = a[i * k + p];
+            const float *bp = b + p * n;
+            for (int64_t j = 0; j < n; j++)
+                yi[j] += aip * bp[j];
+        }
+    }
+}
+
 int ma_matmul_f32(float *y, const float *a, const float *b, const float *bias,
                   int64_t batch, int64_t m, int64_t k, int64_t n, int64_t stride_a, int64_t stride_b)
 {
@@ -442,8 +479,8 @@ int ma_matmul_f32(float *y, const float *a, const float *b, const float *bias,
         return MA_OK;
     if (!y || (na && !a) || (nb && !b))
         return MA_ERR_NULL;
-    int isa = ma_best_isa();
-    if (batch == 1)
+    int isa = ma_best_isa(), small = m <= SMALL_MATMUL || n <= SMALL_MATMUL;
+    if (batch == 1 && !small)
         return gemm(y, n, a, k, b, n, bias, m, n, k, 1.0f, 0, isa, 1, 1);
     /* Many products: one per thread (each single-threaded), as attention shares out its heads. */
     int err = MA_OK;
@@ -452,7 +489,11 @@ int ma_matmul_f32(float *y, const float *a, const float *b, const float *bias,
 #endif
     for (int64_t i = 0; i < batch; i++) {
         const float *ai = na ? a + i * stride_a : a, *bi = nb ? b + i * stride_b : b;   /* no offset on NULL */
-        int mine = gemm(y + i * nyb, n, ai, k, bi, n, bias, m, n, k, 1.0f, 0, isa, 0, 1);
+        int mine = MA_OK;
+        if (small)
+            matmul_small(y + i * nyb, ai, bi, bias, m, k, n);
+        else
+            mine = gemm(y + i * nyb, n, ai, k, bi, n, bias, m, n, k, 1.0f, 0, isa, 0, 1);
         if (mine) {
 #ifdef _OPENMP
 #pragma omp atomic write

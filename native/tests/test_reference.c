@@ -1,7 +1,8 @@
 /* Every optimised kernel against its scalar reference (native/src/reference.c) on random inputs, edge sizes
  * included (0 rows, 1 row, sizes off the SIMD widths 8 / 16 / 32 and the GEMM blocks), every instruction set
- * this CPU has where a kernel takes one (ma_linear_f32_isa).  Bound (spec/ops.md, spec/00-notation.md):
- * |y - ref| <= ATOL + RTOL * max|ref| per output array; RoPE must be bit-equal.  Run by run_sanitizers.sh. */
+ * this CPU has where a kernel takes one (the *_isa entry points: linear, softmax, norms, activations).
+ * Bound (spec/ops.md, spec/00-notation.md): |y - ref| <= ATOL + RTOL * max|ref| per output array; RoPE must
+ * be bit-equal.  Run by native/run_sanitizers.sh under ASan + UBSan. */
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -128,14 +129,25 @@ static void test_rows(int64_t rows, int64_t n)
     float *x = randv(rows * n, 4), *g = randv(n, 1), *b = randv(n, 1);
     float *y = nanv(rows * n), *r = nanv(rows * n);
     char what[96];
-    snprintf(what, sizeof what, "softmax (%lld, %lld)", (long long)rows, (long long)n);
-    compare(what, ma_softmax_f32(y, x, rows, n), ma_ref_softmax_f32(r, x, rows, n), y, r, rows * n, 0);
-    for (int with_b = 0; with_b < 2; with_b++) {
-        snprintf(what, sizeof what, "layer_norm (%lld, %lld) bias %d", (long long)rows, (long long)n, with_b);
-        compare(what, ma_layer_norm_f32(y, x, g, with_b ? b : NULL, rows, n, 1e-5f),
-                ma_ref_layer_norm_f32(r, x, g, with_b ? b : NULL, rows, n, 1e-5f), y, r, rows * n, 0);
+    for (int isa = MA_ISA_AUTO; isa <= MA_ISA_AVX512; isa++) {
+        if (ma_softmax_f32_isa(y, x, rows, n, isa) == MA_ERR_ISA)     /* an instruction set this CPU lacks */
+            continue;
+        snprintf(what, sizeof what, "softmax isa %d (%lld, %lld)", isa, (long long)rows, (long long)n);
+        compare(what, ma_softmax_f32_isa(y, x, rows, n, isa), ma_ref_softmax_f32(r, x, rows, n), y, r, rows * n, 0);
+        for (int with_b = 0; with_b < 2; with_b++) {
+            snprintf(what, sizeof what, "layer_norm isa %d (%lld, %lld) bias %d", isa, (long long)rows,
+                     (long long)n, with_b);
+            compare(what, ma_layer_norm_f32_isa(y, x, g, with_b ? b : NULL, rows, n, 1e-5f, isa),
+                    ma_ref_layer_norm_f32(r, x, g, with_b ? b : NULL, rows, n, 1e-5f), y, r, rows * n, 0);
+        }
+        snprintf(what, sizeof what, "rms_norm isa %d (%lld, %lld)", isa, (long long)rows, (long long)n);
+        compare(what, ma_rms_norm_f32_isa(y, x, g, rows, n, 1e-6f, isa),
+                ma_ref_rms_norm_f32(r, x, g, rows, n, 1e-6f), y, r, rows * n, 0);
     }
-    snprintf(what, sizeof what, "rms_norm (%lld, %lld)", (long long)rows, (long long)n);
+    snprintf(what, sizeof what, "softmax / norms (auto entry points) (%lld, %lld)", (long long)rows, (long long)n);
+    compare(what, ma_softmax_f32(y, x, rows, n), ma_ref_softmax_f32(r, x, rows, n), y, r, rows * n, 0);
+    compare(what, ma_layer_norm_f32(y, x, g, b, rows, n, 1e-5f), ma_ref_layer_norm_f32(r, x, g, b, rows, n, 1e-5f),
+            y, r, rows * n, 0);
     compare(what, ma_rms_norm_f32(y, x, g, rows, n, 1e-6f), ma_ref_rms_norm_f32(r, x, g, rows, n, 1e-6f),
             y, r, rows * n, 0);
     free(x); free(g); free(b); free(y); free(r);
@@ -150,13 +162,21 @@ static void test_activations(int64_t n)
     }
     char what[64];
     for (int act = MA_ACT_IDENTITY; act <= MA_ACT_SIGMOID; act++) {
+        for (int isa = MA_ISA_AUTO; isa <= MA_ISA_AVX512; isa++) {
+            int st = ma_activation_f32_isa(y, x, n, act, isa);
+            if (st == MA_ERR_ISA)
+                continue;
+            snprintf(what, sizeof what, "activation %d isa %d n %lld", act, isa, (long long)n);
+            compare(what, st, ma_ref_activation_f32(r, x, n, act), y, r, n, 0);
+        }
         snprintf(what, sizeof what, "activation %d n %lld", act, (long long)n);
         compare(what, ma_activation_f32(y, x, n, act), ma_ref_activation_f32(r, x, n, act), y, r, n, 0);
     }
     checks++;
-    if (ma_ref_activation_f32(r, x, n, 99) != MA_ERR_ARG || ma_activation_f32(y, x, n, 99) != MA_ERR_ARG) {
+    if (ma_ref_activation_f32(r, x, n, 99) != MA_ERR_ARG || ma_activation_f32(y, x, n, 99) != MA_ERR_ARG ||
+        ma_activation_f32_isa(y, x, n, MA_ACT_RELU, 77) != MA_ERR_ARG) {
         failures++;
-        printf("FAIL activation: unknown code not MA_ERR_ARG\n");
+        printf("FAIL activation: unknown act or isa code not MA_ERR_ARG\n");
     }
     free(x); free(y); free(r);
 }
@@ -224,7 +244,8 @@ int main(void)
             test_linear(lin[i][0], lin[i][1], lin[i][2], bias);
 
     static const int64_t mm[][4] = {{0, 3, 4, 5}, {1, 0, 4, 5}, {1, 7, 0, 5}, {1, 1, 1, 1}, {1, 13, 17, 33},
-                                    {3, 1, 64, 7}, {4, 9, 31, 16}, {2, 97, 129, 40}, {5, 6, 8, 0}};
+                                    {3, 1, 64, 7}, {4, 9, 31, 16}, {2, 97, 129, 40}, {5, 6, 8, 0},
+                                    {3, 5, 41, 3}, {1, 9, 70, 2}, {1, 2, 3, 4}, {6, 1, 3, 5}};
     for (size_t i = 0; i < sizeof mm / sizeof mm[0]; i++)
         for (int share = 0; share < 3; share++)
             test_matmul(mm[i][0], mm[i][1], mm[i][2], mm[i][3], share == 1, share == 2, (int)i % 2);
