@@ -1,6 +1,7 @@
 """The model's registry of adapters, fusions and the active setup (adapters' ModelAdaptersConfig)."""
 from __future__ import annotations
 
+from .configuration import ConfigUnion
 from .errors import AdapterNotFoundError, ConfigError
 
 
@@ -40,7 +41,6 @@ class ModelAdaptersConfig:
 
     def match(self, name, config_type, layer_idx=None, location_key=None):
         """The config (or the single union member) of type ``config_type`` that targets this layer/location."""
-        from .configuration import ConfigUnion
         config = self.get(name)
         if config is None:
             return None
@@ -61,7 +61,6 @@ class ModelAdaptersConfig:
 
     def members(self, name, config_type):
         """All union members (or the config itself) of ``config_type``."""
-        from .configuration import ConfigUnion
         config = self.get(name)
         if config is None:
             return []

@@ -15,8 +15,12 @@ import math
 import numbers
 import warnings
 
+from .configuration import ConfigUnion, LoRAConfig
+from .configuration.strings import get_adapter_config_hash
 from .errors import ConfigError, ShapeError
 from .functional import averaging as F
+from .loading import CONTAINERS
+from .methods.lora_modules import module_kind
 
 STRATEGIES = ("linear", "lora_linear_only_negate_b", "lora_delta_w_svd")
 # adapters sets support_lora_delta_w_svd = False for these model types (GPT-2: fused Conv1D c_attn; DeBERTa).
@@ -70,7 +74,6 @@ def resolve_weights(adapter_list, weights=None, normalize_weights=True):
 
 def common_config(model, names):
     """The first adapter's config, after checking every config hashes equal ignoring dropout and init_weights."""
-    from .configuration.strings import get_adapter_config_hash
     configs = [model.adapters_config.require(n) for n in names]
     ref = get_adapter_config_hash(configs[0], ignore_params=HASH_IGNORE)
     for n, c in zip(names[1:], configs[1:]):
@@ -89,7 +92,6 @@ def _config_diff(a, b) -> str:
 
 def check_strategy(model, config, strategy, svd_rank):
     """Reject what adapters rejects or crashes on; return the new adapter's config. Spec: API-5 (edge cases)."""
-    from .configuration import ConfigUnion, LoRAConfig
     if strategy not in STRATEGIES:
         raise ConfigError(f"Invalid combine_strategy {strategy!r}. Must be one of {list(STRATEGIES)}.")
     is_lora = isinstance(config, LoRAConfig)
@@ -118,7 +120,6 @@ def check_strategy(model, config, strategy, svd_rank):
 
 
 def _check_lora_strategy(config, strategy, svd_rank):
-    from .methods.lora_modules import module_kind
     kind = module_kind(config)
     what = {"vera": "VeRA", "mtl": "MTL-LoRA", "ia3": "IA3", "lora": "LoRA"}[kind]
     if kind == "vera":
@@ -139,7 +140,6 @@ def _check_lora_strategy(config, strategy, svd_rank):
 # ---- combination -----------------------------------------------------------------------------------
 def _relative(key: str, name: str) -> str:
     """A state-dict key with the adapter name replaced by a placeholder (container-delimited, as IO-11)."""
-    from .loading import CONTAINERS
     for c in CONTAINERS:
         seg = f"{c}.{name}."
         if key.startswith(seg) or f".{seg}" in key:

@@ -1,6 +1,7 @@
 """Bottleneck adapter equations (sequential, parallel) and the mean-over-tokens gate. Spec: BN-*, GATE-1."""
 from __future__ import annotations
 
+from ..composition import adjust_tensors_for_parallel
 from .activations import sigmoid
 from .linalg import mm
 
@@ -16,7 +17,6 @@ def sublayer_close(h, x, layer_norm):
     """The base model's residual close of a sub-layer: LN(h + x), h + x without LN, h without x. Spec: ENC-2.
 
     Under Parallel either side may already carry the replicated batch; the other is tiled to match."""
-    from ..composition import adjust_tensors_for_parallel
     if x is None:
         return h
     (x,) = adjust_tensors_for_parallel(h, x)
