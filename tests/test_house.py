@@ -300,3 +300,25 @@ def test_function_level_imports_say_why():
     assert not offenders, (f"{len(offenders)} imports inside functions without a comment saying why "
                            "(same line or line above, e.g. '# deferred: optional dependency'):\n"
                            + "\n".join(offenders))
+
+
+# An absolute filesystem path (``/work/shared/x.md``): a reader of the repository cannot open it.
+_ABSOLUTE_PATH = re.compile(r"(?:^|[\s(`\"'])(/[A-Za-z_][\w.-]*/[\w./-]+)")
+
+
+def test_spec_cites_no_document_outside_the_repository():
+    """Spec pages cite upstream source paths (adapter-hub/adapters ``src/adapters/...``) and repository files,
+    not absolute paths on one machine nor a private digest."""
+    offenders = []
+    for page in sorted((ROOT / "spec").glob("*.md")):
+        for n, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+            for m in _ABSOLUTE_PATH.finditer(line):
+                offenders.append(f"spec/{page.name}:{n}: {m.group(1)}")
+            if re.search(r"\bdigest §", line):
+                offenders.append(f"spec/{page.name}:{n}: cites the semantics digest, not an upstream source file")
+    assert not offenders, "spec pages cite documents outside the repository:\n" + "\n".join(offenders)
+
+
+def test_absolute_path_pattern():
+    assert _ABSOLUTE_PATH.search("(digest `/work/shared/reference/adapters-semantics.md` §4)")
+    assert not _ABSOLUTE_PATH.search("`src/adapters/methods/lora.py`, x/y, (B, T)/2, a/b/c")
