@@ -19,7 +19,7 @@ from .configuration import ConfigUnion, LoRAConfig
 from .configuration.strings import get_adapter_config_hash
 from .errors import ConfigError, ShapeError
 from .functional import averaging as F
-from .loading import CONTAINERS
+from .loading import CONTAINERS, KEY_EXAMPLES
 from .methods.lora_modules import module_kind
 
 STRATEGIES = ("linear", "lora_linear_only_negate_b", "lora_delta_w_svd")
@@ -155,7 +155,7 @@ def _source_tensors(model, names):
         per.append({_relative(k, n): d[leaf] for k, (d, leaf) in model.adapter_param_refs(n).items()})
     for n, m in zip(names[1:], per[1:]):
         if set(m) != set(per[0]):
-            diff = sorted(set(m) ^ set(per[0]))[:3]
+            diff = sorted(set(m) ^ set(per[0]))[:KEY_EXAMPLES]
             raise ConfigError(f"Cannot average {names[0]!r} and {n!r}: their parameters differ (e.g. {diff}); "
                               "was one of them ejected (eject_prefix_tuning) or loaded with another layout?")
         for k, arr in m.items():
@@ -216,7 +216,7 @@ def average_adapter(model, adapter_name, adapter_list, weights=None, normalize_w
 def _assign(model, name, averaged):
     refs = {_relative(k, name): v for k, v in model.adapter_param_refs(name).items()}
     if set(refs) != set(averaged):
-        diff = sorted(set(refs) ^ set(averaged))[:3]
+        diff = sorted(set(refs) ^ set(averaged))[:KEY_EXAMPLES]
         raise ConfigError(f"average_adapter: the new adapter's parameters do not match the averaged ones "
                           f"(e.g. {diff}).")
     for k, arr in averaged.items():

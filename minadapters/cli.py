@@ -14,8 +14,13 @@ from . import bench, conformance_cli
 from .composition import BLOCKS, Stack
 from .io.files import read_json
 from .model import AutoModel
-from .summary import ARCH_PRESETS
+from .summary import ARCH_PRESETS, SUMMARY_COLUMNS
 from .tiny import shell_model, write_demo_adapter, write_tiny_model
+
+PREVIEW_VALUES = 6  # `run` prints the first few values of each row's output vector
+PREVIEW_CHARS = 40  # ... next to the first characters of its text
+# `summary` names each adapter "<i>:<config>", cut to fit the summary table's name column
+SUMMARY_NAME_CHARS = SUMMARY_COLUMNS[0][2] - 1
 
 DESCRIPTION = """minadapters: run Hugging Face encoders/decoders with AdapterHub adapters in NumPy, no torch.
 
@@ -88,8 +93,8 @@ def cmd_run(args) -> int:
     print(f"input_ids: {ids.shape}; last_hidden_state: {out.last_hidden_state.shape}")
     vec = out.pooler_output if out.pooler_output is not None else out.last_hidden_state[:, -1]
     for b, text in enumerate(args.text):
-        head = " ".join(f"{v:+.4f}" for v in vec[b, :6])
-        print(f"[{b}] {text[:40]!r}: {'pooled' if out.pooler_output is not None else 'last token'} [{head} ...]")
+        head = " ".join(f"{v:+.4f}" for v in vec[b, :PREVIEW_VALUES])
+        print(f"[{b}] {text[:PREVIEW_CHARS]!r}: {'pooled' if out.pooler_output is not None else 'last token'} [{head} ...]")
     print(f"forward time: {dt * 1000:.1f} ms")
     return 0
 
@@ -103,7 +108,7 @@ def cmd_summary(args) -> int:
         raw = ARCH_PRESETS[args.arch]
     model = shell_model(raw)
     for i, cfg in enumerate(args.config):
-        model.add_adapter(f"{i}:{cfg}"[:24], config=cfg)
+        model.add_adapter(f"{i}:{cfg}"[:SUMMARY_NAME_CHARS], config=cfg)
     print(model.adapter_summary())
     return 0
 

@@ -23,6 +23,7 @@ LEGACY_RENAMES = (("attention_text_task_adapters", "adapters"), ("attention_text
                   ("invertible_lang_adapters", "invertible_adapters"))
 # Keys that adapters saves twice: every prefix-tuning layer registers the model-level pool as a submodule.
 ALIAS_MARKERS = (".prefix_tuning.pool.",)
+KEY_EXAMPLES = 3  # how many missing / unexpected keys an error message names
 
 
 def _full_config(model, config_dict: dict, name: str, **extra) -> dict:
@@ -96,9 +97,9 @@ def assign_weights(refs: dict, weights: dict, *, what: str, source: str, optiona
     if unexpected or missing:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+            parts.append(f"{len(missing)} missing (e.g. {missing[:KEY_EXAMPLES]})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:KEY_EXAMPLES]})")
         raise WeightsError(f"{source}: weights do not fit {what}: {'; '.join(parts)}. Was it saved for another "
                            "model type or configuration?")
     for k, arr in weights.items():
