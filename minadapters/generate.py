@@ -52,7 +52,7 @@ def _check(model, input_ids, attention_mask, max_new_tokens):
     if mask.shape != ids.shape:
         raise ShapeError(f"generate(): attention_mask has shape {mask.shape}; expected {ids.shape}.")
     setup = model.active_adapters
-    if setup is not None and getattr(setup, "parallel_channels", 1) > 1:
+    if setup is not None and setup.parallel_channels > 1:
         raise ConfigError("generate(): a Parallel composition multiplies the batch; generate with one channel.")
     return ids.astype(np.int64), mask.astype(np.int64)
 
