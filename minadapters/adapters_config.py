@@ -1,6 +1,7 @@
 """The model's registry of adapters, fusions and the active setup (adapters' ModelAdaptersConfig)."""
 from __future__ import annotations
 
+from .configuration import ConfigUnion
 from .errors import AdapterNotFoundError, ConfigError
 from .methods.base import match_config
 
@@ -45,7 +46,6 @@ class ModelAdaptersConfig:
 
     def members(self, name, config_type):
         """All union members (or the config itself) of ``config_type``."""
-        from .configuration import ConfigUnion
         config = self.get(name)
         if config is None:
             return []

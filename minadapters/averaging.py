@@ -15,8 +15,12 @@ import math
 import numbers
 import warnings
 
+from .configuration import ConfigUnion, LoRAConfig
+from .configuration.strings import get_adapter_config_hash
 from .errors import ConfigError, ShapeError
 from .functional import averaging as F
+from .loading import CONTAINERS, KEY_EXAMPLES
+from .methods.lora_modules import module_kind
 
 STRATEGIES = ("linear", "lora_linear_only_negate_b", "lora_delta_w_svd")
 # adapters sets support_lora_delta_w_svd = False for these model types (GPT-2: fused Conv1D c_attn; DeBERTa).
@@ -70,7 +74,6 @@ def resolve_weights(adapter_list, weights=None, normalize_weights=True):
 
 def common_config(model, names):
     """The first adapter's config, after checking every config hashes equal ignoring dropout and init_weights."""
-    from .configuration.strings import get_adapter_config_hash
     configs = [model.adapters_config.require(n) for n in names]
     ref = get_adapter_config_hash(configs[0], ignore_params=HASH_IGNORE)
     for n, c in zip(names[1:], configs[1:]):
@@ -89,7 +92,6 @@ def _config_diff(a, b) -> str:
 
 def check_strategy(model, config, strategy, svd_rank):
     """Reject what adapters rejects or crashes on; return the new adapter's config. Spec: API-5 (edge cases)."""
-    from .configuration import ConfigUnion, LoRAConfig
     if strategy not in STRATEGIES:
         raise ConfigError(f"Invalid combine_strategy {strategy!r}. Must be one of {list(STRATEGIES)}.")
     is_lora = isinstance(config, LoRAConfig)
@@ -118,7 +120,6 @@ def check_strategy(model, config, strategy, svd_rank):
 
 
 def _check_lora_strategy(config, strategy, svd_rank):
-    from .methods.lora_modules import module_kind
     kind = module_kind(config)
     what = {"vera": "VeRA", "mtl": "MTL-LoRA", "ia3": "IA3", "lora": "LoRA"}[kind]
     if kind == "vera":
@@ -139,7 +140,6 @@ def _check_lora_strategy(config, strategy, svd_rank):
 # ---- combination -----------------------------------------------------------------------------------
 def _relative(key: str, name: str) -> str:
     """A state-dict key with the adapter name replaced by a placeholder (container-delimited, as IO-11)."""
-    from .loading import CONTAINERS
     for c in CONTAINERS:
         seg = f"{c}.{name}."
         if key.startswith(seg) or f".{seg}" in key:
@@ -155,7 +155,7 @@ def _source_tensors(model, names):
         per.append({_relative(k, n): d[leaf] for k, (d, leaf) in model.adapter_param_refs(n).items()})
     for n, m in zip(names[1:], per[1:]):
         if set(m) != set(per[0]):
-            diff = sorted(set(m) ^ set(per[0]))[:3]
+            diff = sorted(set(m) ^ set(per[0]))[:KEY_EXAMPLES]
             raise ConfigError(f"Cannot average {names[0]!r} and {n!r}: their parameters differ (e.g. {diff}); "
                               "was one of them ejected (eject_prefix_tuning) or loaded with another layout?")
         for k, arr in m.items():
@@ -216,7 +216,7 @@ def average_adapter(model, adapter_name, adapter_list, weights=None, normalize_w
 def _assign(model, name, averaged):
     refs = {_relative(k, name): v for k, v in model.adapter_param_refs(name).items()}
     if set(refs) != set(averaged):
-        diff = sorted(set(refs) ^ set(averaged))[:3]
+        diff = sorted(set(refs) ^ set(averaged))[:KEY_EXAMPLES]
         raise ConfigError(f"average_adapter: the new adapter's parameters do not match the averaged ones "
                           f"(e.g. {diff}).")
     for k, arr in averaged.items():

@@ -8,6 +8,19 @@ import sys
 import time
 
 import numpy as np
+from tokenizers import Tokenizer
+
+from . import bench, conformance_cli
+from .composition import BLOCKS, Stack
+from .io.files import read_json
+from .model import AutoModel
+from .summary import ARCH_PRESETS, SUMMARY_COLUMNS
+from .tiny import shell_model, write_demo_adapter, write_tiny_model
+
+PREVIEW_VALUES = 6  # `run` prints the first few values of each row's output vector
+PREVIEW_CHARS = 40  # ... next to the first characters of its text
+# `summary` names each adapter "<i>:<config>", cut to fit the summary table's name column
+SUMMARY_NAME_CHARS = SUMMARY_COLUMNS[0][2] - 1
 
 DESCRIPTION = """minadapters: run Hugging Face encoders/decoders with AdapterHub adapters in NumPy, no torch.
 
@@ -24,7 +37,6 @@ def parse_setup(text: str):
     """Parse a composition written as Python-like calls, e.g. "Stack(a, Split(b, c, splits=3))". Spec: API-4.
 
     Only the block names, bare adapter names / strings and literal keyword values are accepted (no eval)."""
-    from .composition import BLOCKS
     try:
         tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError as e:
@@ -52,7 +64,6 @@ def _tokenize(model_dir: str, texts: list, model):
     path = os.path.join(model_dir, "tokenizer.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No tokenizer.json in {model_dir!r}; the run command tokenizes with it.")
-    from tokenizers import Tokenizer
     tok = Tokenizer.from_file(path)
     encs = tok.encode_batch(texts)
     T = max(len(e.ids) for e in encs)
@@ -66,13 +77,11 @@ def _tokenize(model_dir: str, texts: list, model):
 
 
 def cmd_run(args) -> int:
-    from .model import AutoModel
     model = AutoModel.from_pretrained(args.model, backend=args.backend)
     names = [model.load_adapter(d) for d in args.adapter]
     if args.setup:
         model.active_adapters = parse_setup(args.setup)
     elif names:
-        from .composition import Stack
         model.active_adapters = Stack(*names)
     ids, mask = _tokenize(args.model, args.text, model)
     t0 = time.perf_counter()
@@ -84,15 +93,13 @@ def cmd_run(args) -> int:
     print(f"input_ids: {ids.shape}; last_hidden_state: {out.last_hidden_state.shape}")
     vec = out.pooler_output if out.pooler_output is not None else out.last_hidden_state[:, -1]
     for b, text in enumerate(args.text):
-        head = " ".join(f"{v:+.4f}" for v in vec[b, :6])
-        print(f"[{b}] {text[:40]!r}: {'pooled' if out.pooler_output is not None else 'last token'} [{head} ...]")
+        head = " ".join(f"{v:+.4f}" for v in vec[b, :PREVIEW_VALUES])
+        print(f"[{b}] {text[:PREVIEW_CHARS]!r}: {'pooled' if out.pooler_output is not None else 'last token'} [{head} ...]")
     print(f"forward time: {dt * 1000:.1f} ms")
     return 0
 
 
 def cmd_summary(args) -> int:
-    from .summary import ARCH_PRESETS, shell_model
-    from .io.files import read_json
     if args.model:
         raw = read_json(os.path.join(args.model, "config.json"))
     else:
@@ -101,18 +108,21 @@ def cmd_summary(args) -> int:
         raw = ARCH_PRESETS[args.arch]
     model = shell_model(raw)
     for i, cfg in enumerate(args.config):
-        model.add_adapter(f"{i}:{cfg}"[:24], config=cfg)
+        model.add_adapter(f"{i}:{cfg}"[:SUMMARY_NAME_CHARS], config=cfg)
     print(model.adapter_summary())
     return 0
 
 
 def cmd_tiny_model(args) -> int:
-    from .tiny import write_demo_adapter, write_tiny_model
     path = write_tiny_model(args.directory, model_type=args.arch, seed=args.seed)
     print(f"model:   {path}")
     if args.adapter:
         print(f"adapter: {write_demo_adapter(path, config=args.adapter, seed=args.seed)}")
     return 0
+
+
+# Subcommands with their own argument parsers: main() hands them the rest of the command line.
+DELEGATES = {"conformance": conformance_cli.main, "bench": bench.main}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,9 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "DIR/demo_adapter ('' for none)")
     t.set_defaults(fn=cmd_tiny_model)
     c = sub.add_parser("conformance", help="run the conformance suite against a driver", add_help=False)
-    c.set_defaults(fn=None, delegate="conformance")
+    c.set_defaults(fn=None)  # main() hands "conformance ..." to DELEGATES before parsing
     b = sub.add_parser("bench", help="benchmarks (native vs numpy vs adapters+torch)", add_help=False)
-    b.set_defaults(fn=None, delegate="bench")
+    b.set_defaults(fn=None)
     return p
 
 
@@ -153,10 +163,8 @@ def main(argv=None) -> int:
     if not argv:
         parser.print_help()
         return 0
-    if argv[0] in ("conformance", "bench"):
-        mod = __import__(f"minadapters.{'conformance_cli' if argv[0] == 'conformance' else 'bench'}",
-                         fromlist=["main"])
-        return int(mod.main(argv[1:]) or 0)
+    if argv[0] in DELEGATES:  # these parse their own arguments
+        return int(DELEGATES[argv[0]](argv[1:]) or 0)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -9,6 +9,8 @@ import itertools
 import warnings
 from collections.abc import Sequence
 
+import numpy as np
+
 from .errors import CompositionError
 
 __all__ = [
@@ -254,7 +256,6 @@ def composition_from_dict(data: dict):
 
 def adjust_tensors_for_parallel(reference, *tensors):
     """Tile each tensor along axis 0 to the reference's batch (channel-major, like torch.repeat). Spec: COMP-PARALLEL."""
-    import numpy as np
     out = []
     for t in tensors:
         if t is not None and reference.shape[0] > t.shape[0]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import sys
 
 
 def suite_dir() -> str:
@@ -30,9 +31,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reference", default=None, help="reference driver (default reference)")
     ap.add_argument("--profile", default="ci", choices=["ci", "dev", "thorough"], help="hypothesis profile")
     args, rest = ap.parse_known_args(argv)
-    try:
+    try:  # deferred: pytest and hypothesis are test extras (minadapters[test]); only this command needs them
         import pytest
-        import hypothesis  # noqa: F401
+        import hypothesis  # noqa: F401  (the suite's conftest needs it; fail here with the install hint)
     except ImportError as e:
         raise SystemExit(f"minadapters conformance needs pytest and hypothesis (pip install minadapters[test]): {e}")
     d = suite_dir()
@@ -42,7 +43,6 @@ def main(argv=None) -> int:
         opts.append(f"--driver={args.driver}")
     if args.reference:
         opts.append(f"--reference={args.reference}")
-    import sys
     if root not in sys.path:
         sys.path.insert(0, root)
     return int(pytest.main(opts + rest))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .context import AdapterSetup
 from .errors import ConfigError, ShapeError
 from .models import decoder_common as dc
 
@@ -57,7 +58,6 @@ def _check(model, input_ids, attention_mask, max_new_tokens):
 
 
 def _reft_active(model) -> bool:
-    from .context import AdapterSetup
     ctx = AdapterSetup.get_context()
     setup = ctx.adapter_setup if ctx is not None else model.active_adapters
     if setup is None:

@@ -9,6 +9,8 @@ import warnings
 
 import numpy as np
 
+from .composition import Fuse
+from .configuration import AdapterConfig
 from .errors import ConfigError, ShapeError, WeightsError
 from .io.files import atomic_write_json, read_json, read_weights, write_weights
 
@@ -21,6 +23,7 @@ LEGACY_RENAMES = (("attention_text_task_adapters", "adapters"), ("attention_text
                   ("invertible_lang_adapters", "invertible_adapters"))
 # Keys that adapters saves twice: every prefix-tuning layer registers the model-level pool as a submodule.
 ALIAS_MARKERS = (".prefix_tuning.pool.",)
+KEY_EXAMPLES = 3  # how many missing / unexpected keys an error message names
 
 
 def _full_config(model, config_dict: dict, name: str, **extra) -> dict:
@@ -94,9 +97,9 @@ def assign_weights(refs: dict, weights: dict, *, what: str, source: str, optiona
     if unexpected or missing:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+            parts.append(f"{len(missing)} missing (e.g. {missing[:KEY_EXAMPLES]})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:KEY_EXAMPLES]})")
         raise WeightsError(f"{source}: weights do not fit {what}: {'; '.join(parts)}. Was it saved for another "
                            "model type or configuration?")
     for k, arr in weights.items():
@@ -121,7 +124,6 @@ def _check_dir(path, config_name):
 
 def load_adapter(model, path, *, load_as=None, leave_out=None, set_active=False, use_safetensors=None) -> str:
     """Read an AdapterHub adapter directory and add it to the model. Returns its name. Spec: IO-10, IO-11."""
-    from .configuration import AdapterConfig
     path = _check_dir(path, "adapter_config.json")
     saved = read_json(os.path.join(path, "adapter_config.json"))
     if not isinstance(saved, dict) or "name" not in saved:
@@ -173,7 +175,6 @@ def _missing_ok(model, weights, name):
 
 def save_adapter_fusion(model, save_directory, adapter_names, meta_dict=None, use_safetensors=False) -> None:
     """Write adapter_fusion_config.json and the fusion weights. Spec: IO-12."""
-    from .composition import Fuse
     name = adapter_names.name if isinstance(adapter_names, Fuse) else (
         ",".join(adapter_names) if isinstance(adapter_names, (list, tuple)) else adapter_names)
     if name not in model.adapters_config.fusions:
@@ -215,6 +216,5 @@ def load_adapter_fusion(model, path, *, load_as=None, set_active=False, use_safe
         model.delete_adapter_fusion(name)
         raise
     if set_active:
-        from .composition import Fuse
-        model.set_active_adapters(Fuse(*names, name=name))
+            model.set_active_adapters(Fuse(*names, name=name))
     return name

@@ -12,6 +12,7 @@ import os
 import warnings
 
 from .composition import AdapterCompositionBlock, Fuse, composition_from_dict, parse_composition
+from .configuration.strings import get_adapter_config_hash
 from .errors import CompositionError, WeightsError
 from .io.files import atomic_write_bytes, read_json
 from .loading import VERSION
@@ -108,7 +109,6 @@ def load_adapter_setup(model, path, set_active=False, use_safetensors=False):
 
 def save_all_adapters(model, save_directory, meta_dict=None, use_safetensors=False) -> None:
     """One sub-folder per adapter; each adapter_config.json gets ``config_id`` (its config hash). Spec: API-7."""
-    from .configuration.strings import get_adapter_config_hash
     os.makedirs(save_directory, exist_ok=True)
     for name in model.adapters_config:
         meta = dict(meta_dict or {}, config_id=get_adapter_config_hash(model.adapters_config.get(name)))
@@ -117,7 +117,6 @@ def save_all_adapters(model, save_directory, meta_dict=None, use_safetensors=Fal
 
 def save_all_adapter_fusions(model, save_directory, meta_dict=None, use_safetensors=False) -> None:
     """One sub-folder per fusion, with ``config_id``. Spec: API-7."""
-    from .configuration.strings import get_adapter_config_hash
     os.makedirs(save_directory, exist_ok=True)
     for name, (fconfig, _) in model.adapters_config.fusions.items():
         meta = dict(meta_dict or {}, config_id=get_adapter_config_hash(fconfig))

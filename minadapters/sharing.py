@@ -10,6 +10,7 @@ them per layer for ``shared_parameters_state_dict``.
 from __future__ import annotations
 
 from .composition import MultiTask
+from .configuration import MultiTaskConfig
 from .errors import ConfigError, ConfigTypeError
 
 SHARABLE = ("lora_A", "lora_B")
@@ -46,7 +47,6 @@ def _lora_layers(model, names):
 
 def share_parameters(model, adapter_names, name=None, reference_adapter_name=None) -> None:
     """Give every adapter of ``adapter_names`` a copy of the reference's lora_A / lora_B, shared. Spec: API-6."""
-    from .configuration import MultiTaskConfig
     names = _names(adapter_names)
     if not names or any(not n for n in names):
         raise ValueError(f"share_parameters: expected at least one adapter name; got {adapter_names!r}.")

@@ -1,10 +1,18 @@
 """Parameter counts per adapter, like adapters' ``adapter_summary``, from real models or architecture presets.
 
-Spec: API-3. Presets need no weights: base parameters are zero-stride arrays (no memory).
+Spec: API-3. Every function takes the model object; this module does not import model.py (model.py imports it).
+Presets need no weights: ``tiny.shell_model`` builds a model whose base parameters are zero-stride arrays.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from .configuration import ConfigUnion
+
+# The table adapters' adapter_summary prints: (column, alignment, width, number format), 80 characters wide.
+SUMMARY_COLUMNS = (("name", "<", 25, ""), ("architecture", "<", 15, ""), ("#param", ">", 12, ","),
+                   ("%param", ">", 12, ".3f"), ("active", ">", 8, ""), ("train", ">", 8, ""))
+SUMMARY_WIDTH = 80
 
 ARCH_PRESETS = {
     "bert-base-uncased": dict(model_type="bert", hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
@@ -29,42 +37,14 @@ ARCH_PRESETS = {
 }
 
 
-def shell_model(raw_config: dict, with_pooler: bool = True):
-    """An AdapterModel whose base weights are zero-stride zeros of the right shapes (no memory)."""
-    from .model import AdapterModel
-    from .models import architecture
-    arch = architecture(raw_config["model_type"])
-    config = arch.config_class.from_dict(raw_config)
-    shapes = dict(arch.expected_shapes(config))
-    if with_pooler and arch.pooler:
-        D = config.hidden_size
-        shapes[arch.pooler[0]], shapes[arch.pooler[1]] = (D, D), (D,)
-    params = {k: np.broadcast_to(np.float32(0), s) for k, s in shapes.items()}
-    model = AdapterModel(arch, config, params, name_or_path="", seed=0)
-    model.raw_config = dict(raw_config)
-    return model
-
-
 def adapter_param_count(model, name: str) -> int:
     """Number of parameters of one adapter; arrays registered under several keys count once."""
-    seen, total = set(), 0
-    for obj in model._all_method_objects():
-        counter = getattr(obj, "summary_param_count", None)
-        if counter is not None:
-            total += counter(name)
-            continue
-        for key, d, leaf in obj.param_refs(name):
-            arr = d[leaf]
-            if id(arr) in seen:
-                continue
-            seen.add(id(arr))
-            total += int(arr.size)
-    return total
+    seen: set = set()
+    return sum(obj.summary_param_count(name, seen) for obj in model._all_method_objects())
 
 
 def model_adapter_summary(model, as_dict: bool = False):
     """Rows: name, architecture, #param, %param (of the base model), active, train. Spec: API-3."""
-    from .configuration import ConfigUnion
     rows = []
     active = model.active_adapters
     for name, cfg in model.adapters_config.adapters.items():
@@ -77,12 +57,12 @@ def model_adapter_summary(model, as_dict: bool = False):
     rows.append({"name": "Full model", "#param": base, "%param": 100.0, "train": True})
     if as_dict:
         return rows
-    header = ["name", "architecture", "#param", "%param", "active", "train"]
-    line = "=" * 80
-    out = [line, "{:<25}{:<15}{:>12}{:>12}{:>8}{:>8}".format(*[h.title() for h in header]), "-" * 80]
-    fmt = "{:<25}{:<15}{:>12,}{:>12.3f}{:>8}{:>8}"
-    for r in rows:
-        out.append(fmt.format(*[r.get(h, "") for h in header]))
-    out.insert(len(out) - 1, "-" * 80)
-    out.append(line)
+    header = [name for name, *_ in SUMMARY_COLUMNS]
+    title = "".join(f"{{:{align}{width}}}" for _, align, width, _ in SUMMARY_COLUMNS)
+    fmt = "".join(f"{{:{align}{width}{spec}}}" for _, align, width, spec in SUMMARY_COLUMNS)
+    rule, thin = "=" * SUMMARY_WIDTH, "-" * SUMMARY_WIDTH
+    out = [rule, title.format(*[h.title() for h in header]), thin]
+    out += [fmt.format(*[r.get(h, "") for h in header]) for r in rows]
+    out.insert(len(out) - 1, thin)  # a rule above the "Full model" row
+    out.append(rule)
     return "\n".join(out)

@@ -1,19 +1,29 @@
-"""Write a small random Hugging Face encoder directory (config.json, model.safetensors, tokenizer.json).
-
-For the README's first command and for tests; not a trained model.
+"""Models for trying things out: a small random Hugging Face encoder directory (config.json, model.safetensors,
+tokenizer.json) for the README's first command and for tests, not a trained model; and a weightless shell of any
+supported architecture, for parameter counts (``minadapters summary``).
 """
 from __future__ import annotations
 
 import os
 
 import numpy as np
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+from .io.files import atomic_write_json
+from .io.safetensors_io import save_safetensors
+from .model import AdapterModel, AutoModel
+from .models import architecture
+from .models import bert
+
+DEMO_INIT_STD = 0.05  # std of the random base weights (and of the LayerNorm gains around 1) of a tiny model
+TINY_MAX_TOKENS = 64  # longest input a tiny model takes
+DEMO_ADAPTER_NOISE = 0.1  # std of the noise added to a fresh demo adapter, so that it is not the identity
 
 WORDS = ("the a an of to and in is it that for on with as was be by this are or from at hello adapters world "
          "model text some more small random bert roberta numpy torch layer head token").split()
 
 
 def _tokenizer(directory: str, model_type: str) -> list:
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
     if model_type == "bert":
         special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
         cls_tok, sep_tok, unk = "[CLS]", "[SEP]", "[UNK]"
@@ -32,16 +42,15 @@ def _tokenizer(directory: str, model_type: str) -> list:
 def write_tiny_model(directory, model_type: str = "bert", seed: int = 0, hidden: int = 32, layers: int = 2,
                      heads: int = 4, ffn: int = 37) -> str:
     """Create ``directory`` with a random ``model_type`` encoder; returns the directory path."""
-    from .io.files import atomic_write_json
-    from .io.safetensors_io import save_safetensors
-    from .models import bert
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     vocab = _tokenizer(directory, model_type)
     pad = 0 if model_type == "bert" else 1
+    # RoBERTa numbers positions from pad_token_id + 1, so its table needs pad + 1 rows more than
+    # the tokens it takes (BERT, pad 0, keeps one spare row).
     raw = {"model_type": model_type, "architectures": ["BertModel" if model_type == "bert" else "RobertaModel"],
            "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
-           "intermediate_size": ffn, "vocab_size": len(vocab), "max_position_embeddings": 64 + pad + 1,
+           "intermediate_size": ffn, "vocab_size": len(vocab), "max_position_embeddings": TINY_MAX_TOKENS + pad + 1,
            "type_vocab_size": 2 if model_type == "bert" else 1, "layer_norm_eps": 1e-12, "hidden_act": "gelu",
            "pad_token_id": pad, "position_embedding_type": "absolute"}
     cfg = bert.EncoderConfig.from_dict(raw)
@@ -50,9 +59,9 @@ def write_tiny_model(directory, model_type: str = "bert", seed: int = 0, hidden:
     weights = {}
     for k, s in shapes.items():
         if k.endswith("LayerNorm.weight"):
-            weights[k] = (1 + 0.05 * rng.standard_normal(s)).astype(np.float32)
+            weights[k] = (1 + DEMO_INIT_STD * rng.standard_normal(s)).astype(np.float32)
         else:
-            weights[k] = (0.05 * rng.standard_normal(s)).astype(np.float32)
+            weights[k] = (DEMO_INIT_STD * rng.standard_normal(s)).astype(np.float32)
     save_safetensors(os.path.join(directory, "model.safetensors"), weights)
     atomic_write_json(os.path.join(directory, "config.json"), raw)
     return directory
@@ -60,12 +69,26 @@ def write_tiny_model(directory, model_type: str = "bert", seed: int = 0, hidden:
 
 def write_demo_adapter(model_dir, name: str = "demo", config: str = "seq_bn|lora[r=4]", seed: int = 0) -> str:
     """Save a randomly perturbed adapter for ``model_dir`` to ``<model_dir>/<name>_adapter``; returns the path."""
-    from .model import AutoModel
     model = AutoModel.from_pretrained(model_dir, seed=seed)
     model.add_adapter(name, config=config)
     rng = np.random.default_rng(seed)
     for _, (d, leaf) in model.adapter_param_refs(name).items():
-        d[leaf] = (d[leaf] + 0.1 * rng.standard_normal(d[leaf].shape)).astype(d[leaf].dtype)
+        d[leaf] = (d[leaf] + DEMO_ADAPTER_NOISE * rng.standard_normal(d[leaf].shape)).astype(d[leaf].dtype)
     path = os.path.join(os.fspath(model_dir), f"{name}_adapter")
     model.save_adapter(path, name)
     return path
+
+
+def shell_model(raw_config: dict, with_pooler: bool = True):
+    """An AdapterModel for ``raw_config`` (a config.json dict) whose base weights are zero-stride zeros of the right
+    shapes: no memory, so a 7B preset costs nothing. For parameter counts, not for a forward."""
+    arch = architecture(raw_config["model_type"])
+    config = arch.config_class.from_dict(raw_config)
+    shapes = dict(arch.expected_shapes(config))
+    if with_pooler and arch.pooler:
+        D = config.hidden_size
+        shapes[arch.pooler[0]], shapes[arch.pooler[1]] = (D, D), (D,)
+    params = {k: np.broadcast_to(np.float32(0), s) for k, s in shapes.items()}
+    model = AdapterModel(arch, config, params, name_or_path="", seed=0)
+    model.raw_config = dict(raw_config)
+    return model

@@ -1,14 +1,26 @@
 """The `AdapterConfig` base: a read-only Mapping over dataclass fields plus extra attributes.
 
 Spec: CFG-5 (object model), CFG-2 (resolution order of `load`).
+
+This module imports none of the config classes built on it. The two tables `load` needs, which class rebuilds a
+dict of each `architecture` and the named presets, are filled by the modules that define them: a family's base
+class declares itself with a class keyword (``class LoRAConfig(AdapterConfig, family="lora")``) and presets.py
+hands over ADAPTER_CONFIG_MAP. ``minadapters.configuration`` imports every one of them, and Python runs that package
+before any of its modules, so both tables are complete before a config can be loaded.
 """
 
 import dataclasses
 import warnings
 from collections.abc import Mapping
 from dataclasses import FrozenInstanceError
+from types import MappingProxyType
 
 from ..errors import ConfigError, ConfigTypeError
+from .strings import resolve_adapter_config
+
+_NO_FAMILY = object()  # `family=None` is the bottleneck family, so "not declared" needs its own marker
+_FAMILY_CLASSES = {}  # architecture -> the class a config dict with that architecture is rebuilt as
+_PRESETS = {}  # identifier -> preset config instance (ADAPTER_CONFIG_MAP), handed over by presets.py
 
 
 class UnknownArchitectureError(ConfigError, KeyError):
@@ -26,6 +38,16 @@ class AdapterConfig(Mapping):
     """
 
     architecture = None
+
+    def __init_subclass__(cls, family=_NO_FAMILY, **kwargs):
+        """`family=<architecture>` declares `cls` as the class that dicts of that architecture rebuild as (CFG-5)."""
+        super().__init_subclass__(**kwargs)
+        if family is _NO_FAMILY:
+            return
+        if family in _FAMILY_CLASSES:
+            raise TypeError(f"{cls.__name__}: architecture {family!r} already belongs to "
+                            f"{_FAMILY_CLASSES[family].__name__}; a family has one class.")
+        _FAMILY_CLASSES[family] = cls
 
     def __init__(self):
         raise TypeError("AdapterConfig is an abstract class and cannot be instantiated.")
@@ -103,13 +125,10 @@ class AdapterConfig(Mapping):
         file; config string (CFG-1). Then non-None `kwargs` override fields and the class is chosen by
         the object's class or the dict's `architecture` (CFG-5).
         """
-        from .strings import resolve_adapter_config
-        from .presets import ADAPTER_CONFIG_MAP
-
         if not config:
             return None
         force = bool(download_kwargs and download_kwargs.get("force_download", False))
-        resolved = resolve_adapter_config(config, local_map=None if force else ADAPTER_CONFIG_MAP)
+        resolved = resolve_adapter_config(config, local_map=None if force else _PRESETS)
         if isinstance(resolved, AdapterConfig):
             target = type(resolved)
             config_dict = resolved.to_dict()
@@ -139,27 +158,22 @@ def config_class_for(config_dict):
     COMPAT(adapters): only the base class of each family is recoverable (IA3/VeRA/DoRA -> LoRAConfig,
     LoReFT/NoReFT/DiReFT -> ReftConfig, MAM/UniPELT -> ConfigUnion, bottlenecks -> BnConfig).
     """
-    from .bottleneck import BnConfig
-    from .methods import LoRAConfig, MTLLoRAConfig, PrefixTuningConfig, PromptTuningConfig, ReftConfig
-    from .union import ConfigUnion
-
-    classes = {
-        "prefix_tuning": PrefixTuningConfig,
-        "lora": LoRAConfig,
-        "mtl_lora": MTLLoRAConfig,
-        "union": ConfigUnion,
-        "prompt_tuning": PromptTuningConfig,
-        "reft": ReftConfig,
-        None: BnConfig,
-    }
     architecture = config_dict.get("architecture", None)
     try:
-        return classes[architecture]
+        return _FAMILY_CLASSES[architecture]
     except (KeyError, TypeError):
-        known = ", ".join(repr(k) for k in classes)
+        known = ", ".join(repr(k) for k in sorted(_FAMILY_CLASSES, key=lambda k: (k is None, str(k))))
         raise UnknownArchitectureError(
             f"unknown adapter architecture {architecture!r}; expected one of {known} (None or missing = bottleneck)."
         ) from None
+
+
+def declare_presets(presets):
+    """Hand the identifier -> preset table to `AdapterConfig.load` (called once, by presets.py); returns it read-only."""
+    if _PRESETS:
+        raise RuntimeError("the adapter config presets are declared once, by minadapters.configuration.presets")
+    _PRESETS.update(presets)
+    return MappingProxyType(_PRESETS)
 
 
 def _check_known_fields(cls, changes):

@@ -22,7 +22,7 @@ PHM_OPTIONAL_BOOL_FIELDS = (
 
 
 @dataclass(eq=False)
-class BnConfig(AdapterConfig):
+class BnConfig(AdapterConfig, family=None):
     """Architecture of a bottleneck adapter (sequential or parallel). Spec: CFG-5.
 
     `reduction_factor` is a number > 0 or a mapping {'<layer>': rf, 'default': rf}; the bottleneck

@@ -5,6 +5,7 @@ from types import MappingProxyType
 
 from . import _checks as ck
 from .base import AdapterConfig
+from .strings import resolve_adapter_config
 
 FUSION_BOOL_FIELDS = (
     "key", "query", "value", "query_before_ln", "regularization", "residual_before", "temperature",
@@ -43,8 +44,6 @@ class AdapterFusionConfig(AdapterConfig):
         Mapping/object, identifier ("static", "dynamic"), JSON path or config string; then ALL kwargs
         (None included, as upstream) override fields. Always returns a base AdapterFusionConfig.
         """
-        from .strings import resolve_adapter_config
-
         resolved = resolve_adapter_config(config, local_map=ADAPTERFUSION_CONFIG_MAP, kind="AdapterFusion")
         config_dict = resolved.to_dict() if isinstance(resolved, AdapterConfig) else dict(resolved)
         config_dict.update(kwargs)

@@ -20,7 +20,7 @@ def _check_architecture(cfg):
 
 
 @dataclass(eq=False)
-class PrefixTuningConfig(AdapterConfig):
+class PrefixTuningConfig(AdapterConfig, family="prefix_tuning"):
     """Prefix tuning (Li & Liang, 2021): trained key/value prefixes per attention layer. Spec: CFG-5."""
 
     architecture: Optional[str] = "prefix_tuning"
@@ -53,7 +53,7 @@ class PrefixTuningConfig(AdapterConfig):
 
 
 @dataclass(eq=False)
-class PromptTuningConfig(AdapterConfig):
+class PromptTuningConfig(AdapterConfig, family="prompt_tuning"):
     """Prompt tuning (Lester et al., 2021): trained embeddings prepended to the input. Spec: CFG-5.
 
     `random_uniform_scale` is a class attribute, not a field (as upstream): it is never serialised.
@@ -84,7 +84,7 @@ class PromptTuningConfig(AdapterConfig):
 
 
 @dataclass(eq=False)
-class LoRAConfig(AdapterConfig):
+class LoRAConfig(AdapterConfig, family="lora"):
     """LoRA (Hu et al., 2021); with composition_mode='scale' it is (IA)^3, with vera_d/vera_b VeRA,
     with use_dora DoRA. Spec: CFG-5."""
 
@@ -224,7 +224,7 @@ class MultiTaskConfig(AdapterConfig):
 
 
 @dataclass(eq=False)
-class MTLLoRAConfig(LoRAConfig, MultiTaskConfig):
+class MTLLoRAConfig(LoRAConfig, MultiTaskConfig, family="mtl_lora"):
     """MTL-LoRA (Yang et al., 2024): shared A, task-specific matrix, several weighted B. Spec: CFG-5."""
 
     architecture: Optional[str] = "mtl_lora"
@@ -243,7 +243,7 @@ class MTLLoRAConfig(LoRAConfig, MultiTaskConfig):
 
 
 @dataclass(eq=False)
-class ReftConfig(AdapterConfig):
+class ReftConfig(AdapterConfig, family="reft"):
     """ReFT (Wu et al., 2024): interventions on layer outputs at prefix/suffix positions. Spec: CFG-5.
 
     `subtract_projection` is a class attribute, not a field (never serialised; see CFG-5 DiReFT note).

@@ -1,7 +1,5 @@
 """Identifier -> preset config instance (adapters 1.3.0 `ADAPTER_CONFIG_MAP`). Spec: CFG-2."""
 
-from types import MappingProxyType
-
 from .bottleneck import (
     CompacterConfig,
     CompacterPlusPlusConfig,
@@ -24,10 +22,11 @@ from .methods import (
     PromptTuningConfig,
     VeraConfig,
 )
+from .base import declare_presets
 from .union import MAMConfig, UniPELTConfig
 
-# Read-only view: presets are shared instances, never replaced at run time.
-ADAPTER_CONFIG_MAP = MappingProxyType(
+# Read-only view: presets are shared instances, never replaced at run time. `AdapterConfig.load` reads the same table.
+ADAPTER_CONFIG_MAP = declare_presets(
     {
         # deprecated identifiers, still resolved
         "pfeiffer": SeqBnConfig(),

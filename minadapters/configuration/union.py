@@ -9,7 +9,7 @@ from .bottleneck import BnConfig, ParBnConfig, SeqBnConfig
 from .methods import LoRAConfig, PrefixTuningConfig
 
 
-class ConfigUnion(AdapterConfig):
+class ConfigUnion(AdapterConfig, family="union"):
     """Several method configs applied together as one adapter. Spec: CFG-3, CFG-5.
 
     `cfg[i]` is the i-th config, `cfg["i.key"]` a key of it; iteration yields "i.key" strings.

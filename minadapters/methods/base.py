@@ -87,6 +87,17 @@ class MethodObject:
     def prepare(self, fwd, batch_size: int) -> None:
         """Once per forward, before the layers run (model-level objects)."""
 
+    def summary_param_count(self, name: str, seen: set) -> int:
+        """Trainable parameters of adapter ``name`` here, as adapters counts them; arrays whose id is in
+        ``seen`` (registered under several keys) count once. Spec: API-3."""
+        total = 0
+        for _, d, leaf in self.param_refs(name):
+            arr = d[leaf]
+            if id(arr) not in seen:
+                seen.add(id(arr))
+                total += int(arr.size)
+        return total
+
 
 class AdapterLayer(MethodObject):
     """Base of all per-location method layers. ``path`` + ``container`` + name + leaf = state-dict key.

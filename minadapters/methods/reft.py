@@ -54,7 +54,7 @@ class ReftLayer(AdapterLayer):
                                            subtract=bool(type(cfg).subtract_projection))
         return True
 
-    def summary_param_count(self, name) -> int:
+    def summary_param_count(self, name, seen=None) -> int:
         """Trainable parameters as adapters counts them: the orthogonal ``base`` is a buffer, not a parameter."""
         mod = self.modules.get(name)
         return 0 if mod is None else sum(int(v.size) for k, v in mod.params.items() if not k.endswith(BASE))
