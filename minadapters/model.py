@@ -14,7 +14,7 @@ import numpy as np
 from .adapters_config import ModelAdaptersConfig
 from .composition import Fuse, parse_composition
 from .context import AdapterSetup, ForwardState
-from .errors import CompositionError, ConfigError, ShapeError
+from .errors import CompositionError, ConfigError, FusionNotFoundError, ShapeError
 from .hooks import AdapterHooks, NullHooks
 from .ops import get_backend, get_ops
 
@@ -209,8 +209,8 @@ class AdapterModel:
     def _check_fusions(self, block):
         from .composition import AdapterCompositionBlock
         if isinstance(block, Fuse) and block.name not in self.adapters_config.fusions:
-            raise CompositionError(f"{block!r} needs a fusion layer named {block.name!r}; add it with "
-                                   f"add_adapter_fusion({[c if isinstance(c, str) else c.last() for c in block]!r}).")
+            raise FusionNotFoundError(f"{block!r} needs a fusion layer named {block.name!r}; add it with "
+                                      f"add_adapter_fusion({[c if isinstance(c, str) else c.last() for c in block]!r}).")
         if isinstance(block, AdapterCompositionBlock):
             for c in block:
                 self._check_fusions(c)
@@ -306,6 +306,8 @@ class AdapterModel:
 
     def load_adapter(self, adapter_name_or_path, config=None, load_as=None, leave_out=None, set_active=False,
                      use_safetensors=None, **kwargs) -> str:
+        from .hub import resolve_adapter_dir      # Hugging Face ids (AdapterHub/...): cache or download
+        adapter_name_or_path = resolve_adapter_dir(adapter_name_or_path, **kwargs)
         from .loading import load_adapter
         return load_adapter(self, adapter_name_or_path, load_as=load_as, leave_out=leave_out, set_active=set_active,
                             use_safetensors=use_safetensors)
@@ -316,6 +318,9 @@ class AdapterModel:
 
     def load_adapter_fusion(self, adapter_fusion_name_or_path, load_as=None, set_active=False,
                             use_safetensors=None, **kwargs) -> str:
+        from .hub import resolve_adapter_dir
+        adapter_fusion_name_or_path = resolve_adapter_dir(adapter_fusion_name_or_path, "adapter_fusion_config.json",
+                                                          **kwargs)
         from .loading import load_adapter_fusion
         return load_adapter_fusion(self, adapter_fusion_name_or_path, load_as=load_as, set_active=set_active,
                                    use_safetensors=use_safetensors)
@@ -455,6 +460,11 @@ class AdapterModel:
         return generate(self, input_ids, max_new_tokens=max_new_tokens, attention_mask=attention_mask,
                         use_cache=use_cache, **kwargs)
 
+    def encode(self, sentences, batch_size=32, normalize_embeddings=False, **kwargs):
+        """Sentence embeddings (sentence-transformers directories: pooling, Normalize). Spec: ST-1."""
+        from .sentence import encode
+        return encode(self, sentences, batch_size=batch_size, normalize_embeddings=normalize_embeddings, **kwargs)
+
     def adapter_summary(self, as_dict=False):
         from .summary import model_adapter_summary
         return model_adapter_summary(self, as_dict=as_dict)
@@ -483,8 +493,12 @@ class AutoModel:
     """Load an HF checkpoint directory (config.json + model.safetensors / sharded / pytorch_model.bin). Spec: API-1."""
 
     @staticmethod
-    def from_pretrained(path, *, dtype=np.float32, backend=None, seed=None) -> AdapterModel:
-        path = os.fspath(path)
+    def from_pretrained(path, *, dtype=np.float32, backend=None, seed=None, revision=None, local_files_only=False,
+                        cache_dir=None, token=None) -> AdapterModel:
+        """``path``: a model directory or a Hugging Face id (cache, else download; see minadapters.hub)."""
+        from .hub import resolve_model_dir
+        path = resolve_model_dir(path, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir,
+                                 token=token)
         cfg_path = os.path.join(path, "config.json")
         if not os.path.isdir(path):
             raise FileNotFoundError(f"Model directory {path!r} does not exist.")

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..composition import (ALLOWED_NESTINGS, AdapterCompositionBlock, Average, BatchSplit, Fuse, MultiTask,
                            Parallel, Split, Stack)
-from ..errors import CompositionError
+from ..errors import CompositionError, CompositionIndexError
 
 
 class AdapterModule:
@@ -163,7 +163,7 @@ class ComposableLayer(AdapterLayer):
         """Child i gets rows [Σ_{<i}, Σ_{≤i}); outputs concatenated on the batch axis. Spec: COMP-BATCHSPLIT."""
         bsz = self._bsz(state)
         if sum(block.batch_sizes) != bsz:
-            raise CompositionError(f"BatchSplit: the batch has {bsz} rows but batch_sizes={block.batch_sizes} "
+            raise CompositionIndexError(f"BatchSplit: the batch has {bsz} rows but batch_sizes={block.batch_sizes} "
                                    f"sum to {sum(block.batch_sizes)}; they must be equal.")
         state = self.pre_block(block, state, fwd)
         outs, start = [], 0
