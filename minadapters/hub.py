@@ -137,7 +137,8 @@ def _from_snapshot(snap):
 def _downloader(repo_id, revision, cache, token):
     try:
         import huggingface_hub
-        from huggingface_hub.utils import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+        from huggingface_hub.utils import (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                           RevisionNotFoundError)
     except ImportError as e:
         raise HubFileNotFoundError(f"{repo_id!r} is not a local directory and not in the Hugging Face cache, and "
                                    f"huggingface_hub (needed to download it) cannot be imported: {e}. "
@@ -149,6 +150,9 @@ def _downloader(repo_id, revision, cache, token):
         try:
             path = huggingface_hub.hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache,
                                                    endpoint=endpoint, token=token)
+        except LocalEntryNotFoundError as e:     # (a subclass of EntryNotFoundError) the endpoint was unreachable
+            raise _Missing(filename, f"download from {endpoint or 'https://huggingface.co'} failed and the file is "
+                                     f"not cached: {str(e).splitlines()[0]}") from None
         except EntryNotFoundError:
             if required:
                 raise _Missing(filename if required is True else required, "the repository has no such file")

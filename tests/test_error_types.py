@@ -80,8 +80,9 @@ def test_upstream_raises_that_type(case, builtin, op):
     for n, c in (("a", "seq_bn"), ("b", "seq_bn"), ("l", "lora")):
         m.add_adapter(n, config=c)
     ids = torch.randint(5, 30, (2, 6))
-    lib = types.SimpleNamespace(**{k: getattr(adapters, k) for k in dir(adapters) if not k.startswith("_")},
-                                **{k: getattr(composition, k) for k in ("Split", "BatchSplit", "Fuse", "Stack")})
+    names = {k: getattr(adapters, k) for k in dir(adapters) if not k.startswith("_")}
+    names.update({k: getattr(composition, k) for k in ("Split", "BatchSplit", "Fuse", "Stack")})
+    lib = types.SimpleNamespace(**names)
 
     class Wrap:      # m(np_ids, **kw) in the table -> torch ids
         def __getattr__(self, k):
