@@ -185,3 +185,26 @@ def encode(model, sentences, *, batch_size=32, normalize_embeddings=False, show_
         result[:, idx] = emb.reshape(copies, len(idx), D)
     result = result.reshape(copies * len(texts), D)
     return result[0] if single and copies == 1 else result
+
+
+def write_sentence_config(directory, *, pooling=("mean_tokens",), normalize=True, max_seq_length=None,
+                          do_lower_case=False) -> str:
+    """Make a model directory a sentence-transformers directory (modules.json, 1_Pooling/config.json,
+    sentence_bert_config.json, Normalize if asked); returns the directory. For tests and examples."""
+    from .io.files import atomic_write_json, read_json
+    directory = os.fspath(directory)
+    for m in pooling:
+        if m not in POOLING_MODES:
+            raise ConfigError(f"pooling mode {m!r} is unknown; allowed: {', '.join(POOLING_MODES)}.")
+    hidden = read_json(os.path.join(directory, "config.json"))["hidden_size"]
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    os.makedirs(os.path.join(directory, "1_Pooling"), exist_ok=True)
+    atomic_write_json(os.path.join(directory, "modules.json"), modules)
+    atomic_write_json(os.path.join(directory, "1_Pooling", "config.json"),
+                      {"word_embedding_dimension": hidden, **{f"pooling_mode_{k}": k in pooling for k in POOLING_MODES}})
+    atomic_write_json(os.path.join(directory, "sentence_bert_config.json"),
+                      {"max_seq_length": max_seq_length, "do_lower_case": do_lower_case})
+    return directory

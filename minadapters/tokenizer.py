@@ -21,6 +21,9 @@ from .errors import ShapeError
 _TYPE_ID_CLASSES = ("Bert", "Electra", "Albert", "MobileBert", "Funnel", "SqueezeBert", "Splinter", "LayoutLM",
                     "ConvBert", "RoFormer", "XLNet")
 _TYPE_ID_MODEL_TYPES = ("bert", "albert", "electra", "mobilebert", "funnel", "squeezebert", "convbert", "roformer")
+_CONVENTIONAL = {"pad_token": ("[PAD]", "<pad>"), "unk_token": ("[UNK]", "<unk>"), "cls_token": ("[CLS]", "<s>"),
+                 "sep_token": ("[SEP]", "</s>"), "mask_token": ("[MASK]", "<mask>"), "bos_token": ("<s>",),
+                 "eos_token": ("</s>",)}
 _HUGE = int(1e30)       # transformers' "no limit" model_max_length
 
 
@@ -82,6 +85,11 @@ class Tokenizer:
         special = {k: _token_text(smap.get(k, tcfg.get(k))) for k in
                    ("pad_token", "unk_token", "cls_token", "sep_token", "bos_token", "eos_token", "mask_token")}
         special = {k: v for k, v in special.items() if v is not None}
+        added = {t.content for t in backend.get_added_tokens_decoder().values() if t.special}
+        for k, names in _CONVENTIONAL.items():          # only tokenizer.json: the usual names of special tokens
+            if k not in special:
+                special.update({k: n for n in names[:1] if n in added} or
+                               {k: n for n in names[1:] if n in added})
         pad = special.get("pad_token")
         if pad is None and backend.padding:
             pad = backend.padding.get("pad_token")
