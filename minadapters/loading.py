@@ -97,8 +97,9 @@ def assign_weights(refs: dict, weights: dict, *, what: str, source: str, optiona
             parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        from .file_compat import key_mismatch_hint
         raise WeightsError(f"{source}: weights do not fit {what}: {'; '.join(parts)}. Was it saved for another "
-                           "model type or configuration?")
+                           f"model type or configuration?{key_mismatch_hint(missing, unexpected)}")
     for k, arr in weights.items():
         d, leaf = refs[k]
         if tuple(arr.shape) != tuple(d[leaf].shape):
@@ -113,7 +114,7 @@ def _check_dir(path, config_name):
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path!r} is not a directory; expected a saved adapter directory "
-                                f"({config_name} + weights). Hub downloads are not supported.")
+                                f"({config_name} + weights) or a Hugging Face id.")
     if not os.path.isfile(os.path.join(path, config_name)):
         raise FileNotFoundError(f"No {config_name} in {path!r}.")
     return path
@@ -140,6 +141,8 @@ def load_adapter(model, path, *, load_as=None, leave_out=None, set_active=False,
         raise ConfigError(f"load_adapter: an adapter named {name!r} already exists; pass load_as=<new name> or "
                           "delete_adapter it first.")
     weights = read_weights(path, prefer_safetensors=bool(use_safetensors))
+    from .file_compat import ejected_prefix_config       # adapters' own files after eject_prefix_tuning (IO-13)
+    cfg_dict = ejected_prefix_config(cfg_dict, weights, path)
     config = AdapterConfig.load(cfg_dict)
     model.add_adapter(name, config)
     try:
