@@ -89,3 +89,18 @@ def test_bench_rows_name_both_sides():
     row = _fmt("[8x128] seq_bn", {"a": 0.012, "b": 0.005, "ratio": 0.417, "min": 0.4, "max": 0.5, "n": 3},
                "numpy", "native")
     assert row.startswith("[8x128] seq_bn") and "| A numpy 12.00 ms | B native 5.00 ms | B/A 0.417" in row, row
+
+
+@pytest.mark.spec("API-3")
+def test_summary_model_dir_and_adapter_summary_agree_with_a_position_ids_buffer(tmp_path, capsys):
+    from minadapters.io.safetensors_io import load_safetensors, save_safetensors
+    d = write_tiny_model(str(tmp_path / "m"))
+    w = load_safetensors(f"{d}/model.safetensors")
+    w["embeddings.position_ids"] = np.arange(66, dtype=np.int64)[None]     # as in all-MiniLM-L6-v2's file
+    save_safetensors(f"{d}/model.safetensors", w)
+    m = ma.AutoModel.from_pretrained(d)
+    m.add_adapter("0:seq_bn", config="seq_bn")
+    full = [r for r in m.adapter_summary(as_dict=True) if r["name"] == "Full model"][0]["#param"]
+    assert full == sum(v.size for k, v in w.items() if k != "embeddings.position_ids")
+    assert main(["summary", "--model", d, "--config", "seq_bn"]) == 0
+    assert f"{full:,}" in capsys.readouterr().out
