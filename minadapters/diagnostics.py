@@ -25,11 +25,12 @@ def native_build_notice(package_dir: str, installed: str | None) -> str | None:
 
     ``pip install .`` builds the extension into site-packages, but pytest run in the source tree imports
     ./minadapters (pyproject's pythonpath), so every native test would skip without saying why."""
-    if glob.glob(os.path.join(package_dir, "_native*.so")) or glob.glob(os.path.join(package_dir, "_native*.pyd")):
-        return None
+    for d in (package_dir, os.path.join(package_dir, "ops")):     # minadapters/_native* or minadapters/ops/_native*
+        if glob.glob(os.path.join(d, "_native*.so")) or glob.glob(os.path.join(d, "_native*.pyd")):
+            return None
     msg = (f"minadapters is imported from {package_dir}, which has no compiled native extension (_native*.so): "
            "the native backend and its tests are skipped.")
-    if installed and os.path.dirname(os.path.abspath(installed)) != os.path.abspath(package_dir):
+    if installed and not os.path.abspath(installed).startswith(os.path.abspath(package_dir) + os.sep):
         msg += (f" `pip install .` built one into {os.path.dirname(installed)}, but tests run from the source tree "
                 "import the source tree.")
     return msg + (" Fix: `pip install -e .` (builds in place) or `python native/build_native.py`, then rerun.")

@@ -14,3 +14,10 @@ def test_notice_when_the_tree_lacks_the_extension(tmp_path):
     assert "built one into" not in native_build_notice(str(pkg), None)
     (pkg / "_native.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
     assert native_build_notice(str(pkg), str(so)) is None
+
+
+def test_extension_under_ops_counts(tmp_path):
+    pkg = tmp_path / "minadapters"
+    (pkg / "ops").mkdir(parents=True)
+    (pkg / "ops" / "_native.abi3.so").write_bytes(b"")
+    assert native_build_notice(str(pkg), None) is None
