@@ -148,6 +148,10 @@ class Tokenizer:
                 self.backend.enable_truncation(limit, strategy=strategy)
             try:
                 encs = self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
+            except Exception as e:      # tokenizers raises a bare Exception, e.g. for a too-short second text
+                if strategy is None:
+                    raise
+                raise ValueError(f"truncation={strategy!r}, max_length={limit}: {e}") from None
             finally:
                 self.backend.no_truncation()
         return self._pad(encs, padding, max_length, return_token_type_ids, return_attention_mask)
