@@ -3,7 +3,8 @@ ours is (also) that builtin, plus AdapterError. Spec: API-ERR.
 
 Each row: case id, the builtin adapters 1.3.0 raises, and the same operation on both libraries (``lib`` is
 minadapters or adapters, ``m`` a 2-layer BERT with seq_bn adapters 'a', 'b' and a LoRA 'l', ``fw`` activates a
-setup and runs a forward on a batch of 2 x 6 tokens). The upstream test runs each row on adapters 1.3.0.
+setup and runs a forward on a batch of 2 x 6 tokens). tests/oracle/test_error_types_oracle.py runs each row on
+adapters 1.3.0.
 
 Not mirrored: adapters raises AssertionError for save_adapter('unknown') and MultiTask without task_ids; an
 assert is not an API, so ours raise AdapterNotFoundError (KeyError, ValueError) / CompositionError (ValueError).
@@ -61,39 +62,3 @@ def test_ours_is_catchable_as_upstreams_type(case, builtin, op, tmp_path_factory
         f"{case}: raised {type(err).__name__}, which is neither an AdapterError nor plain {builtin.__name__}")
     msg = str(err)
     assert len(msg) > 20 and not msg.startswith("'"), f"{case}: message {msg!r} should explain, not just quote a key"
-
-
-@pytest.mark.upstream
-@pytest.mark.parametrize("case,builtin,op", CASES, ids=IDS)
-def test_upstream_raises_that_type(case, builtin, op):
-    torch = pytest.importorskip("torch", reason="oracle: torch not installed")
-    adapters = pytest.importorskip("adapters", reason="oracle: adapters 1.3.0 not installed")
-    from adapters import composition
-    from transformers import BertConfig, BertModel
-    import types
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    m = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-                             vocab_size=50))
-    adapters.init(m)
-    m.eval()
-    for n, c in (("a", "seq_bn"), ("b", "seq_bn"), ("l", "lora")):
-        m.add_adapter(n, config=c)
-    ids = torch.randint(5, 30, (2, 6))
-    names = {k: getattr(adapters, k) for k in dir(adapters) if not k.startswith("_")}
-    names.update({k: getattr(composition, k) for k in ("Split", "BatchSplit", "Fuse", "Stack")})
-    lib = types.SimpleNamespace(**names)
-
-    class Wrap:      # m(np_ids, **kw) in the table -> torch ids
-        def __getattr__(self, k):
-            return getattr(m, k)
-
-        def __call__(self, input_ids, **kw):
-            return m(torch.as_tensor(input_ids), **kw)
-
-    def fw(setup):
-        m.set_active_adapters(setup)
-        with torch.no_grad():
-            return m(ids)
-    with pytest.raises(builtin):
-        op(lib, Wrap(), fw)
