@@ -200,7 +200,8 @@ def resolve(name_or_path, plan, *, what: str, revision: str | None = None, local
         missing = first_missing or _first_file(plan)
         raise HubFileNotFoundError(
             f"{what} {name!r}: {missing!r} is not available offline ({why}); {where}. Get it with "
-            f"`hf download {name}{'' if rev == 'main' else ' --revision ' + rev}` (or huggingface_hub.snapshot_download) "
+            f"`hf download {name}{'' if rev == 'main' else ' --revision ' + rev}` "
+            "(or huggingface_hub.snapshot_download) "
             "on a machine that is online, point HF_HOME / HF_HUB_CACHE at a cache that has it, or pass a local "
             "directory.")
     get, snaps = _downloader(name, revision, cache, token)
@@ -208,7 +209,8 @@ def resolve(name_or_path, plan, *, what: str, revision: str | None = None, local
         plan(get)
     except _Missing as m:
         raise HubFileNotFoundError(
-            f"{what} {name!r} (revision {revision or 'main'!r}): could not get {m.filename!r}: {m.reason or 'missing'}. "
+            f"{what} {name!r} (revision {revision or 'main'!r}): could not get {m.filename!r}: "
+            f"{m.reason or 'missing'}. "
             f"Check the id and revision; offline, fill the cache with `hf download {name}` or pass a local "
             "directory.") from None
     return snaps[0]

@@ -209,8 +209,9 @@ class AdapterModel:
     def _check_fusions(self, block):
         from .composition import AdapterCompositionBlock
         if isinstance(block, Fuse) and block.name not in self.adapters_config.fusions:
+            names = [c if isinstance(c, str) else c.last() for c in block]
             raise FusionNotFoundError(f"{block!r} needs a fusion layer named {block.name!r}; add it with "
-                                      f"add_adapter_fusion({[c if isinstance(c, str) else c.last() for c in block]!r}).")
+                                      f"add_adapter_fusion({names!r}).")
         if isinstance(block, AdapterCompositionBlock):
             for c in block:
                 self._check_fusions(c)

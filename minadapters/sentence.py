@@ -204,7 +204,8 @@ def write_sentence_config(directory, *, pooling=("mean_tokens",), normalize=True
     os.makedirs(os.path.join(directory, "1_Pooling"), exist_ok=True)
     atomic_write_json(os.path.join(directory, "modules.json"), modules)
     atomic_write_json(os.path.join(directory, "1_Pooling", "config.json"),
-                      {"word_embedding_dimension": hidden, **{f"pooling_mode_{k}": k in pooling for k in POOLING_MODES}})
+                      {"word_embedding_dimension": hidden,
+                       **{f"pooling_mode_{k}": k in pooling for k in POOLING_MODES}})
     atomic_write_json(os.path.join(directory, "sentence_bert_config.json"),
                       {"max_seq_length": max_seq_length, "do_lower_case": do_lower_case})
     return directory

@@ -160,9 +160,10 @@ class Tokenizer:
         single = isinstance(text, str)
         texts = [text] if single else list(text)
         for i, t in enumerate(texts):
-            ok = isinstance(t, str) or (isinstance(t, (tuple, list)) and len(t) == 2 and all(isinstance(s, str) for s in t))
-            if not ok:
-                raise TypeError(f"text[{i}] is {type(t).__name__} {t!r}; expected a string or a (text, text_pair) pair.")
+            is_pair = isinstance(t, (tuple, list)) and len(t) == 2 and all(isinstance(s, str) for s in t)
+            if not (isinstance(t, str) or is_pair):
+                raise TypeError(f"text[{i}] is {type(t).__name__} {t!r}; expected a string or a (text, text_pair) "
+                                "pair.")
         if text_pair is None:
             return [tuple(t) if not isinstance(t, str) else t for t in texts]
         pairs = [text_pair] if isinstance(text_pair, str) else list(text_pair)
@@ -231,7 +232,8 @@ class Tokenizer:
         return list(enc.ids)
 
     def decode(self, ids, skip_special_tokens=True) -> str:
-        return self.backend.decode([int(i) for i in np.asarray(ids).reshape(-1)], skip_special_tokens=skip_special_tokens)
+        flat = [int(i) for i in np.asarray(ids).reshape(-1)]
+        return self.backend.decode(flat, skip_special_tokens=skip_special_tokens)
 
     def batch_decode(self, ids, skip_special_tokens=True) -> list:
         return [self.decode(row, skip_special_tokens=skip_special_tokens) for row in np.asarray(ids)]
