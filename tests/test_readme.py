@@ -115,4 +115,15 @@ def test_readme_first_command_runs(tmp_path, capsys, monkeypatch):
         assert main(argv) == 0, argv
         ran += 1
     out = capsys.readouterr().out
-    assert ran == 2 and "active: Stack('demo')" in out and "pooled [" in out, out
+    assert ran == 2 and "active: Stack('demo')" in out, out
+    # the printed vectors are the model's: each text alone (no padding), with the demo adapter
+    import minadapters as ma
+    d = str(tmp_path / "tiny-bert")
+    model = ma.AutoModel.from_pretrained(d)
+    model.load_adapter(f"{d}/demo_adapter", set_active=True)
+    tok = ma.AutoTokenizer.from_pretrained(d)
+    texts = cmds[-1][-2:]
+    for b, text in enumerate(texts):
+        pooled = model(**tok([text])).pooler_output[0]
+        head = " ".join(f"{v:+.4f}" for v in pooled[:6])
+        assert f"[{b}] {text!r}: pooled [{head}" in out, f"{text!r}: expected [{head} ...] in\n{out}"
