@@ -199,7 +199,8 @@ def resolve(name_or_path, plan, *, what: str, revision: str | None = None, local
                  f"the cache {cache} has no snapshot of {name!r} at revision {rev!r}")
         missing = first_missing or _first_file(plan)
         raise HubFileNotFoundError(
-            f"{what} {name!r}: {missing!r} is not available offline ({why}); {where}. Get it with "
+            f"{what} {name!r} is not a local directory; as a Hugging Face id, {missing!r} is not available "
+            f"offline ({why}); {where}. Get it with "
             f"`hf download {name}{'' if rev == 'main' else ' --revision ' + rev}` "
             "(or huggingface_hub.snapshot_download) "
             "on a machine that is online, point HF_HOME / HF_HUB_CACHE at a cache that has it, or pass a local "
@@ -209,7 +210,8 @@ def resolve(name_or_path, plan, *, what: str, revision: str | None = None, local
         plan(get)
     except _Missing as m:
         raise HubFileNotFoundError(
-            f"{what} {name!r} (revision {revision or 'main'!r}): could not get {m.filename!r}: "
+            f"{what} {name!r} is not a local directory; as a Hugging Face id (revision {revision or 'main'!r}) "
+            f"could not get {m.filename!r}: "
             f"{m.reason or 'missing'}. "
             f"Check the id and revision; offline, fill the cache with `hf download {name}` or pass a local "
             "directory.") from None
