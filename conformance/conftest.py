@@ -124,6 +124,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             tr.write_line(f"driver {name}: {drvmod.describe(got)}")
     for line in report.summary_lines():
         tr.write_line(line)
+    na, other = _skip_counts(tr.stats.get("skipped", []))
+    if na or other:
+        tr.write_line(f"skipped: {na} not applicable (a method x block x architecture combination that the driver, "
+                      f"or adapters 1.3.0 itself, does not support: nothing to compare), {other} for other reasons; "
+                      "`-rs` lists each reason")
     for (drv, pat, reason, n), count in getattr(config, "_conformance_xfail", []):
         if count == 0:
             msg = f"expected_failures.txt:{n}: entry '{drv} {pat}' matches no collected test"
@@ -133,3 +138,20 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             msg = f"{entry}: passed {seen['XPASS']} time(s); the deviation may be fixed, remove the entry"
             tr.write_line("WARNING " + msg)
             warnings.warn(msg)
+
+
+_NA_MARKERS = ("does not support", " lacks ", "no block supported", "is not mergeable", "has no eject",
+               "no zero-effect", "are not independent upstream", "is not row-separable", "have no leave_out",
+               "declares a quirk")
+
+
+def _skip_counts(reports):
+    """(not-applicable skips, other skips) by their reason text."""
+    na = other = 0
+    for rep in reports:
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) and len(rep.longrepr) == 3 else str(rep.longrepr)
+        if any(m in reason for m in _NA_MARKERS):
+            na += 1
+        else:
+            other += 1
+    return na, other

@@ -14,13 +14,17 @@ from .configuration import *  # noqa: F401,F403  (every config class and map, as
 from .configuration import __all__ as _config_all
 from .context import AdapterSetup, ForwardState  # noqa: F401
 from .errors import (AdapterError, AdapterNotFoundError, BackendUnavailableError, CompositionError,  # noqa: F401
-                     ConfigError, ConfigTypeError, ShapeError, UnsafePickleError, WeightsError)
+                     CompositionIndexError, ConfigError, ConfigKeyError, ConfigTypeError, FusionNotFoundError,
+                     HubFileNotFoundError, ShapeError, UnsafePickleError, WeightsError)
 from .model import AdapterModel, AutoModel  # noqa: F401
 from .outputs import ModelOutput  # noqa: F401
 from .ops import get_backend, set_backend  # noqa: F401
+from .tokenizer import AutoTokenizer, BatchEncoding, Tokenizer  # noqa: F401
 
-__all__ = ["AutoModel", "set_backend", "get_backend", "AdapterModel", "ModelOutput", "AdapterSetup", "ForwardState", "Stack", "Fuse", "Split",
+__all__ = ["AutoModel", "AutoTokenizer", "Tokenizer", "BatchEncoding", "set_backend", "get_backend", "AdapterModel",
+           "ModelOutput", "AdapterSetup", "ForwardState", "Stack", "Fuse", "Split",
            "BatchSplit", "Parallel", "MultiTask", "Average", "AdapterCompositionBlock", "ALLOWED_NESTINGS",
            "parse_composition", "AdapterError", "AdapterNotFoundError", "BackendUnavailableError",
-           "CompositionError", "ConfigError", "ConfigTypeError", "ShapeError", "UnsafePickleError", "WeightsError",
+           "CompositionError", "CompositionIndexError", "ConfigError", "ConfigKeyError", "FusionNotFoundError",
+           "HubFileNotFoundError", "ConfigTypeError", "ShapeError", "UnsafePickleError", "WeightsError",
            *_config_all]

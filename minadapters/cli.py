@@ -1,4 +1,4 @@
-"""The ``minadapters`` command: run, summary, tiny-model, conformance, bench. Spec: API-4."""
+"""The ``minadapters`` command: run, embed, summary, tiny-model, conformance, bench. Spec: API-4."""
 from __future__ import annotations
 
 import argparse
@@ -8,14 +8,15 @@ import sys
 import time
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from . import bench, conformance_cli
-from .composition import BLOCKS, Stack
+from .composition import BLOCKS, Fuse, Parallel, Stack
+from .hub import resolve_model_dir
 from .io.files import read_json
 from .model import AutoModel
 from .summary import ARCH_PRESETS, SUMMARY_COLUMNS
 from .tiny import shell_model, write_demo_adapter, write_tiny_model
+from .tokenizer import AutoTokenizer
 
 PREVIEW_VALUES = 6  # `run` prints the first few values of each row's output vector
 PREVIEW_CHARS = 40  # ... next to the first characters of its text
@@ -28,6 +29,8 @@ examples:
   minadapters tiny-model /tmp/tiny-bert                  # small random BERT (config, weights, tokenizer) + demo adapter
   minadapters run --model /tmp/tiny-bert --adapter /tmp/tiny-bert/demo_adapter "hello adapters"
   minadapters run --model DIR --adapter ADAPTER_DIR --setup "Stack(a, b)" "some text" "more text"
+  minadapters run --model DIR --add "x=lora[r=4]" --setup "Parallel(demo, x)" --adapter DIR/demo_adapter "text"
+  minadapters embed --model sentence-transformers/all-MiniLM-L6-v2 --input texts.txt --output emb.npy
   minadapters summary --arch bert-base-uncased --config lora seq_bn "prefix_tuning[prefix_length=20]"
   minadapters conformance --driver minadapters
 """
@@ -60,42 +63,117 @@ def parse_setup(text: str):
     return conv(tree)
 
 
-def _tokenize(model_dir: str, texts: list, model):
-    path = os.path.join(model_dir, "tokenizer.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No tokenizer.json in {model_dir!r}; the run command tokenizes with it.")
-    tok = Tokenizer.from_file(path)
-    encs = tok.encode_batch(texts)
-    T = max(len(e.ids) for e in encs)
-    pad = getattr(model.config, "pad_token_id", 0) or 0
-    ids = np.full((len(texts), T), pad, np.int64)
-    mask = np.zeros((len(texts), T), np.int64)
-    for b, e in enumerate(encs):
-        ids[b, :len(e.ids)] = e.ids
-        mask[b, :len(e.ids)] = 1
-    return ids, mask
+def _load_for_run(args):
+    """Model, tokenizer and the active setup from --model/--adapter/--fusion/--add/--setup."""
+    model_dir = resolve_model_dir(args.model, revision=args.revision)
+    model = AutoModel.from_pretrained(model_dir, backend=args.backend)
+    names = [model.load_adapter(d) for d in args.adapter]
+    for spec in args.add:
+        name, sep, config = spec.partition("=")
+        if not sep or not name or not config:
+            raise ValueError(f"--add {spec!r}: expected NAME=CONFIG, e.g. --add 'x=lora[r=4]'.")
+        model.add_adapter(name.strip(), config=config.strip())
+        names.append(name.strip())
+    fusions = [model.load_adapter_fusion(d) for d in args.fusion]
+    if args.setup:
+        model.active_adapters = parse_setup(args.setup)
+    elif fusions:
+        model.active_adapters = Fuse(*model.adapters_config.fusions[fusions[-1]][1], name=fusions[-1])
+    elif names:
+        model.active_adapters = Stack(*names)
+    return model, AutoTokenizer.from_pretrained(model_dir), names, fusions
+
+
+def _encode(tok, texts, model):
+    """Tokenizer's own ids and attention mask, padded to the longest input (never tokenizer.json's fixed padding),
+    truncated to what the model's positions allow."""
+    limit = tok.model_max_length
+    max_pos = getattr(model.config, "max_position_embeddings", None)
+    if max_pos:
+        offset = (getattr(model.config, "pad_token_id", 0) or 0) + 1 if model.model_type in (
+            "roberta", "xlm-roberta") else 0
+        limit = min(limit, max_pos - offset)
+    return tok(texts, padding=True, truncation=True, max_length=int(limit))
+
+
+def _channels(setup, n):
+    if isinstance(setup, Parallel) and len(setup.children) == n:
+        return [repr(c) if not isinstance(c, str) else c for c in setup.children]
+    return [f"channel {i}" for i in range(n)]
 
 
 def cmd_run(args) -> int:
-    model = AutoModel.from_pretrained(args.model, backend=args.backend)
-    names = [model.load_adapter(d) for d in args.adapter]
-    if args.setup:
-        model.active_adapters = parse_setup(args.setup)
-    elif names:
-        model.active_adapters = Stack(*names)
-    ids, mask = _tokenize(args.model, args.text, model)
+    model, tok, names, fusions = _load_for_run(args)
+    enc = _encode(tok, args.text, model)
     t0 = time.perf_counter()
-    out = model(input_ids=ids, attention_mask=mask)
+    out = model(**enc)
     dt = time.perf_counter() - t0
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    B = ids.shape[0]
     print(f"model: {args.model} ({model.model_type}, {model.num_layers} layers, hidden {model.hidden_size}, "
           f"backend {model.backend})")
-    print(f"adapters: {', '.join(names) or 'none'}; active: {model.active_adapters}")
+    print(f"adapters: {', '.join(names) or 'none'}{'; fusions: ' + ', '.join(fusions) if fusions else ''}; "
+          f"active: {model.active_adapters}")
     print(f"input_ids: {ids.shape}; last_hidden_state: {out.last_hidden_state.shape}")
-    vec = out.pooler_output if out.pooler_output is not None else out.last_hidden_state[:, -1]
-    for b, text in enumerate(args.text):
-        head = " ".join(f"{v:+.4f}" for v in vec[b, :PREVIEW_VALUES])
-        print(f"[{b}] {text[:PREVIEW_CHARS]!r}: {'pooled' if out.pooler_output is not None else 'last token'} [{head} ...]")
+    pooled = out.pooler_output is not None
+    if pooled:
+        vec = out.pooler_output
+    else:                                             # decoders: the last real token of each row
+        n = out.last_hidden_state.shape[0] // B
+        last = np.tile(mask.shape[1] - 1 - np.argmax(mask[:, ::-1] > 0, axis=1), n)
+        vec = out.last_hidden_state[np.arange(n * B), last]
+    n_ch = vec.shape[0] // B
+    labels = _channels(model.active_adapters, n_ch)
+    for c in range(n_ch):
+        if n_ch > 1:
+            print(f"{labels[c]}:")
+        for b, text in enumerate(args.text):
+            head = " ".join(f"{v:+.4f}" for v in vec[c * B + b, :6])
+            print(f"{'  ' if n_ch > 1 else ''}[{b}] {text[:40]!r}: {'pooled' if pooled else 'last token'} [{head} ...]")
     print(f"forward time: {dt * 1000:.1f} ms")
+    if args.output:
+        np.savez(args.output, input_ids=ids, attention_mask=mask, last_hidden_state=out.last_hidden_state,
+                 **({"pooler_output": out.pooler_output} if pooled else {}))
+        print(f"saved: {args.output}")
+    return 0
+
+
+def _read_texts(args) -> list:
+    texts = list(args.text)
+    if args.input:
+        f = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+        try:
+            texts += [line.rstrip("\n") for line in f if line.strip()]
+        finally:
+            if f is not sys.stdin:
+                f.close()
+    if not texts:
+        raise ValueError("embed: no texts; give them as arguments or with --input FILE (one per line, '-' = stdin).")
+    return texts
+
+
+def cmd_embed(args) -> int:
+    """Sentence embeddings (sentence-transformers pooling + normalisation) as JSONL or .npy. Spec: ST-1."""
+    import json
+    texts = _read_texts(args)
+    if args.output and not args.output.endswith((".npy", ".jsonl")):
+        raise ValueError(f"--output {args.output!r}: expected a .npy or .jsonl file name (default: JSONL on stdout).")
+    model, tok, _, _ = _load_for_run(args)
+    show = (not args.quiet) and len(texts) > args.batch_size
+    emb = model.encode(texts, batch_size=args.batch_size, normalize_embeddings=args.normalize, tokenizer=tok,
+                       show_progress_bar=show)
+    if args.output and args.output.endswith(".npy"):
+        np.save(args.output, emb)
+        print(f"saved {emb.shape} float32 embeddings to {args.output}", file=sys.stderr)
+        return 0
+    f = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        for i, row in enumerate(emb):
+            text = texts[i % len(texts)]
+            f.write(json.dumps({"index": i, "text": text, "embedding": [float(v) for v in row]}) + "\n")
+    finally:
+        if f is not sys.stdout:
+            f.close()
     return 0
 
 
@@ -123,6 +201,19 @@ def cmd_tiny_model(args) -> int:
 
 # Subcommands with their own argument parsers: main() hands them the rest of the command line.
 DELEGATES = {"conformance": conformance_cli.main, "bench": bench.main}
+def _model_args(p):
+    p.add_argument("--model", required=True, help="HF model directory or Hugging Face id (config.json, weights, "
+                   "tokenizer.json)")
+    p.add_argument("--revision", help="branch, tag or commit of a Hugging Face id (default main)")
+    p.add_argument("--adapter", action="append", default=[], help="AdapterHub adapter directory or Hugging Face id "
+                   "(repeatable)")
+    p.add_argument("--add", action="append", default=[], metavar="NAME=CONFIG",
+                   help="add a freshly initialised adapter, e.g. 'x=lora[r=4]' (repeatable)")
+    p.add_argument("--fusion", action="append", default=[], help="AdapterFusion directory (its adapters must be "
+                   "loaded with --adapter); activates Fuse(...) unless --setup is given")
+    p.add_argument("--setup", help='composition, e.g. "Stack(a, b)" or "Parallel(a, b)" (default: Stack of the '
+                   "loaded adapters)")
+    p.add_argument("--backend", default=None, help="numpy or native (default: minadapters.get_backend())")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,12 +221,20 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command")
     r = sub.add_parser("run", help="tokenize TEXT, run the model with adapters, print a short result")
-    r.add_argument("--model", required=True, help="HF model directory (config.json, weights, tokenizer.json)")
-    r.add_argument("--adapter", action="append", default=[], help="AdapterHub adapter directory (repeatable)")
-    r.add_argument("--setup", help='composition, e.g. "Stack(a, b)" (default: Stack of the loaded adapters)')
-    r.add_argument("--backend", default=None, help="numpy (default) or native")
+    _model_args(r)
+    r.add_argument("--output", help="also save input_ids, attention_mask, last_hidden_state (+ pooler_output) to "
+                   "this .npz file")
     r.add_argument("text", nargs="+")
     r.set_defaults(fn=cmd_run)
+    e = sub.add_parser("embed", help="sentence embeddings (sentence-transformers pooling / normalisation)")
+    _model_args(e)
+    e.add_argument("--input", help="file with one text per line ('-' = stdin), in addition to TEXT arguments")
+    e.add_argument("--batch-size", type=int, default=32, help="texts per forward (default 32)")
+    e.add_argument("--normalize", action="store_true", help="L2-normalise even without a Normalize module")
+    e.add_argument("--output", help="FILE.npy (float32 array) or FILE.jsonl (default: JSONL on stdout)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    e.add_argument("text", nargs="*")
+    e.set_defaults(fn=cmd_embed)
     s = sub.add_parser("summary", help="parameters added per adapter config (like adapters' adapter_summary)")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--arch", default="bert-base-uncased", help="architecture preset, e.g. bert-base-uncased, "

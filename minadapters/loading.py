@@ -12,6 +12,7 @@ import numpy as np
 from .composition import Fuse
 from .configuration import AdapterConfig
 from .errors import ConfigError, ShapeError, WeightsError
+from .file_compat import ejected_prefix_config, key_mismatch_hint
 from .io.files import atomic_write_json, read_json, read_weights, write_weights
 
 VERSION = "adapters.1.3.0"
@@ -101,7 +102,7 @@ def assign_weights(refs: dict, weights: dict, *, what: str, source: str, optiona
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:KEY_EXAMPLES]})")
         raise WeightsError(f"{source}: weights do not fit {what}: {'; '.join(parts)}. Was it saved for another "
-                           "model type or configuration?")
+                           f"model type or configuration?{key_mismatch_hint(missing, unexpected)}")
     for k, arr in weights.items():
         d, leaf = refs[k]
         if tuple(arr.shape) != tuple(d[leaf].shape):
@@ -116,7 +117,7 @@ def _check_dir(path, config_name):
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path!r} is not a directory; expected a saved adapter directory "
-                                f"({config_name} + weights). Hub downloads are not supported.")
+                                f"({config_name} + weights) or a Hugging Face id.")
     if not os.path.isfile(os.path.join(path, config_name)):
         raise FileNotFoundError(f"No {config_name} in {path!r}.")
     return path
@@ -142,6 +143,7 @@ def load_adapter(model, path, *, load_as=None, leave_out=None, set_active=False,
         raise ConfigError(f"load_adapter: an adapter named {name!r} already exists; pass load_as=<new name> or "
                           "delete_adapter it first.")
     weights = read_weights(path, prefer_safetensors=bool(use_safetensors))
+    cfg_dict = ejected_prefix_config(cfg_dict, weights, path)
     config = AdapterConfig.load(cfg_dict)
     model.add_adapter(name, config)
     try:

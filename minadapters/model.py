@@ -10,15 +10,16 @@ import os
 
 import numpy as np
 
-from . import averaging, generate as _generate, loading, setup_files, sharing, summary
+from . import averaging, generate as _generate, loading, sentence, setup_files, sharing, summary
 from .adapters_config import ModelAdaptersConfig
 from .composition import AdapterCompositionBlock, Fuse, parse_composition
 from .configuration import (ADAPTERFUSION_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, DEFAULT_ADAPTERFUSION_CONFIG,
                             AdapterConfig, AdapterFusionConfig, BnConfig, ConfigUnion, LoRAConfig,
                             PrefixTuningConfig, PromptTuningConfig, ReftConfig)
 from .context import AdapterSetup, ForwardState
-from .errors import CompositionError, ConfigError, ShapeError
+from .errors import CompositionError, ConfigError, FusionNotFoundError, ShapeError
 from .hooks import ModelHooks, NullHooks
+from .hub import resolve_adapter_dir, resolve_model_dir
 from .io.files import read_model_weights
 from .methods.bottleneck import BottleneckLayer
 from .methods.invertible import InvertibleAdapters
@@ -210,8 +211,8 @@ class AdapterModel:
             raise CompositionError(f"Models of type {self.model_type} don't support adapter composition using "
                                    f"{type(block).__name__}.")
         if isinstance(block, Fuse) and block.name not in self.adapters_config.fusions:
-            raise CompositionError(f"{block!r} needs a fusion layer named {block.name!r}; add it with "
-                                   f"add_adapter_fusion({[c if isinstance(c, str) else c.last() for c in block]!r}).")
+            raise FusionNotFoundError(f"{block!r} needs a fusion layer named {block.name!r}; add it with "
+                                      f"add_adapter_fusion({[c if isinstance(c, str) else c.last() for c in block]!r}).")
         for c in block:
             self._check_blocks(c)
 
@@ -286,6 +287,7 @@ class AdapterModel:
 
     def load_adapter(self, adapter_name_or_path, config=None, load_as=None, leave_out=None, set_active=False,
                      use_safetensors=None, **kwargs) -> str:
+        adapter_name_or_path = resolve_adapter_dir(adapter_name_or_path, **kwargs)   # HF ids: cache or download
         return loading.load_adapter(self, adapter_name_or_path, load_as=load_as, leave_out=leave_out,
                                     set_active=set_active, use_safetensors=use_safetensors)
 
@@ -295,6 +297,8 @@ class AdapterModel:
 
     def load_adapter_fusion(self, adapter_fusion_name_or_path, load_as=None, set_active=False,
                             use_safetensors=None, **kwargs) -> str:
+        adapter_fusion_name_or_path = resolve_adapter_dir(adapter_fusion_name_or_path, "adapter_fusion_config.json",
+                                                          **kwargs)
         return loading.load_adapter_fusion(self, adapter_fusion_name_or_path, load_as=load_as, set_active=set_active,
                                            use_safetensors=use_safetensors)
 
@@ -478,6 +482,10 @@ class AdapterModel:
         return _generate.generate(self, input_ids, max_new_tokens=max_new_tokens, attention_mask=attention_mask,
                                   use_cache=use_cache, **kwargs)
 
+    def encode(self, sentences, batch_size=32, normalize_embeddings=False, **kwargs):
+        """Sentence embeddings (sentence-transformers directories: pooling, Normalize). Spec: ST-1."""
+        return sentence.encode(self, sentences, batch_size=batch_size, normalize_embeddings=normalize_embeddings, **kwargs)
+
     def adapter_summary(self, as_dict=False):
         return summary.model_adapter_summary(self, as_dict=as_dict)
 
@@ -543,8 +551,11 @@ class AutoModel:
     """Load an HF checkpoint directory (config.json + model.safetensors / sharded / pytorch_model.bin). Spec: API-1."""
 
     @staticmethod
-    def from_pretrained(path, *, dtype=np.float32, backend=None, seed=None) -> AdapterModel:
-        path = os.fspath(path)
+    def from_pretrained(path, *, dtype=np.float32, backend=None, seed=None, revision=None, local_files_only=False,
+                        cache_dir=None, token=None) -> AdapterModel:
+        """``path``: a model directory or a Hugging Face id (cache, else download; see minadapters.hub)."""
+        path = resolve_model_dir(path, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir,
+                                 token=token)
         cfg_path = os.path.join(path, "config.json")
         if not os.path.isdir(path):
             raise FileNotFoundError(f"Model directory {path!r} does not exist.")

@@ -51,7 +51,8 @@ def model_adapter_summary(model, as_dict: bool = False):
         arch = "union" if isinstance(cfg, ConfigUnion) else (cfg.get("architecture") or "bottleneck")
         rows.append({"name": name, "architecture": arch, "#param": adapter_param_count(model, name),
                      "active": active is not None and name in active.flatten(), "train": True})
-    base = int(sum(np.prod(v.shape) for v in model.params.values()))
+    # parameters only: checkpoints may carry integer buffers (embeddings.position_ids) that are not parameters
+    base = int(sum(np.prod(v.shape) for v in model.params.values() if np.issubdtype(v.dtype, np.floating)))
     for r in rows:
         r["%param"] = r["#param"] / base * 100
     rows.append({"name": "Full model", "#param": base, "%param": 100.0, "train": True})

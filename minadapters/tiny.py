@@ -33,8 +33,10 @@ def _tokenizer(directory: str, model_type: str) -> list:
     vocab = {w: i for i, w in enumerate(special + list(WORDS))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token=unk))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(special)               # so decode(skip_special_tokens=True) drops them
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{cls_tok} $A {sep_tok}", special_tokens=[(cls_tok, vocab[cls_tok]), (sep_tok, vocab[sep_tok])])
+        single=f"{cls_tok} $A {sep_tok}", pair=f"{cls_tok} $A {sep_tok} $B:1 {sep_tok}:1",
+        special_tokens=[(cls_tok, vocab[cls_tok]), (sep_tok, vocab[sep_tok])])
     tok.save(os.path.join(directory, "tokenizer.json"))
     return list(vocab)
 

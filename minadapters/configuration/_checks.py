@@ -13,7 +13,7 @@ import math
 import numbers
 from collections.abc import Mapping
 
-from ..errors import ConfigError, ConfigTypeError
+from ..errors import ConfigError, ConfigKeyError, ConfigTypeError
 
 # COMPAT(adapters): `Activation_Function_Class` lowercases the name, maps "leakyrelu" itself and
 # looks everything else up in transformers' ACT2FN (transformers 4.57 keys below).
@@ -113,8 +113,9 @@ def check_activation(owner, name, value, *, optional=False):
     allowed = "an activation name (" + ", ".join(sorted(ACTIVATION_NAMES)) + ")"
     if not isinstance(value, str):
         _fail_type(owner, name, value, allowed + (" or None" if optional else ""))
-    if value.lower() not in ACTIVATION_NAMES:
-        _fail_value(owner, name, value, allowed + (" or None" if optional else ""))
+    if value.lower() not in ACTIVATION_NAMES:   # adapters: KeyError from transformers' ACT2FN lookup
+        raise ConfigKeyError(f"{where(owner, name)}: got {value!r}; expected {allowed}"
+                             f"{' or None' if optional else ''}.")
 
 
 def check_dtype(owner, name, value):

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..composition import (ALLOWED_NESTINGS, AdapterCompositionBlock, Average, BatchSplit, Fuse, MultiTask,
                            Parallel, Split, Stack)
-from ..errors import CompositionError, ConfigError
+from ..errors import CompositionError, CompositionIndexError, ConfigError
 
 
 class AdapterModule:
@@ -224,7 +224,7 @@ class ComposableLayer(AdapterLayer):
         replicated). The one statement of both row rules. Spec: COMP-BATCHSPLIT, COMP-PARALLEL."""
         if isinstance(block, BatchSplit):
             if sum(block.batch_sizes) != bsz:
-                raise CompositionError(f"BatchSplit: the batch has {bsz} rows but batch_sizes={block.batch_sizes} "
+                raise CompositionIndexError(f"BatchSplit: the batch has {bsz} rows but batch_sizes={block.batch_sizes} "
                                        f"sum to {sum(block.batch_sizes)}; they must be equal.")
             sizes = block.batch_sizes
         else:

@@ -10,7 +10,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ..configuration import BnConfig
-from ..errors import CompositionError, ConfigError
+from ..errors import CompositionError, CompositionIndexError, ConfigKeyError
 from ..functional.bottleneck import adapter_output, bn_post_forward, bn_pre_forward, bottleneck, sublayer_close
 from ..functional.fusion import TEMPERATURE_START, fusion_attention
 from ..functional.gate import mean_gate
@@ -37,7 +37,7 @@ def bottleneck_size(config, hidden: int, layer_idx: int) -> int:
         elif "default" in rf:
             rf = rf["default"]
         else:
-            raise ConfigError(f"reduction_factor={dict(rf)!r} gives no value for layer {layer_idx} and no 'default'; "
+            raise ConfigKeyError(f"reduction_factor={dict(rf)!r} gives no value for layer {layer_idx} and no 'default'; "
                               'add a default like {"1": 16, "default": 16}.')
     return max(int(hidden // rf), 1)
 
@@ -163,7 +163,7 @@ class BottleneckLayer(ComposableLayer):
         """Child i gets tokens [Σ_{<i}, Σ_{≤i}); concatenated on the sequence axis. Spec: COMP-SPLIT."""
         T = state.hidden_states.shape[1]
         if sum(block.splits) != T:
-            raise CompositionError(f"Split: the input has {T} tokens but splits={block.splits} sum to "
+            raise CompositionIndexError(f"Split: the input has {T} tokens but splits={block.splits} sum to "
                                    f"{sum(block.splits)}; they must be equal.")
         state = self.pre_block(block, state, fwd)
         outs, last, start = [], None, 0
