@@ -17,6 +17,12 @@ import time
 
 import numpy as np
 
+from . import composition as ma_blocks
+from .io import atomic_write_json, save_safetensors
+from .model import AutoModel
+from .models import bert
+from .ops import get_ops
+
 SHAPES = {"8x128": (8, 128), "1x32": (1, 32)}
 GEMMS = [(1024, 768, 768), (1024, 768, 3072)]
 
@@ -24,8 +30,6 @@ GEMMS = [(1024, 768, 768), (1024, 768, 3072)]
 def write_random_bert(directory, layers=12, hidden=768, heads=12, ffn=3072, vocab=1000, seed=0) -> str:
     """A random BERT checkpoint (config.json + model.safetensors via minadapters.io). vocab is small:
     the embedding lookup does not depend on it."""
-    from .io import atomic_write_json, save_safetensors
-    from .models import bert
     raw = {"model_type": "bert", "architectures": ["BertModel"], "hidden_size": hidden,
            "num_hidden_layers": layers, "num_attention_heads": heads, "intermediate_size": ffn,
            "vocab_size": vocab, "max_position_embeddings": 512, "type_vocab_size": 2, "layer_norm_eps": 1e-12,
@@ -83,18 +87,17 @@ class Setup:
 
 
 def _setups(batch: int) -> list:
-    import minadapters as ma
     three = [(f"bn{i}", "seq_bn") for i in range(1, 4)]
     out = [Setup("no adapter", []),
-           Setup("seq_bn", [("bn", "seq_bn")], lambda: ma.Stack("bn")),
-           Setup("lora r=8 (q,v)", [("l1", "lora[r=8]")], lambda: ma.Stack("l1")),
-           Setup("prefix_tuning", [("pt", "prefix_tuning")], lambda: ma.Stack("pt")),
-           Setup("Stack(seq_bn, seq_bn)", three[:2], lambda: ma.Stack("bn1", "bn2")),
-           Setup("Parallel(seq_bn, seq_bn)", three[:2], lambda: ma.Parallel("bn1", "bn2")),
-           Setup("Fuse(3 x seq_bn)", three, lambda: ma.Fuse("bn1", "bn2", "bn3"), fusion=("bn1", "bn2", "bn3"))]
+           Setup("seq_bn", [("bn", "seq_bn")], lambda: ma_blocks.Stack("bn")),
+           Setup("lora r=8 (q,v)", [("l1", "lora[r=8]")], lambda: ma_blocks.Stack("l1")),
+           Setup("prefix_tuning", [("pt", "prefix_tuning")], lambda: ma_blocks.Stack("pt")),
+           Setup("Stack(seq_bn, seq_bn)", three[:2], lambda: ma_blocks.Stack("bn1", "bn2")),
+           Setup("Parallel(seq_bn, seq_bn)", three[:2], lambda: ma_blocks.Parallel("bn1", "bn2")),
+           Setup("Fuse(3 x seq_bn)", three, lambda: ma_blocks.Fuse("bn1", "bn2", "bn3"), fusion=("bn1", "bn2", "bn3"))]
     if batch >= 4 and batch % 4 == 0:
         out.append(Setup("BatchSplit(4 x lora r=8)", [(f"l{i}", "lora[r=8]") for i in range(1, 5)],
-                         lambda: ma.BatchSplit("l1", "l2", "l3", "l4", batch_sizes=[batch // 4] * 4)))
+                         lambda: ma_blocks.BatchSplit("l1", "l2", "l3", "l4", batch_sizes=[batch // 4] * 4)))
     return out
 
 
@@ -105,12 +108,11 @@ NATIVE_RATIOS = [("seq_bn / no adapter", "no adapter", "seq_bn"),
 
 
 def _our_runner(path, backend, setup: Setup, ids, mask):
-    import minadapters as ma
-    model = ma.AutoModel.from_pretrained(path, backend=backend, seed=0)
+    model = AutoModel.from_pretrained(path, backend=backend, seed=0)
     for name, cfg in setup.adds:
         model.add_adapter(name, config=cfg)
     if setup.fusion:
-        model.add_adapter_fusion(ma.Fuse(*setup.fusion))
+        model.add_adapter_fusion(ma_blocks.Fuse(*setup.fusion))
     if setup.active is not None:
         model.active_adapters = setup.active()
     return lambda: model(input_ids=ids, attention_mask=mask)
@@ -158,7 +160,6 @@ def bench_models(path, reps, shapes, extra_runners, log) -> list:
 
 def bench_gemm(reps, log) -> list:
     """SGEMM y = x wᵀ: native linear vs numpy matmul, GFLOP/s and interleaved ratio."""
-    from .ops import get_ops
     nat = get_ops("native")
     rows = []
     for M, K, N in GEMMS:
@@ -187,9 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None, extra_runners=None) -> int:
     """Run the benchmark; ``extra_runners`` maps a name to factory(path, setup: Setup, ids, mask) -> callable."""
     args = build_parser().parse_args(argv)
-    from .ops import get_ops
     nat = get_ops("native")                       # BackendUnavailableError names the reason
-    from .ops.native import tune_malloc
+    from .ops.native import tune_malloc           # deferred: importing ops.native loads the compiled extension
     tuned = tune_malloc()                         # opt-in allocator tuning (spec OPS-0); printed below
     if args.threads:
         type(nat)(num_threads=args.threads)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
 import sys
 import time
@@ -154,7 +155,6 @@ def _read_texts(args) -> list:
 
 def cmd_embed(args) -> int:
     """Sentence embeddings (sentence-transformers pooling + normalisation) as JSONL or .npy. Spec: ST-1."""
-    import json
     texts = _read_texts(args)
     if args.output and not args.output.endswith((".npy", ".jsonl")):
         raise ValueError(f"--output {args.output!r}: expected a .npy or .jsonl file name (default: JSONL on stdout).")

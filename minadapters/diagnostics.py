@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import glob
 import os
+from importlib.metadata import distribution
 
 
 def installed_native_copy() -> str | None:
     """Path of a compiled _native module that pip installed into site-packages, if any."""
     try:
-        from importlib.metadata import PackageNotFoundError, distribution
         dist = distribution("minadapters")
     except Exception:          # PackageNotFoundError, or metadata unreadable: nothing installed to point at
         return None

@@ -21,6 +21,7 @@ import os
 import re
 
 from .errors import HubFileNotFoundError
+from .io.files import read_json
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -88,7 +89,6 @@ def model_plan(get) -> None:
         if path is None:
             continue
         if name.endswith(".index.json"):
-            from .io.files import read_json
             for shard in sorted(set(read_json(path).get("weight_map", {}).values())):
                 get(shard, True)
         break
@@ -96,7 +96,6 @@ def model_plan(get) -> None:
         get(name, False)
     modules = get("modules.json", False)
     if modules is not None:
-        from .io.files import read_json
         for name in SENTENCE_FILES:
             get(name, False)
         for m in read_json(modules):
@@ -135,7 +134,7 @@ def _from_snapshot(snap):
 
 
 def _downloader(repo_id, revision, cache, token):
-    try:
+    try:   # deferred: huggingface_hub is slow to import and needed only for a download
         import huggingface_hub
         from huggingface_hub.utils import (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError,
                                            RevisionNotFoundError)

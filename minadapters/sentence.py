@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ConfigError
+from .io.files import atomic_write_json, read_json
+from .tokenizer import AutoTokenizer
 
 #: pooling_mode_* flags in sentence-transformers' order of concatenation.
 POOLING_MODES = ("cls_token", "max_tokens", "mean_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens",
@@ -35,7 +37,6 @@ class SentenceConfig:
 
 
 def _read(path):
-    from .io.files import read_json
     return read_json(path)
 
 
@@ -114,7 +115,6 @@ def _setup_for(model, tokenizer):
         d = getattr(model, "model_dir", None)
         if d is None:
             raise ValueError("encode() needs the model's directory (AutoModel.from_pretrained sets it) or tokenizer=.")
-        from .tokenizer import AutoTokenizer
         cfg = load_sentence_config(d)
         if not cfg.declared:
             warnings.warn(f"{d}: no modules.json (not a sentence-transformers directory); using mean pooling "
@@ -191,7 +191,6 @@ def write_sentence_config(directory, *, pooling=("mean_tokens",), normalize=True
                           do_lower_case=False) -> str:
     """Make a model directory a sentence-transformers directory (modules.json, 1_Pooling/config.json,
     sentence_bert_config.json, Normalize if asked); returns the directory. For tests and examples."""
-    from .io.files import atomic_write_json, read_json
     directory = os.fspath(directory)
     for m in pooling:
         if m not in POOLING_MODES:

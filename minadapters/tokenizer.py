@@ -14,8 +14,10 @@ import os
 import threading
 
 import numpy as np
+from tokenizers import Tokenizer as _Backend
 
 from .errors import ShapeError
+from .hub import resolve_tokenizer_dir
 
 #: tokenizer classes whose models take token_type_ids (transformers' model_input_names for them).
 _TYPE_ID_CLASSES = ("Bert", "Electra", "Albert", "MobileBert", "Funnel", "SqueezeBert", "Splinter", "LayoutLM",
@@ -70,8 +72,6 @@ class Tokenizer:
                         **kwargs) -> "Tokenizer":
         """Read ``tokenizer.json`` (+ tokenizer_config.json, special_tokens_map.json, config.json) from a
         directory or a Hugging Face id (see minadapters.hub). kwargs override tokenizer_config fields."""
-        from tokenizers import Tokenizer as _Backend
-        from .hub import resolve_tokenizer_dir
         d = resolve_tokenizer_dir(name_or_path, revision=revision, local_files_only=local_files_only,
                                   cache_dir=cache_dir, token=token)
         path = os.path.join(d, "tokenizer.json")

@@ -49,7 +49,9 @@ def _extension_modules() -> set[str]:
     ``from .. import _native`` resolves to that module and not to the package that holds it."""
     names = set()
     for script in [*(ROOT / "native").glob("*.py"), *(ROOT / PKG).rglob("*.py")]:
-        names.update(re.findall(r"set_source\(\s*[\"']([\w.]+)[\"']", script.read_text(encoding="utf-8")))
+        text = script.read_text(encoding="utf-8")
+        names.update(re.findall(r"set_source\(\s*[\"']([\w.]+)[\"']", text))
+        names.update(re.findall(r"^MODULE\s*=\s*[\"']([\w.]+)[\"']", text, re.M))   # set_source(MODULE, ...)
     return {n for n in names if n.startswith(PKG + ".")}
 
 

@@ -20,7 +20,7 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
 BASH = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
 
 # Blocks that fail for a known reason owned elsewhere: strict xfail, so the marker must go once it passes.
-KNOWN = {"ma.Split(": "needs Split to pass through where a child has no module (COMP-0), the lead's fix in methods/"}
+KNOWN: dict = {}   # README text fragment -> reason its block is expected to fail (none today)
 SHA = "0123456789abcdef0123456789abcdef01234567"
 GPT2_WORDS = "Adapters are small modules that adapt a frozen model to new tasks".split()
 

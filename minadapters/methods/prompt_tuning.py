@@ -8,9 +8,10 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from ..configuration import PromptTuningConfig
-from ..errors import BackendUnavailableError, ConfigError
+from ..errors import ConfigError
 from ..functional.prefix import combine_prompt, prompt_ids
 from . import init as winit
 from .base import AdapterModule, MethodObject, match_config
@@ -36,11 +37,6 @@ def _tokenizer_file(model) -> str:
 
 def tokenize(model, text: str) -> list:
     """Token ids of ``text`` with the tokenizer's special tokens (as ``tokenizer(text)["input_ids"]``)."""
-    try:
-        from tokenizers import Tokenizer
-    except ImportError as e:  # pragma: no cover - tokenizers is a declared dependency
-        raise BackendUnavailableError("prompt_init='from_string' needs the 'tokenizers' package "
-                                      "(pip install tokenizers).") from e
     return list(Tokenizer.from_file(_tokenizer_file(model)).encode(text).ids)
 
 

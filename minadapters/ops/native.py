@@ -36,11 +36,11 @@ _FIX = ("rebuild it with `pip install .` (needs a C compiler) or, in a source ch
 
 def _load():
     try:
-        from . import _native
+        from ._native import ffi, lib   # deferred: a missing/stale build becomes this module's ImportError
     except ImportError as e:
         raise ImportError(f"the compiled extension minadapters.ops._native cannot be imported ({e}); {_FIX}") from e
-    check_abi(_native.lib.ma_abi_version())
-    return _native.ffi, _native.lib
+    check_abi(lib.ma_abi_version())
+    return ffi, lib
 
 
 def check_abi(found: int) -> None:
