@@ -109,7 +109,7 @@ class AdapterLayer(MethodObject):
     def __init__(self, key, path: str, model, weights_path: str | None = None):
         self.key = key
         self.layer_idx = key.layer
-        self.location_key = key.location
+        self.location_key = model.arch.stack(key.stack).location_key(key.location)
         self.path = path
         self.weights_path = weights_path or path
         self.model = model          # the owning model (hidden size, ops, rng, shared parameters)

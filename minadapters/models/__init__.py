@@ -5,10 +5,10 @@ Each family module declares one ``Architecture`` record (models/base.py); ``REGI
 """
 from __future__ import annotations
 
-from . import bert, gpt2, llama
+from . import bert, distilbert, gpt2, llama
 from .base import Architecture, LayerKey, LayerStack, ParamView
 
-FAMILIES = (bert.ARCHITECTURE, gpt2.ARCHITECTURE, llama.ARCHITECTURE)
+FAMILIES = (bert.ARCHITECTURE, distilbert.ARCHITECTURE, gpt2.ARCHITECTURE, llama.ARCHITECTURE)
 
 
 def _registry(families) -> dict:

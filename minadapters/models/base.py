@@ -60,12 +60,19 @@ class LayerStack:
     cross_prefix: str | None = None
     reft: str | None = "reft_layer"
     params: str | None = None
+    # adapters' location_key of the self-attention PrefixTuningLayer (state-dict segment
+    # prefix_tunings.<name>.<key>): "self_prefix" for most families, "self" for DistilBERT
+    self_prefix_key: str = "self_prefix"
 
     def layer_path(self, i: int) -> str:
         return self.layers.format(i=i)
 
     def params_path(self, i: int) -> str:
         return (self.params or self.layers).format(i=i)
+
+    def location_key(self, hook: str) -> str:
+        """adapters' location_key of the method layer at ``hook`` (differs only for self prefix tuning)."""
+        return self.self_prefix_key if hook == Hook.SELF_PREFIX else hook
 
     def hooks(self) -> dict:
         """Hook constant -> path relative to the layer, for every hook this stack declares."""

@@ -1,0 +1,205 @@
+"""Oracle: the families added by issue #15 match transformers 4.57.6 (base model, 1e-5) and adapters 1.3.0 (methods
+and blocks with perturbed weights). Spec: FAM-DB-*, FAM-LL-*.
+
+Odd sizes (hidden 36/40, FFN 37/68, 4 query heads), eager attention, every base weight and bias perturbed,
+padded batches (right, left, none).
+"""
+import os
+
+import numpy as np
+import pytest
+
+import minadapters as ma
+
+pytest.importorskip("adapters", reason="oracle: needs adapters==1.3.0 and torch (pip install -e .[oracle])")
+import torch  # noqa: E402
+import adapters.composition as ac  # noqa: E402
+from decoder_oracle_utils import batch  # noqa: E402
+from family_oracle_utils import hf_family_model  # noqa: E402
+from oracle_utils import assert_close, perturb_adapter, save_model  # noqa: E402
+
+PAD_SIDES = ["right", "left", "none"]
+ENCODERS = ("distilbert",)
+BASE_CASES = [
+    ("distilbert", {}),
+    ("distilbert", dict(sinusoidal_pos_embds=True)),
+    ("distilbert", dict(activation="relu")),
+]
+FAMILIES = [mt for mt in dict.fromkeys(c[0] for c in BASE_CASES)]
+
+
+def _torch_hidden(model, ids, mask, **kw):
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor(ids), attention_mask=None if mask is None else torch.tensor(mask), **kw)
+    return out.last_hidden_state.numpy()
+
+
+def _relink_pool(model):
+    from adapters.methods.prefix_tuning import PrefixTuningLayer
+    for mod in model.modules():
+        if isinstance(mod, PrefixTuningLayer) and hasattr(model, "prefix_tuning"):
+            mod.set_pool(model.prefix_tuning)
+
+
+@pytest.mark.spec("FAM-DB-1")
+@pytest.mark.spec("FAM-DB-2")
+@pytest.mark.parametrize("model_type,overrides", BASE_CASES, ids=lambda c: str(c))
+def test_base_model_matches_transformers(model_type, overrides, tmp_path):
+    """No adapter: every position (padding included) equals transformers' eager forward to 1e-5."""
+    m = hf_family_model(model_type, **overrides)
+    save_model(m, tmp_path)
+    ours = ma.AutoModel.from_pretrained(tmp_path)
+    for side in PAD_SIDES:
+        ids, mask = batch(pad_side=side, seed=len(side))
+        assert_close(ours(ids, attention_mask=mask).last_hidden_state, _torch_hidden(m, ids, mask), rtol=1e-5,
+                     what=f"{model_type} {overrides} pad={side}")
+    ids, _ = batch(pad_side="none", B=2, T=5)
+    assert_close(ours(ids).last_hidden_state, _torch_hidden(m, ids, None), rtol=1e-5, what="no attention_mask")
+    ours.set_backend("native")
+    ids, mask = batch(pad_side="left")
+    assert_close(ours(ids, attention_mask=mask).last_hidden_state, _torch_hidden(m, ids, mask), rtol=1e-4,
+                 what=f"{model_type} native backend")
+
+
+class Env:
+    """One upstream model + our model loaded from its weights; adapters added to both, weights perturbed."""
+
+    def __init__(self, model_type, tmp):
+        self.model_type, self.tmp, self.n = model_type, tmp, 0
+        self.torch_model = hf_family_model(model_type)
+        save_model(self.torch_model, os.path.join(tmp, "model"))
+        _relink_pool(self.torch_model)
+        self.ours = ma.AutoModel.from_pretrained(os.path.join(tmp, "model"))
+
+    def add(self, config):
+        self.n += 1
+        name = f"a{self.n}"
+        self.torch_model.add_adapter(name, config=config)
+        perturb_adapter(self.torch_model, name, seed=self.n)
+        self.torch_model.eval()
+        d = os.path.join(self.tmp, name)
+        self.torch_model.save_adapter(d, name)
+        assert self.ours.load_adapter(d) == name
+        return name
+
+    def compare(self, theirs, ours, what="", sides=("left", "right"), B=3):
+        self.torch_model.set_active_adapters(theirs)
+        self.ours.active_adapters = ours
+        for side in sides:
+            ids, mask = batch(pad_side=side, B=B, seed=self.n)
+            got = self.ours(ids, attention_mask=mask).last_hidden_state
+            assert_close(got, _torch_hidden(self.torch_model, ids, mask), what=f"{self.model_type} {what} {side}")
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def env(request, tmp_path_factory):
+    return Env(request.param, str(tmp_path_factory.mktemp(request.param)))
+
+
+SINGLE = [
+    "seq_bn", "double_seq_bn", "par_bn", "seq_bn_inv",
+    "double_seq_bn[reduction_factor={'1': 3, 'default': 8}, leave_out=[2], non_linearity='gelu_new']",
+    "lora", "lora[r=4, alpha=16, attn_matrices=['q','k','v'], intermediate_lora=True, output_lora=True]",
+    "ia3", "ia3[attn_matrices=['q','v'], intermediate_lora=True]",
+    "prefix_tuning", "prefix_tuning[prefix_length=5, use_gating=True, shared_gating=False]",
+    "mam", "loreft", "compacter[reduction_factor=9, shared_phm_rule=False]",
+]
+
+
+@pytest.mark.spec("FAM-DB-2")
+@pytest.mark.parametrize("config", SINGLE)
+def test_single_adapter(env, config):
+    name = env.add(config)
+    env.compare(name, name, what=config)
+
+
+def test_stack_parallel_batchsplit(env):
+    a = env.add("double_seq_bn[reduction_factor=4]")
+    b = env.add("double_seq_bn[reduction_factor=6, non_linearity='relu', use_gating=True]")
+    env.compare(ac.Stack(b, a), ma.Stack(b, a), what="Stack")
+    env.compare(ac.BatchSplit(b, a, batch_sizes=[1, 2]), ma.BatchSplit(b, a, batch_sizes=[1, 2]), what="BatchSplit")
+    env.compare(ac.Parallel(b, a), ma.Parallel(b, a), what="Parallel", sides=("none", "left", "right"))
+
+
+def test_union_lora_bottleneck_prefix(env):
+    from adapters import ConfigUnion, LoRAConfig, PrefixTuningConfig, SeqBnConfig
+    name = env.add(ConfigUnion(LoRAConfig(r=4, alpha=4), PrefixTuningConfig(prefix_length=4, bottleneck_size=6),
+                               SeqBnConfig(reduction_factor=5)))
+    env.compare(name, name, what="union lora+prefix+seq_bn")
+
+
+def test_fuse(env):
+    a, b = env.add("seq_bn[reduction_factor=4]"), env.add("seq_bn[reduction_factor=6]")
+    env.torch_model.add_adapter_fusion([a, b], config="dynamic")
+    perturb_adapter(env.torch_model, f"{a},{b}", seed=7)
+    env.torch_model.eval()
+    d = os.path.join(env.tmp, "fusion")
+    env.torch_model.save_adapter_fusion(d, [a, b])
+    env.ours.load_adapter_fusion(d)
+    env.compare(ac.Fuse(a, b), ma.Fuse(a, b), what="Fuse")
+
+
+def test_merged_lora_equals_unmerged(env):
+    name = env.add("lora[r=3, alpha=6, attn_matrices=['q','v'], intermediate_lora=True]")
+    env.torch_model.set_active_adapters(name)
+    ids, mask = batch(pad_side="left")
+    exp = _torch_hidden(env.torch_model, ids, mask)
+    env.ours.active_adapters = name
+    env.ours.merge_adapter(name)
+    try:
+        assert_close(env.ours(ids, attention_mask=mask).last_hidden_state, exp, what="merged")
+    finally:
+        env.ours.reset_adapter()
+    assert_close(env.ours(ids, attention_mask=mask).last_hidden_state, exp, what="after reset")
+
+
+def test_ours_to_adapters(env, tmp_path):
+    """An adapter we save loads in adapters 1.3.0 and gives the same output there (files both ways)."""
+    name = env.add("lora[r=2, intermediate_lora=True]")
+    d = str(tmp_path / "ours")
+    env.ours.save_adapter(d, name)
+    loaded = env.torch_model.load_adapter(d, load_as=name + "_back")
+    env.compare(loaded, name, what="ours->adapters")
+
+
+def test_prompt_tuning(env):
+    """adapters 1.3.0's DistilBERT block prefixes a 2-D mask along dims 2 and 3 and fails with prompt tuning;
+    minadapters refuses the method for the family (same refusal, clearer error)."""
+    if env.model_type in ENCODERS and "prompt_tuning" not in env.ours.arch.methods:
+        env.torch_model.add_adapter("pt_up", config="prompt_tuning")
+        env.torch_model.set_active_adapters("pt_up")
+        ids, mask = batch(pad_side="right")
+        with pytest.raises(Exception):
+            _torch_hidden(env.torch_model, ids, mask)
+        env.torch_model.delete_adapter("pt_up")
+        with pytest.raises(ValueError, match="prompt_tuning"):
+            env.ours.add_adapter("pt", config="prompt_tuning")
+        return
+    name = env.add("prompt_tuning[prompt_length=3]")
+    env.compare(name, name, what="prompt tuning", sides=("right",))
+
+
+PRESETS = ["distilbert-base-uncased"]
+
+
+@pytest.mark.spec("API-3")
+@pytest.mark.parametrize("preset", PRESETS)
+def test_summary_preset_counts_equal_adapters(preset):
+    """`summary --arch` presets (configs alone, no weights) count what adapters 1.3.0 counts on the real shapes."""
+    import adapters
+    import transformers
+    from minadapters.summary import ARCH_PRESETS
+    from minadapters.tiny import shell_model
+    raw = dict(ARCH_PRESETS[preset])
+    cfg = transformers.AutoConfig.for_model(**raw)
+    with torch.device("meta"):
+        m = transformers.AutoModel.from_config(cfg)
+        adapters.init(m)
+        ours = shell_model(raw)
+        for name, config in (("l", "lora[r=8, intermediate_lora=True]"), ("b", "seq_bn"),
+                             ("p", "prefix_tuning[prefix_length=20]"), ("i", "ia3")):
+            m.add_adapter(name, config=config)
+            ours.add_adapter(name, config=config)
+    want = {r["name"]: r["#param"] for r in m.adapter_summary(as_dict=True)}
+    got = {r["name"]: r["#param"] for r in ours.adapter_summary(as_dict=True)}
+    assert got == want, f"{preset}: counts {got}, but should be {want}"
