@@ -10,6 +10,7 @@ the ``Hook`` constants (adapters 1.3.0's location names). Which hooks a stack ha
 | linear(Hook.INTERMEDIATE / OUTPUT) | intermediate_lora / output_lora           | same                   |
 | prefix(Hook.SELF_PREFIX / CROSS_PREFIX) | prefix tuning location               | prefix tuning          |
 | residual_block(Hook.MH_ADAPTER / CROSS_ADAPTER / OUTPUT_ADAPTER) | bottleneck locations | bottleneck, fusion |
+| hooked_residual(Hook.MH_ADAPTER / OUTPUT_ADAPTER) | same, plugin interface (hook on o/output proj) | same |
 | embeddings(stack, ...)             | post-embedding (first stack)              | invertible, prompt     |
 | layer_output(x)                    | layer forward hook (output_reft)          | ReFT                   |
 """
@@ -66,6 +67,10 @@ class NullHooks:
     def residual_block(self, key, h, x, layer_norm):
         return sublayer_close(h, x, layer_norm)
 
+    def hooked_residual(self, key, h, x):
+        """adapters' plugin-interface bottleneck (a hook on the projection's output): h with no adapter."""
+        return h
+
     def layer_output(self, x):
         return x
 
@@ -93,6 +98,9 @@ class LayerHooks:
 
     def residual_block(self, key, h, x, layer_norm):
         return self._at(key).forward(h, x, layer_norm, self.fwd)
+
+    def hooked_residual(self, key, h, x):
+        return self._at(key).forward_hooked(h, x, self.fwd)
 
     def layer_output(self, x):
         layer = self.table.get(Hook.LAYER_OUTPUT)

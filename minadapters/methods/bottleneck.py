@@ -10,7 +10,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ..configuration import BnConfig
-from ..errors import CompositionError, CompositionIndexError, ConfigKeyError
+from ..errors import CompositionError, CompositionIndexError, ConfigError, ConfigKeyError
 from ..functional.bottleneck import adapter_output, bn_post_forward, bn_pre_forward, bottleneck, sublayer_close
 from ..functional.fusion import TEMPERATURE_START, fusion_attention
 from ..functional.gate import mean_gate
@@ -56,6 +56,11 @@ class BottleneckLayer(ComposableLayer):
         cfg = match_config(config, BnConfig, self.layer_idx, self.location_key)
         if cfg is None:
             return False
+        if self.is_hooked and cfg["original_ln_after"] is False:
+            # COMPAT(adapters): LAYER_HOOK_UNSUPPORTED in adapters/methods/bottleneck.py
+            raise ConfigError(f"adapter {name!r}: original_ln_after=False is not supported where bottlenecks are "
+                              f"hooked on a projection's output (model_type={self.model.model_type!r}, adapters' "
+                              f"plugin interface); set original_ln_after=True.")
         D = self.model.hidden_size
         d_b = bottleneck_size(cfg, D, self.layer_idx)
         rng = winit.rng_for(cfg, self.model)
@@ -217,6 +222,26 @@ class BottleneckLayer(ComposableLayer):
         last = self.modules[state.last]
         return bn_post_forward(state.hidden_states, h, state.input_tensor, layer_norm,
                                original_ln_after=last.config["original_ln_after"],
+                               is_parallel=bool(last.config["is_parallel"]))
+
+    @property
+    def is_hooked(self) -> bool:
+        return self.model.arch.stack(self.key.stack).bottleneck_hooked
+
+    def forward_hooked(self, h, x, fwd):
+        """adapters' plugin-interface placement (``is_layer_hooked``): a forward hook on the projection's output h,
+        with the residual x taken before the pre-norm; the model adds x afterwards itself. Spec: BN-2, FAM-LL-3.
+
+            no active adapter here: h        else: the BN-2 block of (h, x), no layer norm, original_ln_after off"""
+        setup = self.active_setup(fwd)
+        if setup is None:
+            return h
+        state = self.compose(setup, BottleneckState(h, x, x, None), fwd)
+        if state.last is None:
+            return state.hidden_states
+        last = self.modules[state.last]
+        # COMPAT(adapters): a hooked adapter's original_ln_after is forced to False (the model adds x itself)
+        return bn_post_forward(state.hidden_states, h, state.input_tensor, None, original_ln_after=False,
                                is_parallel=bool(last.config["is_parallel"]))
 
 

@@ -5,10 +5,11 @@ Each family module declares one ``Architecture`` record (models/base.py); ``REGI
 """
 from __future__ import annotations
 
-from . import bert, distilbert, gpt2, llama
+from . import bert, distilbert, gpt2, llama, llama_like
 from .base import Architecture, LayerKey, LayerStack, ParamView
 
-FAMILIES = (bert.ARCHITECTURE, distilbert.ARCHITECTURE, gpt2.ARCHITECTURE, llama.ARCHITECTURE)
+FAMILIES = (bert.ARCHITECTURE, distilbert.ARCHITECTURE, gpt2.ARCHITECTURE, llama.ARCHITECTURE,
+            *llama_like.ARCHITECTURES)
 
 
 def _registry(families) -> dict:
@@ -24,6 +25,21 @@ def _registry(families) -> dict:
 REGISTRY = _registry(FAMILIES)
 
 
+def register(arch: Architecture) -> Architecture:
+    """Add a user-declared family (e.g. ``llama_like.declare(LlamaLike(...))``) to ``REGISTRY``. Spec: FAM-LL-1.
+
+    ValueError when one of its model types is already declared (families are never replaced silently)."""
+    if not isinstance(arch, Architecture):
+        raise TypeError(f"register() takes an Architecture record; got {type(arch).__name__}.")
+    taken = [mt for mt in arch.model_types if mt in REGISTRY]
+    if taken:
+        raise ValueError(f"register({arch.name!r}): model_type {taken[0]!r} is already declared by family "
+                         f"{REGISTRY[taken[0]].name!r}.")
+    for mt in arch.model_types:
+        REGISTRY[mt] = arch
+    return arch
+
+
 def architecture(model_type: str) -> Architecture:
     """The record of ``model_type``; ValueError naming the supported types otherwise."""
     try:
@@ -33,4 +49,4 @@ def architecture(model_type: str) -> Architecture:
                          f"{', '.join(sorted(REGISTRY))}.") from None
 
 
-__all__ = ["Architecture", "LayerKey", "LayerStack", "ParamView", "REGISTRY", "FAMILIES", "architecture"]
+__all__ = ["Architecture", "LayerKey", "LayerStack", "ParamView", "REGISTRY", "FAMILIES", "architecture", "register"]

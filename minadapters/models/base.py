@@ -63,6 +63,9 @@ class LayerStack:
     # adapters' location_key of the self-attention PrefixTuningLayer (state-dict segment
     # prefix_tunings.<name>.<key>): "self_prefix" for most families, "self" for DistilBERT
     self_prefix_key: str = "self_prefix"
+    # bottlenecks placed as adapters' plugin interface does (is_layer_hooked: a hook on o_proj / the output
+    # projection, the model adds the residual; original_ln_after forced off, and refused when set False)
+    bottleneck_hooked: bool = False
 
     def layer_path(self, i: int) -> str:
         return self.layers.format(i=i)

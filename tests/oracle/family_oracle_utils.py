@@ -26,14 +26,28 @@ def _config(model_type, overrides):
                     eos_token_id=2, bos_token_id=1), model_cls)
 
 
-def hf_family_model(model_type, seed=0, scale=0.05, **overrides):
-    """A small random transformers base model of ``model_type``, every parameter perturbed (biases nonzero)."""
+def gemma_interface():
+    """adapters 1.3.0 has no interface for Gemma (v1): the declaration a user passes to adapters.init, the same data
+    as minadapters' GEMMA record (LLaMA-like, up_proj = intermediate, pre-norms only)."""
+    return adapters.AdapterModelInterface(
+        adapter_methods=["bottleneck", "lora", "reft", "invertible"], model_embeddings="embed_tokens",
+        model_layers="layers", layer_self_attn="self_attn", layer_cross_attn=None, attn_k_proj="k_proj",
+        attn_q_proj="q_proj", attn_v_proj="v_proj", attn_o_proj="o_proj", layer_intermediate_proj="mlp.up_proj",
+        layer_output_proj="mlp.down_proj", layer_pre_self_attn="input_layernorm",
+        layer_pre_ffn="post_attention_layernorm", layer_ln_1=None, layer_ln_2=None)
+
+
+def hf_family_model(model_type, seed=0, scale=0.05, lm=False, **overrides):
+    """A small random transformers base model of ``model_type``, every parameter perturbed (biases nonzero);
+    ``lm``: the ...ForCausalLM class."""
     torch.manual_seed(seed)
     cfg, cls = _config(model_type, overrides)
+    if lm:
+        cls = getattr(transformers, cls.__name__.replace("Model", "ForCausalLM"))
     model = cls(cfg)
     with torch.no_grad():
         for _, p in model.named_parameters():
             p.add_(torch.randn_like(p) * scale)
     model.eval()
-    adapters.init(model)
+    adapters.init(model, interface=gemma_interface() if model_type == "gemma" else None)
     return model
