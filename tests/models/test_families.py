@@ -1,6 +1,6 @@
 """Families of issue #15 without torch: config validation, checkpoint keys, refusals, block invariants, backends.
 
-Spec: FAM-DB-1, FAM-DB-2. (Parity with transformers / adapters 1.3.0 is in tests/oracle/test_families_oracle.py.)
+Spec: FAM-DB-1, FAM-DB-2, FAM-LL-1, FAM-LL-2. (Parity with transformers / adapters 1.3.0 is in tests/oracle/test_families_oracle.py.)
 """
 import json
 
@@ -12,9 +12,15 @@ from minadapters.errors import ConfigError, ShapeError
 from minadapters.io.safetensors_io import save_safetensors
 from minadapters.models import architecture
 
+DEC = dict(hidden_size=24, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=37,
+           vocab_size=41, max_position_embeddings=32)
 RAWS = {
     "distilbert": dict(model_type="distilbert", dim=24, n_layers=2, n_heads=4, hidden_dim=37, vocab_size=41,
                        max_position_embeddings=32),
+    "mistral": dict(DEC, model_type="mistral", sliding_window=3),
+    "qwen2": dict(DEC, model_type="qwen2", use_sliding_window=True, sliding_window=3, max_window_layers=1),
+    "qwen3": dict(DEC, model_type="qwen3", head_dim=8),
+    "gemma": dict(DEC, model_type="gemma", head_dim=6),
 }
 
 
@@ -31,19 +37,20 @@ def weights(raw, seed=0, scale=0.3):
     return out
 
 
-def write(tmp_path, raw, w):
+def write(tmp_path, raw, w, seed=None):
     tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "config.json").write_text(json.dumps(raw))
     save_safetensors(str(tmp_path / "model.safetensors"), w)
-    return ma.AutoModel.from_pretrained(str(tmp_path))
+    return ma.AutoModel.from_pretrained(str(tmp_path), seed=seed)
 
 
 def ids_mask(B=3, T=7, seed=1, vocab=41):
     rng = np.random.default_rng(seed)
     ids = rng.integers(1, vocab, (B, T))
     mask = np.ones((B, T), np.int64)
-    mask[1, -2:] = 0
-    mask[2, -4:] = 0
+    for b, n in ((1, 2), (2, 4)):
+        if b < B:
+            mask[b, -n:] = 0
     return np.where(mask == 1, ids, 0), mask
 
 
@@ -96,8 +103,9 @@ def test_distilbert_refuses_token_type_ids_and_prompt_tuning(tmp_path):
 
 
 @pytest.mark.spec("FAM-DB-1")
-def test_too_long_input_names_the_limit(family):
-    raw, m = family
+def test_too_long_input_names_the_limit(tmp_path):
+    raw = RAWS["distilbert"]
+    m = write(tmp_path, raw, weights(raw))
     ids = np.ones((1, 40), np.int64)
     with pytest.raises(ShapeError, match="at most 32"):
         m(ids)
@@ -107,7 +115,9 @@ def test_too_long_input_names_the_limit(family):
 def test_padding_does_not_change_real_tokens(family):
     _, m = family
     ids, mask = ids_mask()
-    m.add_adapter("a", config="seq_bn[reduction_factor=4]|lora[r=2]|prefix_tuning[prefix_length=3]")
+    cfg = "seq_bn[reduction_factor=4]|lora[r=2]" + ("|prefix_tuning[prefix_length=3]"
+                                                  if "prefix_tuning" in m.arch.methods else "")
+    m.add_adapter("a", config=cfg)
     m.active_adapters = "a"
     full = m(ids, attention_mask=mask).last_hidden_state
     short = m(ids[2:, :3], attention_mask=mask[2:, :3]).last_hidden_state
@@ -129,6 +139,10 @@ def test_batchsplit_and_parallel_invariants(family):
     m.active_adapters = "b"
     rest = m(ids[1:], attention_mask=mask[1:]).last_hidden_state
     np.testing.assert_allclose(split, np.concatenate([first, rest]), rtol=1e-5, atol=1e-6)
+    if "Parallel" not in m.arch.blocks:
+        with pytest.raises(ValueError, match="Parallel"):
+            m.active_adapters = ma.Parallel("a", "b")
+        return
     m.active_adapters = ma.Parallel("a", "b")
     par = m(ids, attention_mask=mask).last_hidden_state
     assert par.shape[0] == 6, f"Parallel gives batch {par.shape[0]}, but should be 6"
@@ -153,3 +167,107 @@ def test_native_equals_numpy(family):
     except ma.errors.BackendUnavailableError as e:     # pragma: no cover - depends on the build
         pytest.skip(f"native backend unavailable: {e}")
     np.testing.assert_allclose(m(ids, attention_mask=mask).last_hidden_state, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.spec("FAM-LL-1")
+@pytest.mark.parametrize("model_type,change,err,pattern", [
+    ("mistral", dict(num_key_value_heads=3), ShapeError, "not a multiple of num_key_value_heads=3"),
+    ("qwen3", dict(head_dim=7), ShapeError, "head_dim=7 must be an even integer"),
+    ("qwen2", dict(layer_types=["full_attention"]), ConfigError, "layer_types=.*each of the 2 layers"),
+    ("qwen2", dict(layer_types=["full_attention", "chunked"]), ConfigError, "layer_types"),
+    ("gemma", dict(num_hidden_layers=0), ConfigError, "num_hidden_layers=0"),
+    ("mistral", dict(hidden_act="nope"), ValueError, "nope"),
+    ("qwen2", dict(rope_scaling={"rope_type": "yarn", "factor": 2.0}), ConfigError, "yarn"),
+])
+def test_llama_like_config_errors(model_type, change, err, pattern):
+    with pytest.raises(err, match=pattern):
+        architecture(model_type).config_class.from_dict(dict(RAWS[model_type], **change))
+
+
+@pytest.mark.spec("FAM-LL-2")
+@pytest.mark.parametrize("model_type,expected", [
+    ("mistral", (3, 3)), ("qwen2", (None, 3)), ("qwen3", (None, None)), ("gemma", (None, None))])
+def test_sliding_windows_per_layer(model_type, expected):
+    cfg = architecture(model_type).config_class.from_dict(RAWS[model_type])
+    assert cfg.windows == expected, f"{model_type}: windows {cfg.windows}, but should be {expected}"
+    types = architecture("qwen2").config_class.from_dict(
+        dict(RAWS["qwen2"], layer_types=["sliding_attention", "full_attention"]))
+    assert types.windows == (3, None)
+
+
+@pytest.mark.spec("FAM-LL-2")
+def test_sliding_window_mask_cuts_old_keys():
+    from minadapters.models.decoder_common import causal_padding_mask
+    from minadapters.models.llama_like import sliding_window_mask
+    base = causal_padding_mask(np.ones((1, 5), np.int64), 2, np.float32)          # 2 new queries after 3 cached
+    m = sliding_window_mask(base, 2, np.float32)[0, 0]
+    allowed = m == 0
+    np.testing.assert_array_equal(allowed, [[False, False, True, True, False], [False, False, False, True, True]])
+
+
+@pytest.mark.spec("FAM-LL-2")
+def test_sliding_window_changes_only_late_positions(tmp_path):
+    """Window 3: the first 3 positions see the same keys with or without a window; later ones do not."""
+    raw = RAWS["mistral"]
+    w = weights(raw)
+    windowed = write(tmp_path / "w", raw, w)
+    full = write(tmp_path / "f", dict(raw, sliding_window=None), w)
+    ids, _ = ids_mask(B=1, T=6)
+    a, b = windowed(ids).last_hidden_state, full(ids).last_hidden_state
+    np.testing.assert_allclose(a[:, :3], b[:, :3], rtol=1e-6, atol=1e-6)
+    assert np.abs(a[:, 3:] - b[:, 3:]).max() > 1e-3
+
+
+@pytest.mark.spec("FAM-LL-1")
+def test_user_declared_family_equals_its_twin(tmp_path):
+    """The documented example: a family declared as data and registered loads and computes like qwen2."""
+    from minadapters.models import REGISTRY, register
+    from minadapters.models.llama_like import LlamaLike, declare
+    arch = declare(LlamaLike(name="my_decoder", model_types=("my_decoder",), model_class="MyDecoderModel",
+                             attention_bias="qkv", sliding="layer_types", plugin=True))
+    register(arch)
+    try:
+        with pytest.raises(ValueError, match="'my_decoder' is already declared by family 'my_decoder'"):
+            register(arch)
+        with pytest.raises(ValueError, match="'qwen2' is already declared by family 'qwen2'"):
+            register(declare(LlamaLike(name="other", model_types=("qwen2",), model_class="X")))
+        raw = RAWS["qwen2"]
+        w = weights(raw)
+        twin = write(tmp_path / "q", raw, w, seed=3)
+        mine = write(tmp_path / "m", dict(raw, model_type="my_decoder"), w, seed=3)
+        ids, mask = ids_mask()
+        for m in (twin, mine):
+            m.add_adapter("a", config="lora[r=2]|seq_bn")
+            m.active_adapters = "a"
+        np.testing.assert_array_equal(mine(ids, attention_mask=mask).last_hidden_state,
+                                      twin(ids, attention_mask=mask).last_hidden_state)
+        with pytest.raises(ValueError, match="prefix_tuning.*my_decoder"):
+            mine.add_adapter("p", config="prefix_tuning")
+    finally:
+        REGISTRY.pop("my_decoder", None)
+
+
+@pytest.mark.spec("FAM-LL-3")
+@pytest.mark.parametrize("model_type", ["qwen2", "qwen3", "gemma"])
+def test_plugin_families_refuse_what_adapters_refuses(model_type, tmp_path):
+    raw = RAWS[model_type]
+    m = write(tmp_path, raw, weights(raw))
+    for config in ("prefix_tuning", "prompt_tuning"):
+        with pytest.raises(ValueError, match=f"{config}.*{model_type}"):
+            m.add_adapter("x", config=config)
+    with pytest.raises(ValueError, match="original_ln_after=False"):
+        m.add_adapter("y", config="seq_bn[original_ln_after=False]")
+
+
+@pytest.mark.spec("FAM-LL-3")
+@pytest.mark.parametrize("model_type", ["qwen2", "gemma"])
+def test_hooked_bottleneck_with_zero_up_projection_is_identity(model_type, tmp_path):
+    """seq_bn with init_weights='mam_adapter' (zero up-projection) on a plugin family: output equals the base model, so the
+    hooked block adds no second residual."""
+    raw = RAWS[model_type]
+    m = write(tmp_path, raw, weights(raw))
+    ids, mask = ids_mask()
+    base = m(ids, attention_mask=mask).last_hidden_state
+    m.add_adapter("z", config="seq_bn[init_weights='mam_adapter']")
+    m.active_adapters = "z"
+    np.testing.assert_allclose(m(ids, attention_mask=mask).last_hidden_state, base, rtol=1e-5, atol=1e-6)

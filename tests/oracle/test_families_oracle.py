@@ -216,7 +216,8 @@ def test_prompt_tuning(env):
         env.ours.add_adapter("pt", config="prompt_tuning")
 
 
-PRESETS = ["distilbert-base-uncased"]
+PRESETS = ["distilbert-base-uncased", "distilbert-base-multilingual-cased", "mistral-7b-v0.1", "Qwen/Qwen2.5-0.5B",
+           "Qwen/Qwen3-0.6B", "google/gemma-2b"]
 
 
 @pytest.mark.spec("API-3")
@@ -229,14 +230,47 @@ def test_summary_preset_counts_equal_adapters(preset):
     from minadapters.tiny import shell_model
     raw = dict(ARCH_PRESETS[preset])
     cfg = transformers.AutoConfig.for_model(**raw)
+    from family_oracle_utils import gemma_interface
+    ours = shell_model(raw)
+    configs = [("l", "lora[r=8, intermediate_lora=True]"), ("b", "seq_bn"), ("i", "ia3")]
+    if "prefix_tuning" in ours.arch.methods:
+        configs.append(("p", "prefix_tuning[prefix_length=20]"))
     with torch.device("meta"):
         m = transformers.AutoModel.from_config(cfg)
-        adapters.init(m)
-        ours = shell_model(raw)
-        for name, config in (("l", "lora[r=8, intermediate_lora=True]"), ("b", "seq_bn"),
-                             ("p", "prefix_tuning[prefix_length=20]"), ("i", "ia3")):
+        adapters.init(m, interface=gemma_interface() if raw["model_type"] == "gemma" else None)
+        for name, config in configs:
             m.add_adapter(name, config=config)
             ours.add_adapter(name, config=config)
     want = {r["name"]: r["#param"] for r in m.adapter_summary(as_dict=True)}
     got = {r["name"]: r["#param"] for r in ours.adapter_summary(as_dict=True)}
     assert got == want, f"{preset}: counts {got}, but should be {want}"
+
+
+N_NEW = 16
+GEN_CASES = [("mistral", dict(sliding_window=4)), ("qwen2", dict(use_sliding_window=True, sliding_window=5,
+                                                                   max_window_layers=1)),
+             ("qwen3", {}), ("gemma", dict(head_dim=12))]
+
+
+@pytest.mark.spec("FAM-LL-2")
+@pytest.mark.parametrize("config", ["lora[r=4, alpha=8, intermediate_lora=True, output_lora=True]", "seq_bn"])
+@pytest.mark.parametrize("model_type,overrides", GEN_CASES, ids=lambda c: str(c))
+def test_greedy_tokens_equal_transformers(model_type, overrides, config, tmp_path):
+    """Greedy generate (left-padded batch) with an adapter: our tokens, with and without our KV cache, equal
+    transformers' generate(do_sample=False, use_cache=False) under adapters 1.3.0."""
+    m = hf_family_model(model_type, lm=True, scale=0.5, **overrides)
+    save_model(m, str(tmp_path / "model"))
+    ours = ma.AutoModel.from_pretrained(str(tmp_path / "model"))
+    m.add_adapter("a", config=config)
+    perturb_adapter(m, "a", scale=0.3)
+    m.set_active_adapters("a")
+    m.eval()
+    m.save_adapter(str(tmp_path / "a"), "a")
+    ours.load_adapter(str(tmp_path / "a"), set_active=True)
+    ids, mask = batch(B=3, T=6, pad_side="left", seed=4)
+    with torch.no_grad():
+        exp = m.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=N_NEW,
+                         do_sample=False, use_cache=False, pad_token_id=0, eos_token_id=None).numpy()
+    for use_cache in (True, False):
+        got = ours.generate(ids, N_NEW, attention_mask=mask, use_cache=use_cache, eos_token_id=None)
+        np.testing.assert_array_equal(got, exp, err_msg=f"{model_type} {config} use_cache={use_cache}")
