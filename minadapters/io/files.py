@@ -1,86 +1,25 @@
-"""Atomic file writes and weight-file discovery. Spec: IO-2, IO-8, IO-9."""
+"""Weight-file discovery for saved adapters and model checkpoints. Spec: IO-8, IO-9.
+
+The atomic writers live in `atomic.py` and the JSON reader in `minadapters/jsonio.py`; both are
+re-exported here for callers of the old names. Imports flow one way: files -> readers/writers ->
+atomic, so the io package has no import circle."""
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-from typing import Any, BinaryIO, Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from ..errors import WeightsError
+from ..jsonio import read_json
+from .atomic import atomic_write, atomic_write_bytes, atomic_write_json
+from .safetensors_io import load_safetensors, save_safetensors
+from .torch_pickle import load_torch_file
+from .torch_save import save_torch_file
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "read_json",
            "read_weights", "write_weights", "read_model_weights"]
-
-_NEW_FILE_MODE = 0o644
-
-
-def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], Any]) -> None:
-    """Write a file all-or-nothing. Spec: IO-2.
-
-    `writer(fp)` fills a temporary file in the same directory; it is flushed, fsynced and renamed
-    over `path` with os.replace. If anything raises, the temporary file is removed and `path` is
-    left as it was. The new file keeps the mode of the file it replaces (else 0o644)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        mode = os.stat(path).st_mode & 0o7777
-    except FileNotFoundError:
-        mode = _NEW_FILE_MODE
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fp:
-            writer(fp)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: str) -> None:
-    """Make the rename durable (POSIX); platforms that can't open directories skip this."""
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """`atomic_write` of a bytes object. Spec: IO-2."""
-    atomic_write(path, lambda fp: fp.write(data))
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON as adapters does (`json.dump(obj, f, indent=2, sort_keys=True)`), atomically.
-
-    Spec: IO-2. Serialisation happens before the file is opened, so a TypeError leaves no trace."""
-    text = json.dumps(obj, indent=2, sort_keys=True)
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    """Read a UTF-8 JSON file; a parse error becomes WeightsError naming the file."""
-    path = os.fspath(path)
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise WeightsError(f"{path}: invalid JSON ({e})") from e
 
 
 def read_weights(directory: str | os.PathLike, basename_bin: str = "pytorch_adapter.bin",
@@ -92,9 +31,6 @@ def read_weights(directory: str | os.PathLike, basename_bin: str = "pytorch_adap
     `prefer_safetensors`), reads the first that exists. This is one step more lenient than
     adapters, which needs the .bin unless use_safetensors=True. Raises FileNotFoundError naming
     the directory and both names if neither exists."""
-    from .safetensors_io import load_safetensors
-    from .torch_pickle import load_torch_file
-
     directory = os.fspath(directory)
     candidates = [(basename_bin, load_torch_file), (basename_safetensors, load_safetensors)]
     if prefer_safetensors:
@@ -110,9 +46,6 @@ def write_weights(directory: str | os.PathLike, arrays: Mapping[str, np.ndarray]
                   use_safetensors: bool = False, basename_bin: str = "pytorch_adapter.bin",
                   basename_safetensors: str = "adapter.safetensors") -> str:
     """Write weights as adapters' `save_adapter` would; returns the path written. Spec: IO-6, IO-7."""
-    from .safetensors_io import save_safetensors
-    from .torch_save import save_torch_file
-
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     if use_safetensors:
@@ -130,15 +63,17 @@ def _read_sharded(model_dir: str, index_name: str, reader) -> dict[str, np.ndarr
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict):
         raise WeightsError(f"{index_path}: no 'weight_map' object")
+    for shard in weight_map.values():
+        if not isinstance(shard, str) or not shard or os.path.basename(shard) != shard or shard in (".", ".."):
+            shown = repr(shard[:100]) if isinstance(shard, str) else f"a {type(shard).__name__}"
+            raise WeightsError(f"{index_path}: shard name {shown} must be a plain file name")
     out: dict[str, np.ndarray] = {}
     for shard in sorted(set(weight_map.values())):
-        if not isinstance(shard, str) or os.path.basename(shard) != shard:
-            raise WeightsError(f"{index_path}: shard name {shard!r} must be a plain file name")
         tensors = reader(os.path.join(model_dir, shard))
         for key, file in weight_map.items():
             if file == shard:
                 if key not in tensors:
-                    raise WeightsError(f"{index_path}: '{key}' should be in shard '{shard}' but is not")
+                    raise WeightsError(f"{index_path}: '{key[:200]}' should be in shard '{shard}' but is not")
                 out[key] = tensors[key]
     return out
 
@@ -148,9 +83,6 @@ def read_model_weights(model_dir: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Order tried (as transformers does): model.safetensors, model.safetensors.index.json
     (sharded, via weight_map), pytorch_model.bin, pytorch_model.bin.index.json."""
-    from .safetensors_io import load_safetensors
-    from .torch_pickle import load_torch_file
-
     model_dir = os.fspath(model_dir)
     options = [("model.safetensors", load_safetensors, False),
                ("model.safetensors.index.json", load_safetensors, True),

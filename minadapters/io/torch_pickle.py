@@ -1,12 +1,16 @@
 """Read `torch.save` files (`pytorch_adapter.bin`, `pytorch_model*.bin`) without torch.
 
-Spec: IO-1 (allowed globals), IO-3 (zip layout), IO-4 (legacy layout), IO-5 (tensor rebuild).
+Spec: IO-1 (allowed globals and opcodes), IO-3 (zip layout), IO-4 (legacy layout), IO-5 (tensor
+rebuild), IO-15 (limits).
 
 A checkpoint is a pickle whose only job is to say "tensor = view of storage `key` with this
-offset, size and stride". We unpickle it with a restricted unpickler that resolves exactly the
-globals torch writes for that, each mapped to our own NumPy function, and refuses everything else
-before it runs. Storages come from zip records (`<root>/data/<key>`) or, in the legacy format,
-from raw bytes after the pickles.
+offset, size and stride". We read it with our own small unpickler (`_Unpickler`): it knows only
+the opcodes torch writes, resolves exactly the globals torch writes for tensors (each mapped to our
+own NumPy function or an inert marker) and refuses everything else before it runs. Every limit is
+checked before the thing it limits is built: nesting depth, memo size, tuple and container sizes,
+container types per opcode, integer widths, and the bytes a view may materialise. Storages come
+from stored (uncompressed) zip records (`<root>/data/<key>`) or, in the legacy format, from raw
+bytes after the pickles.
 """
 
 from __future__ import annotations
@@ -14,20 +18,23 @@ from __future__ import annotations
 import _compat_pickle  # pickle's own Python 2 -> 3 name table
 import collections
 import io
+import lzma
+import math
 import os
 import pickle
 import struct
 import zipfile
+import zlib
 from typing import Any, BinaryIO, Callable, Mapping
 
 import numpy as np
 
 from ..errors import UnsafePickleError, WeightsError
 
-__all__ = ["load_torch_file", "loads_torch_bytes", "bf16_to_float32", "STORAGE_DTYPES"]
+__all__ = ["load_torch_file", "loads_torch_bytes", "bf16_to_float32", "STORAGE_DTYPES", "LIMITS"]
 
-# Storage class -> (numpy dtype, itemsize). BFloat16 is kept as raw uint16 until the tensor is
-# built, then widened to float32 (NumPy has no bfloat16). Spec: IO-1.
+# Storage class -> element code. BFloat16 is kept as raw uint16 until the tensor is built, then
+# widened to float32 (NumPy has no bfloat16). Spec: IO-1.
 STORAGE_DTYPES: dict[str, str] = {
     "FloatStorage": "f4", "DoubleStorage": "f8", "HalfStorage": "f2", "BFloat16Storage": "bf16",
     "LongStorage": "i8", "IntStorage": "i4", "ShortStorage": "i2", "CharStorage": "i1",
@@ -42,6 +49,44 @@ TORCH_DTYPES: dict[str, str] = {
 _ITEMSIZE = {"f4": 4, "f8": 8, "f2": 2, "bf16": 2, "i8": 8, "i4": 4, "i2": 2, "i1": 1, "u1": 1, "?": 1}
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
+
+# Limits (spec IO-15). torch's own files stay far inside every one of them.
+LIMITS = {
+    "depth": 32,             # container nesting (state dict -> tensor args -> size tuple is 3)
+    "memo": 1 << 20,         # memo entries
+    "marks": 64,             # open MARKs
+    "tuple": 64,             # items in one tuple (REDUCE args, size/stride: tensor rank <= 62)
+    "items": 1 << 22,        # entries in one list or dict
+    "int_bytes": 16,         # LONG1 payload (the legacy magic needs 10); sizes must be < 2**62
+    "global_name": 256,      # bytes of a GLOBAL module / name line
+    "dim": 1 << 62,          # every size, stride, offset, numel
+    "alias_factor": 8,       # bytes materialised <= 8 x storage bytes (tied weights), + 1 MiB
+}
+_ALIAS_SLACK = 1 << 20
+
+
+def bf16_to_float32(raw: np.ndarray) -> np.ndarray:
+    """Widen bfloat16 bit patterns (uint16) to float32 exactly. Spec: IO-5.
+
+        f32_bits = bf16_bits << 16"""
+    return (raw.astype(np.uint32) << 16).view(np.float32)
+
+
+def _brief(x) -> str:
+    """A short description of an untrusted value for messages: never a full repr."""
+    if isinstance(x, (bool, type(None))):
+        return repr(x)
+    if isinstance(x, int):
+        return str(x) if abs(x) < 10 ** 30 else f"an int of {x.bit_length()} bits"
+    if isinstance(x, float):
+        return repr(x)
+    if isinstance(x, str):
+        return repr(x[:60]) + ("..." if len(x) > 60 else "")
+    if isinstance(x, (tuple, list, dict)):
+        return f"a {type(x).__name__} of {len(x)} items"
+    if isinstance(x, (_StorageType, _Storage, _PendingTensor)):
+        return repr(x)
+    return f"a {type(x).__name__}"
 
 
 class _StorageType:
@@ -64,6 +109,9 @@ class _Storage:
     def __init__(self, key: str, code: str, numel: int):
         self.key, self.code, self.numel, self.data = key, code, numel, None
 
+    def __repr__(self):
+        return f"storage {self.key[:40]!r}"
+
 
 class _PendingTensor:
     """A tensor view recorded while unpickling; built once every storage has its bytes."""
@@ -73,42 +121,49 @@ class _PendingTensor:
     def __init__(self, storage, offset, size, stride):
         self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
 
+    def __repr__(self):
+        return "a tensor"
 
-def bf16_to_float32(raw: np.ndarray) -> np.ndarray:
-    """Widen bfloat16 bit patterns (uint16) to float32 exactly. Spec: IO-5.
 
-        f32_bits = bf16_bits << 16"""
-    return (raw.astype(np.uint32) << 16).view(np.float32)
+class _StateDict(collections.OrderedDict):
+    """The OrderedDict a pickle builds; BUILD may attach (and we drop) torch's `_metadata`."""
 
 
 def _int_tuple(x, what: str) -> tuple[int, ...]:
-    if not isinstance(x, tuple) or not all(type(v) is int for v in x):
-        raise WeightsError(f"tensor {what} must be a tuple of ints; got {x!r}")
+    if not isinstance(x, tuple) or not all(type(v) is int and 0 <= v < LIMITS["dim"] for v in x):
+        raise WeightsError(f"tensor {what} must be a tuple of ints in [0, 2**62); got {_brief(x)}")
     return x
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride):
-    """`torch._utils._rebuild_tensor`: record a strided view of a storage. Spec: IO-5."""
+    """`torch._utils._rebuild_tensor`: record a strided view of a storage. Spec: IO-5.
+
+    Refused before anything is allocated: a view reaching past its storage, or one with more
+    elements than its storage (stride-0 or overlapping tricks that would inflate a small file)."""
     if not isinstance(storage, _Storage):
-        raise WeightsError(f"_rebuild_tensor: expected a storage; got {type(storage).__name__}")
-    if type(storage_offset) is not int or storage_offset < 0:
-        raise WeightsError(f"_rebuild_tensor: storage_offset must be an int >= 0; got {storage_offset!r}")
+        raise WeightsError(f"_rebuild_tensor: expected a storage; got {_brief(storage)}")
+    if type(storage_offset) is not int or not 0 <= storage_offset < LIMITS["dim"]:
+        raise WeightsError(f"_rebuild_tensor: storage_offset must be an int in [0, 2**62); got "
+                           f"{_brief(storage_offset)}")
     size, stride = _int_tuple(size, "size"), _int_tuple(stride, "stride")
-    if len(size) != len(stride) or any(v < 0 for v in size + stride):
-        raise WeightsError(f"_rebuild_tensor: size {size} and stride {stride} must be non-negative "
-                           "and of equal length")
-    if all(size):  # an empty tensor touches no element
+    if len(size) != len(stride):
+        raise WeightsError(f"_rebuild_tensor: size has {len(size)} dims but stride has {len(stride)}")
+    numel = math.prod(size)
+    if numel:  # an empty tensor touches no element
         last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
         if last >= storage.numel:
             raise WeightsError(f"tensor view (offset {storage_offset}, size {size}, stride {stride}) "
-                               f"reaches element {last}, but storage '{storage.key}' has "
-                               f"{storage.numel} elements")
+                               f"reaches element {last}, but {storage!r} has {storage.numel} elements")
+        if numel > storage.numel:
+            raise WeightsError(f"tensor view of size {size} has {numel} elements, more than "
+                               f"{storage!r} holds ({storage.numel}); stride-0 or overlapping views "
+                               "that inflate a storage are not accepted")
     return _PendingTensor(storage, storage_offset, size, stride)
 
 
 def _check_hooks(backward_hooks):
     if not isinstance(backward_hooks, dict) or backward_hooks:
-        raise WeightsError(f"tensor backward_hooks must be an empty dict; got {backward_hooks!r}")
+        raise WeightsError(f"tensor backward_hooks must be an empty dict; got {_brief(backward_hooks)}")
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
@@ -122,28 +177,29 @@ def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, bac
                        dtype, metadata=None):
     """`torch._utils._rebuild_tensor_v3`: like v2 with an explicit dtype that must match."""
     if not isinstance(dtype, _StorageType) or dtype.code != getattr(storage, "code", None):
-        raise WeightsError(f"_rebuild_tensor_v3: dtype {dtype!r} does not match the storage")
+        raise WeightsError(f"_rebuild_tensor_v3: dtype {_brief(dtype)} does not match the storage")
     return _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks)
 
 
 def _rebuild_parameter(data, requires_grad, backward_hooks):
     """`torch._utils._rebuild_parameter`: a Parameter is just its tensor here. Spec: IO-5."""
     if not isinstance(data, _PendingTensor):
-        raise WeightsError(f"_rebuild_parameter: expected a tensor; got {type(data).__name__}")
+        raise WeightsError(f"_rebuild_parameter: expected a tensor; got {_brief(data)}")
     _check_hooks(backward_hooks)
     return data
 
 
 def _rebuild_parameter_with_state(data, requires_grad, backward_hooks, state):
     """`torch._utils._rebuild_parameter_with_state`, only when the extra state is empty."""
-    if state:
-        raise WeightsError(f"_rebuild_parameter_with_state: parameter carries state {state!r}; "
+    if not isinstance(state, (dict, type(None))) or state:
+        raise WeightsError(f"_rebuild_parameter_with_state: parameter carries state ({_brief(state)}); "
                            "only plain tensors are supported")
     return _rebuild_parameter(data, requires_grad, backward_hooks)
 
 
-def _ordered_dict(*args):
-    return collections.OrderedDict(*args)
+def _ordered_dict():
+    """`collections.OrderedDict()`: only the empty constructor (items arrive by SETITEMS)."""
+    return _StateDict()
 
 
 _ALLOWED_CALLABLES: dict[tuple[str, str], Callable] = {
@@ -154,50 +210,165 @@ _ALLOWED_CALLABLES: dict[tuple[str, str], Callable] = {
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
 }
+_ARITY = {_ordered_dict: (0, 0), _rebuild_tensor: (4, 4), _rebuild_tensor_v2: (4, 7),
+          _rebuild_tensor_v3: (7, 8), _rebuild_parameter: (3, 3), _rebuild_parameter_with_state: (4, 4)}
 _ALLOWED_CONSTANTS: dict[tuple[str, str], Any] = {
     **{("torch", n): _StorageType(n, c) for n, c in STORAGE_DTYPES.items()},
     **{("torch", n): _StorageType(n, c) for n, c in TORCH_DTYPES.items()},
 }
 _CALLABLE_IDS = {id(f) for f in _ALLOWED_CALLABLES.values()}
 
+_OP_NAMES = {}
+for _name in dir(pickle):
+    _val = getattr(pickle, _name)
+    if _name.isupper() and isinstance(_val, bytes) and len(_val) == 1:
+        _OP_NAMES.setdefault(_val[0], _name)
+del _name, _val
+_CONTAINERS = (tuple, list, dict)
 
-def _refuse(opname: str):
-    def handler(self):
-        raise UnsafePickleError(f"{self.source}: pickle opcode {opname} is not allowed in a "
-                                "weights file (only tensor rebuilding is)")
-    return handler
 
+class _Unpickler:
+    """A pickle reader that can only rebuild tensors. Spec: IO-1, IO-15.
 
-class RestrictedUnpickler(pickle._Unpickler):
-    """Unpickler for torch checkpoints that can only rebuild tensors. Spec: IO-1.
+    Opcodes: the protocol 0-5 subset torch (and pickle protocol 2-5 for plain data) uses to write
+    a state dict. Everything else -- BUILD (except torch's `_metadata` on the state dict), INST,
+    OBJ, NEWOBJ(_EX), EXT*, PERSID text, bytes/bytearray/buffers, sets, frozensets -- raises
+    UnsafePickleError naming the opcode. Containers are only mutated by the opcode meant for their
+    type and never after they were placed inside another container, so the nesting depth recorded
+    when a container is built is final and can be bounded."""
 
-    The pure-Python unpickler is used so that opcodes can be restricted too: REDUCE only calls
-    our own rebuild functions; BUILD, INST, OBJ, NEWOBJ(_EX) and EXT* are refused outright.
-    `find_class` maps allowed torch names to our functions or inert markers and raises
-    `UnsafePickleError` (naming module.qualname) for anything else, before it is imported.
-    """
+    def __init__(self, data: bytes, pos: int, *, source: str, persistent_load: Callable):
+        self.data, self.pos, self.source = data, pos, source
+        self.persistent_load = persistent_load
+        self.stack: list = []
+        self.marks: list[int] = []
+        self.memo: dict[int, Any] = {}
+        self.depth: dict[int, int] = {}     # id(container) -> nesting depth
+        self.frozen: set[int] = set()       # ids of containers placed inside another
+        self.alive: list = []               # keeps ids in `depth` unique for the whole load
 
-    dispatch = dict(pickle._Unpickler.dispatch)
-    for _op in ("BUILD", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4"):
-        dispatch[getattr(pickle, _op)[0]] = _refuse(_op)
-    del _op
+    # ---- bytes ---------------------------------------------------------------------------------
+    def _take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise WeightsError(f"{self.source}: pickle ends inside an opcode at byte {self.pos}. "
+                               "Is the file truncated?")
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return bytes(out)
 
-    def __init__(self, file: BinaryIO, *, source: str, persistent_load: Callable):
-        super().__init__(file)
-        self.source = source
-        self._persistent = persistent_load
+    def _u(self, n: int) -> int:
+        return int.from_bytes(self._take(n), "little")
 
-    def load_reduce(self):
-        args = self.stack.pop()
-        func = self.stack[-1]
-        if id(func) not in _CALLABLE_IDS or not isinstance(args, tuple):
-            raise UnsafePickleError(f"{self.source}: pickle REDUCE of {func!r} is not allowed; "
-                                    "only tensor rebuild functions may be called")
-        self.stack[-1] = func(*args)
+    def _line(self) -> str:
+        end = self.data.find(b"\n", self.pos, self.pos + LIMITS["global_name"] + 1)
+        if end < 0:
+            raise WeightsError(f"{self.source}: GLOBAL name at byte {self.pos} is missing its newline "
+                               f"or longer than {LIMITS['global_name']} bytes")
+        raw = self._take(end - self.pos)
+        self.pos += 1
+        return raw.decode("utf-8")
 
-    dispatch[pickle.REDUCE[0]] = load_reduce
+    # ---- helpers -------------------------------------------------------------------------------
+    def _bad(self, what: str):
+        raise WeightsError(f"{self.source}: {what} (pickle byte {self.pos}); not a torch state dict")
 
-    def find_class(self, module: str, name: str):
+    def _pop(self):
+        if len(self.stack) <= (self.marks[-1] if self.marks else 0):
+            self._bad("pickle stack underflow")
+        return self.stack.pop()
+
+    def _top(self):
+        if len(self.stack) <= (self.marks[-1] if self.marks else 0):
+            self._bad("pickle stack underflow")
+        return self.stack[-1]
+
+    def _pop_mark(self) -> list:
+        if not self.marks:
+            self._bad("pickle uses a MARK that was never set")
+        start = self.marks.pop()
+        items = self.stack[start:]
+        del self.stack[start:]
+        return items
+
+    def _new(self, obj, children=()):
+        """Register a new container built from `children`; enforce the depth limit."""
+        depth = 1
+        for c in children:
+            if isinstance(c, _CONTAINERS):
+                depth = max(depth, 1 + self.depth.get(id(c), 1))
+                self.frozen.add(id(c))
+        if depth > LIMITS["depth"]:
+            self._bad(f"containers nest deeper than {LIMITS['depth']} levels")
+        self.depth[id(obj)] = depth
+        self.alive.append(obj)
+        return obj
+
+    def _grow(self, target, children) -> None:
+        """Depth bookkeeping when `children` are added to the mutable container `target`."""
+        if id(target) in self.frozen:
+            self._bad("a container is modified after it was placed inside another one")
+        depth = self.depth.get(id(target), 1)
+        for c in children:
+            if isinstance(c, _CONTAINERS):
+                if c is target:
+                    self._bad("a container is put inside itself")
+                depth = max(depth, 1 + self.depth.get(id(c), 1))
+                self.frozen.add(id(c))
+        if depth > LIMITS["depth"]:
+            self._bad(f"containers nest deeper than {LIMITS['depth']} levels")
+        self.depth[id(target)] = depth
+
+    def _push(self, obj):
+        self.stack.append(obj)
+
+    # ---- main loop -----------------------------------------------------------------------------
+    def load(self) -> tuple[Any, int]:
+        """Run until STOP; return (object, position after STOP)."""
+        while True:
+            if self.pos >= len(self.data):
+                raise WeightsError(f"{self.source}: pickle has no STOP opcode. Is the file truncated?")
+            op = self.data[self.pos]
+            self.pos += 1
+            handler = _DISPATCH.get(op)
+            if handler is None:
+                name = _OP_NAMES.get(op)
+                if name is None:
+                    self._bad(f"byte 0x{op:02x} is not a pickle opcode")
+                raise UnsafePickleError(f"{self.source}: pickle opcode {name} is not allowed in a weights "
+                                        "file (only tensor rebuilding is)")
+            if handler(self) is _STOP:
+                if len(self.stack) != 1 or self.marks:
+                    self._bad("pickle stops with a malformed stack")
+                return self.stack.pop(), self.pos
+
+    # ---- opcodes -------------------------------------------------------------------------------
+    def op_proto(self):
+        if self._u(1) > 5:
+            self._bad("unknown pickle protocol")
+
+    def op_frame(self):
+        if self._u(8) > len(self.data) - self.pos:
+            self._bad("FRAME longer than the pickle")
+
+    def op_stop(self):
+        return _STOP
+
+    def op_mark(self):
+        if len(self.marks) >= LIMITS["marks"]:
+            self._bad(f"more than {LIMITS['marks']} open MARKs")
+        self.marks.append(len(self.stack))
+
+    def op_global(self):
+        module, name = self._line(), self._line()
+        self._push(self._find_class(module, name))
+
+    def op_stack_global(self):
+        name, module = self._pop(), self._pop()
+        if not isinstance(module, str) or not isinstance(name, str):
+            self._bad("STACK_GLOBAL needs two strings")
+        self._push(self._find_class(module[:LIMITS["global_name"]], name[:LIMITS["global_name"]]))
+
+    def _find_class(self, module: str, name: str):
         key = (module, name)
         if key in _ALLOWED_CALLABLES:
             return _ALLOWED_CALLABLES[key]
@@ -210,8 +381,156 @@ class RestrictedUnpickler(pickle._Unpickler):
                                 "torch._utils._rebuild_*, torch.<Type>Storage, torch.<dtype>. "
                                 "Refusing to load it.")
 
-    def persistent_load(self, pid):
-        return self._persistent(pid)
+    def op_binpersid(self):
+        self._push(self.persistent_load(self._pop()))
+
+    def op_reduce(self):
+        args = self._pop()
+        func = self._pop()
+        if id(func) not in _CALLABLE_IDS:
+            raise UnsafePickleError(f"{self.source}: pickle REDUCE of {_brief(func)} is not allowed; "
+                                    "only tensor rebuild functions may be called")
+        lo, hi = _ARITY[func]
+        if not isinstance(args, tuple) or not lo <= len(args) <= hi:
+            self._bad(f"REDUCE of {func.__name__} needs {lo}..{hi} arguments; got {_brief(args)}")
+        obj = func(*args)
+        if isinstance(obj, dict):
+            self._new(obj)
+        self._push(obj)
+
+    def op_build(self):
+        state = self._pop()
+        target = self._top()
+        # torch's module.state_dict() carries `_metadata` (module versions) as instance state.
+        if not (type(target) is _StateDict and type(state) is dict and state and set(state) <= {"_metadata"}):
+            raise UnsafePickleError(f"{self.source}: pickle opcode BUILD is only allowed to attach "
+                                    "'_metadata' to a state dict")
+
+    def op_tuple(self):
+        self._tuple(self._pop_mark())
+
+    def _tuple(self, items):
+        if len(items) > LIMITS["tuple"]:
+            self._bad(f"a tuple has {len(items)} items; the limit is {LIMITS['tuple']}")
+        self._push(self._new(tuple(items), items))
+
+    def op_tuple_n(self, n):
+        items = [self._pop() for _ in range(n)][::-1]
+        self._tuple(items)
+
+    def op_empty_list(self):
+        self._push(self._new([]))
+
+    def op_list(self):
+        items = self._pop_mark()
+        if len(items) > LIMITS["items"]:
+            self._bad("a list is too long")
+        self._push(self._new(list(items), items))
+
+    def _extend(self, items):
+        target = self._top()
+        if type(target) is not list:
+            self._bad(f"APPEND(S) onto {_brief(target)}; only lists can be appended to")
+        if len(target) + len(items) > LIMITS["items"]:
+            self._bad(f"a list grows past {LIMITS['items']} items")
+        self._grow(target, items)
+        target.extend(items)
+
+    def op_append(self):
+        self._extend([self._pop()])
+
+    def op_appends(self):
+        self._extend(self._pop_mark())
+
+    def op_empty_dict(self):
+        self._push(self._new({}))
+
+    def op_dict(self):
+        items = self._pop_mark()
+        d = self._new({})
+        self._push(d)
+        self._setitems(items)
+
+    def _setitems(self, items):
+        target = self._top()
+        if not isinstance(target, dict):
+            self._bad(f"SETITEM(S) onto {_brief(target)}; only dicts take items")
+        if len(items) % 2:
+            self._bad("SETITEMS with an odd number of stack items")
+        keys = items[0::2]
+        for k in keys:
+            if type(k) not in (str, int):
+                self._bad(f"a dict key is {_brief(k)}; only str and int keys are accepted")
+        if len(target) + len(keys) > LIMITS["items"]:
+            self._bad(f"a dict grows past {LIMITS['items']} items")
+        self._grow(target, items[1::2])
+        for k, v in zip(keys, items[1::2]):
+            target[k] = v
+
+    def op_setitem(self):
+        v = self._pop()
+        k = self._pop()
+        self._setitems([k, v])
+
+    def op_setitems(self):
+        self._setitems(self._pop_mark())
+
+    def _put(self, idx):
+        if idx not in self.memo and len(self.memo) >= LIMITS["memo"]:
+            self._bad(f"more than {LIMITS['memo']} memo entries")
+        self.memo[idx] = self._top()
+
+    def _get(self, idx):
+        if idx not in self.memo:
+            self._bad(f"memo entry {idx} is read before it is written")
+        self._push(self.memo[idx])
+
+    def op_int(self, n, signed):
+        self._push(int.from_bytes(self._take(n), "little", signed=signed))
+
+    def op_long1(self):
+        n = self._u(1)
+        if n > LIMITS["int_bytes"]:
+            self._bad(f"an integer of {n} bytes; the limit is {LIMITS['int_bytes']}")
+        self._push(int.from_bytes(self._take(n), "little", signed=True))
+
+    def op_str(self, n_len, encoding):
+        raw = self._take(self._u(n_len))
+        try:
+            self._push(raw.decode(encoding))
+        except UnicodeDecodeError:
+            self._bad("a string is not valid UTF-8")
+
+    def op_binfloat(self):
+        self._push(struct.unpack(">d", self._take(8))[0])
+
+
+_STOP = object()
+_U = _Unpickler
+_DISPATCH: dict[int, Callable] = {
+    pickle.PROTO[0]: _U.op_proto, pickle.FRAME[0]: _U.op_frame, pickle.STOP[0]: _U.op_stop,
+    pickle.MARK[0]: _U.op_mark, pickle.GLOBAL[0]: _U.op_global, pickle.STACK_GLOBAL[0]: _U.op_stack_global,
+    pickle.BINPERSID[0]: _U.op_binpersid, pickle.REDUCE[0]: _U.op_reduce, pickle.BUILD[0]: _U.op_build,
+    pickle.EMPTY_TUPLE[0]: lambda u: u._tuple([]), pickle.TUPLE[0]: _U.op_tuple,
+    pickle.TUPLE1[0]: lambda u: u.op_tuple_n(1), pickle.TUPLE2[0]: lambda u: u.op_tuple_n(2),
+    pickle.TUPLE3[0]: lambda u: u.op_tuple_n(3),
+    pickle.EMPTY_LIST[0]: _U.op_empty_list, pickle.LIST[0]: _U.op_list, pickle.APPEND[0]: _U.op_append,
+    pickle.APPENDS[0]: _U.op_appends, pickle.EMPTY_DICT[0]: _U.op_empty_dict, pickle.DICT[0]: _U.op_dict,
+    pickle.SETITEM[0]: _U.op_setitem, pickle.SETITEMS[0]: _U.op_setitems,
+    pickle.BINPUT[0]: lambda u: u._put(u._u(1)), pickle.LONG_BINPUT[0]: lambda u: u._put(u._u(4)),
+    pickle.MEMOIZE[0]: lambda u: u._put(len(u.memo)),
+    pickle.BINGET[0]: lambda u: u._get(u._u(1)), pickle.LONG_BINGET[0]: lambda u: u._get(u._u(4)),
+    pickle.BININT[0]: lambda u: u.op_int(4, True), pickle.BININT1[0]: lambda u: u.op_int(1, False),
+    pickle.BININT2[0]: lambda u: u.op_int(2, False), pickle.LONG1[0]: _U.op_long1,
+    pickle.NONE[0]: lambda u: u._push(None), pickle.NEWTRUE[0]: lambda u: u._push(True),
+    pickle.NEWFALSE[0]: lambda u: u._push(False),
+    pickle.BINUNICODE[0]: lambda u: u.op_str(4, "utf-8"),
+    pickle.SHORT_BINUNICODE[0]: lambda u: u.op_str(1, "utf-8"),
+    pickle.SHORT_BINSTRING[0]: lambda u: u.op_str(1, "latin-1"),
+    pickle.BINSTRING[0]: lambda u: u.op_str(4, "latin-1"),
+    pickle.BINFLOAT[0]: _U.op_binfloat,
+}
+del _U
 
 
 def _py3_name(module: str, name: str) -> str:
@@ -224,16 +543,18 @@ def _py3_name(module: str, name: str) -> str:
 def _storage_from_pid(pid, source: str, *, legacy: bool) -> tuple[str, str, int]:
     """Check a persistent id ('storage', type, key, location, numel[, view]) -> (key, code, numel)."""
     n = 6 if legacy else 5
-    if not (isinstance(pid, tuple) and len(pid) == n and pid[0] == "storage"):
-        raise UnsafePickleError(f"{source}: persistent id {pid!r} is not ('storage', type, key, "
+    if not (isinstance(pid, tuple) and len(pid) == n and type(pid[0]) is str and pid[0] == "storage"):
+        raise UnsafePickleError(f"{source}: persistent id {_brief(pid)} is not ('storage', type, key, "
                                 "location, numel)")
     _, stype, key, location, numel = pid[:5]
     if legacy and pid[5] is not None:
-        raise WeightsError(f"{source}: legacy storage views (view_metadata={pid[5]!r}) are not supported")
+        raise WeightsError(f"{source}: legacy storage views (view_metadata={_brief(pid[5])}) are not supported")
     if not isinstance(stype, _StorageType):
-        raise UnsafePickleError(f"{source}: persistent id storage type {stype!r} is not a torch storage")
-    if not isinstance(key, str) or not isinstance(location, str) or type(numel) is not int or numel < 0:
-        raise WeightsError(f"{source}: malformed persistent id {pid!r}")
+        raise UnsafePickleError(f"{source}: persistent id storage type {_brief(stype)} is not a torch storage")
+    if not isinstance(key, str) or not isinstance(location, str) or type(numel) is not int \
+            or not 0 <= numel < LIMITS["dim"]:
+        raise WeightsError(f"{source}: malformed persistent id (key {_brief(key)}, location "
+                           f"{_brief(location)}, numel {_brief(numel)})")
     return key, stype.code, numel
 
 
@@ -261,24 +582,32 @@ def _materialize(t: _PendingTensor) -> np.ndarray:
         out = np.empty(t.size, dtype=st.data.dtype)
     else:
         base = st.data[t.offset:]
-        view = np.lib.stride_tricks.as_strided(base, shape=t.size,
-                                               strides=tuple(s * item for s in t.stride),
-                                               writeable=False)
+        # a size-1 dim never steps, so its stride is irrelevant (and may be huge): use 0
+        strides = tuple(0 if n == 1 else s * item for n, s in zip(t.size, t.stride))
+        view = np.lib.stride_tricks.as_strided(base, shape=t.size, strides=strides, writeable=False)
         out = np.array(view, order="C", copy=True)
     return bf16_to_float32(out) if st.code == "bf16" else out
 
 
 def _finish(obj, source: str) -> dict[str, np.ndarray]:
+    """Check the state dict and the bytes it would materialise, then build the arrays. Spec: IO-15."""
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{source}: expected a state dict (mapping of name -> tensor); "
-                           f"got {type(obj).__name__}")
-    out: dict[str, np.ndarray] = {}
+                           f"got {_brief(obj)}")
+    storages: dict[int, _Storage] = {}
+    want = 0
     for k, v in obj.items():
         if not isinstance(k, str) or not isinstance(v, _PendingTensor):
-            raise WeightsError(f"{source}: entry {k!r} is a {type(v).__name__}; expected "
+            raise WeightsError(f"{source}: entry {_brief(k)} is {_brief(v)}; expected "
                                "str -> tensor (nested objects are not supported)")
-        out[k] = _materialize(v)
-    return out
+        storages[id(v.storage)] = v.storage
+        want += math.prod(v.size) * (4 if v.storage.code == "bf16" else _ITEMSIZE[v.storage.code])
+    have = sum(s.numel * _ITEMSIZE[s.code] for s in storages.values())
+    budget = LIMITS["alias_factor"] * have + _ALIAS_SLACK
+    if want > budget:
+        raise WeightsError(f"{source}: the tensors would take {want} bytes from {have} bytes of "
+                           f"storage; at most {LIMITS['alias_factor']}x (+1 MiB) is accepted")
+    return {k: _materialize(v) for k, v in obj.items()}
 
 
 def _zip_root(names: list[str], source: str) -> str:
@@ -289,16 +618,37 @@ def _zip_root(names: list[str], source: str) -> str:
     return roots[0]
 
 
+def _check_zip_entries(zf: zipfile.ZipFile, archive_size: int, source: str) -> None:
+    """Only stored, unencrypted records whose sizes add up to at most the archive. Spec: IO-3, IO-15."""
+    total = 0
+    for info in zf.infolist():
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise WeightsError(f"{source}: zip record {_brief(info.filename)} is compressed (method "
+                               f"{info.compress_type}); torch.save stores records uncompressed")
+        if info.flag_bits & 0x1:
+            raise WeightsError(f"{source}: zip record {_brief(info.filename)} is encrypted")
+        if info.file_size != info.compress_size:
+            raise WeightsError(f"{source}: zip record {_brief(info.filename)} claims {info.file_size} "
+                               f"bytes but stores {info.compress_size}")
+        total += info.file_size
+    if total > archive_size:
+        raise WeightsError(f"{source}: zip records claim {total} bytes in a {archive_size}-byte archive "
+                           "(overlapping records?)")
+
+
 def _load_zip(fp: BinaryIO, source: str) -> dict[str, np.ndarray]:
     """Read the zip layout: <root>/data.pkl, <root>/byteorder, <root>/data/<key>. Spec: IO-3."""
+    archive_size = fp.seek(0, io.SEEK_END)
+    fp.seek(0)
     with zipfile.ZipFile(fp) as zf:
-        names = zf.namelist()
-        root = _zip_root(names, source)
+        _check_zip_entries(zf, archive_size, source)
+        names = set(zf.namelist())
+        root = _zip_root(sorted(names), source)
         byteorder = "little"  # torch < 2.1 wrote no byteorder record; those were little-endian
         if f"{root}/byteorder" in names:
-            byteorder = zf.read(f"{root}/byteorder").decode("ascii", "replace").strip()
+            byteorder = zf.read(f"{root}/byteorder")[:16].decode("ascii", "replace").strip()
             if byteorder not in ("little", "big"):
-                raise WeightsError(f"{source}: byteorder record is {byteorder!r}; expected 'little' or 'big'")
+                raise WeightsError(f"{source}: byteorder record is {_brief(byteorder)}; expected 'little' or 'big'")
         storages: dict[str, _Storage] = {}
 
         def persistent_load(pid):
@@ -306,24 +656,31 @@ def _load_zip(fp: BinaryIO, source: str) -> dict[str, np.ndarray]:
             if key not in storages:
                 name = f"{root}/data/{key}"
                 if name not in names:
-                    raise WeightsError(f"{source}: storage record '{name}' is missing")
+                    raise WeightsError(f"{source}: storage record '{name[:200]}' is missing")
+                if numel * _ITEMSIZE[code] > zf.getinfo(name).file_size:
+                    raise WeightsError(f"{source}:{name[:200]}: storage has {zf.getinfo(name).file_size} "
+                                       f"bytes; expected {numel * _ITEMSIZE[code]} ({numel} elements of "
+                                       f"{code}). Is the file truncated?")
                 st = _Storage(key, code, numel)
-                st.data = _raw_to_array(zf.read(name), code, numel, byteorder, f"{source}:{name}")
+                st.data = _raw_to_array(zf.read(name), code, numel, byteorder, f"{source}:{name[:200]}")
                 storages[key] = st
             elif storages[key].code != code:
-                raise WeightsError(f"{source}: storage '{key}' is used with two element types")
+                raise WeightsError(f"{source}: storage {_brief(key)} is used with two element types")
             return storages[key]
 
-        with zf.open(f"{root}/data.pkl") as pkl:
-            obj = RestrictedUnpickler(io.BytesIO(pkl.read()), source=source,
-                                      persistent_load=persistent_load).load()
+        obj, _ = _Unpickler(zf.read(f"{root}/data.pkl"), 0, source=source,
+                            persistent_load=persistent_load).load()
     return _finish(obj, source)
 
 
-def _load_legacy(fp: BinaryIO, source: str) -> dict[str, np.ndarray]:
+def _load_legacy(data: bytes, source: str) -> dict[str, np.ndarray]:
     """Read the pre-1.6 layout: magic, protocol, sys_info, object, keys, raw storages. Spec: IO-4."""
-    def plain():  # header pickles hold only ints/dicts/lists: no globals or persistent ids allowed
-        return RestrictedUnpickler(fp, source=source, persistent_load=_no_pid).load()
+    pos = 0
+
+    def plain():  # header pickles hold only ints/dicts/lists: no persistent ids allowed
+        nonlocal pos
+        obj, pos = _Unpickler(data, pos, source=source, persistent_load=_no_pid(source)).load()
+        return obj
 
     if plain() != _LEGACY_MAGIC:
         raise WeightsError(f"{source}: wrong magic number; not a torch.save file")
@@ -331,34 +688,52 @@ def _load_legacy(fp: BinaryIO, source: str) -> dict[str, np.ndarray]:
         raise WeightsError(f"{source}: unsupported legacy protocol version")
     sys_info = plain()
     little = sys_info.get("little_endian", True) if isinstance(sys_info, dict) else True
+    if not isinstance(little, bool):
+        raise WeightsError(f"{source}: sys_info little_endian is {_brief(little)}; expected True or False")
     storages: dict[str, _Storage] = {}
 
     def persistent_load(pid):
         key, code, numel = _storage_from_pid(pid, source, legacy=True)
         if key not in storages:
             storages[key] = _Storage(key, code, numel)
+        elif storages[key].code != code:
+            raise WeightsError(f"{source}: storage {_brief(key)} is used with two element types")
         return storages[key]
 
-    obj = RestrictedUnpickler(fp, source=source, persistent_load=persistent_load).load()
+    obj, pos = _Unpickler(data, pos, source=source, persistent_load=persistent_load).load()
     keys = plain()
-    if not isinstance(keys, list) or set(keys) != set(storages):
+    if not isinstance(keys, list) or not all(type(k) is str for k in keys) \
+            or len(keys) != len(storages) or set(keys) != set(storages):
         raise WeightsError(f"{source}: storage key list does not match the storages the pickle uses")
     order = "<" if little else ">"
     for key in keys:
         st = storages[key]
-        head = fp.read(8)
-        if len(head) != 8:
-            raise WeightsError(f"{source}: file ends before storage '{key}'. Is it truncated?")
-        (numel,) = struct.unpack(order + "q", head)
+        if pos + 8 > len(data):
+            raise WeightsError(f"{source}: file ends before storage {_brief(key)}. Is it truncated?")
+        (numel,) = struct.unpack(order + "q", data[pos:pos + 8])
+        pos += 8
         if numel != st.numel:
-            raise WeightsError(f"{source}: storage '{key}' has {numel} elements; pickle says {st.numel}")
-        raw = fp.read(numel * _ITEMSIZE[st.code])
-        st.data = _raw_to_array(raw, st.code, numel, "little" if little else "big", f"{source}:{key}")
+            raise WeightsError(f"{source}: storage {_brief(key)} has {numel} elements; pickle says {st.numel}")
+        nbytes = numel * _ITEMSIZE[st.code]
+        if pos + nbytes > len(data):
+            raise WeightsError(f"{source}: storage {_brief(key)} needs {nbytes} bytes but the file has "
+                               f"{len(data) - pos} left. Is it truncated?")
+        st.data = _raw_to_array(data[pos:pos + nbytes], st.code, numel, "little" if little else "big",
+                                f"{source}:{key[:60]}")
+        pos += nbytes
     return _finish(obj, source)
 
 
-def _no_pid(pid):
-    raise UnsafePickleError(f"unexpected persistent id {pid!r} in a header pickle")
+def _no_pid(source: str):
+    def refuse(pid):
+        raise UnsafePickleError(f"{source}: unexpected persistent id {_brief(pid)} in a header pickle")
+    return refuse
+
+
+# What the standard library may raise on a corrupt archive; all become WeightsError.
+_CORRUPT = (EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, TypeError, KeyError, IndexError,
+            struct.error, UnicodeDecodeError, OSError, NotImplementedError, RuntimeError, OverflowError,
+            zlib.error, lzma.LZMAError, RecursionError)
 
 
 def _dispatch(fp: BinaryIO, source: str) -> dict[str, np.ndarray]:
@@ -368,23 +743,22 @@ def _dispatch(fp: BinaryIO, source: str) -> dict[str, np.ndarray]:
         if head[:2] == b"PK":
             return _load_zip(fp, source)
         if head[:1] == b"\x80":
-            return _load_legacy(fp, source)
+            return _load_legacy(fp.read(), source)
     except (UnsafePickleError, WeightsError):
         raise
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, TypeError,
-            KeyError, IndexError, struct.error, UnicodeDecodeError, OSError) as e:
-        raise WeightsError(f"{source}: cannot read torch checkpoint ({type(e).__name__}: {e}). "
-                           "Is the file truncated or corrupt?") from e
+    except _CORRUPT as e:
+        raise WeightsError(f"{source}: cannot read torch checkpoint ({type(e).__name__}: {str(e)[:200]}). "
+                           "Is the file truncated or corrupt?") from None
     raise WeightsError(f"{source}: not a torch.save file (starts with {head!r}); expected a zip "
                        "archive or a legacy pickle stream")
 
 
 def load_torch_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a `torch.save`d state dict as {name: C-contiguous native ndarray}. Spec: IO-1, IO-3..5.
+    """Read a `torch.save`d state dict as {name: C-contiguous native ndarray}. Spec: IO-1, IO-3..5, IO-15.
 
     bfloat16 tensors come back as float32. Raises FileNotFoundError if `path` is missing,
     UnsafePickleError if the pickle asks for anything but tensor rebuilding, WeightsError if
-    the file is truncated or corrupt; every message names the file."""
+    the file is truncated, corrupt or over a limit; every message names the file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"torch checkpoint '{path}' does not exist")
