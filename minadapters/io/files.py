@@ -6,20 +6,27 @@ atomic, so the io package has no import circle."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from ..errors import WeightsError
 from ..jsonio import read_json
-from .atomic import atomic_write, atomic_write_bytes, atomic_write_json
-from .safetensors_io import load_safetensors, save_safetensors
-from .torch_pickle import load_torch_file
-from .torch_save import save_torch_file
+from .atomic import atomic_write, atomic_write_bytes, atomic_write_json, fsync_dir, remove_stale_temps
+from .safetensors_io import dumps_safetensors_bytes, load_safetensors, loads_safetensors_bytes, save_safetensors
+from .torch_pickle import load_torch_file, loads_torch_bytes
+from .torch_save import dumps_torch_bytes, save_torch_file
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "read_json",
-           "read_weights", "write_weights", "read_model_weights"]
+           "read_weights", "write_weights", "read_model_weights", "save_artifact", "read_artifact_weights",
+           "WEIGHTS_RECORD"]
+
+# Key of adapter_config.json (and the fusion / head configs) naming the weights file of the same
+# save: {"file": name, "bytes": n, "sha256": hex}. Spec: IO-14.
+WEIGHTS_RECORD = "minadapters_weights"
 
 
 def read_weights(directory: str | os.PathLike, basename_bin: str = "pytorch_adapter.bin",
@@ -95,3 +102,78 @@ def read_model_weights(model_dir: str | os.PathLike) -> dict[str, np.ndarray]:
             return reader(os.path.join(model_dir, name))
     raise FileNotFoundError(f"no model weights in '{model_dir}': looked for "
                             f"{', '.join(n for n, _, _ in options)}")
+
+
+def _unlink(path: str) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def save_artifact(directory: str | os.PathLike, config_name: str, config: Mapping[str, Any],
+                  arrays: Mapping[str, np.ndarray], *, use_safetensors: bool, basename_bin: str,
+                  basename_safetensors: str) -> str:
+    """Save a config + weights directory so that no reader ever sees files of two saves. Spec: IO-14.
+
+    1. Serialise both files in memory (bad dtypes or JSON raise before the disk is touched).
+    2. Remove temp files an interrupted save left, and the old config: from here until step 5 the
+       directory holds no config, so a loader refuses it instead of mixing.
+    3. Write the weights atomically (IO-2).   4. Remove the other format's stale weights file.
+    5. Write the config atomically, with `WEIGHTS_RECORD` = name, size and SHA-256 of the weights:
+       the commit point. A loader reading through the record notices a weights file from another
+       save (a concurrent writer, a hand edit) instead of using it.
+    Returns the weights file's path."""
+    directory = os.fspath(directory)
+    name = basename_safetensors if use_safetensors else basename_bin
+    stale = basename_bin if use_safetensors else basename_safetensors
+    if use_safetensors:
+        payload = dumps_safetensors_bytes(arrays)
+    else:
+        payload = dumps_torch_bytes(arrays, root=os.path.splitext(name)[0] or "archive")
+    record = {"file": name, "bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+    text = json.dumps({**config, WEIGHTS_RECORD: record}, indent=2, sort_keys=True).encode("utf-8")
+    os.makedirs(directory, exist_ok=True)
+    remove_stale_temps(directory, (config_name, basename_bin, basename_safetensors))
+    if _unlink(os.path.join(directory, config_name)):
+        fsync_dir(directory)
+    path = os.path.join(directory, name)
+    atomic_write_bytes(path, payload)
+    if _unlink(os.path.join(directory, stale)):
+        fsync_dir(directory)
+    atomic_write_bytes(os.path.join(directory, config_name), text)
+    return path
+
+
+def read_artifact_weights(directory: str | os.PathLike, saved: Mapping[str, Any], config_name: str, *,
+                          basename_bin: str, basename_safetensors: str,
+                          prefer_safetensors: bool = False) -> dict[str, np.ndarray]:
+    """The weights that belong to the config `saved` read from `directory`. Spec: IO-8, IO-14.
+
+    With a `WEIGHTS_RECORD` (our saves): exactly that file, checked by size before reading and by
+    SHA-256 before parsing; a mismatch raises WeightsError. Without one (adapters' saves): IO-8."""
+    directory = os.fspath(directory)
+    record = saved.get(WEIGHTS_RECORD)
+    if record is None:
+        return read_weights(directory, basename_bin, basename_safetensors, prefer_safetensors=prefer_safetensors)
+    where = os.path.join(directory, config_name)
+    if not (isinstance(record, dict) and record.get("file") in (basename_bin, basename_safetensors)
+            and type(record.get("bytes")) is int and isinstance(record.get("sha256"), str)):
+        raise WeightsError(f"{where}: '{WEIGHTS_RECORD}' must be {{\"file\": {basename_bin!r} or "
+                           f"{basename_safetensors!r}, \"bytes\": int, \"sha256\": hex string}}")
+    path = os.path.join(directory, record["file"])
+    if not os.path.isfile(path):
+        raise WeightsError(f"{where} names weights file {record['file']!r}, which is missing: the "
+                           "directory holds an incomplete save.")
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size != record["bytes"]:
+            raise WeightsError(f"{path} has {size} bytes; {config_name} of the same save says "
+                               f"{record['bytes']}. The files come from two different saves (or were modified).")
+        payload = f.read(size + 1)
+    if hashlib.sha256(payload).hexdigest() != record["sha256"]:
+        raise WeightsError(f"{path}: SHA-256 differs from the one in {config_name}. The files come "
+                           "from two different saves (or were modified).")
+    reader = loads_safetensors_bytes if record["file"] == basename_safetensors else loads_torch_bytes
+    return reader(payload, source=path)
