@@ -5,7 +5,6 @@ with AdapterHooks (or NullHooks when no adapter is active).
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
@@ -16,7 +15,9 @@ from .composition import Fuse, parse_composition
 from .context import AdapterSetup, ForwardState
 from .errors import CompositionError, ConfigError, ShapeError
 from .hooks import AdapterHooks, NullHooks
+from .jsonio import read_json
 from .ops import get_backend, get_ops
+from .validation import check_forward_inputs, check_model_config
 
 _ARCHS = {}
 
@@ -401,6 +402,8 @@ class AdapterModel:
             raise TypeError(f"forward() got unexpected keyword arguments: {', '.join(sorted(kwargs))}.")
         past = past_key_values.length if past_key_values is not None else 0
         input_ids, attention_mask, token_type_ids = self._check_inputs(input_ids, attention_mask, token_type_ids, past)
+        check_forward_inputs(input_ids, attention_mask, token_type_ids, position_ids,
+                             type_vocab_size=getattr(self.config, "type_vocab_size", None))   # Spec: API-2
         arch_kw = {k: v for k, v in (("position_ids", position_ids), ("past_key_values", past_key_values))
                    if v is not None}
         if arch_kw and self.arch.__name__.endswith(".bert"):
@@ -490,8 +493,8 @@ class AutoModel:
             raise FileNotFoundError(f"Model directory {path!r} does not exist.")
         if not os.path.isfile(cfg_path):
             raise FileNotFoundError(f"No config.json in {path!r}; expected a Hugging Face model directory.")
-        with open(cfg_path) as f:
-            raw = json.load(f)
+        raw = read_json(cfg_path, error=ConfigError)
+        check_model_config(raw, cfg_path)           # sizes sane before any shape is derived (IO-16)
         if "model_type" not in raw:
             raise ValueError(f"{cfg_path}: no 'model_type' key.")
         arch = _arch(raw["model_type"])
