@@ -13,7 +13,7 @@ import numpy as np
 from .adapters_config import ModelAdaptersConfig
 from .composition import Fuse, parse_composition
 from .context import AdapterSetup, ForwardState
-from .errors import CompositionError, ConfigError, ShapeError
+from .errors import AdapterError, CompositionError, ConfigError, ShapeError, WeightsError
 from .hooks import AdapterHooks, NullHooks
 from .jsonio import read_json
 from .ops import get_backend, get_ops
@@ -29,7 +29,7 @@ def _arch(model_type):
             for mt in mod.MODEL_TYPES:
                 _ARCHS[mt] = mod
     if model_type not in _ARCHS:
-        raise ValueError(f"config.json: model_type={model_type!r} is not supported; supported: "
+        raise ConfigError(f"config.json: model_type={model_type!r} is not supported; supported: "
                          f"{', '.join(sorted(_ARCHS))}.")
     return _ARCHS[model_type]
 
@@ -498,7 +498,14 @@ class AutoModel:
         if "model_type" not in raw:
             raise ValueError(f"{cfg_path}: no 'model_type' key.")
         arch = _arch(raw["model_type"])
-        config = arch.EncoderConfig.from_dict(raw) if hasattr(arch, "EncoderConfig") else arch.Config.from_dict(raw)
+        try:   # one error vocabulary (spec/io.md): config.json problems are ConfigError naming the file
+            config = arch.EncoderConfig.from_dict(raw) if hasattr(arch, "EncoderConfig") else arch.Config.from_dict(raw)
+        except KeyError as e:
+            raise ConfigError(f"{cfg_path}: no {e} key; the {raw['model_type']} config needs it.") from None
+        except (TypeError, ValueError) as e:
+            if isinstance(e, AdapterError):
+                raise
+            raise ConfigError(f"{cfg_path}: {e}") from None
         from .io.files import read_model_weights
         weights = arch.normalize_keys(read_model_weights(path), raw["model_type"])
         lm_head = weights.pop("lm_head.weight", None)
@@ -519,7 +526,7 @@ class AutoModel:
 def _check_params(weights, shapes, path, dtype):
     missing = [k for k in shapes if k not in weights]
     if missing:
-        raise ValueError(f"{path}: the checkpoint lacks {len(missing)} weights, e.g. {missing[:3]}.")
+        raise WeightsError(f"{path}: the checkpoint lacks {len(missing)} weights, e.g. {missing[:3]}.")
     out = {}
     for k, v in weights.items():
         if k in shapes and tuple(v.shape) != tuple(shapes[k]):
