@@ -130,6 +130,8 @@ def load_adapter(model, path, *, load_as=None, leave_out=None, set_active=False,
     if load_as is not None and not _is_name(load_as):
         raise ConfigError(f"load_adapter: load_as must be a non-empty string; got {type(load_as).__name__}.")
     saved_type = saved.get("model_type")
+    if saved_type is not None and not isinstance(saved_type, str):
+        raise WeightsError(f"{path}/adapter_config.json: 'model_type' must be a string; got {type(saved_type).__name__}.")
     if saved_type is not None and saved_type != model.model_type and not (
             {saved_type, model.model_type} <= {"roberta", "xlm-roberta"}):
         # COMPAT(adapters): upstream never checks model_type and silently adds a fresh random adapter (spec IO-10).
