@@ -250,18 +250,25 @@ def composition_from_dict(data: dict):
     if not isinstance(children, list) or not children:
         raise CompositionError(f"Composition 'children' must be a non-empty list; got {_excerpt(children)}.")
     if kind == "single":
-        if len(children) != 1 or not isinstance(children[0], str):
+        if len(children) != 1 or not _is_name(children[0]):
             raise CompositionError(f"A 'single' composition holds one adapter name; got {_excerpt(children)}.")
         return children[0]
     if not isinstance(kind, str) or kind not in BLOCKS:
         raise CompositionError(f"Unknown composition block type {_excerpt(kind)}; known: {', '.join(BLOCKS)}.")
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
         raise CompositionError(f"Composition 'kwargs' must be an object; got {_excerpt(kwargs)}.")
+    if any(isinstance(c, str) and not _is_name(c) for c in children):
+        raise CompositionError(f"Composition children must be non-empty adapter names or blocks; got "
+                               f"{_excerpt(children)}.")
     parsed = [c if isinstance(c, str) else composition_from_dict(c) for c in children]
     try:
         return BLOCKS[kind](*parsed, **kwargs)
     except TypeError as e:     # unknown keyword or wrong value type for the block's constructor
         raise CompositionError(f"{kind}(...) from a composition dict: {e}") from None
+
+
+def _is_name(x) -> bool:
+    return isinstance(x, str) and bool(x.strip())
 
 
 def _excerpt(x) -> str:

@@ -77,8 +77,8 @@ def _worker(target, seed, start, stop, wfd, replay=None):
     warnings.simplefilter("ignore")
     out = os.fdopen(wfd, "w", buffering=1)
     for i in range(start, stop):
-        data = replay if replay is not None else target.generate(random.Random(f"{seed}:{target.name}:{i}"), i)
         out.write(f"S {i}\n")
+        data = replay if replay is not None else _generate(target, seed, i)
         kind, detail = _classify(target, data)
         out.write(json.dumps([i, kind, detail]) + "\n")
         trace = target.trace()
@@ -86,6 +86,14 @@ def _worker(target, seed, start, stop, wfd, replay=None):
             out.write(json.dumps([i, "trace", trace[:300]]) + "\n")
     out.close()
     os._exit(0)
+
+
+def _generate(target, seed, i) -> bytes:
+    """The input for index i; a mutator that fails (a fuzzer bug, not a finding) falls back to the seed."""
+    try:
+        return target.generate(random.Random(f"{seed}:{target.name}:{i}"), i)
+    except Exception:  # noqa: BLE001
+        return target.seeds[i % len(target.seeds)]
 
 
 def run_target(target, n, seed, timeout, artifacts, replay=None):
@@ -154,7 +162,7 @@ def _save(artifacts, target, seed, index, kind):
     if artifacts is None or index is None:
         return
     os.makedirs(artifacts, exist_ok=True)
-    data = target.generate(random.Random(f"{seed}:{target.name}:{index}"), index)
+    data = _generate(target, seed, index)
     name = f"{kind}-{target.name.replace('[', '_').replace(']', '')}-{seed}-{index}.bin"
     with open(os.path.join(artifacts, name), "wb") as f:
         f.write(data)
@@ -163,8 +171,8 @@ def _save(artifacts, target, seed, index, kind):
 def main(argv=None) -> int:
     long_mode = os.environ.get("MINADAPTERS_FUZZ_LONG") == "1"
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--per-target", type=int, default=5000 if long_mode else 200)
-    ap.add_argument("--kill-trials", type=int, default=200 if long_mode else 12, help="kill -9 trials per save kind")
+    ap.add_argument("--per-target", type=int, default=20000 if long_mode else 800)
+    ap.add_argument("--kill-trials", type=int, default=300 if long_mode else 20, help="kill -9 trials per save kind")
     ap.add_argument("--seed", type=int, default=int(os.environ.get("MINADAPTERS_FUZZ_SEED", "20260101")))
     ap.add_argument("--timeout", type=float, default=20.0, help="seconds one input may take")
     ap.add_argument("--targets", default="", help="comma-separated substrings of target names")
