@@ -18,6 +18,9 @@ __all__ = [
 ]
 
 
+MAX_COMPOSITION_DEPTH = 32   # adapters' own setups nest at most 3 deep
+
+
 class AdapterCompositionBlock(Sequence):
     """Base block: an ordered list of children, each an adapter name or a nested block. Spec: COMP-0."""
 
@@ -25,6 +28,11 @@ class AdapterCompositionBlock(Sequence):
         if not children:
             raise CompositionError(f"{type(self).__name__}() needs at least one child (an adapter name or a block).")
         self.children = [parse_composition(c, None) for c in children]
+        # Bounded nesting: every walk over a block (repr, hash, flatten, validation) recurses.
+        self.depth = 1 + max((c.depth for c in self.children if isinstance(c, AdapterCompositionBlock)), default=0)
+        if self.depth > MAX_COMPOSITION_DEPTH:
+            raise CompositionError(f"{type(self).__name__}(...) nests blocks {self.depth} deep; at most "
+                                   f"{MAX_COMPOSITION_DEPTH} levels are accepted.")
 
     def __getitem__(self, key):
         return self.children[key]

@@ -85,7 +85,7 @@ def _show(v) -> str:
 
 def check_forward_inputs(input_ids, attention_mask=None, token_type_ids=None, position_ids=None, *,
                          type_vocab_size=None) -> None:
-    """Forward-input rules both backends share. Spec: API-2.
+    """Forward-input rules both backends share. Spec: API-2, IO-16.
 
     input_ids (B, T) with B, T >= 1 (empty input raises ShapeError on every backend);
     attention_mask holds only 0 and 1 (bool, integer or float; NaN, 3, 1e30 raise ValueError);
@@ -99,7 +99,7 @@ def check_forward_inputs(input_ids, attention_mask=None, token_type_ids=None, po
         if not (m.dtype == np.bool_ or np.issubdtype(m.dtype, np.integer) or np.issubdtype(m.dtype, np.floating)):
             raise TypeError(f"attention_mask has dtype {m.dtype}; expected bool, integer or float 0/1 values.")
         if m.dtype != np.bool_ and m.size and not np.all((m == 0) | (m == 1)):
-            bad = m[~((m == 0) | (m == 1))].ravel()[0]
+            bad = m[~((m == 0) | (m == 1))].ravel()[0].item()
             raise ValueError(f"attention_mask holds {bad!r}; expected only 0 (masked) and 1 (attended).")
     if token_type_ids is not None:
         _check_index_array("token_type_ids", token_type_ids, type_vocab_size)

@@ -737,6 +737,8 @@ _CORRUPT = (EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, Type
 
 
 def _dispatch(fp: BinaryIO, source: str) -> dict[str, np.ndarray]:
+    """Zip or legacy by magic; anything the standard library raises on corrupt data becomes
+    WeightsError naming the file, so only the documented vocabulary escapes. Spec: IO-17."""
     head = fp.read(4)
     fp.seek(0)
     try:
