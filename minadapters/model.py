@@ -18,7 +18,7 @@ from .errors import AdapterError, CompositionError, ConfigError, ShapeError, Wei
 from .hooks import AdapterHooks, NullHooks
 from .jsonio import read_json
 from .ops import get_backend, get_ops
-from .validation import check_forward_inputs, check_model_config
+from .validation import check_adapter_fits_model, check_forward_inputs, check_model_config
 
 _ARCHS = {}
 
@@ -162,6 +162,7 @@ class AdapterModel:
     def _check_supported(self, cfg):
         from .configuration import ConfigUnion
         members = cfg.configs if isinstance(cfg, ConfigUnion) else [cfg]
+        check_adapter_fits_model(members, hidden_size=self.hidden_size)     # IO-16, before any allocation
         unsupported = getattr(self.arch, "UNSUPPORTED_ARCHITECTURES", ())
         for c in members:
             if c.get("architecture") in unsupported:

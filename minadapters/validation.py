@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import ConfigError, ConfigTypeError, ShapeError
 
-__all__ = ["MODEL_CONFIG_LIMITS", "check_model_config", "check_forward_inputs"]
+__all__ = ["MODEL_CONFIG_LIMITS", "check_model_config", "check_forward_inputs", "check_adapter_fits_model"]
 
 # config.json size fields (all families' spellings): (minimum, maximum). Spec: IO-16.
 # The maxima are far above any released checkpoint and keep a 400-byte config.json from asking
@@ -76,6 +76,18 @@ def check_model_config(raw, source: str = "config.json") -> None:
         v = raw.get(name)
         if v is not None and not (_is_real(v) and math.isfinite(v) and 0 <= v <= 1):
             raise ConfigError(f"{source}: {name}={_show(v)}; expected a probability in [0, 1].")
+
+
+def check_adapter_fits_model(members, *, hidden_size: int) -> None:
+    """Model-dependent size checks of adapter configs, before the model allocates anything. Spec: IO-16.
+
+    `members`: the configs (a ConfigUnion's children, or one config) as mappings. An orthogonal ReFT
+    unit has r orthonormal rows in a hidden_size-dimensional space, so r <= hidden_size (a larger r
+    also makes the orthogonal completion an r x r matrix: 2 GiB for r = 16384)."""
+    for cfg in members:
+        if cfg.get("architecture") == "reft" and cfg.get("orthogonality") and cfg.get("r", 0) > hidden_size:
+            raise ConfigError(f"{type(cfg).__name__}.r: got {cfg['r']}; an orthogonal ReFT unit needs r <= "
+                              f"hidden_size = {hidden_size}.")
 
 
 def _show(v) -> str:

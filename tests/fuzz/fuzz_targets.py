@@ -243,7 +243,19 @@ class ConfigString(_ModelTarget):
             "seq_bn|lora[r=4]", "prompt_tuning[prompt_length=5]", "double_seq_bn", "ia3", "loreft[r=2]",
             "compacter", "par_bn[scaling=2.0]", "mam", "unipelt", "lora[attn_matrices=['q','v']]")]
 
+    FIELDS = {"lora": ["r", "alpha", "dropout", "attn_matrices", "composition_mode", "init_weights", "use_gating"],
+              "seq_bn": ["reduction_factor", "non_linearity", "scaling", "ln_before", "leave_out", "phm_dim"],
+              "prefix_tuning": ["prefix_length", "bottleneck_size", "flat", "leave_out"],
+              "prompt_tuning": ["prompt_length", "combine", "prompt_init"], "loreft": ["r", "prefix_positions"],
+              "compacter": ["phm_dim", "phm_rank", "reduction_factor"], "ia3": ["r", "alpha"]}
+    VALUES = ["1", "2", "4", "0", "-1", "16384", "16385", "2**31", "1e-9", "0.015625", "65536.0", "1e400", "nan",
+              "True", "None", "'x'", "[0, 1]", "[-1]", "{'default': 4}", "{'1': 0}", "'learned'", "0.5", "1.0"]
+
     def mutate(self, rng, seed):
+        if rng.random() < 0.5:      # well-formed strings with hostile values, so more reach the model
+            name = rng.choice(list(self.FIELDS))
+            kv = ", ".join(f"{f}={rng.choice(self.VALUES)}" for f in rng.sample(self.FIELDS[name], rng.randint(1, 2)))
+            return f"{name}[{kv}]".encode()
         return mu.mutate_string(rng, seed)
 
     def run(self, data):
@@ -270,12 +282,57 @@ class Composition(_ModelTarget):
                                            "Average(a, b, weights=[0.5, 0.5])", "a,b", "a")]
 
     def mutate(self, rng, seed):
+        if rng.random() < 0.5:      # well-formed block expressions over known and unknown names
+            return self._expr(rng, 0).encode()
         return mu.mutate_string(rng, seed)
 
+    def _expr(self, rng, depth):
+        if depth > 3 or rng.random() < 0.4:
+            return rng.choice(["a", "b", "c", "a,b", "x"])
+        block = rng.choice(["Stack", "Fuse", "Parallel", "Split", "BatchSplit", "Average"])
+        kids = ", ".join(self._expr(rng, depth + 1) for _ in range(rng.randint(1, 3)))
+        extra = {"Split": ", splits=[2, 3]", "BatchSplit": ", batch_sizes=[1, 1]",
+                 "Average": ", weights=[0.5, 0.5]"}.get(block, "")
+        return f"{block}({kids}{extra})"
+
     def run(self, data):
-        comp = ma.parse_composition(data.decode("utf-8", "replace"))
+        text = data.decode("utf-8", "replace")
+        comp = ma.parse_composition(_eval_blocks(text) if text[:1].isupper() else text)
         self.model.set_active_adapters(comp)
         self.model.set_active_adapters(None)
+
+
+def _eval_blocks(text):
+    """Build a composition from a block expression without eval: a tiny recursive-descent parser."""
+    import ast
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
+        raise ma.CompositionError(f"not a block expression ({type(e).__name__})") from None
+    return _node(tree, 0)
+
+
+def _node(node, depth):
+    import ast
+    if depth > 50:
+        raise ma.CompositionError("expression too deep")
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Tuple):
+        return ",".join(str(_node(e, depth + 1)) for e in node.elts)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in (
+            "Stack", "Fuse", "Parallel", "Split", "BatchSplit", "Average"):
+        # a misspelt keyword is a Python-level TypeError of the constructor, not bad data: not a finding
+        known = {"Split": {"splits"}, "BatchSplit": {"batch_sizes"}, "Average": {"weights", "normalize_weights"},
+                 "Fuse": {"name"}}.get(node.func.id, set())
+        if any(k.arg not in known for k in node.keywords):
+            raise ma.CompositionError("unknown keyword")
+        try:
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+        except (ValueError, TypeError, SyntaxError, RecursionError):
+            raise ma.CompositionError("bad keyword value") from None
+        return getattr(ma, node.func.id)(*[_node(a, depth + 1) for a in node.args], **kwargs)
+    raise ma.CompositionError("unsupported expression")
 
 
 class Forward(Target):

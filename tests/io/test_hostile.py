@@ -285,6 +285,7 @@ def test_missing_required_key_is_config_error(model_dir):
     ("lora[r=2097152]", ConfigError), ("prompt_tuning[prompt_length=100000000]", ConfigError),
     ("prefix_tuning[prefix_length=4000000]", ConfigError), ("seq_bn[scaling=float('nan')]", ConfigError),
     ("lora[alpha=float('nan')]", ConfigError), ("seq_bn[reduction_factor={'default': 1e-9}]", ConfigError),
+    ("loreft[r=16384]", ConfigError), ("loreft[r=33]", ConfigError),     # orthogonal rows: r <= hidden (32)
 ])
 def test_adapter_sizes_are_bounded_before_allocation(model_dir, spec, exc):
     model = ma.AutoModel.from_pretrained(model_dir)
