@@ -54,7 +54,8 @@ def _fix_saved_config(saved: dict, path: str) -> dict:
     """adapters' backward-compatibility edits of old adapter_config.json files. Spec: IO-10."""
     cfg = saved.get("config")
     if not isinstance(cfg, dict):
-        raise WeightsError(f"{path}: 'config' must be an object with the adapter configuration; got {cfg!r}.")
+        raise WeightsError(f"{path}: 'config' must be an object with the adapter configuration; got a "
+                           f"{type(cfg).__name__}.")
     cfg = dict(cfg)
     version = saved.get("version")
     if version is None and cfg.get("non_linearity") in ACTIVATION_RENAME:

@@ -376,7 +376,9 @@ def test_union_entries_and_setup_files_of_wrong_shape(model, tmp_path):
     for bad in ([1], {"adapter_setup": []}, {"adapter_setup": {"type": "Stack", "children": "p"}},
                 {"adapter_setup": {"type": ["Stack"], "children": ["p"]}},
                 {"adapter_setup": {"type": "Stack", "children": ["p"], "kwargs": {"bogus": 1}}},
-                {"adapter_setup": {"type": "Stack", "children": ["", "p"]}}):
+                {"adapter_setup": {"type": "Stack", "children": ["", "p"]}},
+                {"adapter_setup": {"type": "Stack", "children": ["../p"]}},
+                {"adapter_setup": {"type": "Stack", "children": [".."]}}):
         (tmp_path / "s" / "adapter_setup.json").write_text(json.dumps(bad))
         with pytest.raises((WeightsError, CompositionError)):
             model.load_adapter_setup(tmp_path / "s")
