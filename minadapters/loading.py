@@ -11,6 +11,7 @@ import numpy as np
 
 from .errors import ConfigError, ShapeError, WeightsError
 from .io.files import read_artifact_weights, read_json, save_artifact
+from .validation import adapter_min_elements
 
 VERSION = "adapters.1.3.0"
 ACTIVATION_RENAME = {"gelu": "gelu_new", "gelu_orig": "gelu"}
@@ -149,6 +150,7 @@ def load_adapter(model, path, *, load_as=None, leave_out=None, set_active=False,
                                     basename_safetensors="adapter.safetensors",
                                     prefer_safetensors=bool(use_safetensors))
     config = AdapterConfig.load(cfg_dict)
+    _check_size_against_file(config, weights, model, path)      # before the model allocates (IO-16)
     model.add_adapter(name, config)
     try:
         prefix = model.arch.BASE_MODEL_PREFIX[model.model_type]
@@ -166,6 +168,15 @@ def load_adapter(model, path, *, load_as=None, leave_out=None, set_active=False,
     if set_active:
         model.set_active_adapters(name)
     return name
+
+
+def _check_size_against_file(config, weights, model, path):
+    members = config.configs if hasattr(config, "configs") else [config]
+    need = adapter_min_elements(members, hidden_size=model.hidden_size)
+    have = sum(int(np.prod(a.shape)) for a in weights.values())
+    if need > 2 * have + (1 << 20):
+        raise WeightsError(f"{path}: adapter_config.json describes an adapter of at least {need} parameters, but the "
+                           f"weights file holds {have}; refusing before allocating it. Was the config edited?")
 
 
 def _is_name(x) -> bool:

@@ -13,7 +13,8 @@ import numpy as np
 
 from .errors import ConfigError, ConfigTypeError, ShapeError
 
-__all__ = ["MODEL_CONFIG_LIMITS", "check_model_config", "check_forward_inputs", "check_adapter_fits_model"]
+__all__ = ["MODEL_CONFIG_LIMITS", "check_model_config", "check_forward_inputs", "check_adapter_fits_model",
+           "adapter_min_elements"]
 
 # config.json size fields (all families' spellings): (minimum, maximum). Spec: IO-16.
 # The maxima are far above any released checkpoint and keep a 400-byte config.json from asking
@@ -88,6 +89,32 @@ def check_adapter_fits_model(members, *, hidden_size: int) -> None:
         if cfg.get("architecture") == "reft" and cfg.get("orthogonality") and cfg.get("r", 0) > hidden_size:
             raise ConfigError(f"{type(cfg).__name__}.r: got {cfg['r']}; an orthogonal ReFT unit needs r <= "
                               f"hidden_size = {hidden_size}.")
+
+
+def adapter_min_elements(members, *, hidden_size: int) -> int:
+    """A lower bound of the parameters a saved adapter with these configs must hold. Spec: IO-16.
+
+    One module in one layer: LoRA r·D (A; IA³ / VeRA vectors skipped), bottleneck D·D/max(factor),
+    prefix / prompt tuning length·D, ReFT r·D. load_adapter compares it with the weights file's
+    element count *before* the model allocates the adapter, so a 1 KB adapter_config.json cannot
+    make a large model allocate gigabytes that the file could never fill."""
+    D, total = hidden_size, 0
+    for c in members:
+        arch = c.get("architecture")
+        if arch == "lora" and c.get("composition_mode") != "scale" and c.get("init_weights") != "vera" and (
+                c.get("selfattn_lora") or c.get("intermediate_lora") or c.get("output_lora")):
+            total += int(c.get("r", 0)) * D
+        elif arch in (None, "bottleneck") and (c.get("mh_adapter") or c.get("output_adapter")):
+            rf = c.get("reduction_factor")
+            rf = max(rf.values()) if isinstance(rf, dict) else rf
+            total += D * int(D // rf) if _is_real(rf) and rf > 0 else 0
+        elif arch == "prefix_tuning":
+            total += int(c.get("prefix_length", 0)) * D
+        elif arch == "prompt_tuning":
+            total += int(c.get("prompt_length", 0)) * D
+        elif arch == "reft":
+            total += int(c.get("r", 0)) * D
+    return total
 
 
 def _show(v) -> str:

@@ -647,3 +647,21 @@ def test_change_from_inside_a_forward_is_refused():
             pass
     with lock.writing(), lock.writing(), lock.reading():     # re-entrant; reads inside a change are fine
         pass
+
+
+@pytest.mark.spec("IO-16")
+@pytest.mark.parametrize("field,value", [("r", 16384), ("prefix_length", 16384), ("reduction_factor", 1 / 64)])
+def test_config_larger_than_its_weights_is_refused_before_allocation(tmp_path, field, value):
+    """A bigger model (D=256): a 1 KB edit of adapter_config.json must not allocate before the file is compared."""
+    model = ma.AutoModel.from_pretrained(write_tiny_model(tmp_path / "m", seed=1, hidden=256, heads=4, ffn=64))
+    spec = {"r": "lora[r=4]", "prefix_length": "prefix_tuning[prefix_length=2]", "reduction_factor": "seq_bn"}[field]
+    model.add_adapter("a", spec)
+    model.save_adapter(tmp_path / "a", "a")
+    model.delete_adapter("a")
+    p = tmp_path / "a" / "adapter_config.json"
+    cfg = json.loads(p.read_text())
+    cfg["config"][field] = value
+    p.write_text(json.dumps(cfg))
+    with pytest.raises(WeightsError, match="refusing before allocating"):
+        model.load_adapter(tmp_path / "a")
+    assert list(model.adapters_config) == []
