@@ -16,11 +16,9 @@ import numpy as np
 import pytest
 
 import minadapters as ma
-from minadapters.errors import AdapterError, CompositionError, ConfigError, ConfigTypeError, ShapeError, \
-    UnsafePickleError, WeightsError
-from minadapters.io.safetensors_io import dumps_safetensors_bytes, loads_safetensors_bytes
+from minadapters.errors import AdapterError, CompositionError, ConfigError, ConfigTypeError, ShapeError, WeightsError
+from minadapters.io.safetensors_io import loads_safetensors_bytes
 from minadapters.io.torch_pickle import LIMITS, loads_torch_bytes
-from minadapters.io.torch_save import dumps_torch_bytes
 from minadapters.jsonio import MAX_JSON_DEPTH, loads_json, read_json
 from minadapters.tiny import write_tiny_model
 
