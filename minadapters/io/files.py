@@ -76,6 +76,8 @@ def _read_sharded(model_dir: str, index_name: str, reader) -> dict[str, np.ndarr
             raise WeightsError(f"{index_path}: shard name {shown} must be a plain file name")
     out: dict[str, np.ndarray] = {}
     for shard in sorted(set(weight_map.values())):
+        if not os.path.isfile(os.path.join(model_dir, shard)):
+            raise WeightsError(f"{index_path}: names shard '{shard[:100]}', which is not in '{model_dir}'.")
         tensors = reader(os.path.join(model_dir, shard))
         for key, file in weight_map.items():
             if file == shard:

@@ -202,12 +202,24 @@ class ModelDir(Target):
     def setup(self, workdir):
         self.work = os.path.join(workdir, self.name)
         write_tiny_model(self.work, seed=4, layers=1)
-        self.file = {"config": "config.json", "weights": "model.safetensors"}[self.part]
+        if self.part == "index":        # a sharded checkpoint: model.safetensors.index.json names the shard
+            shard = "model-00001-of-00001.safetensors"
+            os.replace(os.path.join(self.work, "model.safetensors"), os.path.join(self.work, shard))
+            from minadapters.io import load_safetensors
+            keys = sorted(load_safetensors(os.path.join(self.work, shard)))
+            with open(os.path.join(self.work, "model.safetensors.index.json"), "w") as f:
+                json.dump({"metadata": {"total_size": 0}, "weight_map": {k: shard for k in keys}}, f)
+        self.file = {"config": "config.json", "weights": "model.safetensors",
+                     "index": "model.safetensors.index.json"}[self.part]
         with open(os.path.join(self.work, self.file), "rb") as f:
             self.seeds = [f.read()]
         os.remove(os.path.join(self.work, "tokenizer.json"))
 
     def mutate(self, rng, seed):
+        if self.part == "index":
+            if rng.random() < 0.05:
+                return mu.deep_json(rng.choice([100, 30000]), rng.choice("[{"))
+            return mu.mutate_json(rng, seed)
         if self.part == "config":
             if rng.random() < 0.05:
                 return mu.deep_json(rng.choice([100, 30000]), rng.choice("[{"))
@@ -436,7 +448,7 @@ def all_targets():
         JsonFileTarget("adapter_config.json", "adapter_config.json", _make_adapter, _load_adapter),
         JsonFileTarget("adapter_fusion_config.json", "adapter_fusion_config.json", _make_fusion, _load_fusion),
         JsonFileTarget("adapter_setup.json", "adapter_setup.json", _make_setup, _load_setup),
-        ModelDir("config"), ModelDir("weights"),
+        ModelDir("config"), ModelDir("weights"), ModelDir("index"),
         ConfigString(), Composition(),
         Forward("bert"), Forward("gpt2"),
     ]

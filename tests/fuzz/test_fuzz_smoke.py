@@ -22,7 +22,7 @@ def test_fuzz_campaign_smoke(tmp_path):
     names = {name for name, *_ in rows}
     for want in ("load_adapter[torch]", "load_adapter[safetensors]", "adapter_config.json",
                  "adapter_fusion_config.json", "adapter_setup.json", "from_pretrained[config]",
-                 "from_pretrained[weights]", "config_string", "composition", "forward[bert]", "forward[gpt2]"):
+                 "from_pretrained[weights]", "from_pretrained[index]", "config_string", "composition", "forward[bert]", "forward[gpt2]"):
         assert want in names, f"target {want} missing or has failures:\n{out[-4000:]}"
     for name, tried, accepted, rejected in rows:
         assert int(tried) == 25 == int(accepted) + int(rejected), (name, tried, accepted, rejected)
