@@ -12,7 +12,7 @@ import numpy as np
 
 from .adapters_config import ModelAdaptersConfig
 from .composition import Fuse, parse_composition
-from .concurrency import mutates, reads
+from .concurrency import mutates, reads   # IO-18: forwards share the model, adapter-set changes are exclusive
 from .context import AdapterSetup, ForwardState
 from .errors import AdapterError, CompositionError, ConfigError, ShapeError, WeightsError
 from .hooks import AdapterHooks, NullHooks
@@ -136,7 +136,7 @@ class AdapterModel:
         return path + ".weight", path + ".bias"
 
     # ---- adapters --------------------------------------------------------------------------------
-    @mutates   # spec IO-18: concurrency contract
+    @mutates
     def add_adapter(self, adapter_name: str, config=None, overwrite_ok: bool = False, set_active: bool = False):
         """Add an adapter of any method. ``config``: str | dict | config object | JSON path. Spec: API-1."""
         from .configuration import AdapterConfig, DEFAULT_ADAPTER_CONFIG
@@ -169,7 +169,7 @@ class AdapterModel:
                 raise ConfigError(f"Adapter config architecture={c.get('architecture')!r} is not supported by "
                                   f"model_type={self.model_type!r}.")
 
-    @mutates   # spec IO-18: concurrency contract
+    @mutates
     def delete_adapter(self, adapter_name: str) -> None:
         if adapter_name not in self.adapters_config:
             return
@@ -195,7 +195,7 @@ class AdapterModel:
     def active_adapters(self, setup):
         self.set_active_adapters(setup)
 
-    @mutates   # spec IO-18: concurrency contract
+    @mutates
     def set_active_adapters(self, adapter_setup, skip_layers=None) -> None:
         """Parse, validate and activate a composition; unknown names raise. Spec: COMP-1."""
         setup = parse_composition(adapter_setup, model_type=self.model_type)
@@ -222,7 +222,7 @@ class AdapterModel:
                 self._check_fusions(c)
 
     # ---- fusion ----------------------------------------------------------------------------------
-    @mutates   # spec IO-18: concurrency contract
+    @mutates
     def add_adapter_fusion(self, adapter_names, config=None, name=None, overwrite_ok=False, set_active=False):
         """Add a fusion layer over ``adapter_names`` at every location they all use. Spec: FUSION-1."""
         from .configuration import AdapterFusionConfig, ADAPTERFUSION_CONFIG_MAP, DEFAULT_ADAPTERFUSION_CONFIG
@@ -272,7 +272,7 @@ class AdapterModel:
                 raise ConfigError(f"All given adapters must define the same value for config attribute {key}; "
                                   f"got {dict(zip(names, vals))}.")
 
-    @mutates   # spec IO-18: concurrency contract
+    @mutates
     def delete_adapter_fusion(self, adapter_names) -> None:
         name = adapter_names.name if isinstance(adapter_names, Fuse) else (
             ",".join(adapter_names) if isinstance(adapter_names, (list, tuple)) else adapter_names)
@@ -308,49 +308,49 @@ class AdapterModel:
         return {k: d[leaf] for k, (d, leaf) in self.fusion_param_refs(fusion_name).items()}
 
     # ---- files -----------------------------------------------------------------------------------
-    @reads   # spec IO-18: concurrency contract
+    @reads
     def save_adapter(self, save_directory, adapter_name, meta_dict=None, use_safetensors=False):
         from .loading import save_adapter
         save_adapter(self, save_directory, adapter_name, meta_dict=meta_dict, use_safetensors=use_safetensors)
 
-    @mutates   # spec IO-18: concurrency contract
+    @mutates
     def load_adapter(self, adapter_name_or_path, config=None, load_as=None, leave_out=None, set_active=False,
                      use_safetensors=None, **kwargs) -> str:
         from .loading import load_adapter
         return load_adapter(self, adapter_name_or_path, load_as=load_as, leave_out=leave_out, set_active=set_active,
                             use_safetensors=use_safetensors)
 
-    @reads   # spec IO-18: concurrency contract
+    @reads
     def save_adapter_fusion(self, save_directory, adapter_names, meta_dict=None, use_safetensors=False):
         from .loading import save_adapter_fusion
         save_adapter_fusion(self, save_directory, adapter_names, meta_dict=meta_dict, use_safetensors=use_safetensors)
 
-    @mutates   # spec IO-18: concurrency contract
+    @mutates
     def load_adapter_fusion(self, adapter_fusion_name_or_path, load_as=None, set_active=False,
                             use_safetensors=None, **kwargs) -> str:
         from .loading import load_adapter_fusion
         return load_adapter_fusion(self, adapter_fusion_name_or_path, load_as=load_as, set_active=set_active,
                                    use_safetensors=use_safetensors)
 
-    @reads   # spec IO-18: concurrency contract
+    @reads
     def save_all_adapters(self, save_directory, meta_dict=None, use_safetensors=False):
         """One sub-folder per adapter (with ``config_id``). Spec: API-7."""
         from .setup_files import save_all_adapters
         save_all_adapters(self, save_directory, meta_dict=meta_dict, use_safetensors=use_safetensors)
 
-    @reads   # spec IO-18: concurrency contract
+    @reads
     def save_all_adapter_fusions(self, save_directory, meta_dict=None, use_safetensors=False):
         """One sub-folder per fusion (with ``config_id``). Spec: API-7."""
         from .setup_files import save_all_adapter_fusions
         save_all_adapter_fusions(self, save_directory, meta_dict=meta_dict, use_safetensors=use_safetensors)
 
-    @reads   # spec IO-18: concurrency contract
+    @reads
     def save_adapter_setup(self, save_directory, adapter_setup, meta_dict=None, use_safetensors=False):
         """adapter_setup.json + one sub-folder per adapter / fusion of the setup. Spec: API-7."""
         from .setup_files import save_adapter_setup
         save_adapter_setup(self, save_directory, adapter_setup, meta_dict=meta_dict, use_safetensors=use_safetensors)
 
-    @mutates   # spec IO-18: concurrency contract
+    @mutates
     def load_adapter_setup(self, adapter_setup_name_or_path, set_active=False, use_safetensors=False, **kwargs):
         """Load a directory written by save_adapter_setup; returns (adapter_setup, head_setup). Spec: API-7."""
         from .setup_files import load_adapter_setup
@@ -358,7 +358,7 @@ class AdapterModel:
                                   use_safetensors=use_safetensors)
 
     # ---- averaging / parameter sharing -----------------------------------------------------------
-    @mutates   # spec IO-18: concurrency contract
+    @mutates
     def average_adapter(self, adapter_name, adapter_list, weights=None, normalize_weights=True, overwrite_ok=False,
                         set_active=False, combine_strategy="linear", svd_rank=None, **kwargs):
         """Add an adapter whose parameters are a weighted combination of existing adapters. Spec: API-5."""
@@ -369,13 +369,13 @@ class AdapterModel:
                         overwrite_ok=overwrite_ok, set_active=set_active, combine_strategy=combine_strategy,
                         svd_rank=svd_rank)
 
-    @mutates   # spec IO-18: concurrency contract
+    @mutates
     def share_parameters(self, adapter_names, name=None, reference_adapter_name=None):
         """MTL-LoRA: share the reference adapter's lora_A / lora_B among ``adapter_names``. Spec: API-6."""
         from .sharing import share_parameters
         share_parameters(self, adapter_names, name=name, reference_adapter_name=reference_adapter_name)
 
-    @mutates   # spec IO-18: concurrency contract
+    @mutates
     def unshare_parameters(self, adapter_names, name=None):
         """Remove the shared group (the adapters keep their current values). Spec: API-6."""
         from .sharing import unshare_parameters
@@ -387,7 +387,7 @@ class AdapterModel:
         return shared_parameters_state_dict(self, name)
 
     # ---- merge / reset / eject -------------------------------------------------------------------
-    @mutates   # spec IO-18: concurrency contract
+    @mutates
     def merge_adapter(self, name: str) -> None:
         """Fold a LoRA-family adapter into the base weights. Spec: LORA-MERGE."""
         self.adapters_config.require(name)
@@ -399,14 +399,14 @@ class AdapterModel:
         for l in layers:
             l.merge(name)
 
-    @mutates   # spec IO-18: concurrency contract
+    @mutates
     def reset_adapter(self) -> None:
         """Restore the base weights saved before any merge (bit-identical). Spec: LORA-MERGE."""
         for (i, kind, _), l in self.method_layers.items():
             if kind == "lora":
                 l.reset()
 
-    @mutates   # spec IO-18: concurrency contract
+    @mutates
     def eject_prefix_tuning(self, name: str) -> None:
         self.adapters_config.require(name)
         self.model_level["prefix_pool"].eject(name)
@@ -415,7 +415,7 @@ class AdapterModel:
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs) -> ModelOutput:
         return self.forward(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs)
 
-    @reads   # spec IO-18: concurrency contract
+    @reads
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, *, output_adapter_gating_scores=False,
                 output_adapter_fusion_attentions=False, task_ids=None, adapter_input_parallelized=False,
                 position_ids=None, past_key_values=None, **kwargs) -> ModelOutput:
