@@ -86,7 +86,7 @@ def check_adapter_fits_model(members, *, hidden_size: int) -> None:
     unit has r orthonormal rows in a hidden_size-dimensional space, so r <= hidden_size (a larger r
     also makes the orthogonal completion an r x r matrix: 2 GiB for r = 16384)."""
     for cfg in members:
-        if cfg.get("architecture") == "reft" and cfg.get("orthogonality") and cfg.get("r", 0) > hidden_size:
+        if cfg is not None and cfg.get("architecture") == "reft" and cfg.get("orthogonality") and cfg.get("r", 0) > hidden_size:
             raise ConfigError(f"{type(cfg).__name__}.r: got {cfg['r']}; an orthogonal ReFT unit needs r <= "
                               f"hidden_size = {hidden_size}.")
 
@@ -100,6 +100,8 @@ def adapter_min_elements(members, *, hidden_size: int) -> int:
     make a large model allocate gigabytes that the file could never fill."""
     D, total = hidden_size, 0
     for c in members:
+        if c is None:           # AdapterConfig.load gives None for an empty config: the default is used
+            continue
         arch = c.get("architecture")
         if arch == "lora" and c.get("composition_mode") != "scale" and c.get("init_weights") != "vera" and (
                 c.get("selfattn_lora") or c.get("intermediate_lora") or c.get("output_lora")):

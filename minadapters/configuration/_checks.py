@@ -166,7 +166,9 @@ def check_str_list(owner, name, value, choices):
 
 
 def check_seed(owner, name, value):
-    check_int(owner, name, value, optional=True)
+    # COMPAT(adapters): torch.manual_seed wraps negative seeds; NumPy's generators (ours) need >= 0,
+    # and the random streams differ from torch's anyway. Spec: IO-16.
+    check_int(owner, name, value, minimum=0, optional=True)
 
 
 def check_reduction_factor(owner, name, value, *, optional=False):
