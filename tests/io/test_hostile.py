@@ -284,6 +284,7 @@ def test_missing_required_key_is_config_error(model_dir):
     ("prefix_tuning[prefix_length=4000000]", ConfigError), ("seq_bn[scaling=float('nan')]", ConfigError),
     ("lora[alpha=float('nan')]", ConfigError), ("seq_bn[reduction_factor={'default': 1e-9}]", ConfigError),
     ("loreft[r=16384]", ConfigError), ("loreft[r=33]", ConfigError),     # orthogonal rows: r <= hidden (32)
+    ("lora[init_weights_seed=-1]", ConfigError),                        # NumPy generators need seeds >= 0
 ])
 def test_adapter_sizes_are_bounded_before_allocation(model_dir, spec, exc):
     model = ma.AutoModel.from_pretrained(model_dir)
