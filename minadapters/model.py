@@ -5,7 +5,6 @@ with AdapterHooks (or NullHooks when no adapter is active).
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -16,11 +15,13 @@ from .composition import AdapterCompositionBlock, Fuse, parse_composition
 from .configuration import (ADAPTERFUSION_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, DEFAULT_ADAPTERFUSION_CONFIG,
                             AdapterConfig, AdapterFusionConfig, BnConfig, ConfigUnion, LoRAConfig,
                             PrefixTuningConfig, PromptTuningConfig, ReftConfig)
+from .concurrency import mutates, reads   # IO-18: forwards share the model, adapter-set changes are exclusive
 from .context import AdapterSetup, ForwardState
-from .errors import CompositionError, ConfigError, FusionNotFoundError, ShapeError
+from .errors import AdapterError, CompositionError, ConfigError, FusionNotFoundError, ShapeError, WeightsError
 from .hooks import ModelHooks, NullHooks
 from .hub import resolve_adapter_dir, resolve_model_dir
 from .io.files import read_model_weights
+from .jsonio import read_json
 from .methods.bottleneck import BottleneckLayer
 from .methods.invertible import InvertibleAdapters
 from .methods.lora import LoRALayer
@@ -32,6 +33,7 @@ from .methods.shared import SharedParameters
 from .models import LayerKey, architecture
 from .ops import get_backend, get_ops
 from .outputs import ModelOutput
+from .validation import check_adapter_fits_model, check_forward_inputs, check_model_config
 
 METHOD_OF_CONFIG = ((BnConfig, "bottleneck"), (LoRAConfig, "lora"), (PrefixTuningConfig, "prefix_tuning"),
                     (PromptTuningConfig, "prompt_tuning"), (ReftConfig, "reft"))
@@ -141,6 +143,7 @@ class AdapterModel:
         return self.method_layer("lora", key, layer_idx, stack).weight_keys()
 
     # ---- adapters ----------------------------------------------------------------------------------
+    @mutates
     def add_adapter(self, adapter_name: str, config=None, overwrite_ok: bool = False, set_active: bool = False):
         """Add an adapter of any method. ``config``: str | dict | config object | JSON path. Spec: API-1."""
         cfg = AdapterConfig.load(config if config is not None else DEFAULT_ADAPTER_CONFIG)
@@ -162,12 +165,15 @@ class AdapterModel:
             self.set_active_adapters(adapter_name)
 
     def _check_supported(self, cfg):
+        check_adapter_fits_model(cfg.configs if isinstance(cfg, ConfigUnion) else [cfg],
+                                 hidden_size=self.hidden_size)     # IO-16, before any allocation
         unsupported = sorted(m for m in _methods_of(cfg) if m not in self.arch.methods)
         if unsupported:
             raise ConfigError(f"Adapter config architecture={unsupported[0]!r} is not supported by "
                               f"model_type={self.model_type!r} (family {self.arch.name!r} supports "
                               f"{', '.join(sorted(self.arch.methods))}).")
 
+    @mutates
     def delete_adapter(self, adapter_name: str) -> None:
         if adapter_name not in self.adapters_config:
             return
@@ -193,6 +199,7 @@ class AdapterModel:
     def active_adapters(self, setup):
         self.set_active_adapters(setup)
 
+    @mutates
     def set_active_adapters(self, adapter_setup, skip_layers=None) -> None:
         """Parse, validate and activate a composition; unknown names raise. Spec: COMP-1."""
         setup = parse_composition(adapter_setup)        # block support: the family's record (_check_blocks)
@@ -223,6 +230,7 @@ class AdapterModel:
             self._check_blocks(c)
 
     # ---- fusion ----------------------------------------------------------------------------------
+    @mutates
     def add_adapter_fusion(self, adapter_names, config=None, name=None, overwrite_ok=False, set_active=False):
         """Add a fusion layer over ``adapter_names`` at every location they all use. Spec: FUSION-1."""
         if isinstance(adapter_names, Fuse):
@@ -259,6 +267,7 @@ class AdapterModel:
                 raise ConfigError(f"All given adapters must define the same value for config attribute {key}; "
                                   f"got {dict(zip(names, vals))}.")
 
+    @mutates
     def delete_adapter_fusion(self, adapter_names) -> None:
         name = adapter_names.name if isinstance(adapter_names, Fuse) else (
             ",".join(adapter_names) if isinstance(adapter_names, (list, tuple)) else adapter_names)
@@ -288,19 +297,23 @@ class AdapterModel:
         return {k: d[leaf] for k, (d, leaf) in self.fusion_param_refs(fusion_name).items()}
 
     # ---- files -----------------------------------------------------------------------------------
+    @reads
     def save_adapter(self, save_directory, adapter_name, meta_dict=None, use_safetensors=False):
         loading.save_adapter(self, save_directory, adapter_name, meta_dict=meta_dict, use_safetensors=use_safetensors)
 
+    @mutates
     def load_adapter(self, adapter_name_or_path, config=None, load_as=None, leave_out=None, set_active=False,
                      use_safetensors=None, **kwargs) -> str:
         adapter_name_or_path = resolve_adapter_dir(adapter_name_or_path, **kwargs)   # HF ids: cache or download
         return loading.load_adapter(self, adapter_name_or_path, load_as=load_as, leave_out=leave_out,
                                     set_active=set_active, use_safetensors=use_safetensors)
 
+    @reads
     def save_adapter_fusion(self, save_directory, adapter_names, meta_dict=None, use_safetensors=False):
         loading.save_adapter_fusion(self, save_directory, adapter_names, meta_dict=meta_dict,
                                     use_safetensors=use_safetensors)
 
+    @mutates
     def load_adapter_fusion(self, adapter_fusion_name_or_path, load_as=None, set_active=False,
                             use_safetensors=None, **kwargs) -> str:
         adapter_fusion_name_or_path = resolve_adapter_dir(adapter_fusion_name_or_path, "adapter_fusion_config.json",
@@ -308,26 +321,31 @@ class AdapterModel:
         return loading.load_adapter_fusion(self, adapter_fusion_name_or_path, load_as=load_as, set_active=set_active,
                                            use_safetensors=use_safetensors)
 
+    @reads
     def save_all_adapters(self, save_directory, meta_dict=None, use_safetensors=False):
         """One sub-folder per adapter (with ``config_id``). Spec: API-7."""
         setup_files.save_all_adapters(self, save_directory, meta_dict=meta_dict, use_safetensors=use_safetensors)
 
+    @reads
     def save_all_adapter_fusions(self, save_directory, meta_dict=None, use_safetensors=False):
         """One sub-folder per fusion (with ``config_id``). Spec: API-7."""
         setup_files.save_all_adapter_fusions(self, save_directory, meta_dict=meta_dict,
                                              use_safetensors=use_safetensors)
 
+    @reads
     def save_adapter_setup(self, save_directory, adapter_setup, meta_dict=None, use_safetensors=False):
         """adapter_setup.json + one sub-folder per adapter / fusion of the setup. Spec: API-7."""
         setup_files.save_adapter_setup(self, save_directory, adapter_setup, meta_dict=meta_dict,
                                        use_safetensors=use_safetensors)
 
+    @mutates
     def load_adapter_setup(self, adapter_setup_name_or_path, set_active=False, use_safetensors=False, **kwargs):
         """Load a directory written by save_adapter_setup; returns (adapter_setup, head_setup). Spec: API-7."""
         return setup_files.load_adapter_setup(self, adapter_setup_name_or_path, set_active=set_active,
                                               use_safetensors=use_safetensors)
 
     # ---- averaging / parameter sharing -----------------------------------------------------------
+    @mutates
     def average_adapter(self, adapter_name, adapter_list, weights=None, normalize_weights=True, overwrite_ok=False,
                         set_active=False, combine_strategy="linear", svd_rank=None, **kwargs):
         """Add an adapter whose parameters are a weighted combination of existing adapters. Spec: API-5."""
@@ -337,10 +355,12 @@ class AdapterModel:
                                   normalize_weights=normalize_weights, overwrite_ok=overwrite_ok,
                                   set_active=set_active, combine_strategy=combine_strategy, svd_rank=svd_rank)
 
+    @mutates
     def share_parameters(self, adapter_names, name=None, reference_adapter_name=None):
         """MTL-LoRA: share the reference adapter's lora_A / lora_B among ``adapter_names``. Spec: API-6."""
         sharing.share_parameters(self, adapter_names, name=name, reference_adapter_name=reference_adapter_name)
 
+    @mutates
     def unshare_parameters(self, adapter_names, name=None):
         """Remove the shared group (the adapters keep their current values). Spec: API-6."""
         sharing.unshare_parameters(self, adapter_names, name=name)
@@ -350,6 +370,7 @@ class AdapterModel:
         return sharing.shared_parameters_state_dict(self, name)
 
     # ---- merge / reset / eject -------------------------------------------------------------------
+    @mutates
     def merge_adapter(self, name: str) -> None:
         """Fold a LoRA-family adapter into the base weights. Spec: LORA-MERGE."""
         self.adapters_config.require(name)
@@ -361,11 +382,13 @@ class AdapterModel:
         for l in layers:
             l.merge(name)
 
+    @mutates
     def reset_adapter(self) -> None:
         """Restore the base weights saved before any merge (bit-identical). Spec: LORA-MERGE."""
         for l in self.layers_of("lora"):
             l.reset()
 
+    @mutates
     def eject_prefix_tuning(self, name: str) -> None:
         self.adapters_config.require(name)
         self.model_level["prefix_pool"].eject(name)
@@ -374,6 +397,7 @@ class AdapterModel:
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs):
         return self.forward(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs)
 
+    @reads
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, *, position_ids=None,
                 inputs_embeds=None, past_key_values=None, output_hidden_states=False, output_attentions=False,
                 return_dict=True, output_adapter_gating_scores=False, output_adapter_fusion_attentions=False,
@@ -391,6 +415,9 @@ class AdapterModel:
         inputs = self._check_inputs(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                                     position_ids=position_ids, inputs_embeds=inputs_embeds,
                                     past_key_values=past_key_values, **kwargs)
+        check_forward_inputs(inputs.get("input_ids", np.zeros((1, 1), np.int64)), inputs.get("attention_mask"),
+                             inputs.get("token_type_ids"), inputs.get("position_ids"),
+                             type_vocab_size=getattr(self.config, "type_vocab_size", None))   # Spec: API-2, IO-16
         ctx = AdapterSetup.get_context()
         setup = ctx.adapter_setup if ctx is not None else self.adapters_config.active_setup
         if ctx is not None and setup is not None:
@@ -571,12 +598,19 @@ class AutoModel:
             raise FileNotFoundError(f"Model directory {path!r} does not exist.")
         if not os.path.isfile(cfg_path):
             raise FileNotFoundError(f"No config.json in {path!r}; expected a Hugging Face model directory.")
-        with open(cfg_path) as f:
-            raw = json.load(f)
-        if not isinstance(raw, dict) or "model_type" not in raw:
-            raise ValueError(f"{cfg_path}: no 'model_type' key.")
+        raw = read_json(cfg_path, error=ConfigError)
+        check_model_config(raw, cfg_path)           # sizes sane before any shape is derived (IO-16)
+        if "model_type" not in raw:
+            raise ConfigError(f"{cfg_path}: no 'model_type' key.")
         arch = architecture(raw["model_type"])
-        config = arch.config_class.from_dict(raw)
+        try:   # one error vocabulary (spec/io.md): config.json problems are ConfigError naming the file
+            config = arch.config_class.from_dict(raw)
+        except KeyError as e:
+            raise ConfigError(f"{cfg_path}: no {e} key; the {raw['model_type']} config needs it.") from None
+        except (TypeError, ValueError) as e:
+            if isinstance(e, AdapterError):
+                raise
+            raise ConfigError(f"{cfg_path}: {e}") from None
         weights = arch.normalize_keys(read_model_weights(path), raw["model_type"])
         lm_head = weights.pop("lm_head.weight", None)
         params = _check_params(weights, arch.expected_shapes(config), path, dtype)
@@ -592,7 +626,7 @@ class AutoModel:
 def _check_params(weights, shapes, path, dtype):
     missing = [k for k in shapes if k not in weights]
     if missing:
-        raise ValueError(f"{path}: the checkpoint lacks {len(missing)} weights, e.g. {missing[:3]}.")
+        raise WeightsError(f"{path}: the checkpoint lacks {len(missing)} weights, e.g. {missing[:3]}.")
     out = {}
     for k, v in weights.items():
         if k in shapes and tuple(v.shape) != tuple(shapes[k]):
