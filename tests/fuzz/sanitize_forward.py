@@ -4,10 +4,10 @@ Spec: IO-17. Usage (repository root):
 
     python tests/fuzz/sanitize_forward.py [--per-target N] [--seed S]
 
-Builds a sanitizer variant of the cffi extension `minadapters._native` from native/src (-O1 -g
+Builds a sanitizer variant of the cffi extension `minadapters.ops._native` from native/src (-O1 -g
 -fsanitize=address,undefined -fno-sanitize-recover=all, no OpenMP) into a temporary directory,
 re-executes itself with the ASan runtime preloaded, puts that directory first on
-`minadapters.__path__` (so `minadapters.ops.native` loads the instrumented build, checked), then
+`minadapters.ops.__path__` (so `minadapters.ops.native` loads the instrumented build, checked), then
 feeds the inputs of the `forward[bert]` / `forward[gpt2]` fuzz targets (tests/fuzz/fuzz_targets.py,
 the same deterministic generator as fuzz_run.py) to both backends. A sanitizer report aborts the
 process (non-zero exit); a numpy/native disagreement or an undocumented error type is counted and
@@ -35,7 +35,7 @@ _MARK = "MINADAPTERS_SANITIZED_BUILD"
 
 
 def _build(outdir: str) -> str:
-    """Compile the instrumented extension; returns the directory that holds minadapters/_native*.so."""
+    """Compile the instrumented extension; returns the directory that holds minadapters/ops/_native*.so."""
     spec = importlib.util.spec_from_file_location("build_native", os.path.join(ROOT, "native", "build_native.py"))
     bn = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bn)
@@ -43,11 +43,11 @@ def _build(outdir: str) -> str:
     ffi = FFI()
     with open(bn.HEADER) as f:
         ffi.cdef(f.read())
-    ffi.set_source("minadapters._native", '#include <stdint.h>\n#include "minadapters.h"\n', sources=bn.SOURCES,
+    ffi.set_source(bn.MODULE, '#include <stdint.h>\n#include "minadapters.h"\n', sources=bn.SOURCES,
                    include_dirs=[bn.INCLUDE], extra_compile_args=SAN_FLAGS,
                    extra_link_args=["-fsanitize=address,undefined", "-lm"])
     so = ffi.compile(tmpdir=outdir)
-    pkg = os.path.join(outdir, "san", "minadapters")
+    pkg = os.path.join(outdir, "san", "minadapters", "ops")
     os.makedirs(pkg, exist_ok=True)
     dest = os.path.join(pkg, os.path.basename(so))
     os.replace(so, dest)
@@ -65,10 +65,10 @@ def _runtime() -> str:
 
 def _run(pkg: str, per_target: int, seed: int, self_test: bool = False) -> int:
     sys.path[:0] = [HERE, ROOT]
-    import minadapters
-    minadapters.__path__.insert(0, pkg)                      # the instrumented _native wins
+    import minadapters.ops
+    minadapters.ops.__path__.insert(0, pkg)                  # the instrumented _native wins
     from minadapters.ops import native  # noqa: F401  (loads the extension through the package path)
-    import minadapters._native as ext
+    import minadapters.ops._native as ext
     if not os.path.abspath(ext.__file__).startswith(os.path.abspath(pkg)):
         print(f"sanitize_forward: loaded {ext.__file__}, not the sanitizer build", file=sys.stderr)
         return 2
