@@ -409,9 +409,6 @@ class AdapterModel:
         if unknown:
             raise TypeError(f"forward() got unexpected keyword arguments: {', '.join(unknown)} (model_type="
                             f"{self.model_type!r} takes {', '.join(sorted(self.arch.inputs))}).")
-        if output_attentions:
-            raise TypeError("forward(output_attentions=True) is not supported: the attention kernels never "
-                            "materialise the probabilities; pass output_attentions=False.")
         inputs = self._check_inputs(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                                     position_ids=position_ids, inputs_embeds=inputs_embeds,
                                     past_key_values=past_key_values, **kwargs)
@@ -434,8 +431,9 @@ class AdapterModel:
             rows = _rows(inputs)
             for obj in self.model_level.values():
                 obj.prepare(fwd, rows)
-        fields = self.arch.forward(self.params, self.config, hooks, self.ops, self.dtype,
-                                   output_hidden_states=bool(output_hidden_states), **inputs)
+        flags = {k: True for k, v in (("output_hidden_states", output_hidden_states),
+                                      ("output_attentions", output_attentions)) if v}
+        fields = self.arch.forward(self.params, self.config, hooks, self.ops, self.dtype, **flags, **inputs)
         out = ModelOutput(**{k: v for k, v in fields.items() if v is not None})
         out.last_hidden_state = np.ascontiguousarray(out.last_hidden_state)
         if output_adapter_gating_scores:
