@@ -9,7 +9,6 @@ import itertools
 import warnings
 from collections.abc import Sequence
 
-import numpy as np
 
 from .errors import CompositionError
 
