@@ -1,7 +1,7 @@
 """Public model API: AutoModel, the adapter-managing model class and its forward. Spec: API-1.
 
 The forward reads AdapterSetup once, builds a ForwardState and runs the architecture's explicit forward
-with AdapterHooks (or NullHooks when no adapter is active).
+with ModelHooks (or NullHooks when no adapter is active). Spec: ARCH-1 (what a family declares).
 """
 from __future__ import annotations
 
