@@ -5,6 +5,7 @@ Each family module declares one ``Architecture`` record (models/base.py); ``REGI
 """
 from __future__ import annotations
 
+from ..errors import ConfigError
 from . import bert, distilbert, gpt2, llama, llama_like
 from .base import Architecture, LayerKey, LayerStack, ParamView
 
@@ -41,11 +42,11 @@ def register(arch: Architecture) -> Architecture:
 
 
 def architecture(model_type: str) -> Architecture:
-    """The record of ``model_type``; ValueError naming the supported types otherwise."""
+    """The record of ``model_type``; ConfigError (a ValueError) naming the supported types otherwise."""
     try:
         return REGISTRY[model_type]
     except (KeyError, TypeError):
-        raise ValueError(f"config.json: model_type={model_type!r} is not supported; supported: "
+        raise ConfigError(f"config.json: model_type={model_type!r} is not supported; supported: "
                          f"{', '.join(sorted(REGISTRY))}.") from None
 
 

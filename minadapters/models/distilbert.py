@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import ConfigError, ShapeError
 from ..functional.activations import get_activation
 from ..hooks import Hook
-from .base import ALL_METHODS, Architecture, LayerStack, layer_views
+from .base import ALL_METHODS, Architecture, LayerStack, attention_probs, layer_views
 from .bert import extended_mask, merge_heads, split_heads
 
 MODEL_TYPES = ("distilbert",)
@@ -105,15 +105,18 @@ def embeddings(p, cfg: Config, input_ids, ops, *, inputs_embeds=None):
     return ops.layer_norm(x, p["embeddings.LayerNorm.weight"], p["embeddings.LayerNorm.bias"], LN_EPS)
 
 
-def transformer_block(x, mask, lp, hk, cfg: Config, ops):
+def transformer_block(x, mask, lp, hk, cfg: Config, ops, probs=None):
     """Post-LN DistilBERT block with hooks. Spec: FAM-DB-2 (= ENC-2 with DistilBERT's module names).
-    x: (B, T, D); mask: (B, 1, 1, Tk) additive."""
+    x: (B, T, D); mask: (B, 1, 1, Tk) additive; ``probs``: a list that collects the attention weights."""
     n = cfg.num_attention_heads
     q = hk.linear(Hook.ATTN_Q, x, *lp.linear("attention.q_lin"))
     k = hk.linear(Hook.ATTN_K, x, *lp.linear("attention.k_lin"))
     v = hk.linear(Hook.ATTN_V, x, *lp.linear("attention.v_lin"))
     K, V, mask = hk.prefix(Hook.SELF_PREFIX, split_heads(k, n), split_heads(v, n), mask, x)   # Tk = T + P
-    ctx = ops.attention(split_heads(q, n), K, V, mask)                # (B, N, T, Dh)
+    q = split_heads(q, n)
+    if probs is not None:
+        probs.append(attention_probs(q, K, mask, ops))               # (B, N, T, Tk)
+    ctx = ops.attention(q, K, V, mask)                                # (B, N, T, Dh)
     a = ops.linear(merge_heads(ctx), *lp.linear("attention.out_lin"))
     ln1 = lambda t: ops.layer_norm(t, *lp.linear("sa_layer_norm"), LN_EPS)  # noqa: E731
     x = hk.residual_block(Hook.MH_ADAPTER, a, x, ln1)
@@ -125,19 +128,21 @@ def transformer_block(x, mask, lp, hk, cfg: Config, ops):
 
 
 def forward(p, cfg: Config, hooks, ops, dtype, *, input_ids=None, attention_mask=None, inputs_embeds=None,
-            output_hidden_states=False):
-    """Embeddings, hooks, blocks. Spec: FAM-DB-1, FAM-DB-2.  -> {last_hidden_state, hidden_states}"""
+            output_hidden_states=False, output_attentions=False):
+    """Embeddings, hooks, blocks. Spec: FAM-DB-1, FAM-DB-2.  -> {last_hidden_state, hidden_states, attentions}"""
     x = embeddings(p, cfg, input_ids, ops, inputs_embeds=inputs_embeds).astype(dtype, copy=False)
     if attention_mask is None:
         attention_mask = np.ones(x.shape[:2], np.int64)
     x, attention_mask = hooks.embeddings(ENCODER, x, attention_mask)
     mask = extended_mask(attention_mask, dtype)
     states = [x] if output_hidden_states else None
+    probs = [] if output_attentions else None
     for i, lp in enumerate(layer_views(p, STACK, cfg.num_hidden_layers)):
-        x = transformer_block(x, mask, lp, hooks.layer(ENCODER, i), cfg, ops)
+        x = transformer_block(x, mask, lp, hooks.layer(ENCODER, i), cfg, ops, probs)
         if states is not None:
             states.append(x)
-    return {"last_hidden_state": x, "hidden_states": tuple(states) if states is not None else None}
+    return {"last_hidden_state": x, "hidden_states": tuple(states) if states is not None else None,
+            "attentions": tuple(probs) if probs is not None else None}
 
 
 # adapters 1.3.0 state-dict paths (adapters/models/distilbert/mixin_distilbert.py).

@@ -25,7 +25,7 @@ from ..errors import ConfigError, ShapeError
 from ..functional.activations import get_activation
 from ..hooks import Hook
 from . import decoder_common as dc
-from .base import ALL_BLOCKS, ALL_METHODS, Architecture, LayerStack, layer_views
+from .base import ALL_BLOCKS, ALL_METHODS, Architecture, LayerStack, attention_probs, layer_views
 
 DECODER = "decoder"
 PLUGIN_METHODS = frozenset({"bottleneck", "lora", "reft", "invertible"})   # AdapterModelInterface.adapter_methods
@@ -187,7 +187,7 @@ def sliding_window_mask(mask, window: int, dtype):
     return np.where(inside[None, None], mask, np.finfo(dtype).min).astype(dtype)
 
 
-def decoder_layer(fam, i, x, mask, rope, lp, hk, cfg: Config, ops, cache):
+def decoder_layer(fam, i, x, mask, rope, lp, hk, cfg: Config, ops, cache, probs=None):
     """Pre-RMSNorm LLaMA-like layer with hooks. Spec: DEC-2, FAM-LL-1, FAM-LL-3.  x: (B, T, D)."""
     N, Nkv, Dh, eps = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.rms_norm_eps
     h = rms_norm(x, lp["input_layernorm.weight"], eps, fam.norm_offset, ops)
@@ -204,7 +204,10 @@ def decoder_layer(fam, i, x, mask, rope, lp, hk, cfg: Config, ops, cache):
         mask = sliding_window_mask(mask, cfg.windows[i], mask.dtype)
     if not fam.plugin:
         k, v, mask = hk.prefix(Hook.SELF_PREFIX, k, v, mask, h)          # (B, Nkv, P+Tk, Dh), after RoPE
-    ctx = ops.attention(q, dc.repeat_kv(k, N // Nkv), dc.repeat_kv(v, N // Nkv), mask)
+    k, v = dc.repeat_kv(k, N // Nkv), dc.repeat_kv(v, N // Nkv)
+    if probs is not None:
+        probs.append(attention_probs(q, k, mask, ops))                     # (B, N, T, Tk)
+    ctx = ops.attention(q, k, v, mask)
     a = ops.linear(dc.merge_heads(ctx), *lp.linear("self_attn.o_proj"))
     x = _close(fam, hk, Hook.MH_ADAPTER, a, x)
     h2 = rms_norm(x, lp["post_attention_layernorm.weight"], eps, fam.norm_offset, ops)
@@ -227,7 +230,7 @@ def _close(fam, hk, key, h, x):
 
 def make_forward(fam: LlamaLike, stack: LayerStack):
     def forward(p, cfg: Config, hooks, ops, dtype, *, input_ids=None, attention_mask=None, position_ids=None,
-                past_key_values=None, inputs_embeds=None, output_hidden_states=False):
+                past_key_values=None, inputs_embeds=None, output_hidden_states=False, output_attentions=False):
         """embed_tokens, hooks, (· √D), layers, final RMSNorm. Spec: DEC-2 .. DEC-5, FAM-LL-1 .. FAM-LL-3."""
         B, T = input_ids.shape if inputs_embeds is None else inputs_embeds.shape[:2]
         past = past_key_values.length if past_key_values is not None else 0
@@ -244,14 +247,16 @@ def make_forward(fam: LlamaLike, stack: LayerStack):
         inv = dc.rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
         rope = dc.rope_cos_sin(position_ids, inv, dtype)
         states = [x] if output_hidden_states else None
+        probs = [] if output_attentions else None
         for i, lp in enumerate(layer_views(p, stack, cfg.num_hidden_layers)):
-            x = decoder_layer(fam, i, x, mask, rope, lp, hooks.layer(DECODER, i), cfg, ops, past_key_values)
+            x = decoder_layer(fam, i, x, mask, rope, lp, hooks.layer(DECODER, i), cfg, ops, past_key_values, probs)
             if states is not None:
                 states.append(x)
         x = rms_norm(x, p["norm.weight"], cfg.rms_norm_eps, fam.norm_offset, ops)
         if states is not None:
             states[-1] = x
-        return {"last_hidden_state": x, "hidden_states": tuple(states) if states is not None else None}
+        return {"last_hidden_state": x, "hidden_states": tuple(states) if states is not None else None,
+                "attentions": tuple(probs) if probs is not None else None}
     return forward
 
 
