@@ -5,8 +5,9 @@ attention biases, q/k norms, (1 + w) RMSNorm, scaled embeddings, sliding windows
 turned into an ``Architecture`` by ``declare``. Mistral is native in adapters 1.3.0 (LLaMA's placement: LoRA
 "intermediate" = ``mlp.down_proj``); Qwen2 / Qwen3 come through its ``AdapterModelInterface`` (wrappers/interfaces.py:
 "intermediate" = ``mlp.up_proj``, bottlenecks hooked on ``o_proj`` / ``down_proj`` outputs, no prefix or prompt
-tuning, no Parallel). Gemma has no interface in adapters 1.3.0: its record is the one a user passes to
-``adapters.init(model, interface=...)`` (the example in spec/families.md, FAM-LL-3).
+tuning; composition blocks as adapters' composition.SUPPORTED_MODELS allows them per model type). Gemma has no
+interface in adapters 1.3.0: its record is the one a user passes to ``adapters.init(model, interface=...)``
+(spec/families.md, FAM-LL-3).
 
 Declaring another family (see spec/families.md for the worked example)::
 
@@ -25,6 +26,7 @@ from ..errors import ConfigError, ShapeError
 from ..functional.activations import get_activation
 from ..hooks import Hook
 from . import decoder_common as dc
+from ..composition import SUPPORTED_MODELS
 from .base import ALL_BLOCKS, ALL_METHODS, Architecture, LayerStack, attention_probs, layer_views
 
 DECODER = "decoder"
@@ -275,21 +277,25 @@ def stack_for(fam: LlamaLike) -> LayerStack:
                       self_prefix="self_attn.prefix_tuning")
 
 
+def blocks_for(model_types) -> frozenset:
+    """Composition blocks adapters 1.3.0 allows on every one of ``model_types`` (its SUPPORTED_MODELS lists the model
+    types of the blocks it restricts; a user-declared type is in none of those lists)."""
+    return ALL_BLOCKS - {b.__name__ for b, types in SUPPORTED_MODELS.items() if not set(model_types) <= set(types)}
+
+
 def declare(fam: LlamaLike) -> Architecture:
     """The Architecture record of a LLaMA-like family. Spec: ARCH-1, FAM-LL-1."""
     stack = stack_for(fam)
     config_class = type(f"{fam.name.title().replace('_', '')}Config", (), {
         "from_dict": staticmethod(lambda d: config_from_dict(fam, d)), "__doc__": f"config.json of {fam.name}."})
     methods = PLUGIN_METHODS if fam.plugin else ALL_METHODS - {"prompt_tuning"}
-    # COMPAT(adapters): composition.SUPPORTED_MODELS lists no plugin-interface family for Parallel.
-    blocks = ALL_BLOCKS - {"Parallel"} if fam.plugin else ALL_BLOCKS
     return Architecture(
         name=fam.name, model_types=fam.model_types, config_class=config_class, stacks=(stack,),
         forward=make_forward(fam, stack), normalize_keys=lambda w, mt: normalize_keys_for(fam.base_model_prefix, w),
         expected_shapes=lambda cfg: shapes_for(fam, cfg), model_class={mt: fam.model_class for mt in fam.model_types},
         base_model_prefix={mt: fam.base_model_prefix for mt in fam.model_types},
         inputs=frozenset({"input_ids", "attention_mask", "position_ids", "past_key_values", "inputs_embeds"}),
-        methods=methods, blocks=blocks, embed_key="embed_tokens.weight", is_causal=True,
+        methods=methods, blocks=blocks_for(fam.model_types), embed_key="embed_tokens.weight", is_causal=True,
         notes={"family": fam})
 
 

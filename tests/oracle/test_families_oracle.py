@@ -65,6 +65,16 @@ def test_base_model_matches_transformers(model_type, overrides, tmp_path):
                      what=f"{model_type} {overrides} pad={side}")
     ids, _ = batch(pad_side="none", B=2, T=5)
     assert_close(ours(ids).last_hidden_state, _torch_hidden(m, ids, None), rtol=1e-5, what="no attention_mask")
+    ids, mask = batch(pad_side="right")
+    with torch.no_grad():
+        exp = m(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), output_attentions=True,
+                output_hidden_states=True)
+    got = ours(ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
+    assert len(got.attentions) == len(exp.attentions) and len(got.hidden_states) == len(exp.hidden_states)
+    for i, (a, e) in enumerate(zip(got.attentions, exp.attentions)):
+        assert_close(a, e.numpy(), rtol=1e-5, what=f"{model_type} attentions of layer {i}")
+    for i, (a, e) in enumerate(zip(got.hidden_states, exp.hidden_states)):
+        assert_close(a, e.numpy(), rtol=1e-5, what=f"{model_type} hidden_states[{i}]")
     ours.set_backend("native")
     ids, mask = batch(pad_side="left")
     assert_close(ours(ids, attention_mask=mask).last_hidden_state, _torch_hidden(m, ids, mask), rtol=1e-4,
