@@ -42,7 +42,8 @@ def tokenize(model, text: str) -> list:
 def init_prompt(cfg, model, rng) -> np.ndarray:
     """(P, D) initial prompt: U(−s, s) (s = random_uniform_scale, 0.5) or word embeddings of the repeated,
     truncated token ids of prompt_init_text. Spec: PROMPT-1."""
-    P, D = int(cfg["prompt_length"]), model.hidden_size
+    # adapters: getattr(model_config, "embedding_size", hidden_size) (ALBERT / ELECTRA embed in E, not D)
+    P, D = int(cfg["prompt_length"]), getattr(model.config, "embedding_size", None) or model.hidden_size
     if cfg["prompt_init"] == "random_uniform":
         s = float(getattr(cfg, "random_uniform_scale", 0.5))
         return rng.uniform(-s, s, (P, D)).astype(np.float32)

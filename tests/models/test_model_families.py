@@ -17,6 +17,8 @@ DEC = dict(hidden_size=24, num_hidden_layers=2, num_attention_heads=4, num_key_v
 RAWS = {
     "distilbert": dict(model_type="distilbert", dim=24, n_layers=2, n_heads=4, hidden_dim=37, vocab_size=41,
                        max_position_embeddings=32),
+    "electra": dict(model_type="electra", hidden_size=24, embedding_size=20, num_hidden_layers=2,
+                    num_attention_heads=4, intermediate_size=37, vocab_size=41, max_position_embeddings=32),
     "mistral": dict(DEC, model_type="mistral", sliding_window=3),
     "qwen2": dict(DEC, model_type="qwen2", use_sliding_window=True, sliding_window=3, max_window_layers=1),
     "qwen3": dict(DEC, model_type="qwen3", head_dim=8),
@@ -167,6 +169,19 @@ def test_native_equals_numpy(family):
     except ma.errors.BackendUnavailableError as e:     # pragma: no cover - depends on the build
         pytest.skip(f"native backend unavailable: {e}")
     np.testing.assert_allclose(m(ids, attention_mask=mask).last_hidden_state, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.spec("FAM-EL-1")
+def test_electra_projection_only_when_sizes_differ():
+    arch = architecture("electra")
+    with_proj = arch.expected_shapes(arch.config_class.from_dict(RAWS["electra"]))
+    assert with_proj["embeddings_project.weight"] == (24, 20)
+    same = arch.expected_shapes(arch.config_class.from_dict(dict(RAWS["electra"], embedding_size=24)))
+    assert "embeddings_project.weight" not in same
+    with pytest.raises(ConfigError, match="position_embedding_type='relative_key'"):
+        arch.config_class.from_dict(dict(RAWS["electra"], position_embedding_type="relative_key"))
+    with pytest.raises(ShapeError, match="hidden_size=25"):
+        arch.config_class.from_dict(dict(RAWS["electra"], hidden_size=25))
 
 
 @pytest.mark.spec("FAM-LL-1")

@@ -19,6 +19,10 @@ def _config(model_type, overrides):
     if model_type == "distilbert":
         kw = dict(dim=36, n_layers=3, n_heads=4, hidden_dim=37, vocab_size=VOCAB, max_position_embeddings=64)
         return t.DistilBertConfig(**dict(kw, **overrides), attn_implementation="eager"), t.DistilBertModel
+    if model_type == "electra":
+        kw = dict(hidden_size=40, embedding_size=28, num_hidden_layers=3, num_attention_heads=4,
+                  intermediate_size=37, vocab_size=VOCAB, max_position_embeddings=64)
+        return t.ElectraConfig(**dict(kw, **overrides), attn_implementation="eager"), t.ElectraModel
     classes = {"mistral": (t.MistralConfig, t.MistralModel), "qwen2": (t.Qwen2Config, t.Qwen2Model),
                "qwen3": (t.Qwen3Config, t.Qwen3Model), "gemma": (t.GemmaConfig, t.GemmaModel)}
     cfg_cls, model_cls = classes[model_type]

@@ -19,12 +19,14 @@ from family_oracle_utils import hf_family_model  # noqa: E402
 from oracle_utils import assert_close, perturb_adapter, save_model  # noqa: E402
 
 PAD_SIDES = ["right", "left", "none"]
-ENCODERS = ("distilbert",)
+ENCODERS = ("distilbert", "electra")
 PREFIX_CONFIGS = ("prefix_tuning", "mam")
 BASE_CASES = [
     ("distilbert", {}),
     ("distilbert", dict(sinusoidal_pos_embds=True)),
     ("distilbert", dict(activation="relu")),
+    ("electra", {}),                                                       # embeddings_project 28 -> 40
+    ("electra", dict(embedding_size=40, hidden_act="gelu_new", layer_norm_eps=1e-5)),
     ("mistral", {}),                                                       # GQA 4 / 2, window 4096
     ("mistral", dict(sliding_window=3)),                                   # the window cuts a 9-token batch
     ("mistral", dict(head_dim=12, num_key_value_heads=1, sliding_window=None)),
@@ -137,8 +139,7 @@ def test_single_adapter(env, config):
     if "original_ln_after=False" in config and env.ours.arch.stacks[0].bottleneck_hooked:
         _both_refuse(env, config)          # adapters' LAYER_HOOK_UNSUPPORTED
         return
-    name = env.add(config)
-    env.compare(name, name, what=config)
+    _compare_or_both_fail(env, config)
 
 
 def _both_refuse(env, config):
@@ -211,10 +212,12 @@ def test_ours_to_adapters(env, tmp_path):
 
 
 def test_prompt_tuning(env):
-    """No family here takes prompt tuning in adapters 1.3.0: Mistral and the plugin-interface families refuse it
-    when it is added; DistilBERT's block prefixes a 2-D mask along dims 2 and 3 and fails in the forward.
-    minadapters refuses it when it is added, naming method and family."""
-    assert "prompt_tuning" not in env.ours.arch.methods
+    """Mistral and the plugin-interface families refuse prompt tuning when it is added; DistilBERT's block prefixes
+    a 2-D mask along dims 2 and 3 and fails in the forward: minadapters refuses it when it is added, naming method
+    and family. Where adapters runs it (ELECTRA), the outputs match."""
+    if "prompt_tuning" in env.ours.arch.methods:
+        _compare_or_both_fail(env, "prompt_tuning[prompt_length=3]", sides=("right",))
+        return
     with pytest.raises(Exception):
         env.torch_model.add_adapter("pt_up", config="prompt_tuning")
         env.torch_model.set_active_adapters("pt_up")
@@ -226,7 +229,23 @@ def test_prompt_tuning(env):
         env.ours.add_adapter("pt", config="prompt_tuning")
 
 
-PRESETS = ["distilbert-base-uncased", "distilbert-base-multilingual-cased", "mistral-7b-v0.1", "Qwen/Qwen2.5-0.5B",
+def _compare_or_both_fail(env, config, sides=("left", "right")):
+    """Equal outputs, or (ELECTRA with embedding_size != hidden_size: embedding-level methods are sized by
+    hidden_size but run before embeddings_project) an error on both sides."""
+    name = env.add(config)
+    env.torch_model.set_active_adapters(name)
+    ids, mask = batch(pad_side=sides[0])
+    try:
+        _torch_hidden(env.torch_model, ids, mask)
+    except RuntimeError:
+        env.ours.active_adapters = name
+        with pytest.raises(ValueError):
+            env.ours(ids, attention_mask=mask)
+        return
+    env.compare(name, name, what=config, sides=sides)
+
+PRESETS = ["distilbert-base-uncased", "distilbert-base-multilingual-cased", "google/electra-base-discriminator",
+           "google/electra-small-discriminator", "mistral-7b-v0.1", "Qwen/Qwen2.5-0.5B",
            "Qwen/Qwen3-0.6B", "google/gemma-2b"]
 
 
