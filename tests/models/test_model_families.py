@@ -19,6 +19,8 @@ RAWS = {
                        max_position_embeddings=32),
     "electra": dict(model_type="electra", hidden_size=24, embedding_size=20, num_hidden_layers=2,
                     num_attention_heads=4, intermediate_size=37, vocab_size=41, max_position_embeddings=32),
+    "bert-generation": dict(model_type="bert-generation", hidden_size=24, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=37, vocab_size=41, max_position_embeddings=32),
     "mistral": dict(DEC, model_type="mistral", sliding_window=3),
     "qwen2": dict(DEC, model_type="qwen2", use_sliding_window=True, sliding_window=3, max_window_layers=1),
     "qwen3": dict(DEC, model_type="qwen3", head_dim=8),
@@ -286,3 +288,19 @@ def test_hooked_bottleneck_with_zero_up_projection_is_identity(model_type, tmp_p
     m.add_adapter("z", config="seq_bn[init_weights='mam_adapter']")
     m.active_adapters = "z"
     np.testing.assert_allclose(m(ids, attention_mask=mask).last_hidden_state, base, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.spec("FAM-BG-1")
+def test_bert_generation_is_decoder_is_causal(tmp_path):
+    """is_decoder: a token's output does not depend on later tokens; without it, it does."""
+    raw = RAWS["bert-generation"]
+    w = weights(raw)
+    causal = write(tmp_path / "c", dict(raw, is_decoder=True), w)
+    full = write(tmp_path / "f", raw, w)
+    ids, _ = ids_mask(B=1, T=6)
+    other = ids.copy()
+    other[0, -1] = (other[0, -1] + 1) % 41
+    np.testing.assert_array_equal(causal(ids).last_hidden_state[:, :5], causal(other).last_hidden_state[:, :5])
+    assert np.abs(full(ids).last_hidden_state[:, :5] - full(other).last_hidden_state[:, :5]).max() > 1e-4
+    with pytest.raises(ConfigError, match="is_decoder='yes'"):
+        architecture("bert-generation").config_class.from_dict(dict(raw, is_decoder="yes"))

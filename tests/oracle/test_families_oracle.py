@@ -19,7 +19,7 @@ from family_oracle_utils import hf_family_model  # noqa: E402
 from oracle_utils import assert_close, perturb_adapter, save_model  # noqa: E402
 
 PAD_SIDES = ["right", "left", "none"]
-ENCODERS = ("distilbert", "electra")
+ENCODERS = ("distilbert", "electra", "bert-generation")
 PREFIX_CONFIGS = ("prefix_tuning", "mam")
 BASE_CASES = [
     ("distilbert", {}),
@@ -27,6 +27,8 @@ BASE_CASES = [
     ("distilbert", dict(activation="relu")),
     ("electra", {}),                                                       # embeddings_project 28 -> 40
     ("electra", dict(embedding_size=40, hidden_act="gelu_new", layer_norm_eps=1e-5)),
+    ("bert-generation", {}),
+    ("bert-generation", dict(is_decoder=True, hidden_act="relu")),               # causal self-attention
     ("mistral", {}),                                                       # GQA 4 / 2, window 4096
     ("mistral", dict(sliding_window=3)),                                   # the window cuts a 9-token batch
     ("mistral", dict(head_dim=12, num_key_value_heads=1, sliding_window=None)),
@@ -41,6 +43,8 @@ FAMILIES = [mt for mt in dict.fromkeys(c[0] for c in BASE_CASES)]
 
 
 def _torch_hidden(model, ids, mask, **kw):
+    if model.config.model_type == "bert-generation" and model.config.is_decoder:
+        kw.setdefault("use_cache", False)   # adapters 1.3.0's layer concatenates the 4.57 Cache object: TypeError
     with torch.no_grad():
         out = model(input_ids=torch.tensor(ids), attention_mask=None if mask is None else torch.tensor(mask), **kw)
     return out.last_hidden_state.numpy()
@@ -68,9 +72,10 @@ def test_base_model_matches_transformers(model_type, overrides, tmp_path):
     ids, _ = batch(pad_side="none", B=2, T=5)
     assert_close(ours(ids).last_hidden_state, _torch_hidden(m, ids, None), rtol=1e-5, what="no attention_mask")
     ids, mask = batch(pad_side="right")
+    extra = {"use_cache": False} if model_type == "bert-generation" else {}
     with torch.no_grad():
         exp = m(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), output_attentions=True,
-                output_hidden_states=True)
+                output_hidden_states=True, **extra)
     got = ours(ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
     assert len(got.attentions) == len(exp.attentions) and len(got.hidden_states) == len(exp.hidden_states)
     for i, (a, e) in enumerate(zip(got.attentions, exp.attentions)):
@@ -245,7 +250,7 @@ def _compare_or_both_fail(env, config, sides=("left", "right")):
     env.compare(name, name, what=config, sides=sides)
 
 PRESETS = ["distilbert-base-uncased", "distilbert-base-multilingual-cased", "google/electra-base-discriminator",
-           "google/electra-small-discriminator", "mistral-7b-v0.1", "Qwen/Qwen2.5-0.5B",
+           "google/electra-small-discriminator", "google/bert_for_seq_generation_L-24_bbc_encoder", "mistral-7b-v0.1", "Qwen/Qwen2.5-0.5B",
            "Qwen/Qwen3-0.6B", "google/gemma-2b"]
 
 
