@@ -11,6 +11,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import minadapters as ma
+from minadapters.models import architecture
 from minadapters.adapters_config import ModelAdaptersConfig
 from minadapters.context import ForwardState
 from minadapters.errors import CompositionError, ConfigError
@@ -279,7 +280,8 @@ def test_eject_gqa_pool():
     """H·Dh ≠ D (2 kv heads of 5 for hidden 24): eject keeps the network output (adapters fails here)."""
     cfg = ma.PrefixTuningConfig(prefix_length=3, bottleneck_size=4)
     m = types.SimpleNamespace(num_kv_heads=2, head_dim=5, hidden_size=D, num_layers=2, ops=NumpyOps(),
-                              rng=np.random.default_rng(0), adapters_config=ModelAdaptersConfig(), layers_of=lambda kind: [])
+                              rng=np.random.default_rng(0), adapters_config=ModelAdaptersConfig(), layers_of=lambda kind: [],
+                              arch=architecture("bert"))   # method layers read their location key from the record
     m.adapters_config.add("g", cfg)
     pool = PrefixTuningPool(m)
     m.model_level = {"prefix_pool": pool}
