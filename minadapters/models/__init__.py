@@ -9,7 +9,8 @@ from ..errors import ConfigError
 from . import bert, bert_generation, distilbert, electra, gpt2, llama, llama_like
 from .base import Architecture, LayerKey, LayerStack, ParamView
 
-FAMILIES = (bert.ARCHITECTURE, bert_generation.ARCHITECTURE, distilbert.ARCHITECTURE, electra.ARCHITECTURE, gpt2.ARCHITECTURE, llama.ARCHITECTURE,
+FAMILIES = (bert.ARCHITECTURE, bert_generation.ARCHITECTURE, distilbert.ARCHITECTURE, electra.ARCHITECTURE,
+            gpt2.ARCHITECTURE, llama.ARCHITECTURE,
             *llama_like.ARCHITECTURES)
 
 

@@ -61,7 +61,8 @@ class Config:
 
 
 def normalize_keys(weights: dict, model_type: str) -> dict:
-    """Strip a task model's 'electra.' prefix; drop heads (discriminator_predictions, classifier ...). Spec: FAM-EL-1."""
+    """Strip a task model's 'electra.' prefix; drop heads (discriminator_predictions, classifier ...).
+    Spec: FAM-EL-1."""
     out = {}
     for k, v in weights.items():
         if k.startswith("electra."):

@@ -1,6 +1,7 @@
 """Families of issue #15 without torch: config validation, checkpoint keys, refusals, block invariants, backends.
 
-Spec: FAM-DB-1, FAM-DB-2, FAM-LL-1, FAM-LL-2. (Parity with transformers / adapters 1.3.0 is in tests/oracle/test_families_oracle.py.)
+Spec: FAM-DB-1, FAM-DB-2, FAM-LL-1, FAM-LL-2. (Parity with transformers / adapters 1.3.0 is in
+tests/oracle/test_families_oracle.py.)
 """
 import json
 
@@ -279,8 +280,8 @@ def test_plugin_families_refuse_what_adapters_refuses(model_type, tmp_path):
 @pytest.mark.spec("FAM-LL-3")
 @pytest.mark.parametrize("model_type", ["qwen2", "gemma"])
 def test_hooked_bottleneck_with_zero_up_projection_is_identity(model_type, tmp_path):
-    """seq_bn with init_weights='mam_adapter' (zero up-projection) on a plugin family: output equals the base model, so the
-    hooked block adds no second residual."""
+    """seq_bn with init_weights='mam_adapter' (zero up-projection) on a plugin family: output equals the base
+    model, so the hooked block adds no second residual."""
     raw = RAWS[model_type]
     m = write(tmp_path, raw, weights(raw))
     ids, mask = ids_mask()

@@ -19,7 +19,6 @@ from family_oracle_utils import hf_family_model  # noqa: E402
 from oracle_utils import assert_close, perturb_adapter, save_model  # noqa: E402
 
 PAD_SIDES = ["right", "left", "none"]
-ENCODERS = ("distilbert", "electra", "bert-generation")
 PREFIX_CONFIGS = ("prefix_tuning", "mam")
 BASE_CASES = [
     ("distilbert", {}),
@@ -249,9 +248,10 @@ def _compare_or_both_fail(env, config, sides=("left", "right")):
         return
     env.compare(name, name, what=config, sides=sides)
 
+
 PRESETS = ["distilbert-base-uncased", "distilbert-base-multilingual-cased", "google/electra-base-discriminator",
-           "google/electra-small-discriminator", "google/bert_for_seq_generation_L-24_bbc_encoder", "mistral-7b-v0.1", "Qwen/Qwen2.5-0.5B",
-           "Qwen/Qwen3-0.6B", "google/gemma-2b"]
+           "google/electra-small-discriminator", "google/bert_for_seq_generation_L-24_bbc_encoder",
+           "mistral-7b-v0.1", "Qwen/Qwen2.5-0.5B", "Qwen/Qwen3-0.6B", "google/gemma-2b"]
 
 
 @pytest.mark.spec("API-3")
