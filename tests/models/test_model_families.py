@@ -20,6 +20,8 @@ RAWS = {
                        max_position_embeddings=32),
     "electra": dict(model_type="electra", hidden_size=24, embedding_size=20, num_hidden_layers=2,
                     num_attention_heads=4, intermediate_size=37, vocab_size=41, max_position_embeddings=32),
+    "albert": dict(model_type="albert", hidden_size=24, embedding_size=20, num_hidden_layers=4, num_hidden_groups=2,
+                   num_attention_heads=4, intermediate_size=37, vocab_size=41, max_position_embeddings=32),
     "bert-generation": dict(model_type="bert-generation", hidden_size=24, num_hidden_layers=2, num_attention_heads=4,
                             intermediate_size=37, vocab_size=41, max_position_embeddings=32),
     "mistral": dict(DEC, model_type="mistral", sliding_window=3),
@@ -305,3 +307,20 @@ def test_bert_generation_is_decoder_is_causal(tmp_path):
     assert np.abs(full(ids).last_hidden_state[:, :5] - full(other).last_hidden_state[:, :5]).max() > 1e-4
     with pytest.raises(ConfigError, match="is_decoder='yes'"):
         architecture("bert-generation").config_class.from_dict(dict(raw, is_decoder="yes"))
+
+
+@pytest.mark.spec("FAM-AL-1")
+def test_albert_groups_share_weights_and_adapters(tmp_path):
+    """4 layers on 2 groups: weights and adapters exist once per group; config errors name the field."""
+    raw = RAWS["albert"]
+    arch = architecture("albert")
+    cfg = arch.config_class.from_dict(raw)
+    assert [cfg.group_of(i) for i in range(4)] == [0, 0, 1, 1]
+    assert sum(k.endswith("ffn.weight") for k in arch.expected_shapes(cfg)) == 2
+    m = write(tmp_path, raw, weights(raw))
+    m.add_adapter("a", config="seq_bn")
+    assert sum(k.endswith("adapter_up.weight") for k in m.adapter_state_dict("a")) == 2
+    for change, pattern in ((dict(inner_group_num=2), "inner_group_num=2"),
+                            (dict(num_hidden_groups=5), "num_hidden_groups=5 exceeds num_hidden_layers=4")):
+        with pytest.raises(ConfigError, match=pattern):
+            arch.config_class.from_dict(dict(raw, **change))

@@ -23,6 +23,10 @@ def _config(model_type, overrides):
         kw = dict(hidden_size=40, embedding_size=28, num_hidden_layers=3, num_attention_heads=4,
                   intermediate_size=37, vocab_size=VOCAB, max_position_embeddings=64)
         return t.ElectraConfig(**dict(kw, **overrides), attn_implementation="eager"), t.ElectraModel
+    if model_type == "albert":
+        kw = dict(hidden_size=40, embedding_size=28, num_hidden_layers=4, num_hidden_groups=2, num_attention_heads=4,
+                  intermediate_size=37, vocab_size=VOCAB, max_position_embeddings=64)
+        return t.AlbertConfig(**dict(kw, **overrides), attn_implementation="eager"), t.AlbertModel
     if model_type == "bert-generation":
         kw = dict(hidden_size=40, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37,
                   vocab_size=VOCAB, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)

@@ -26,6 +26,8 @@ BASE_CASES = [
     ("distilbert", dict(activation="relu")),
     ("electra", {}),                                                       # embeddings_project 28 -> 40
     ("electra", dict(embedding_size=40, hidden_act="gelu_new", layer_norm_eps=1e-5)),
+    ("albert", {}),                                                        # 4 layers on 2 groups, E 28 -> D 40
+    ("albert", dict(num_hidden_groups=1, embedding_size=40, hidden_act="gelu")),
     ("bert-generation", {}),
     ("bert-generation", dict(is_decoder=True, hidden_act="relu")),               # causal self-attention
     ("mistral", {}),                                                       # GQA 4 / 2, window 4096
@@ -249,7 +251,7 @@ def _compare_or_both_fail(env, config, sides=("left", "right")):
     env.compare(name, name, what=config, sides=sides)
 
 
-PRESETS = ["distilbert-base-uncased", "distilbert-base-multilingual-cased", "google/electra-base-discriminator",
+PRESETS = ["albert-base-v2", "distilbert-base-uncased", "distilbert-base-multilingual-cased", "google/electra-base-discriminator",
            "google/electra-small-discriminator", "google/bert_for_seq_generation_L-24_bbc_encoder",
            "mistral-7b-v0.1", "Qwen/Qwen2.5-0.5B", "Qwen/Qwen3-0.6B", "google/gemma-2b"]
 
