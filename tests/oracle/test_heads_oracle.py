@@ -1,0 +1,211 @@
+"""Oracle: prediction heads and AdapterModel classes match adapters 1.3.0's AutoAdapterModel.
+
+Spec: HEAD-0 .. HEAD-8. Models: odd sizes (hidden 40 / 36), every base weight perturbed, padded batches; every
+adapter and head weight perturbed. Files go both ways: adapters 1.3.0 saves adapter + head and we load them, we
+save and adapters 1.3.0 loads them; both .bin and .safetensors.
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import minadapters as ma
+
+pytest.importorskip("adapters", reason="oracle: needs adapters==1.3.0 and torch (pip install -e .[oracle])")
+import torch  # noqa: E402
+import adapters  # noqa: E402
+import adapters.composition as ac  # noqa: E402
+from decoder_oracle_utils import batch as dec_batch, hf_decoder  # noqa: E402
+from oracle_utils import assert_close, batch, hf_model, perturb_adapter, save_model  # noqa: E402
+
+ADAPTER = {"bert": "seq_bn", "roberta": "seq_bn", "xlm-roberta": "seq_bn", "gpt2": "lora", "llama": "lora"}
+# (head type, upstream add method, its kwargs, output fields)
+ENCODER_CASES = [
+    ("classification", "add_classification_head", dict(num_labels=3, id2label={0: "neg", 1: "neu", 2: "pos"}),
+     ["logits"]),
+    ("classification", "add_classification_head", dict(num_labels=5, layers=1, use_pooler=True), ["logits"]),
+    ("classification", "add_classification_head", dict(num_labels=4, layers=3, activation_function="relu"),
+     ["logits"]),
+    ("multilabel_classification", "add_classification_head", dict(num_labels=4, multilabel=True), ["logits"]),
+    ("tagging", "add_tagging_head", dict(num_labels=7), ["logits"]),
+    ("tagging", "add_tagging_head", dict(num_labels=3, layers=2, activation_function="gelu"), ["logits"]),
+    ("multiple_choice", "add_multiple_choice_head", dict(num_choices=3), ["logits"]),
+    ("question_answering", "add_qa_head", dict(), ["start_logits", "end_logits"]),
+    ("masked_lm", "add_masked_lm_head", dict(), ["logits"]),
+    ("causal_lm", "add_causal_lm_head", dict(layers=1), ["logits"]),
+]
+DECODER_CASES = [
+    ("classification", "add_classification_head", dict(num_labels=3), ["logits"]),
+    ("tagging", "add_tagging_head", dict(num_labels=5), ["logits"]),
+    ("question_answering", "add_qa_head", dict(), ["start_logits", "end_logits"]),
+    ("causal_lm", "add_causal_lm_head", dict(), ["logits"]),
+    ("causal_lm", "add_causal_lm_head", dict(layers=1), ["logits"]),
+]
+CASES = ([(mt, c) for mt in ("bert", "roberta") for c in ENCODER_CASES]
+         + [("xlm-roberta", c) for c in ENCODER_CASES if c[0] in ("classification", "masked_lm")]
+         + [(mt, c) for mt in ("gpt2", "llama") for c in DECODER_CASES])
+
+
+def _ids(c):
+    mt, (ht, _, kw, _) = c
+    return f"{mt}-{ht}-" + "-".join(f"{k}={v}" for k, v in kw.items() if k != "id2label")
+
+
+def base_dir(model_type, tmp, **kw):
+    if model_type in ("gpt2", "llama"):
+        if model_type == "gpt2":
+            kw.setdefault("pad_token_id", 0)         # the padded-row CLS position (last non-pad token)
+        m = hf_decoder(model_type, **kw)
+    else:
+        m = hf_model(model_type, **kw)
+    return save_model(m, os.path.join(tmp, "model"))
+
+
+def upstream(model_dir):
+    m = adapters.AutoAdapterModel.from_pretrained(model_dir, attn_implementation="eager")
+    m.eval()
+    return m
+
+
+def perturb_head(m, name, seed=3, scale=0.3):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in m.heads[name].named_parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+
+
+def inputs(model_type, head_type):
+    if model_type in ("gpt2", "llama"):
+        return dec_batch(pad_side="right")
+    ids, mask = batch(model_type=model_type)
+    if head_type == "multiple_choice":     # (batch 2, 3 choices, tokens)
+        ids2, mask2 = batch(model_type=model_type, seed=5)
+        ids = np.stack([ids, ids2[[2, 0, 1]]])
+        mask = np.stack([mask, mask2[[2, 0, 1]]])
+    return ids, mask
+
+
+def run_upstream(m, ids, mask, **kw):
+    with torch.no_grad():
+        return m(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), **kw)
+
+
+def compare(ours, theirs, fields, what):
+    for f in fields:
+        assert_close(getattr(ours, f), getattr(theirs, f).numpy(), what=f"{what} {f}")
+
+
+@pytest.mark.spec("HEAD-0", "HEAD-1", "HEAD-2", "HEAD-3", "HEAD-4", "HEAD-5", "HEAD-6", "HEAD-8")
+@pytest.mark.parametrize("safetensors", [False, True], ids=["bin", "safetensors"])
+@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
+def test_head_files_from_adapters(case, safetensors, tmp_path):
+    """adapters 1.3.0 saves adapter + head; AutoAdapterModel + load_adapter gives the same logits."""
+    model_type, (ht, method, kw, fields) = case
+    mdir = base_dir(model_type, str(tmp_path))
+    up = upstream(mdir)
+    up.add_adapter("t", config=ADAPTER[model_type])
+    getattr(up, method)("t", **kw)
+    perturb_adapter(up, "t")
+    perturb_head(up, "t")
+    up.set_active_adapters("t")
+    assert up.active_head == "t"
+    adir = os.path.join(str(tmp_path), "t")
+    up.save_adapter(adir, "t", use_safetensors=safetensors)
+    ids, mask = inputs(model_type, ht)
+    theirs = run_upstream(up, ids, mask)
+
+    ours = ma.AutoAdapterModel.from_pretrained(mdir)
+    assert type(ours).__name__ == type(up).__name__
+    assert ours.load_adapter(adir, set_active=True, use_safetensors=safetensors) == "t"
+    assert ours.active_head == "t"
+    assert ours.heads["t"].config == json.load(open(os.path.join(adir, "head_config.json")))["config"]
+    out = ours(ids, attention_mask=mask)
+    compare(out, theirs, fields, f"{model_type} {ht}")
+    if "id2label" in kw:
+        assert ours.get_labels_dict("t") == up.get_labels_dict("t") == kw["id2label"]
+        assert ours.get_labels() == up.get_labels()
+
+
+@pytest.mark.spec("HEAD-0", "HEAD-8")
+@pytest.mark.parametrize("safetensors", [False, True], ids=["bin", "safetensors"])
+@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
+def test_head_files_to_adapters(case, safetensors, tmp_path):
+    """We add and perturb adapter + head and save them; adapters 1.3.0 loads them with the same logits, and
+    head_config.json equals the one adapters writes for the same head."""
+    model_type, (ht, method, kw, fields) = case
+    mdir = base_dir(model_type, str(tmp_path))
+    ours = ma.AutoAdapterModel.from_pretrained(mdir, seed=0)
+    ours.add_adapter("t", config=ADAPTER[model_type])
+    getattr(ours, method)("t", **kw)
+    rng = np.random.default_rng(7)
+    refs = dict(ours.adapter_param_refs("t"), **ours.heads["t"].param_refs(ours))
+    for k, (d, leaf) in refs.items():
+        d[leaf] = (d[leaf] + rng.standard_normal(d[leaf].shape) * 0.1).astype(np.float32)
+    ours.set_active_adapters("t")
+    adir = os.path.join(str(tmp_path), "t")
+    ours.save_adapter(adir, "t", use_safetensors=safetensors)
+    ids, mask = inputs(model_type, ht)
+    mine = ours(ids, attention_mask=mask)
+
+    up = upstream(mdir)
+    ref = upstream(mdir)
+    getattr(ref, method)("t", **kw)
+    up.load_adapter(adir, set_active=True, use_safetensors=safetensors)
+    assert up.active_head == "t"
+    assert up.heads["t"].config == ref.heads["t"].config
+    compare(mine, run_upstream(up, ids, mask), fields, f"{model_type} {ht}")
+
+
+@pytest.mark.spec("HEAD-6")
+def test_masked_lm_inverse_coupling_madx(tmp_path):
+    """MAD-X: with an invertible adapter active, the LM head applies its inverse before the projection."""
+    mdir = base_dir("bert", str(tmp_path))
+    up = upstream(mdir)
+    up.add_adapter("lang", config="seq_bn_inv")
+    up.add_masked_lm_head("lang")
+    perturb_adapter(up, "lang")
+    perturb_head(up, "lang")
+    up.set_active_adapters("lang")
+    up.save_adapter(os.path.join(str(tmp_path), "lang"), "lang")
+    ids, mask = batch()
+    ours = ma.AutoAdapterModel.from_pretrained(mdir)
+    ours.load_adapter(os.path.join(str(tmp_path), "lang"), set_active=True)
+    compare(ours(ids, attention_mask=mask), run_upstream(up, ids, mask), ["logits"], "MAD-X masked LM")
+
+
+@pytest.mark.spec("HEAD-7")
+@pytest.mark.parametrize("model_type", ["bert", "gpt2"])
+def test_parallel_and_batchsplit_heads(model_type, tmp_path):
+    """Parallel: one output per head (out1, out2 = model(...)), each equal to adapters 1.3.0's and to running
+    that adapter + head alone; BatchSplit: each head on its rows."""
+    mdir = base_dir(model_type, str(tmp_path))
+    up = upstream(mdir)
+    for i, n in enumerate(("a", "b")):
+        up.add_adapter(n, config="seq_bn")      # adapters 1.3.0's fused-qkv LoRA (GPT-2) refuses Parallel
+        up.add_classification_head(n, num_labels=2 + i)
+        perturb_adapter(up, n, seed=10 + i)
+        perturb_head(up, n, seed=20 + i)
+        up.save_adapter(os.path.join(str(tmp_path), n), n)
+    ours = ma.AutoAdapterModel.from_pretrained(mdir)
+    for n in ("a", "b"):
+        ours.load_adapter(os.path.join(str(tmp_path), n))
+    ids, mask = inputs(model_type, "classification")
+
+    up.set_active_adapters(ac.Parallel("a", "b"))
+    ours.set_active_adapters(ma.Parallel("a", "b"))
+    assert ours.active_head == up.active_head == ["a", "b"]
+    theirs = run_upstream(up, ids, mask)
+    out1, out2 = ours(ids, attention_mask=mask)
+    for n, o, t in (("a", out1, theirs[0]), ("b", out2, theirs[1])):
+        assert_close(o.logits, t.logits.numpy(), what=f"Parallel head {n}")
+        ours.set_active_adapters(n)
+        np.testing.assert_allclose(o.logits, ours(ids, attention_mask=mask).logits, rtol=1e-5, atol=1e-6)
+
+    up.set_active_adapters(ac.BatchSplit("a", "b", batch_sizes=[1, 2]))
+    ours.set_active_adapters(ma.BatchSplit("a", "b", batch_sizes=[1, 2]))
+    theirs = run_upstream(up, ids, mask)
+    mine = ours(ids, attention_mask=mask)
+    assert len(mine) == len(theirs) == 2
+    for o, t in zip(mine, theirs):
+        assert_close(o.logits, t.logits.numpy(), what="BatchSplit head")
