@@ -6,9 +6,12 @@ themselves are declared in heads/types.py.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..composition import AdapterCompositionBlock, BatchSplit, Parallel, Stack
+from ..configuration import get_adapter_config_hash
 from ..context import AdapterSetup
 from ..errors import CompositionError
 from ..functional import heads as F
@@ -209,7 +212,6 @@ class ModelWithHeads(AdapterModel):
                                use_safetensors=use_safetensors, set_active=set_active)
 
     def save_all_heads(self, save_directory, use_safetensors=False):
-        import os
         os.makedirs(save_directory, exist_ok=True)
         for name in self.heads:
             self.save_head(os.path.join(save_directory, name), name, use_safetensors=use_safetensors)
@@ -243,8 +245,6 @@ class ModelWithHeads(AdapterModel):
         return name
 
     def save_all_adapters(self, save_directory, with_head=True, meta_dict=None, use_safetensors=False):
-        import os
-        from ..configuration import get_adapter_config_hash
         os.makedirs(save_directory, exist_ok=True)
         for name in self.adapters_config:
             meta = dict(meta_dict or {})

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from ..functional.activations import get_activation
+
 # module descriptors of a layout: ("drop",) | ("linear", in, out, bias) | ("act", name) | ("ln", dim, eps)
 
 
@@ -93,7 +95,6 @@ def _check(ht: HeadType, cfg: dict) -> None:
         raise ValueError(f"question_answering head: num_labels={cfg['num_labels']} must be 2 (start and end).")
     act = cfg.get("activation_function")
     if act is not None:
-        from ..functional.activations import get_activation
         get_activation(act)
 
 
