@@ -252,13 +252,3 @@ def composition_from_dict(data: dict):
         raise CompositionError(f"Unknown composition block type {data['type']!r}; known: {', '.join(BLOCKS)}.")
     children = [composition_from_dict(c) for c in data["children"]]
     return BLOCKS[data["type"]](*children, **data.get("kwargs", {}))
-
-
-def adjust_tensors_for_parallel(reference, *tensors):
-    """Tile each tensor along axis 0 to the reference's batch (channel-major, like torch.repeat). Spec: COMP-PARALLEL."""
-    out = []
-    for t in tensors:
-        if t is not None and reference.shape[0] > t.shape[0]:
-            t = np.concatenate([t] * (reference.shape[0] // t.shape[0]), axis=0)
-        out.append(t)
-    return tuple(out)

@@ -36,6 +36,9 @@ from .outputs import ModelOutput
 
 METHOD_OF_CONFIG = ((BnConfig, "bottleneck"), (LoRAConfig, "lora"), (PrefixTuningConfig, "prefix_tuning"),
                     (PromptTuningConfig, "prompt_tuning"), (ReftConfig, "reft"))
+# Inputs forward() validates itself; a family may declare more (passed through as arrays).
+KNOWN_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds",
+                          "past_key_values"})
 # Method layer class per hook kind (the fused q/k/v linear has its own LoRA layer).
 LAYER_CLASSES = {"bottleneck": BottleneckLayer, "lora": LoRALayer, "prefix": PrefixTuningLayer, "reft": ReftLayer}
 
@@ -62,6 +65,9 @@ class AdapterModel:
         self.rng = np.random.default_rng(seed)
         self.adapters_config = ModelAdaptersConfig()
         self.lm_head_weight = None          # decoders: untied LM head from the checkpoint (generate)
+        self.model_dir = None               # the checkpoint directory (prompt tuning's from_string reads its tokenizer)
+        self.tokenizer_name_or_path = None  # overrides where from_string / encode find a tokenizer
+        self.parameter_shares: dict = {}    # share_parameters groups (MTL-LoRA)
         self._build_method_layers()
 
     def set_backend(self, name: str) -> None:
@@ -190,7 +196,7 @@ class AdapterModel:
 
     def set_active_adapters(self, adapter_setup, skip_layers=None) -> None:
         """Parse, validate and activate a composition; unknown names raise. Spec: COMP-1."""
-        setup = parse_composition(adapter_setup, model_type=self.model_type)
+        setup = parse_composition(adapter_setup)        # block support: the family's record (_check_blocks)
         if setup is not None:
             self._check_names(setup)
         self.reset_adapter()
@@ -381,14 +387,16 @@ class AdapterModel:
         """Run the model with the active adapter setup (AdapterSetup overrides it). Spec: API-2, COMP-PARALLEL.
 
         Returns a ModelOutput (a tuple of its present fields when ``return_dict=False``)."""
-        if kwargs:
-            raise TypeError(f"forward() got unexpected keyword arguments: {', '.join(sorted(kwargs))}.")
+        unknown = sorted(k for k in kwargs if k not in self.arch.inputs)
+        if unknown:
+            raise TypeError(f"forward() got unexpected keyword arguments: {', '.join(unknown)} (model_type="
+                            f"{self.model_type!r} takes {', '.join(sorted(self.arch.inputs))}).")
         if output_attentions:
             raise TypeError("forward(output_attentions=True) is not supported: the attention kernels never "
                             "materialise the probabilities; pass output_attentions=False.")
         inputs = self._check_inputs(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                                     position_ids=position_ids, inputs_embeds=inputs_embeds,
-                                    past_key_values=past_key_values)
+                                    past_key_values=past_key_values, **kwargs)
         ctx = AdapterSetup.get_context()
         setup = ctx.adapter_setup if ctx is not None else self.adapters_config.active_setup
         if ctx is not None and setup is not None:
@@ -435,6 +443,8 @@ class AdapterModel:
     def _check_inputs(self, **given):
         """Validate the forward's inputs against the family's declared inputs; returns those given. Spec: API-2."""
         given = {k: v for k, v in given.items() if v is not None}
+        for k in set(given) - KNOWN_INPUTS:             # other inputs a family declares (decoder_input_ids ...)
+            given[k] = np.asarray(given[k])
         extra = sorted(set(given) - set(self.arch.inputs))
         if extra:
             raise TypeError(f"forward(): {', '.join(extra)} do not apply to model_type={self.model_type!r} "

@@ -57,6 +57,7 @@ class LayerStack:
     cross_adapter: str | None = None
     output_adapter: str | None = None
     self_prefix: str | None = None
+    encoder_prefix: str | None = None         # an encoder-decoder's encoder self-attention (adapters' location)
     cross_prefix: str | None = None
     reft: str | None = "reft_layer"
     params: str | None = None
@@ -74,7 +75,8 @@ class LayerStack:
                  Hook.OUTPUT_ADAPTER: self.output_adapter, Hook.ATTN_Q: self.attn_q, Hook.ATTN_K: self.attn_k,
                  Hook.ATTN_V: self.attn_v, Hook.ATTN_QKV: self.attn_qkv, Hook.CROSS_Q: self.cross_q,
                  Hook.CROSS_K: self.cross_k, Hook.CROSS_V: self.cross_v, Hook.INTERMEDIATE: self.intermediate,
-                 Hook.OUTPUT: self.output, Hook.SELF_PREFIX: self.self_prefix, Hook.CROSS_PREFIX: self.cross_prefix,
+                 Hook.OUTPUT: self.output, Hook.SELF_PREFIX: self.self_prefix,
+                 Hook.ENCODER_PREFIX: self.encoder_prefix, Hook.CROSS_PREFIX: self.cross_prefix,
                  Hook.LAYER_OUTPUT: self.reft}
         return {k: v for k, v in table.items() if v is not None}
 

@@ -1,7 +1,7 @@
 """LLaMA decoder (RMSNorm, RoPE, SwiGLU, GQA), explicit NumPy forward with adapter hook points.
 
 Spec: DEC-2, DEC-3, DEC-4, DEC-5. adapters 1.3.0 names the MLP LoRA locations the other way round from BERT:
-``intermediate`` is ``mlp.down_proj`` and ``output`` is ``mlp.up_proj`` (digest §2.2).
+``intermediate`` is ``mlp.down_proj`` and ``output`` is ``mlp.up_proj`` (adapters: src/adapters/models/llama/modeling_llama.py).
 """
 from __future__ import annotations
 
@@ -155,7 +155,7 @@ def forward(p, cfg: Config, hooks, ops, dtype, *, input_ids=None, attention_mask
 
 
 # COMPAT(adapters): adapters 1.3.0's LLaMA wraps mlp.down_proj as "intermediate" and mlp.up_proj as "output"
-# (the reverse of BERT's order; digest §2.2).
+# (the reverse of BERT's order; adapters: src/adapters/models/llama/modeling_llama.py).
 STACK = LayerStack(DECODER, layers="layers.{i}", num_layers="num_hidden_layers", embeddings="embed_tokens",
                    attn_q="self_attn.q_proj", attn_k="self_attn.k_proj", attn_v="self_attn.v_proj",
                    attn_o="self_attn.o_proj", intermediate="mlp.down_proj", output="mlp.up_proj",
