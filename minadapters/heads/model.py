@@ -20,6 +20,7 @@ from ..model import AdapterModel, load_pretrained
 from ..outputs import ModelOutput, MultiHeadOutput
 from . import files
 from .head import PredictionHead
+from .static import convert_static_head
 from .types import head_type
 
 ENCODER_HEADS = ("classification", "multilabel_classification", "tagging", "multiple_choice", "question_answering",
@@ -295,6 +296,10 @@ class ModelWithHeads(AdapterModel):
             return MultiHeadOutput([self._one(self.heads[h], hidden, cls, inverse, extra) for h in names], **extra)
         out = self._one(self.heads[names[0]], hidden, cls, inverse, extra)
         return out if return_dict else out.to_tuple()
+
+    def loaded_from_checkpoint(self, weights: dict) -> None:
+        """A task checkpoint (config.json's architectures[0] in heads/static.py) brings its head. Spec: HEAD-9."""
+        convert_static_head(self, weights)
 
     def _one(self, head, hidden, cls, inverse, extra):
         fields = head.forward(self, hidden, cls, inverse=inverse)

@@ -352,3 +352,31 @@ def test_bad_head_weights_keep_the_previous_head(bert_dir, model, tmp_path):
         with pytest.warns(UserWarning, match="Overwriting"):
             m.load_head(d)
     assert m.heads["c"] is before and m.active_head == "c"
+
+
+# ---- static task heads ----------------------------------------------------------------------------------
+@pytest.mark.spec("HEAD-9")
+def test_static_sequence_classification_checkpoint(bert_dir, tmp_path):
+    from minadapters.io.files import atomic_write_json, read_json
+    from minadapters.io.safetensors_io import load_safetensors, save_safetensors
+    d = tmp_path / "task"
+    d.mkdir()
+    raw = read_json(os.path.join(bert_dir, "config.json"))
+    raw.update(architectures=["BertForSequenceClassification"], label2id={"no": 0, "yes": 1, "maybe": 2})
+    w = {"bert." + k: v for k, v in load_safetensors(os.path.join(bert_dir, "model.safetensors")).items()}
+    rng = np.random.default_rng(8)
+    w["classifier.weight"] = rng.standard_normal((3, D)).astype(np.float32)
+    w["classifier.bias"] = rng.standard_normal(3).astype(np.float32)
+    save_safetensors(str(d / "model.safetensors"), w)
+    atomic_write_json(str(d / "config.json"), raw)
+    m = ma.AutoAdapterModel.from_pretrained(str(d))
+    assert m.active_head == "default" and m.get_labels() == ["no", "yes", "maybe"]
+    assert m.heads["default"].config["use_pooler"] is True and m.heads["default"].config["layers"] == 1
+    ids, mask = ids_mask()
+    pooled = ma.AutoModel.from_pretrained(str(d))(ids, attention_mask=mask).pooler_output
+    np.testing.assert_allclose(m(ids, attention_mask=mask).logits,
+                               pooled @ w["classifier.weight"].T + w["classifier.bias"], rtol=1e-5, atol=1e-6)
+    del w["classifier.bias"]
+    save_safetensors(str(d / "model.safetensors"), w)
+    with pytest.raises(ValueError, match="heads.default.1.bias"):
+        ma.AutoAdapterModel.from_pretrained(str(d))
