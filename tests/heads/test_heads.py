@@ -370,7 +370,7 @@ def test_static_sequence_classification_checkpoint(bert_dir, tmp_path):
     save_safetensors(str(d / "model.safetensors"), w)
     atomic_write_json(str(d / "config.json"), raw)
     m = ma.AutoAdapterModel.from_pretrained(str(d))
-    assert m.active_head == "default" and m.get_labels() == ["no", "yes", "maybe"]
+    assert m.active_head == "default" and m.get_labels_dict() == {0: "no", 1: "yes", 2: "maybe"}
     assert m.heads["default"].config["use_pooler"] is True and m.heads["default"].config["layers"] == 1
     ids, mask = ids_mask()
     pooled = ma.AutoModel.from_pretrained(str(d))(ids, attention_mask=mask).pooler_output
