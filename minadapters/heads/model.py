@@ -13,9 +13,9 @@ import numpy as np
 from ..composition import AdapterCompositionBlock, BatchSplit, Parallel, Stack
 from ..configuration import get_adapter_config_hash
 from ..context import AdapterSetup
-from ..errors import CompositionError
+from ..errors import CompositionError, ConfigError
 from ..functional import heads as F
-from .. import loading
+from .. import generate as _generate, loading
 from ..model import AdapterModel, load_pretrained
 from ..outputs import ModelOutput, MultiHeadOutput
 from . import files
@@ -296,6 +296,26 @@ class ModelWithHeads(AdapterModel):
             return MultiHeadOutput([self._one(self.heads[h], hidden, cls, inverse, extra) for h in names], **extra)
         out = self._one(self.heads[names[0]], hidden, cls, inverse, extra)
         return out if return_dict else out.to_tuple()
+
+    def generate(self, input_ids, max_new_tokens=20, attention_mask=None, use_cache=True, **kwargs):
+        """Greedy decoding; with an active head it must be a causal LM head, whose logits pick the tokens
+        (without heads: the checkpoint's LM projection, as the bare model). Spec: HEAD-10."""
+        ctx = AdapterSetup.get_context()
+        if ctx is not None and ctx.head_setup:
+            raise ConfigError("generate(): an AdapterSetup head_setup is not supported; set active_head.")
+        heads = self._active_heads
+        if not heads:
+            return super().generate(input_ids, max_new_tokens, attention_mask=attention_mask, use_cache=use_cache,
+                                    **kwargs)
+        names = heads.children if isinstance(heads, BatchSplit) else heads
+        if len(names) != 1 or self.heads[names[0]].head_type != "causal_lm":
+            raise ConfigError(f"generate(): the active head {self.active_head!r} is not one causal_lm head; set "
+                              "active_head to a causal LM head (or to None for the checkpoint's LM projection).")
+
+        def logits_fn(out):
+            return out.logits
+        return _generate.generate(self, input_ids, max_new_tokens=max_new_tokens, attention_mask=attention_mask,
+                                  use_cache=use_cache, logits_fn=logits_fn, **kwargs)
 
     def loaded_from_checkpoint(self, weights: dict) -> None:
         """A task checkpoint (config.json's architectures[0] in heads/static.py) brings its head. Spec: HEAD-9."""

@@ -380,3 +380,18 @@ def test_static_sequence_classification_checkpoint(bert_dir, tmp_path):
     save_safetensors(str(d / "model.safetensors"), w)
     with pytest.raises(ValueError, match="heads.default.1.bias"):
         ma.AutoAdapterModel.from_pretrained(str(d))
+
+
+@pytest.mark.spec("HEAD-10")
+def test_generate_uses_the_active_causal_lm_head():
+    m = gpt2_model(pad_token_id=None)
+    ids = np.array([[5, 6, 7], [8, 9, 10]])
+    plain = m.generate(ids, 4, eos_token_id=None)          # no head: the tied checkpoint projection
+    m.add_causal_lm_head("lm", layers=1)                  # layers=1: the projection alone, tied, bias zero
+    np.testing.assert_array_equal(m.generate(ids, 4, eos_token_id=None), plain)
+    m.heads["lm"].params["0.bias"] = np.zeros(37, np.float32)
+    m.heads["lm"].params["0.bias"][3] = 1e4              # the head, not the checkpoint, picks the tokens
+    assert (m.generate(ids, 4, eos_token_id=None, use_cache=False)[:, 3:] == 3).all()
+    m.add_classification_head("c")
+    with pytest.raises(ma.ConfigError, match="causal_lm"):
+        m.generate(ids, 2)
