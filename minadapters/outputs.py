@@ -18,6 +18,8 @@ class ModelOutput:
     logits: np.ndarray | None = None
     start_logits: np.ndarray | None = None     # question answering heads
     end_logits: np.ndarray | None = None
+    rel_preds: np.ndarray | None = None        # dependency parsing heads
+    arc_preds: np.ndarray | None = None
     hidden_states: tuple | None = None
     attentions: tuple | None = None
     encoder_last_hidden_state: np.ndarray | None = None

@@ -69,3 +69,38 @@ def lm_logits(hidden, body, out_weight, out_bias, ops, inverse=None):
     if inverse is not None:
         x = inverse(x)
     return ops.linear(x, out_weight, out_bias)
+
+
+def merge_subwords(hidden, word_starts, pad_token_id):
+    """Word vectors for the parsing head: for row b, the starts s = word_starts[b] without pad_token_id entries;
+    word j = mean(h[b, s_j : s_{j+1}]) for j < len(s) − 1, stopping at the first s_{j+1} <= 0; zero rows pad to
+    T words. Spec: HEAD-11.  (B, T, D), (B, T') -> (B, T, D)"""
+    B, T, Dm = hidden.shape
+    out = np.zeros((B, T, Dm), hidden.dtype)
+    for b in range(B):
+        starts = np.asarray(word_starts[b])
+        starts = starts[starts != pad_token_id]
+        for j in range(min(len(starts) - 1, T)):
+            if starts[j + 1] <= 0:
+                break
+            out[b, j] = hidden[b, starts[j]:starts[j + 1]].mean(0)
+    return out
+
+
+def biaffine(x, weight, y, bias_x, bias_y):
+    """s[b, o, i, j] = [x_bi, 1] W_o [y_bj, 1]ᵀ (the 1s where bias_x / bias_y). Spec: HEAD-11."""
+    if bias_x:
+        x = np.concatenate([x, np.ones(x.shape[:-1] + (1,), x.dtype)], -1)
+    if bias_y:
+        y = np.concatenate([y, np.ones(y.shape[:-1] + (1,), y.dtype)], -1)
+    return np.einsum("bxi,oij,byj->boxy", x, weight, y, optimize=True).astype(x.dtype, copy=False)
+
+
+def parse_scores(hidden, word_starts, pad_token_id, arc_weight, rel_weight):
+    """Biaffine dependency parsing: dependents = merged words, heads = [h[:, 0]; words];
+    arc_preds (B, T, T+1), rel_preds (B, T, T+1, labels). Spec: HEAD-11."""
+    words = merge_subwords(hidden, word_starts, pad_token_id)
+    heads = np.concatenate([hidden[:, :1], words], axis=1)
+    arcs = biaffine(words, arc_weight, heads, True, False)[:, 0]
+    rels = biaffine(words, rel_weight, heads, True, True).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(arcs), np.ascontiguousarray(rels)

@@ -30,7 +30,7 @@ class PredictionHead:
     def __init__(self, model, name: str, htype: HeadType, config: dict):
         self.name, self.type, self.config = name, htype, config
         self.layout = htype.layout(config, head_dims(model))
-        self.out_index = max(i for i, m in enumerate(self.layout) if m[0] == "linear")
+        self.out_index = max((i for i, m in enumerate(self.layout) if m[0] == "linear"), default=-1)
         self.params: dict = {}
         std = float(model.raw_config.get("initializer_range", 0.02))
         dtype = model.dtype
@@ -43,6 +43,9 @@ class PredictionHead:
             elif m[0] == "ln":
                 self.params[f"{i}.weight"] = np.ones(m[1], dtype)
                 self.params[f"{i}.bias"] = np.zeros(m[1], dtype)
+            elif m[0] == "biaffine":                     # adapters initialises biaffine scorers with zeros
+                _, key, n_in, n_out, bx, by = m
+                self.params[f"{key}.weight"] = np.zeros((n_out, n_in + bx, n_in + by), dtype)
         self.tied_key = None
         if htype.output == "lm" and ties_embeddings(model) and model.arch.embed_key:
             emb = model.params[model.arch.embed_key]
@@ -80,10 +83,17 @@ class PredictionHead:
             return model.params[self.tied_key]
         return self.params[f"{i}.weight"]
 
-    def forward(self, model, hidden, cls, inverse=None) -> dict:
+    def forward(self, model, hidden, cls, inverse=None, word_starts=None) -> dict:
         """Output fields of this head for the base output ``hidden`` (B, T, D); ``cls.resolve(use_pooler)`` gives
         the (B, D) sequence representation. Spec: HEAD-3, HEAD-4, HEAD-5, HEAD-6."""
         out = self.type.output
+        if out == "parse":
+            if word_starts is None:
+                raise ValueError(f"dependency parsing head {self.name!r} needs word_starts=(batch, tokens) "
+                                 "(the first sub-token of each word, padded with pad_token_id).")
+            arcs, rels = F.parse_scores(hidden, word_starts, model.config.pad_token_id,
+                                        self.params["biaffine_arcs.weight"], self.params["biaffine_rels.weight"])
+            return {"rel_preds": rels, "arc_preds": arcs}
         if out == "lm":
             W = self._weight(model, self.out_index)
             b = self.params.get(f"{self.out_index}.bias")
@@ -100,4 +110,4 @@ class PredictionHead:
 
 def _key_order(key: str):
     parts = key.split(".")
-    return (int(parts[-2]) if parts[-2].isdigit() else 0, parts[-1] != "weight")
+    return (int(parts[-2]) if parts[-2].isdigit() else 0, parts[-2], parts[-1] != "weight")

@@ -24,7 +24,7 @@ from .static import convert_static_head
 from .types import head_type
 
 ENCODER_HEADS = ("classification", "multilabel_classification", "tagging", "multiple_choice", "question_answering",
-                 "masked_lm", "causal_lm")
+                 "dependency_parsing", "masked_lm", "causal_lm")
 DECODER_HEADS = ("classification", "multilabel_classification", "tagging", "question_answering", "causal_lm")
 
 
@@ -161,6 +161,10 @@ class ModelWithHeads(AdapterModel):
         self._add("question_answering", head_name, overwrite_ok, num_labels=num_labels, layers=layers,
                   activation_function=activation_function, id2label=id2label)
 
+    def add_dependency_parsing_head(self, head_name, num_labels=2, overwrite_ok=False, id2label=None):
+        """Biaffine dependency parsing (forward needs ``word_starts``). Spec: HEAD-11."""
+        self._add("dependency_parsing", head_name, overwrite_ok, num_labels=num_labels, id2label=id2label)
+
     def add_masked_lm_head(self, head_name, activation_function="gelu", layers=2, overwrite_ok=False):
         """BERT-style masked LM head (transform, LayerNorm, tied projection). Spec: HEAD-6."""
         self._add("masked_lm", head_name, overwrite_ok, layers=layers, activation_function=activation_function)
@@ -255,7 +259,7 @@ class ModelWithHeads(AdapterModel):
 
     # ---- forward ---------------------------------------------------------------------------------
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, *, head=None, return_dict=True,
-                output_hidden_states=False, **kwargs):
+                output_hidden_states=False, word_starts=None, **kwargs):
         """The base model, then the used head(s): ``head=``, else the AdapterSetup context's head_setup, else
         ``active_head``; without heads the base model's output. Spec: HEAD-7."""
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
@@ -269,6 +273,9 @@ class ModelWithHeads(AdapterModel):
         hidden = base.last_hidden_state
         cls = self._cls_rows(base, inputs.get("input_ids"), hidden.shape[0])
         inverse = self._lm_inverse()
+        ws = None if word_starts is None else np.asarray(word_starts)
+        if ws is not None and ws.ndim == 1:
+            ws = ws[None]
         extra = {"hidden_states": base.hidden_states, "adapter_gating_scores": base.adapter_gating_scores,
                  "adapter_fusion_attentions": base.adapter_fusion_attentions}
         rows = hidden.shape[0]
@@ -280,7 +287,7 @@ class ModelWithHeads(AdapterModel):
             if sum(sizes) != rows:
                 raise CompositionError(f"The specified batch sizes {sizes} do not match the actual batch size {rows}.")
             starts = np.cumsum([0] + list(sizes))
-            outs = [self._one(self.heads[n], hidden[a:b], cls[a:b], inverse, {})
+            outs = [self._one(self.heads[n], hidden[a:b], cls[a:b], inverse, {}, None if ws is None else ws[a:b])
                     for n, a, b in zip(head_setup.children, starts[:-1], starts[1:])]
             return MultiHeadOutput(outs, **extra)
         names = list(used)
@@ -289,12 +296,13 @@ class ModelWithHeads(AdapterModel):
                 raise CompositionError(f"The number of parallel adapters ({channels}) and the number of active heads "
                                        f"({len(names)}: {names}) must match.")
             n = rows // channels
-            outs = [self._one(self.heads[h], hidden[i * n:(i + 1) * n], cls[i * n:(i + 1) * n], inverse, {})
+            outs = [self._one(self.heads[h], hidden[i * n:(i + 1) * n], cls[i * n:(i + 1) * n], inverse, {}, ws)
                     for i, h in enumerate(names)]
             return MultiHeadOutput(outs, **extra)
         if len(names) > 1:
-            return MultiHeadOutput([self._one(self.heads[h], hidden, cls, inverse, extra) for h in names], **extra)
-        out = self._one(self.heads[names[0]], hidden, cls, inverse, extra)
+            return MultiHeadOutput([self._one(self.heads[h], hidden, cls, inverse, extra, ws) for h in names],
+                                   **extra)
+        out = self._one(self.heads[names[0]], hidden, cls, inverse, extra, ws)
         return out if return_dict else out.to_tuple()
 
     def generate(self, input_ids, max_new_tokens=20, attention_mask=None, use_cache=True, **kwargs):
@@ -321,8 +329,10 @@ class ModelWithHeads(AdapterModel):
         """A task checkpoint (config.json's architectures[0] in heads/static.py) brings its head. Spec: HEAD-9."""
         convert_static_head(self, weights)
 
-    def _one(self, head, hidden, cls, inverse, extra):
-        fields = head.forward(self, hidden, cls, inverse=inverse)
+    def _one(self, head, hidden, cls, inverse, extra, ws=None):
+        if ws is not None and head.type.output == "parse" and np.asarray(ws).shape[0] != hidden.shape[0]:
+            raise ValueError(f"word_starts has {np.asarray(ws).shape[0]} rows; the head reads {hidden.shape[0]}.")
+        fields = head.forward(self, hidden, cls, inverse=inverse, word_starts=ws)
         return ModelOutput(**fields, **{k: v for k, v in extra.items() if v is not None})
 
     def _used_heads(self, head):

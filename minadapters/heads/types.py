@@ -49,10 +49,18 @@ def lm_layout(cfg: dict, dims: dict) -> list:
     return out
 
 
+def biaffine_layout(cfg: dict, dims: dict) -> list:
+    """adapters' BiaffineParsingHead: an arc scorer (bias on the dependent side) and a relation scorer.
+    Spec: HEAD-11."""
+    D = dims["hidden_size"]
+    return [("biaffine", "biaffine_arcs", D, 1, True, False),
+            ("biaffine", "biaffine_rels", D, cfg["num_labels"], True, True)]
+
+
 @dataclass(frozen=True)
 class HeadType:
     """One head type. ``args``: (name, default) of adapters' head-class constructor, in order; ``reads``:
-    "cls" (one vector per sequence) or "tokens"; ``output``: "logits", "choices", "span" or "lm"."""
+    "cls" (one vector per sequence) or "tokens"; ``output``: "logits", "choices", "span", "lm" or "parse"."""
     name: str
     args: tuple
     layout: Callable
@@ -88,7 +96,7 @@ def _check(ht: HeadType, cfg: dict) -> None:
             low = 0 if key == "layers" and ht.output != "lm" else 1
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise ValueError(f"{ht.name} head: {key}={v!r} must be an int >= {low}.")
-    if ht.output != "lm" and cfg["layers"] < 1:
+    if ht.output not in ("lm", "parse") and cfg["layers"] < 1:
         raise ValueError(f"{ht.name} head: layers={cfg['layers']} must be >= 1.")
     if ht.output == "span" and cfg["num_labels"] != 2:
         # COMPAT(adapters): upstream accepts any num_labels and fails in forward when splitting start/end.
@@ -112,6 +120,7 @@ HEAD_TYPES = {h.name: h for h in (
              classifier_layout, "cls", "choices", label_key="num_choices"),
     HeadType("tagging", _TOKEN, classifier_layout, "tokens", "logits"),
     HeadType("question_answering", _TOKEN, classifier_layout, "tokens", "span"),
+    HeadType("dependency_parsing", (("num_labels", 2),), biaffine_layout, "tokens", "parse"),
     HeadType("causal_lm", _LM, lm_layout, "tokens", "lm", label_key=None),
     HeadType("masked_lm", (("vocab_size", None), ("embedding_size", None), ("layers", 2),
                            ("activation_function", "gelu"), ("layer_norm", True), ("bias", True),

@@ -395,3 +395,32 @@ def test_generate_uses_the_active_causal_lm_head():
     m.add_classification_head("c")
     with pytest.raises(ma.ConfigError, match="causal_lm"):
         m.generate(ids, 2)
+
+
+@pytest.mark.spec("HEAD-11")
+def test_dependency_parsing_by_hand(model):
+    model.add_dependency_parsing_head("dp", num_labels=3)
+    rng = np.random.default_rng(9)
+    perturb(model.heads["dp"], rng)
+    ids, mask = ids_mask()
+    ws = np.array([[1, 3, 4, 5, 0, 0], [1, 2, 3, 0, 0, 0], [1, 2, 0, 0, 0, 0]])
+    out = model(ids, attention_mask=mask, word_starts=ws)
+    assert out.keys() == ["rel_preds", "arc_preds"]
+    T = ids.shape[1]
+    assert out.arc_preds.shape == (3, T, T + 1) and out.rel_preds.shape == (3, T, T + 1, 3)
+    model.active_head = None
+    h = model(ids, attention_mask=mask).last_hidden_state.astype(np.float64)
+    A = model.heads["dp"].params["biaffine_arcs.weight"][0].astype(np.float64)
+    R = model.heads["dp"].params["biaffine_rels.weight"].astype(np.float64)
+    words = np.zeros_like(h)
+    words[0, 0], words[0, 1], words[0, 2] = h[0, 1:3].mean(0), h[0, 3], h[0, 4]
+    words[1, 0], words[1, 1] = h[1, 1], h[1, 2]
+    words[2, 0] = h[2, 1]
+    heads = np.concatenate([h[:, :1], words], 1)
+    wx = np.concatenate([words, np.ones((3, T, 1))], -1)
+    hy = np.concatenate([heads, np.ones((3, T + 1, 1))], -1)
+    np.testing.assert_allclose(out.arc_preds, wx @ A @ heads.transpose(0, 2, 1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out.rel_preds[..., 2], wx @ R[2] @ hy.transpose(0, 2, 1), rtol=1e-4, atol=1e-5)
+    model.active_head = "dp"
+    with pytest.raises(ValueError, match="word_starts"):
+        model(ids, attention_mask=mask)

@@ -320,3 +320,41 @@ def test_generate_with_causal_lm_head(model_type, use_cache, tmp_path):
     ours.load_adapter(os.path.join(str(tmp_path), "t"), set_active=True)
     got = ours.generate(ids, 8, attention_mask=mask, use_cache=use_cache, eos_token_id=None, pad_token_id=0)
     np.testing.assert_array_equal(got, want)
+
+
+def word_starts(mask, pad):
+    """First sub-token of each word (words of 1-2 tokens after [CLS]), padded with pad_token_id."""
+    B, T = mask.shape
+    out = np.full((B, T), pad, np.int64)
+    for b in range(B):
+        n = int(mask[b].sum())
+        starts, t = [], 1
+        while t < n - 1:
+            starts.append(t)
+            t += 1 + (t + b) % 2
+        starts.append(n - 1)                  # the end of the last word ([SEP])
+        out[b, :len(starts)] = starts
+    return out
+
+
+@pytest.mark.spec("HEAD-11")
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+def test_dependency_parsing_head(model_type, tmp_path):
+    """Biaffine parsing head (perturbed scorers, saved by adapters 1.3.0): arc_preds and rel_preds equal."""
+    mdir = base_dir(model_type, str(tmp_path))
+    up = upstream(mdir)
+    up.add_adapter("p", config="seq_bn")
+    up.add_dependency_parsing_head("p", num_labels=5)
+    perturb_adapter(up, "p")
+    perturb_head(up, "p", scale=0.2)
+    up.set_active_adapters("p")
+    up.save_adapter(os.path.join(str(tmp_path), "p"), "p")
+    ids, mask = batch(model_type=model_type)
+    ws = word_starts(mask, 1 if model_type != "bert" else 0)
+    with torch.no_grad():
+        theirs = up(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), word_starts=torch.tensor(ws))
+    ours = ma.AutoAdapterModel.from_pretrained(mdir)
+    ours.load_adapter(os.path.join(str(tmp_path), "p"), set_active=True)
+    out = ours(ids, attention_mask=mask, word_starts=ws)
+    assert sorted(ours.head_state_dict("p")) == ["heads.p.biaffine_arcs.weight", "heads.p.biaffine_rels.weight"]
+    compare(out, theirs, ["arc_preds", "rel_preds"], f"{model_type} parsing")
