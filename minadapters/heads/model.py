@@ -325,6 +325,15 @@ class ModelWithHeads(AdapterModel):
         return _generate.generate(self, input_ids, max_new_tokens=max_new_tokens, attention_mask=attention_mask,
                                   use_cache=use_cache, logits_fn=logits_fn, **kwargs)
 
+    def encode(self, sentences, batch_size=32, normalize_embeddings=False, **kwargs):
+        """Sentence embeddings from the base model's output (heads are not run). Spec: ST-1."""
+        saved, self._active_heads = self._active_heads, []
+        try:
+            return super().encode(sentences, batch_size=batch_size, normalize_embeddings=normalize_embeddings,
+                                  **kwargs)
+        finally:
+            self._active_heads = saved
+
     def loaded_from_checkpoint(self, weights: dict) -> None:
         """A task checkpoint (config.json's architectures[0] in heads/static.py) brings its head. Spec: HEAD-9."""
         convert_static_head(self, weights)
