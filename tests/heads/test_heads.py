@@ -424,3 +424,30 @@ def test_dependency_parsing_by_hand(model):
     model.active_head = "dp"
     with pytest.raises(ValueError, match="word_starts"):
         model(ids, attention_mask=mask)
+
+
+@pytest.mark.spec("HEAD-7")
+def test_parallel_pooler_heads_read_their_channel(model):
+    """use_pooler heads under Parallel read their channel's pooler rows (adapters hands them all rows, #29)."""
+    rng = np.random.default_rng(11)
+    for n in ("a", "b"):
+        model.add_adapter(n, config="seq_bn")
+        for _, (d, leaf) in model.adapter_param_refs(n).items():
+            d[leaf] = (d[leaf] + rng.standard_normal(d[leaf].shape) * 0.2).astype(np.float32)
+        model.add_classification_head(n, num_labels=2, use_pooler=True)
+        perturb(model.heads[n], rng)
+    ids, mask = ids_mask()
+    model.set_active_adapters(ma.Parallel("a", "b"))
+    o1, o2 = model(ids, attention_mask=mask)
+    for n, o in (("a", o1), ("b", o2)):
+        model.set_active_adapters(n)
+        np.testing.assert_allclose(o.logits, model(ids, attention_mask=mask).logits, rtol=1e-5, atol=1e-6)
+
+
+def test_hidden_states_and_tuple_output(model):
+    model.add_tagging_head("t")
+    ids, mask = ids_mask()
+    out = model(ids, attention_mask=mask, output_hidden_states=True)
+    assert out.keys() == ["logits", "hidden_states"] and len(out.hidden_states) == model.num_layers + 1
+    tup = model(ids, attention_mask=mask, return_dict=False)
+    assert isinstance(tup, tuple) and len(tup) == 1 and tup[0].shape == (3, 6, 2)
