@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
+import numpy as np
+
 from ..composition import BLOCKS
 from ..hooks import Hook, KIND_OF_HOOK
 
@@ -165,6 +167,14 @@ class ParamView(Mapping):
     def linear(self, name):
         """(weight, bias or None) of the linear module ``name``."""
         return self._params[self._prefix + name + ".weight"], self._params.get(self._prefix + name + ".bias")
+
+
+def attention_probs(q, k, mask, ops):
+    """softmax(q kᵀ / √Dh + mask): the attention weights a forward returns with output_attentions. Spec: OPS-2.
+
+        q: (B, N, Tq, Dh), k: (B, N, Tk, Dh), mask additive, broadcastable -> (B, N, Tq, Tk)"""
+    scores = ops.matmul(q, np.swapaxes(k, -1, -2)) / np.sqrt(q.shape[-1]).astype(q.dtype)
+    return ops.softmax(scores if mask is None else scores + mask, axis=-1)
 
 
 def layer_views(params: dict, stack: LayerStack, n: int) -> list:
