@@ -1,5 +1,6 @@
 """Prediction heads and AdapterModel classes without torch: classes, keys, equations by hand, activation rules,
-multi-head outputs, head files and their errors. Spec: HEAD-0 .. HEAD-8 (the oracle is tests/oracle/test_heads_oracle.py).
+multi-head outputs, head files and their errors. Spec: HEAD-0 .. HEAD-11 (the oracle is
+tests/oracle/test_heads_oracle.py).
 """
 import json
 import os

@@ -1,6 +1,6 @@
 """Oracle: prediction heads and AdapterModel classes match adapters 1.3.0's AutoAdapterModel.
 
-Spec: HEAD-0 .. HEAD-8. Models: odd sizes (hidden 40 / 36), every base weight perturbed, padded batches; every
+Spec: HEAD-0 .. HEAD-11. Models: odd sizes (hidden 40 / 36), every base weight perturbed, padded batches; every
 adapter and head weight perturbed. Files go both ways: adapters 1.3.0 saves adapter + head and we load them, we
 save and adapters 1.3.0 loads them; both .bin and .safetensors.
 """
@@ -215,7 +215,8 @@ def test_parallel_and_batchsplit_heads(model_type, tmp_path):
 STATIC = [("bert", n) for n in ("BertForSequenceClassification", "BertForMultipleChoice", "BertForTokenClassification",
                                 "BertForQuestionAnswering", "BertForMaskedLM")] + \
          [("roberta", n) for n in ("RobertaForSequenceClassification", "RobertaForMultipleChoice",
-                                   "RobertaForTokenClassification", "RobertaForQuestionAnswering", "RobertaForMaskedLM")] + \
+                                   "RobertaForTokenClassification", "RobertaForQuestionAnswering",
+                                   "RobertaForMaskedLM")] + \
          [("xlm-roberta", n) for n in ("XLMRobertaForSequenceClassification", "XLMRobertaForMaskedLM")] + \
          [("gpt2", n) for n in ("GPT2ForSequenceClassification", "GPT2LMHeadModel", "GPT2ForTokenClassification",
                                 "GPT2ForQuestionAnswering")] + \
