@@ -308,10 +308,10 @@ class AdapterModel:
         adapter_name_or_path = resolve_adapter_dir(adapter_name_or_path, **kwargs)   # HF ids: cache or download
         name = loading.load_adapter(self, adapter_name_or_path, load_as=load_as, leave_out=leave_out,
                                     set_active=set_active, use_safetensors=use_safetensors)
-        if os.path.isfile(os.path.join(adapter_name_or_path, "head_config.json")):
+        if _has_unloaded_head(adapter_name_or_path):
             warnings.warn(f"{adapter_name_or_path}: the prediction head saved with adapter {name!r} is not loaded; "
                           "this bare model has no heads (load the model with AutoAdapterModel to use it).",
-                          stacklevel=2)
+                          stacklevel=3)
         return name
 
     @reads
@@ -530,6 +530,23 @@ class AdapterModel:
     def loaded_from_checkpoint(self, weights: dict) -> None:
         """Called by from_pretrained with every weight of the checkpoint (task heads included); the bare model
         keeps nothing more, AdapterModel classes with heads convert a static head (heads/)."""
+
+
+# a static head_config.json of these task classes describes the checkpoint's own LM head, which the bare
+# model already uses for generate (no warning then)
+_OWN_LM_HEADS = ("GPT2LMHeadModel", "LlamaForCausalLM")
+
+
+def _has_unloaded_head(path) -> bool:
+    """The adapter directory holds a head the bare model cannot use (spec HEAD-8)."""
+    file = os.path.join(path, "head_config.json")
+    if not os.path.isfile(file):
+        return False
+    try:
+        saved = read_json(file)
+    except WeightsError:
+        return True
+    return not (isinstance(saved, dict) and saved.get("config") is None and saved.get("model_class") in _OWN_LM_HEADS)
 
 
 def _rows(inputs) -> int:

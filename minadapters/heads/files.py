@@ -9,8 +9,9 @@ import os
 import warnings
 
 from ..hub import resolve_adapter_dir
-from ..io.files import atomic_write_json, read_json, read_weights, write_weights
+from ..io.files import read_artifact_weights, read_json, save_artifact
 from ..loading import VERSION, assign_weights
+from .static import STATIC_HEADS, rename_static_weights, static_head_config
 
 HEAD_CONFIG = "head_config.json"
 HEAD_BIN = "pytorch_model_head.bin"
@@ -40,10 +41,8 @@ def save_head(model, save_directory, head_name=None, *, use_safetensors=False) -
     full = {"model_type": model.model_type, "hidden_size": model.hidden_size, "name": head_name,
             "model_name": model.name_or_path or "", "model_class": type(model).__name__,
             "config": head.config, "version": VERSION}
-    os.makedirs(save_directory, exist_ok=True)
-    write_weights(save_directory, head.state_dict(model), use_safetensors=use_safetensors, basename_bin=HEAD_BIN,
-                  basename_safetensors=HEAD_SAFETENSORS)
-    atomic_write_json(os.path.join(save_directory, HEAD_CONFIG), full)
+    save_artifact(save_directory, HEAD_CONFIG, full, head.state_dict(model), use_safetensors=use_safetensors,
+                  basename_bin=HEAD_BIN, basename_safetensors=HEAD_SAFETENSORS)
 
 
 def _has_weights(path) -> bool:
@@ -57,7 +56,7 @@ def _skip(msg, missing_ok):
 
 
 def load_head(model, path, *, load_as=None, id2label=None, use_safetensors=False, set_active=True,
-              missing_ok=False):
+              missing_ok=False, warn_overwrite=True, main_load_name=None):
     """Add the head saved in ``path``; returns its name (None when ``missing_ok`` and there is no head, or a
     warning says why it was not loaded). Spec: HEAD-8."""
     path = os.fspath(path)
@@ -73,6 +72,9 @@ def load_head(model, path, *, load_as=None, id2label=None, use_safetensors=False
         _skip(f"{path}: head weights without {HEAD_CONFIG}; the head type is unknown.", missing_ok)
         return None
     saved = read_json(os.path.join(path, HEAD_CONFIG))
+    if isinstance(saved, dict) and saved.get("config") is None and saved.get("model_class") in STATIC_HEADS:
+        return _load_static_head(model, path, saved, load_as or main_load_name, id2label, use_safetensors,
+                                 set_active)
     if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict) or "name" not in saved:
         raise ValueError(f"{path}/{HEAD_CONFIG}: expected an object with 'name' and 'config' (a head config); "
                          f"got keys {sorted(saved) if isinstance(saved, dict) else type(saved).__name__}.")
@@ -87,12 +89,13 @@ def load_head(model, path, *, load_as=None, id2label=None, use_safetensors=False
     if id2label:
         config["label2id"] = {lab: int(i) for i, lab in id2label.items()}
         config.pop("id2label", None)
-    weights = read_weights(path, HEAD_BIN, HEAD_SAFETENSORS, prefer_safetensors=bool(use_safetensors))
+    weights = read_artifact_weights(path, saved, HEAD_CONFIG, basename_bin=HEAD_BIN,
+                                    basename_safetensors=HEAD_SAFETENSORS, prefer_safetensors=bool(use_safetensors))
     prefix = f"heads.{old}."
     renamed = {f"heads.{name}.{k[len(prefix):]}": v for k, v in weights.items() if k.startswith(prefix)}
     previous = model.heads.get(name)
     was_active = model._active_heads
-    if previous is not None:
+    if previous is not None and warn_overwrite:
         warnings.warn(f"Overwriting existing head {name!r}.", stacklevel=3)
     model.add_prediction_head_from_config(name, config, overwrite_ok=True, set_active=set_active)
     try:
@@ -107,8 +110,33 @@ def load_head(model, path, *, load_as=None, id2label=None, use_safetensors=False
     return name
 
 
-def resolved_dir(name_or_path, **kwargs) -> str:
-    return resolve_adapter_dir(name_or_path, **kwargs)
+def _load_static_head(model, path, saved, name, id2label, use_safetensors, set_active):
+    """A head saved from a transformers task model (``config: null``, ``model_class`` a task class): converted to
+    a flex head named like the adapter (or ``load_as``), as adapters does. Spec: HEAD-9."""
+    cls = saved["model_class"]
+    if name is None:
+        raise ValueError(f"{path}/{HEAD_CONFIG}: a static {cls} head has no name; pass load_as=<head name>.")
+    label2id = {lab: int(i) for i, lab in id2label.items()} if id2label else saved.get("label2id")
+    config, modules = static_head_config(cls, label2id, num_labels=saved.get("num_labels"))
+    weights = read_artifact_weights(path, saved, HEAD_CONFIG, basename_bin=HEAD_BIN,
+                                    basename_safetensors=HEAD_SAFETENSORS, prefer_safetensors=bool(use_safetensors))
+    renamed = rename_static_weights(modules, weights, name)
+    previous, was_active = model.heads.get(name), model._active_heads
+    model.add_prediction_head_from_config(name, config, overwrite_ok=True, set_active=set_active)
+    try:
+        assign_weights(model.heads[name].param_refs(model), renamed, what=f"the {cls} head {name!r}", source=path)
+    except BaseException:
+        if previous is None:
+            del model.heads[name]
+        else:
+            model.heads[name] = previous
+        model._active_heads = was_active
+        raise
+    return name
+
+
+def resolved_dir(name_or_path, config_name="adapter_config.json", **kwargs) -> str:
+    return resolve_adapter_dir(name_or_path, config_name, **kwargs)
 
 
 def warn_if_head_skipped(path) -> None:

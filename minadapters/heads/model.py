@@ -10,12 +10,13 @@ import os
 
 import numpy as np
 
-from ..composition import AdapterCompositionBlock, BatchSplit, Parallel, Stack
+from ..composition import AdapterCompositionBlock, BatchSplit, Fuse, Parallel, Stack
+from ..concurrency import mutates, reads
 from ..configuration import get_adapter_config_hash
 from ..context import AdapterSetup
 from ..errors import CompositionError, ConfigError
 from ..functional import heads as F
-from .. import generate as _generate, loading
+from .. import generate as _generate, loading, setup_files
 from ..model import AdapterModel, load_pretrained
 from ..outputs import ModelOutput, MultiHeadOutput
 from . import files
@@ -70,6 +71,7 @@ class ModelWithHeads(AdapterModel):
         return self._active_heads
 
     @active_head.setter
+    @mutates
     def active_head(self, value):
         if value is None or isinstance(value, str):
             if value and value not in self.heads:
@@ -84,6 +86,7 @@ class ModelWithHeads(AdapterModel):
                                  f"{', '.join(map(repr, self.heads)) or 'none'}.")
         self._active_heads = value if isinstance(value, BatchSplit) else list(value)
 
+    @mutates
     def set_active_adapters(self, adapter_setup, skip_layers=None) -> None:
         """As the bare model, then activate the head(s) named like the setup's last adapter(s). Spec: HEAD-7."""
         super().set_active_adapters(adapter_setup, skip_layers)
@@ -101,6 +104,7 @@ class ModelWithHeads(AdapterModel):
             raise ValueError(f"This model of type {self.model_type!r} does not support head type {name!r}; it "
                              f"supports {', '.join(self.head_types)}.")
 
+    @mutates
     def add_prediction_head_from_config(self, head_name, config, overwrite_ok=False, set_active=True):
         """Add a head from adapters' config dict (``head_config.json``'s ``config``). Spec: HEAD-0."""
         if not isinstance(config, dict) or "head_type" not in config:
@@ -119,6 +123,7 @@ class ModelWithHeads(AdapterModel):
         head = PredictionHead(self, head_name, ht, ht.config(self, **config))
         self.add_prediction_head(head, overwrite_ok=overwrite_ok, set_active=set_active)
 
+    @mutates
     def add_prediction_head(self, head: PredictionHead, overwrite_ok=False, set_active=True):
         if head.name in self.heads and not overwrite_ok:
             raise ValueError(f"Model already contains a head with name {head.name!r}. Use overwrite_ok=True to "
@@ -130,6 +135,7 @@ class ModelWithHeads(AdapterModel):
         if set_active:
             self.active_head = head.name
 
+    @mutates
     def _add(self, type_name, head_name, overwrite_ok, **config):
         self._check_type(type_name)
         ht = head_type(type_name)
@@ -174,6 +180,7 @@ class ModelWithHeads(AdapterModel):
         self._add("causal_lm", head_name, overwrite_ok, layers=layers, activation_function=activation_function,
                   layer_norm=True, bias=True)
 
+    @mutates
     def delete_head(self, head_name: str) -> None:
         if head_name not in self.heads:
             return
@@ -199,6 +206,7 @@ class ModelWithHeads(AdapterModel):
     def get_prediction_heads_config(self) -> dict:
         return {n: h.config for n, h in self.heads.items()}
 
+    @reads
     def head_state_dict(self, head_name: str) -> dict:
         """``heads.<name>.<i>.<leaf>`` -> array (the tied LM projection included, as adapters saves it)."""
         if head_name not in self.heads:
@@ -206,27 +214,33 @@ class ModelWithHeads(AdapterModel):
         return self.heads[head_name].state_dict(self)
 
     # ---- files -----------------------------------------------------------------------------------
+    @reads
     def save_head(self, save_directory, head_name=None, use_safetensors=False):
         """head_config.json + pytorch_model_head.bin (model_head.safetensors). Spec: HEAD-8."""
         files.save_head(self, save_directory, head_name, use_safetensors=use_safetensors)
 
+    @mutates
     def load_head(self, save_directory, load_as=None, id2label=None, use_safetensors=False, set_active=True,
                   **kwargs):
         """Add the head saved in ``save_directory``; returns its name. Spec: HEAD-8."""
         return files.load_head(self, save_directory, load_as=load_as, id2label=id2label,
                                use_safetensors=use_safetensors, set_active=set_active)
 
+    @reads
     def save_all_heads(self, save_directory, use_safetensors=False):
         os.makedirs(save_directory, exist_ok=True)
         for name in self.heads:
             self.save_head(os.path.join(save_directory, name), name, use_safetensors=use_safetensors)
 
+    @reads
     def save_adapter(self, save_directory, adapter_name, with_head=True, meta_dict=None, use_safetensors=False):
         """The adapter files, plus the same-named head's files when ``with_head``. Spec: HEAD-8."""
-        super().save_adapter(save_directory, adapter_name, meta_dict=meta_dict, use_safetensors=use_safetensors)
+        loading.save_adapter(self, save_directory, adapter_name, meta_dict=meta_dict, use_safetensors=use_safetensors,
+                             **self._save_as())
         if with_head and adapter_name in self.heads:
             self.save_head(save_directory, adapter_name, use_safetensors=use_safetensors)
 
+    @mutates
     def load_adapter(self, adapter_name_or_path, config=None, load_as=None, with_head=True, leave_out=None,
                      id2label=None, set_active=False, use_safetensors=None, **kwargs) -> str:
         """As the bare model; with ``with_head`` the directory's head files load too. Spec: HEAD-8."""
@@ -239,7 +253,7 @@ class ModelWithHeads(AdapterModel):
         try:
             if with_head:
                 files.load_head(self, path, load_as=load_as, id2label=id2label, use_safetensors=use_safetensors,
-                                set_active=set_active, missing_ok=True)
+                                set_active=set_active, missing_ok=True, main_load_name=name)
             else:
                 files.warn_if_head_skipped(path)
         except BaseException:
@@ -249,6 +263,7 @@ class ModelWithHeads(AdapterModel):
             self.set_active_adapters(name)
         return name
 
+    @reads
     def save_all_adapters(self, save_directory, with_head=True, meta_dict=None, use_safetensors=False):
         os.makedirs(save_directory, exist_ok=True)
         for name in self.adapters_config:
@@ -257,7 +272,71 @@ class ModelWithHeads(AdapterModel):
             self.save_adapter(os.path.join(save_directory, name), name, with_head=with_head, meta_dict=meta,
                               use_safetensors=use_safetensors)
 
+    def _save_as(self) -> dict:
+        """adapters' flex models write their class name and keys under the base-model prefix ("bert.")."""
+        return {"model_class": type(self).__name__,
+                "key_prefix": self.arch.base_model_prefix[self.model_type] + "."}
+
+    @reads
+    def save_adapter_fusion(self, save_directory, adapter_names, meta_dict=None, use_safetensors=False,
+                            with_head=False):
+        """The fusion files; ``with_head`` (True: the head named like the fusion, or a head name) adds that
+        head's files, which must exist. Spec: HEAD-8."""
+        loading.save_adapter_fusion(self, save_directory, adapter_names, meta_dict=meta_dict,
+                                    use_safetensors=use_safetensors, **self._save_as())
+        if with_head:
+            name = with_head if isinstance(with_head, str) else (
+                adapter_names.name if isinstance(adapter_names, Fuse) else
+                ",".join(adapter_names) if isinstance(adapter_names, (list, tuple)) else adapter_names)
+            if name not in self.heads:
+                raise ValueError(f"No head with name {name!r} found; heads: "
+                                 f"{', '.join(map(repr, self.heads)) or 'none'}.")
+            self.save_head(save_directory, name, use_safetensors=use_safetensors)
+
+    @mutates
+    def load_adapter_fusion(self, adapter_fusion_name_or_path, load_as=None, set_active=False, use_safetensors=None,
+                            with_head=True, **kwargs) -> str:
+        """The fusion, and with ``with_head`` the head saved beside it. Spec: HEAD-8."""
+        name = super().load_adapter_fusion(adapter_fusion_name_or_path, load_as=load_as, set_active=set_active,
+                                           use_safetensors=use_safetensors, **kwargs)
+        path = files.resolved_dir(adapter_fusion_name_or_path, "adapter_fusion_config.json", **kwargs)
+        if with_head:
+            files.load_head(self, path, load_as=load_as, use_safetensors=use_safetensors, set_active=set_active,
+                            missing_ok=True)
+        else:
+            files.warn_if_head_skipped(path)
+        return name
+
+    @reads
+    def save_adapter_setup(self, save_directory, adapter_setup, head_setup=None, meta_dict=None,
+                           use_safetensors=False):
+        """adapter_setup.json (with ``head_setup``: a head name, a list or a block), the setup's adapters and
+        fusions, and one ``<dir>/<head>`` folder per head of ``head_setup``. Spec: HEAD-8."""
+        heads = _head_names(head_setup)
+        for h in heads:
+            if h not in self.heads:
+                raise ValueError(f"save_adapter_setup: unknown head {h!r}; heads: "
+                                 f"{', '.join(map(repr, self.heads)) or 'none'}.")
+        setup_files.save_adapter_setup(self, save_directory, adapter_setup, meta_dict=meta_dict,
+                                       use_safetensors=use_safetensors, head_setup=head_setup)
+        for h in heads:
+            self.save_head(os.path.join(os.fspath(save_directory), h), h, use_safetensors=use_safetensors)
+
+    @mutates
+    def load_adapter_setup(self, adapter_setup_name_or_path, set_active=False, use_safetensors=False, **kwargs):
+        """Adapters, fusions and the heads of the saved head_setup; returns (adapter_setup, head_setup).
+        Spec: HEAD-8."""
+        setup, head_setup = setup_files.load_adapter_setup(self, adapter_setup_name_or_path, set_active=set_active,
+                                                           use_safetensors=use_safetensors, heads_supported=True)
+        for h in _head_names(head_setup):
+            files.load_head(self, os.path.join(os.fspath(adapter_setup_name_or_path), h), load_as=h,
+                            use_safetensors=use_safetensors, warn_overwrite=False)   # also in the adapter's dir
+        if set_active and head_setup:
+            self.active_head = head_setup
+        return setup, head_setup
+
     # ---- forward ---------------------------------------------------------------------------------
+    @reads
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, *, head=None, return_dict=True,
                 output_hidden_states=False, word_starts=None, **kwargs):
         """The base model, then the used head(s): ``head=``, else the AdapterSetup context's head_setup, else
@@ -325,6 +404,7 @@ class ModelWithHeads(AdapterModel):
         return _generate.generate(self, input_ids, max_new_tokens=max_new_tokens, attention_mask=attention_mask,
                                   use_cache=use_cache, logits_fn=logits_fn, **kwargs)
 
+    @mutates
     def encode(self, sentences, batch_size=32, normalize_embeddings=False, **kwargs):
         """Sentence embeddings from the base model's output (heads are not run). Spec: ST-1."""
         saved, self._active_heads = self._active_heads, []
@@ -381,6 +461,18 @@ class ModelWithHeads(AdapterModel):
         name = setup.first()
         return lambda x: inv.inverse(name, x)
 
+
+
+def _head_names(head_setup) -> list:
+    if not head_setup:
+        return []
+    if isinstance(head_setup, str):
+        return [head_setup]
+    if isinstance(head_setup, AdapterCompositionBlock):
+        return sorted(head_setup.flatten())
+    if head_setup is True:
+        raise ValueError("head_setup=True (a static head) does not apply to AdapterModel classes; name the head(s).")
+    return list(head_setup)
 
 
 class _ClsRows:

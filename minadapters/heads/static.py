@@ -62,7 +62,7 @@ STATIC_HEADS = {
 BIAS_ALIASES = {"cls.predictions.decoder.bias": "cls.predictions.bias", "lm_head.decoder.bias": "lm_head.bias"}
 
 
-def static_head_config(class_name: str, label2id) -> tuple:
+def static_head_config(class_name: str, label2id, num_labels=None) -> tuple:
     """(flex head config, module per index) of a task class, labels from config.json's label2id (two
     LABEL_i when absent, as adapters). Spec: HEAD-9."""
     config, modules = STATIC_HEADS[class_name]
@@ -70,13 +70,32 @@ def static_head_config(class_name: str, label2id) -> tuple:
     if label2id is None:        # transformers' default labels
         label2id = {"LABEL_0": 0, "LABEL_1": 1}
     label2id = {lab: int(i) for lab, i in label2id.items()}
+    n = num_labels or len(label2id)
     if config["head_type"] == "multiple_choice":
-        config["num_choices"] = len(label2id)
+        config["num_choices"] = n
         config["label2id"] = label2id
     elif config["head_type"] not in ("causal_lm", "masked_lm"):
-        config["num_labels"] = len(label2id)
+        config["num_labels"] = n
         config["label2id"] = label2id
     return config, modules
+
+
+def rename_static_weights(modules, weights: dict, name: str) -> dict:
+    """``<module>.<leaf>`` -> ``heads.<name>.<i>.<leaf>`` for the head's module list (the MLM decoder bias from
+    its tied alias). Spec: HEAD-9."""
+    renamed = {}
+    for i, module in enumerate(modules):
+        if module is None:
+            continue
+        for k, v in weights.items():
+            if k.startswith(module + "."):
+                renamed[f"heads.{name}.{i}.{k[len(module) + 1:]}"] = np.asarray(v)
+    for i, module in enumerate(modules):
+        alias = BIAS_ALIASES.get(f"{module}.bias")
+        key = f"heads.{name}.{i}.bias"
+        if alias is not None and key not in renamed and alias in weights:
+            renamed[key] = np.asarray(weights[alias])
+    return renamed
 
 
 def convert_static_head(model, weights: dict, name: str = "default") -> str | None:
@@ -92,18 +111,7 @@ def convert_static_head(model, weights: dict, name: str = "default") -> str | No
     config, modules = static_head_config(cls, label2id)
     model.add_prediction_head_from_config(name, config, overwrite_ok=True, set_active=True)
     head = model.heads[name]
-    renamed = {}
-    for i, module in enumerate(modules):
-        if module is None:
-            continue
-        for k, v in weights.items():
-            if k.startswith(module + "."):
-                renamed[f"heads.{name}.{i}.{k[len(module) + 1:]}"] = np.asarray(v)
-    for i, module in enumerate(modules):
-        alias = BIAS_ALIASES.get(f"{module}.bias")
-        key = f"heads.{name}.{i}.bias"
-        if alias is not None and key not in renamed and alias in weights:
-            renamed[key] = np.asarray(weights[alias])
+    renamed = rename_static_weights(modules, weights, name)
     refs = head.param_refs(model)
     if head.tied_key is not None:       # the tied projection is the embedding matrix (already loaded)
         renamed.pop(f"heads.{name}.{head.out_index}.weight", None)

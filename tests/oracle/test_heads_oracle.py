@@ -359,3 +359,89 @@ def test_dependency_parsing_head(model_type, tmp_path):
     out = ours(ids, attention_mask=mask, word_starts=ws)
     assert sorted(ours.head_state_dict("p")) == ["heads.p.biaffine_arcs.weight", "heads.p.biaffine_rels.weight"]
     compare(out, theirs, ["arc_preds", "rel_preds"], f"{model_type} parsing")
+
+
+@pytest.mark.spec("HEAD-8")
+def test_adapter_setup_and_fusion_with_heads_both_ways(tmp_path):
+    """save_adapter_setup(head_setup=...) / save_adapter_fusion(with_head=True): adapters 1.3.0 writes, we load
+    (same MultiHeadOutput logits), and the reverse."""
+    mdir = base_dir("bert", str(tmp_path))
+    up = upstream(mdir)
+    for i, n in enumerate(("a", "b")):
+        up.add_adapter(n, config="seq_bn")
+        up.add_classification_head(n, num_labels=2 + i)
+        perturb_adapter(up, n, seed=30 + i)
+        perturb_head(up, n, seed=40 + i)
+    up.add_adapter_fusion(ac.Fuse("a", "b"))
+    up.add_tagging_head("a,b", num_labels=4)
+    perturb_adapter(up, "a,b", seed=50)
+    perturb_head(up, "a,b", seed=51)
+    ids, mask = batch()
+    sdir, fdir = os.path.join(str(tmp_path), "setup"), os.path.join(str(tmp_path), "fusion")
+    up.save_adapter_setup(sdir, ac.Parallel("a", "b"), head_setup=ac.Parallel("a", "b"))
+    up.save_adapter_fusion(fdir, ac.Fuse("a", "b"), with_head=True)
+    up.set_active_adapters(ac.Parallel("a", "b"))
+    theirs = run_upstream(up, ids, mask)
+    up.set_active_adapters(ac.Fuse("a", "b"))
+    theirs_fuse = run_upstream(up, ids, mask, head="a,b")
+
+    ours = ma.AutoAdapterModel.from_pretrained(mdir)
+    setup, head_setup = ours.load_adapter_setup(sdir, set_active=True)
+    assert setup == ma.Parallel("a", "b") and head_setup == ma.Parallel("a", "b")
+    for o, t in zip(ours(ids, attention_mask=mask), theirs):
+        assert_close(o.logits, t.logits.numpy(), what="setup Parallel head")
+    ours.load_adapter_fusion(fdir, set_active=True)
+    assert "a,b" in ours.heads and ours.active_head == "a,b"
+    assert_close(ours(ids, attention_mask=mask, head="a,b").logits, theirs_fuse.logits.numpy(), what="fusion head")
+
+    # the reverse: our files load in adapters 1.3.0
+    sdir2, fdir2 = os.path.join(str(tmp_path), "setup2"), os.path.join(str(tmp_path), "fusion2")
+    ours.save_adapter_setup(sdir2, ma.Parallel("a", "b"), head_setup=ma.Parallel("a", "b"))
+    ours.save_adapter_fusion(fdir2, ma.Fuse("a", "b"), with_head=True)
+    up2 = upstream(mdir)
+    up2.load_adapter_setup(sdir2, set_active=True)
+    up2.load_adapter_fusion(fdir2)             # (loading its head makes "a,b" the active head)
+    up2.set_active_adapters(ac.Parallel("a", "b"))
+    up2.eval()
+    for o, t in zip(run_upstream(up2, ids, mask), theirs):
+        assert_close(o.logits.numpy(), t.logits.numpy(), what="our setup in adapters")
+    up2.set_active_adapters(ac.Fuse("a", "b"))
+    sd1 = {k: v for k, v in up.state_dict().items() if "fusion" in k or k.startswith("heads.a,b")}
+    sd2 = up2.state_dict()
+    for k, v in sd1.items():
+        assert torch.equal(v, sd2[k]), k
+    assert_close(run_upstream(up2, ids, mask, head="a,b").logits.numpy(), theirs_fuse.logits.numpy(),
+                 what="our fusion head in adapters")
+
+
+@pytest.mark.spec("HEAD-9")
+@pytest.mark.parametrize("model_type,cls_name", [("bert", "BertForSequenceClassification"),
+                                                 ("gpt2", "GPT2LMHeadModel"), ("llama", "LlamaForCausalLM")])
+def test_static_head_saved_with_adapter_converts(model_type, cls_name, tmp_path):
+    """An adapter saved from a transformers task model carries its static head (config null): AutoAdapterModel
+    loads it as a flex head named like the adapter, as adapters 1.3.0 does; the bare model warns only when
+    that head is not the checkpoint's own LM head."""
+    import adapters as upstream_adapters
+    task, d = task_model(model_type, cls_name, str(tmp_path))
+    upstream_adapters.init(task)
+    task.add_adapter("a", config="lora")
+    perturb_adapter(task, "a")
+    adir = os.path.join(str(tmp_path), "a")
+    task.save_adapter(adir, "a")
+    assert json.load(open(os.path.join(adir, "head_config.json")))["config"] is None
+    mdir = base_dir(model_type, str(tmp_path / "base"))       # a different base model directory
+    up = upstream(d)
+    up.delete_head("default")
+    up.load_adapter(adir, set_active=True)
+    ours = ma.AutoAdapterModel.from_pretrained(d)
+    ours.delete_head("default")
+    ours.load_adapter(adir, set_active=True)
+    assert ours.active_head == up.active_head == "a"
+    assert ours.heads["a"].config == up.heads["a"].config
+    ids, mask = inputs(model_type, "x")
+    compare(ours(ids, attention_mask=mask), run_upstream(up, ids, mask), ["logits"], f"{cls_name} static head")
+    import warnings
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        ma.AutoModel.from_pretrained(mdir).load_adapter(adir)
+    assert any("not loaded" in str(x.message) for x in w) == (cls_name == "BertForSequenceClassification")
