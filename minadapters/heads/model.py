@@ -18,6 +18,7 @@ from ..errors import CompositionError, ConfigError
 from ..functional import heads as F
 from .. import generate as _generate, loading, setup_files
 from ..model import AdapterModel, load_pretrained
+from ..models import architecture
 from ..outputs import ModelOutput, MultiHeadOutput
 from . import files
 from .head import PredictionHead
@@ -529,11 +530,16 @@ ADAPTER_MODEL_CLASSES = {"bert": BertAdapterModel, "roberta": RobertaAdapterMode
 
 
 def adapter_model_class(model_type: str):
-    try:
-        return ADAPTER_MODEL_CLASSES[model_type]
-    except KeyError:
-        raise ValueError(f"config.json: model_type={model_type!r} has no AdapterModel class; supported: "
-                         f"{', '.join(sorted(ADAPTER_MODEL_CLASSES))}.") from None
+    """The AdapterModel class of ``model_type``; a family registered later (models/ REGISTRY) without a class
+    here gets one from its Architecture record: ``<Base>AdapterModel`` (from ``model_class``) with the decoder
+    head types when ``is_causal``, else the encoder ones. Spec: HEAD-0."""
+    if model_type not in ADAPTER_MODEL_CLASSES:
+        arch = architecture(model_type)          # ValueError naming the supported model types
+        base = arch.model_class[model_type]
+        name = (base[:-len("Model")] if base.endswith("Model") else base) + "AdapterModel"
+        ADAPTER_MODEL_CLASSES[model_type] = type(name, (ModelWithHeads,), {
+            "head_types": DECODER_HEADS if arch.is_causal else ENCODER_HEADS, "__module__": __name__})
+    return ADAPTER_MODEL_CLASSES[model_type]
 
 
 class AutoAdapterModel:

@@ -452,3 +452,16 @@ def test_hidden_states_and_tuple_output(model):
     assert out.keys() == ["logits", "hidden_states"] and len(out.hidden_states) == model.num_layers + 1
     tup = model(ids, attention_mask=mask, return_dict=False)
     assert isinstance(tup, tuple) and len(tup) == 1 and tup[0].shape == (3, 6, 2)
+
+
+@pytest.mark.spec("HEAD-0")
+def test_family_without_class_gets_one_from_its_record(bert_dir, monkeypatch, tmp_path):
+    from minadapters.heads import model as hm
+    monkeypatch.setattr(hm, "ADAPTER_MODEL_CLASSES", {k: v for k, v in hm.ADAPTER_MODEL_CLASSES.items()
+                                                      if k != "roberta"})
+    rdir = write_tiny_model(str(tmp_path / "r"), "roberta", hidden=D, layers=1, heads=4, ffn=20)
+    m = ma.AutoAdapterModel.from_pretrained(rdir)
+    assert type(m).__name__ == "RobertaAdapterModel" and type(m) is not ma.RobertaAdapterModel
+    assert "multiple_choice" in m.head_types and "masked_lm" in m.head_types
+    with pytest.raises(ValueError, match="model_type='t5'"):
+        hm.adapter_model_class("t5")
