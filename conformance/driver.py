@@ -28,7 +28,8 @@ ENV_DRIVER = "MINADAPTERS_DRIVER"
 ENV_REFERENCE = "MINADAPTERS_REFERENCE"
 
 # Capability vocabulary (a driver may add more). "arch:<model_type>", "method:<registry name>",
-# "block:<Block>", "io:save", "io:load", "op:merge", "op:reset", "op:eject", "op:fusion", "op:task_ids".
+# "block:<Block>", "io:save", "io:load", "op:merge", "op:reset", "op:eject", "op:fusion", "op:task_ids",
+# "op:heads" (the optional head methods below).
 BLOCKS = ("Stack", "Fuse", "Split", "BatchSplit", "Parallel", "MultiTask", "Average")
 
 
@@ -71,6 +72,13 @@ class Driver(Protocol):
     def reset(self, model) -> None: ...
 
     def eject(self, model, name: str) -> None: ...
+
+    # Optional, capability "op:heads" (adapters' flexible heads; configs as head_config.json's "config"):
+    # load_head_model(model_dir) -> model of the family's AdapterModel class;
+    # add_head(model, name, config: dict) (active); get_head_weights / set_head_weights(model, name[, tensors])
+    # with keys "heads.<name>.<i>.<leaf>"; set_active_head(model, name | list of names);
+    # forward_heads(model, input_ids, attention_mask, **kw) -> one {field: array} per head output
+    # ("logits", or "start_logits" / "end_logits"); save_adapter / load_adapter include the same-named head.
 
 
 class DriverLoadError(RuntimeError):
