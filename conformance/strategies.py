@@ -451,6 +451,19 @@ def runnable_blocks(entry, *drivers, arch="bert", cfg=None) -> set:
     return out
 
 
+def why_not_runnable(entry, blk, *drivers, arch="bert") -> Optional[str]:
+    """Why ``blk`` is not among runnable_blocks(entry, *drivers, arch=arch): the real cause, or None."""
+    if blk not in blocks_for(entry, arch):
+        return f"adapters 1.3.0 does not support {blk} for {entry.name} on {arch}"
+    for d in drivers:
+        if f"block:{blk}" not in d.capabilities:
+            return f"driver {d.name!r} lacks block:{blk}"
+        for quirk, blocks in entry.quirks.items():
+            if quirk in d.capabilities and blk in blocks:
+                return f"driver {d.name!r} declares {quirk} (its {blk} crashes for {entry.name})"
+    return None
+
+
 def method_ids():
     return list(REGISTRY)
 

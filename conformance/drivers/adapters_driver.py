@@ -14,6 +14,7 @@ BLOCKS = ("Stack", "Fuse", "Split", "BatchSplit", "Parallel", "MultiTask", "Aver
 
 class AdaptersDriver:
     name = "adapters"
+    precision = "float32"
 
     def __init__(self):
         import adapters

@@ -65,6 +65,7 @@ class MinadaptersDriver:
         get_ops(self.backend)                      # raises BackendUnavailableError now, not mid-suite
         self.name = name if backend is None else f"{name}-{self.backend}"
         self.version = f"{minadapters.__version__} ({self.backend}, {self.dtype.name})"
+        self.precision = self.dtype.name          # declared, not read from the version string
         self.capabilities = minadapters_capabilities()
 
     def load_model(self, model_dir):

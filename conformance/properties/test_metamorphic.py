@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from conformance.harness import Built, add_perturbed, batch, describe_case, need, need_method, record, single
 from conformance.outcomes import WrongValue, assert_close, tolerance
 from conformance.strategies import (REGISTRY, batch_shapes, block, blocks_for, configs_for, leaf, perturb,
-                                    runnable_blocks, seeds, tree_configs, without_gating)
+                                    runnable_blocks, seeds, tree_configs, why_not_runnable, without_gating)
 from conformance.tinymodels import PAD_ID
 
 # state-dict prefix of layer i's modules, per base architecture
@@ -157,7 +157,7 @@ def test_parallel_is_each_adapter_on_a_copy(driver, model_dirs, arch, method, da
         pytest.skip(f"{method.name}: Parallel parts are not independent upstream ({method.notes.get('MultiTask')})")
     need(driver, "block:Parallel")
     if "Parallel" not in runnable_blocks(method, driver, arch=arch):
-        pytest.skip(f"driver {driver.name!r} declares a quirk: Parallel crashes for {method.name}")
+        pytest.skip(why_not_runnable(method, "Parallel", driver, arch=arch))
     got = _setup(driver, model_dirs, arch, method, data, n=2, composable=True, block_kind="Parallel")
     if got is None:
         return
@@ -283,7 +283,7 @@ def test_leave_out_layers_hold_nothing(driver, model_dirs, arch, method, data):
 @pytest.mark.parametrize("method", METHODS)
 @given(data=st.data())
 def test_save_load_identity(driver, model_dirs, arch, method, data, tmp_path_factory):
-    need(driver, "io:save", "io:load")
+    need(driver, "io:roundtrip")
     m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data)
     ctx = describe_case(method.name, arch, [("a", cfg)], single("a"), shape, seed)
     w = add_perturbed(m, [], [("a", cfg)], seed)["a"]
