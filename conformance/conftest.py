@@ -187,7 +187,9 @@ def short_failure(item, rep, exc, spec_ids):
         crash = SimpleNamespace(path=str(item.path), lineno=item.location[1] + 1)
     kind = getattr(exc, "outcome", None) or ("ERROR" if exc is not None else "FAILED")
     msg = (str(exc).strip().splitlines() or [""])[0] if exc is not None else str(rep.longrepr).splitlines()[-1]
-    if kind == "ERROR":
+    if kind == "ERROR" and type(exc) is AssertionError:
+        kind = "FAILED"
+    elif kind == "ERROR":
         msg = f"the driver raised {type(exc).__name__}: {msg}"
     spec = f" [spec {', '.join(spec_ids)}]" if spec_ids else ""
     head = f"{kind}{spec}: {msg}"[:MAX_LINE]

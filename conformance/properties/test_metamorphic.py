@@ -111,14 +111,26 @@ def test_eject_keeps_output(driver, model_dirs, arch, method, data):
 @pytest.mark.conformance(block="Stack")
 @pytest.mark.parametrize("method", METHODS)
 @given(data=st.data())
-def test_stack_of_one_is_the_adapter(driver, model_dirs, arch, method, data):
+def test_stack_of_one_is_the_adapter(driver, reference, model_dirs, arch, method, data):
+    """Stack('a') on the driver = the bare adapter 'a' (a leaf, as set_active_adapters('a') receives it) on the
+    reference, and it is not the base model (a Stack that drops its child would otherwise pass: the driver turns
+    a bare leaf into Stack('a') itself, so comparing the two on one driver cannot fail)."""
     need(driver, "block:Stack")
+    need(reference, f"arch:{arch}", role="reference")
+    need_method(method, reference, arch=arch)
     m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data)
+    ref = Built(reference, model_dirs[arch])
     ctx = describe_case(method.name, arch, [("a", cfg)], single("a"), shape, seed)
-    add_perturbed(m, [], [("a", cfg)], seed)
     ids, mask = batch(arch, seed, shape)
+    base = m.run(None, ids, mask)
+    add_perturbed(m, [ref], [("a", cfg)], seed)
     record(method.name, "Stack", arch)
-    _close(m.run(single("a"), ids, mask), m.run(leaf("a"), ids, mask), driver, "Stack('a') output", ctx)
+    stacked = m.run(single("a"), ids, mask)
+    if stacked.shape == base.shape and np.allclose(stacked, base, rtol=0, atol=1e-7):
+        raise WrongValue(f"Stack('a') output = the base model's, but should differ (the adapter has perturbed "
+                         f"weights) [{ctx}]")
+    _close(stacked, ref.run(leaf("a"), ids, mask), driver, "Stack('a') output vs the bare adapter 'a' (reference)",
+           ctx, group="differential")
 
 
 def _alone(m, names, ids, mask):
