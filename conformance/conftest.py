@@ -189,6 +189,8 @@ def short_failure(item, rep, exc, spec_ids):
     msg = (str(exc).strip().splitlines() or [""])[0] if exc is not None else str(rep.longrepr).splitlines()[-1]
     if kind == "ERROR" and type(exc) is AssertionError:
         kind = "FAILED"
+    elif kind == "ERROR" and rep.when != "call":
+        msg = f"{type(exc).__name__} in {rep.when}: {msg}"
     elif kind == "ERROR":
         msg = f"the driver raised {type(exc).__name__}: {msg}"
     spec = f" [spec {', '.join(spec_ids)}]" if spec_ids else ""

@@ -1,7 +1,8 @@
 """Outcome classes (wycheproof TestResult style) and the checks that raise them; tolerances from tolerances.py.
 
 A failed check raises one of the ConformanceFailure subclasses; the report hook classifies by class:
-PASSED, WRONG_VALUE, WRONG_SHAPE, NOT_REJECTED, WRONG_ERROR, ERROR (driver crashed), SKIPPED.
+PASSED, WRONG_VALUE, WRONG_SHAPE, NOT_REJECTED, WRONG_ERROR, UNREADABLE_FILE (the reference cannot load the
+driver's adapters-format directory), ERROR (driver crashed), SKIPPED.
 Messages follow data-apis/array-api-tests: "x=…, but should be … [context]".
 """
 from __future__ import annotations
@@ -13,7 +14,8 @@ import numpy as np
 from .driver import Unsupported, precision
 from .tolerances import TOLERANCES
 
-OUTCOMES = ("PASSED", "WRONG_VALUE", "WRONG_SHAPE", "NOT_REJECTED", "WRONG_ERROR", "ERROR", "SKIPPED")
+OUTCOMES = ("PASSED", "WRONG_VALUE", "WRONG_SHAPE", "NOT_REJECTED", "WRONG_ERROR", "UNREADABLE_FILE", "ERROR",
+            "SKIPPED")
 
 
 class ConformanceFailure(AssertionError):
@@ -34,6 +36,12 @@ class NotRejected(ConformanceFailure):
 
 class WrongError(ConformanceFailure):
     outcome = "WRONG_ERROR"
+
+
+class UnreadableFile(ConformanceFailure):
+    """The reference cannot load a directory the driver wrote (io:adapters-format): booked as such, not as a
+    crash of the reference."""
+    outcome = "UNREADABLE_FILE"
 
 
 def classify(excinfo) -> str:

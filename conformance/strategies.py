@@ -479,6 +479,22 @@ def why_not_runnable(entry, blk, *drivers, arch="bert") -> Optional[str]:
     return None
 
 
+def method_of(cfg) -> Optional[str]:
+    """The registry method (capability ``method:<name>``) a config dict belongs to; None for a string or an
+    unknown architecture (every implementation must reject those)."""
+    if not isinstance(cfg, dict):
+        return None
+    a = cfg.get("architecture")
+    if a in (None, "bottleneck"):
+        return "compacter" if cfg.get("phm_layer") else "invertible" if cfg.get("inv_adapter") else "bottleneck"
+    if a == "lora":
+        if cfg.get("composition_mode") == "scale":
+            return "ia3"
+        vera = cfg.get("vera_d") is not None or cfg.get("vera_b") is not None
+        return ("dvora" if vera else "dora") if cfg.get("use_dora") else "vera" if vera else "lora"
+    return a if a in ("mtl_lora", "prefix_tuning", "prompt_tuning", "reft", "union") else None
+
+
 def method_ids():
     return list(REGISTRY)
 

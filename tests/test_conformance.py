@@ -47,7 +47,7 @@ def test_partial_example_driver_runs_clean(driver):
     head = next(line for line in table.splitlines() if line.startswith("method"))
     assert "declined" in head.split(), f"the summary has no declined column: {head!r}"
     rows = [line.split() for line in table.splitlines() if line.startswith("lora ")]
-    rows = [r for r in rows if len(r) == 13]      # 2 labels, examples, declined, 9 outcomes
+    rows = [r for r in rows if len(r) == 14]      # 2 labels, examples, declined, 10 outcomes
     assert rows and all(int(r[2]) + int(r[3]) > 0 or sum(map(int, r[4:])) > 0 for r in rows), \
         f"summary rows without draws shown:\n{table[:3000]}"
     assert not any(line.startswith("bottleneck ") for line in table.splitlines()), \

@@ -27,7 +27,7 @@ class AdaptersDriver:
                    "prefix_tuning", "prompt_tuning", "reft", "union", "mam", "unipelt")
         self.capabilities = frozenset(
             {"arch:bert", "arch:roberta", "arch:gpt2", "arch:llama", "io:save", "io:load", "op:merge", "op:reset",
-             "op:eject", "op:fusion", "op:task_ids",
+             "op:eject", "op:fusion", "op:task_ids", "config:strings",
              # known upstream crashes (bare BertModel): Parallel over LoRA-family adapters does not replicate the
              # attention mask / unadapted projections -> RuntimeError
              "quirk:lora-parallel-crash"} | {f"method:{m}" for m in methods} | {f"block:{b}" for b in BLOCKS})

@@ -43,7 +43,7 @@ def _exists(mod: str) -> bool:
 
 def minadapters_capabilities() -> frozenset:
     """What this minadapters build can do, from the modules that exist."""
-    caps = {"arch:bert", "arch:roberta", "io:save", "io:load", "op:fusion", "op:task_ids"}
+    caps = {"arch:bert", "arch:roberta", "io:save", "io:load", "op:fusion", "op:task_ids", "config:strings"}
     caps |= {f"block:{b}" for b in BLOCKS}
     caps |= {c for c, m in METHOD_MODULES.items() if _exists(m)}
     if "method:lora" in caps:

@@ -114,7 +114,8 @@ class NumpyLoraDriver:
         if setup is None:
             model.active = None
         elif setup["type"] == "single":
-            self._tensors(model, setup["children"][0])
+            if setup["children"][0] not in model.loras:
+                raise ValueError(f"set_active: no adapter named {setup['children'][0]!r} (added: {sorted(model.loras)})")
             model.active = setup["children"][0]
         elif setup["type"] == "Stack":
             raise Unsupported("a Stack of more than one adapter is not implemented in the toy")
