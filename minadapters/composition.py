@@ -9,7 +9,6 @@ import itertools
 import warnings
 from collections.abc import Sequence
 
-import numpy as np
 
 from .errors import CompositionError
 
@@ -20,6 +19,9 @@ __all__ = [
 ]
 
 
+MAX_COMPOSITION_DEPTH = 32   # adapters' own setups nest at most 3 deep
+
+
 class AdapterCompositionBlock(Sequence):
     """Base block: an ordered list of children, each an adapter name or a nested block. Spec: COMP-0."""
 
@@ -27,6 +29,11 @@ class AdapterCompositionBlock(Sequence):
         if not children:
             raise CompositionError(f"{type(self).__name__}() needs at least one child (an adapter name or a block).")
         self.children = [parse_composition(c, None) for c in children]
+        # Bounded nesting: every walk over a block (repr, hash, flatten, validation) recurses.
+        self.depth = 1 + max((c.depth for c in self.children if isinstance(c, AdapterCompositionBlock)), default=0)
+        if self.depth > MAX_COMPOSITION_DEPTH:
+            raise CompositionError(f"{type(self).__name__}(...) nests blocks {self.depth} deep; at most "
+                                   f"{MAX_COMPOSITION_DEPTH} levels are accepted.")
 
     def __getitem__(self, key):
         return self.children[key]
@@ -243,22 +250,37 @@ def parse_composition(setup, level: int | None = 0, model_type: str | None = Non
 
 
 def composition_from_dict(data: dict):
-    """Inverse of ``to_dict`` (adapter_setup.json). Spec: COMP-0."""
+    """Inverse of ``to_dict`` (adapter_setup.json). Spec: COMP-0.
+
+    The dict comes from a file: every field is type-checked and messages show only short excerpts."""
     if not isinstance(data, dict) or "type" not in data or "children" not in data:
-        raise CompositionError(f"A composition dict needs 'type' and 'children'; got {data!r}.")
-    if data["type"] == "single":
-        return data["children"][0]
-    if data["type"] not in BLOCKS:
-        raise CompositionError(f"Unknown composition block type {data['type']!r}; known: {', '.join(BLOCKS)}.")
-    children = [composition_from_dict(c) for c in data["children"]]
-    return BLOCKS[data["type"]](*children, **data.get("kwargs", {}))
+        raise CompositionError(f"A composition dict needs 'type' and 'children'; got {_excerpt(data)}.")
+    kind, children, kwargs = data["type"], data["children"], data.get("kwargs", {})
+    if not isinstance(children, list) or not children:
+        raise CompositionError(f"Composition 'children' must be a non-empty list; got {_excerpt(children)}.")
+    if kind == "single":
+        if len(children) != 1 or not _is_name(children[0]):
+            raise CompositionError(f"A 'single' composition holds one adapter name; got {_excerpt(children)}.")
+        return children[0]
+    if not isinstance(kind, str) or kind not in BLOCKS:
+        raise CompositionError(f"Unknown composition block type {_excerpt(kind)}; known: {', '.join(BLOCKS)}.")
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise CompositionError(f"Composition 'kwargs' must be an object; got {_excerpt(kwargs)}.")
+    if any(isinstance(c, str) and not _is_name(c) for c in children):
+        raise CompositionError(f"Composition children must be non-empty adapter names or blocks; got "
+                               f"{_excerpt(children)}.")
+    parsed = [c if isinstance(c, str) else composition_from_dict(c) for c in children]
+    try:
+        return BLOCKS[kind](*parsed, **kwargs)
+    except TypeError as e:     # unknown keyword or wrong value type for the block's constructor
+        raise CompositionError(f"{kind}(...) from a composition dict: {e}") from None
 
 
-def adjust_tensors_for_parallel(reference, *tensors):
-    """Tile each tensor along axis 0 to the reference's batch (channel-major, like torch.repeat). Spec: COMP-PARALLEL."""
-    out = []
-    for t in tensors:
-        if t is not None and reference.shape[0] > t.shape[0]:
-            t = np.concatenate([t] * (reference.shape[0] // t.shape[0]), axis=0)
-        out.append(t)
-    return tuple(out)
+def _is_name(x) -> bool:
+    return isinstance(x, str) and bool(x.strip())
+
+
+def _excerpt(x) -> str:
+    """At most 80 characters of repr(x), for messages about untrusted file content."""
+    r = repr(x) if not isinstance(x, (dict, list)) or len(x) < 8 else f"a {type(x).__name__} of {len(x)} items"
+    return r if len(r) <= 80 else r[:77] + "..."

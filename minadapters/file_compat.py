@@ -16,8 +16,13 @@ _MLP = re.compile(r"prefix_tunings\.[^.]+\.[^.]+\.(wte\.weight|control_trans\.\d
 
 
 def _prefix_members(cfg: dict):
+    """The prefix-tuning member dicts of a (possibly malformed: validated later by AdapterConfig.load) config."""
+    if not isinstance(cfg, dict):
+        return []
     if cfg.get("architecture") == "union":
-        return [c for c in cfg.get("configs") or [] if isinstance(c, dict) and c.get("architecture") == "prefix_tuning"]
+        configs = cfg.get("configs")
+        return [c for c in (configs if isinstance(configs, list) else [])
+                if isinstance(c, dict) and c.get("architecture") == "prefix_tuning"]
     return [cfg] if cfg.get("architecture") == "prefix_tuning" else []
 
 

@@ -8,7 +8,7 @@ the ``Hook`` constants (adapters 1.3.0's location names). Which hooks a stack ha
 |------------------------------------|-------------------------------------------|------------------------|
 | linear(Hook.ATTN_Q, ...) (K, V, QKV)| selfattn_lora + attn_matrices             | LoRA, IA³, VeRA, DoRA  |
 | linear(Hook.INTERMEDIATE / OUTPUT) | intermediate_lora / output_lora           | same                   |
-| prefix(Hook.SELF_PREFIX / CROSS_PREFIX) | prefix tuning location               | prefix tuning          |
+| prefix(Hook.SELF_PREFIX / ENCODER_PREFIX / CROSS_PREFIX) | prefix location | prefix tuning        |
 | residual_block(Hook.MH_ADAPTER / CROSS_ADAPTER / OUTPUT_ADAPTER) | bottleneck locations | bottleneck, fusion |
 | embeddings(stack, ...)             | post-embedding (first stack)              | invertible, prompt     |
 | layer_output(x)                    | layer forward hook (output_reft)          | ReFT                   |
@@ -33,6 +33,7 @@ class Hook:
     CROSS_ADAPTER = "cross_adapter"
     OUTPUT_ADAPTER = "output_adapter"
     SELF_PREFIX = "self_prefix"
+    ENCODER_PREFIX = "encoder_prefix"     # self-attention of an encoder-decoder's encoder stack
     CROSS_PREFIX = "cross_prefix"
     LAYER_OUTPUT = "output_reft"
 
@@ -40,7 +41,7 @@ class Hook:
 LINEAR_HOOKS = (Hook.ATTN_Q, Hook.ATTN_K, Hook.ATTN_V, Hook.ATTN_QKV, Hook.CROSS_Q, Hook.CROSS_K, Hook.CROSS_V,
                 Hook.INTERMEDIATE, Hook.OUTPUT)
 RESIDUAL_HOOKS = (Hook.MH_ADAPTER, Hook.CROSS_ADAPTER, Hook.OUTPUT_ADAPTER)
-PREFIX_HOOKS = (Hook.SELF_PREFIX, Hook.CROSS_PREFIX)
+PREFIX_HOOKS = (Hook.SELF_PREFIX, Hook.ENCODER_PREFIX, Hook.CROSS_PREFIX)
 KIND_OF_HOOK = {**{h: "lora" for h in LINEAR_HOOKS}, **{h: "bottleneck" for h in RESIDUAL_HOOKS},
                 **{h: "prefix" for h in PREFIX_HOOKS}, Hook.LAYER_OUTPUT: "reft"}
 

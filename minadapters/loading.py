@@ -13,7 +13,8 @@ from .composition import Fuse
 from .configuration import AdapterConfig
 from .errors import ConfigError, ShapeError, WeightsError
 from .file_compat import ejected_prefix_config, key_mismatch_hint
-from .io.files import atomic_write_json, read_json, read_weights, write_weights
+from .io.files import read_artifact_weights, read_json, save_artifact
+from .validation import adapter_min_elements
 
 VERSION = "adapters.1.3.0"
 ACTIVATION_RENAME = {"gelu": "gelu_new", "gelu_orig": "gelu"}
@@ -39,7 +40,8 @@ def _full_config(model, config_dict: dict, name: str, **extra) -> dict:
 def save_adapter(model, save_directory, adapter_name, meta_dict=None, use_safetensors=False) -> None:
     """Write adapter_config.json and the weights (pytorch_adapter.bin, or adapter.safetensors). Spec: IO-10.
 
-    Each file is written to a temporary name and renamed, so a failure leaves no half-written file."""
+    Through `save_artifact` (IO-14): the config is the commit record written last, a stale weights
+    file of the other format is removed, so a crash never leaves a directory mixing two saves."""
     config = model.adapters_config.require(adapter_name)
     save_directory = os.fspath(save_directory)
     if os.path.exists(save_directory) and not os.path.isdir(save_directory):
@@ -49,16 +51,16 @@ def save_adapter(model, save_directory, adapter_name, meta_dict=None, use_safete
     full = _full_config(model, config.to_dict(), adapter_name)
     for k, v in (meta_dict or {}).items():
         full.setdefault(k, v)
-    os.makedirs(save_directory, exist_ok=True)
-    write_weights(save_directory, state, use_safetensors=use_safetensors)
-    atomic_write_json(os.path.join(save_directory, "adapter_config.json"), full)
+    save_artifact(save_directory, "adapter_config.json", full, state, use_safetensors=use_safetensors,
+                  basename_bin="pytorch_adapter.bin", basename_safetensors="adapter.safetensors")
 
 
 def _fix_saved_config(saved: dict, path: str) -> dict:
     """adapters' backward-compatibility edits of old adapter_config.json files. Spec: IO-10."""
     cfg = saved.get("config")
     if not isinstance(cfg, dict):
-        raise WeightsError(f"{path}: 'config' must be an object with the adapter configuration; got {cfg!r}.")
+        raise WeightsError(f"{path}: 'config' must be an object with the adapter configuration; got a "
+                           f"{type(cfg).__name__}.")
     cfg = dict(cfg)
     version = saved.get("version")
     if version is None and cfg.get("non_linearity") in ACTIVATION_RENAME:
@@ -127,9 +129,14 @@ def load_adapter(model, path, *, load_as=None, leave_out=None, set_active=False,
     """Read an AdapterHub adapter directory and add it to the model. Returns its name. Spec: IO-10, IO-11."""
     path = _check_dir(path, "adapter_config.json")
     saved = read_json(os.path.join(path, "adapter_config.json"))
-    if not isinstance(saved, dict) or "name" not in saved:
-        raise WeightsError(f"{path}/adapter_config.json: expected an object with 'name' and 'config'.")
+    if not isinstance(saved, dict) or not _is_name(saved.get("name")):
+        raise WeightsError(f"{path}/adapter_config.json: expected an object with 'name' (a non-empty string) "
+                           "and 'config'.")
+    if load_as is not None and not _is_name(load_as):
+        raise ConfigError(f"load_adapter: load_as must be a non-empty string; got {type(load_as).__name__}.")
     saved_type = saved.get("model_type")
+    if saved_type is not None and not isinstance(saved_type, str):
+        raise WeightsError(f"{path}/adapter_config.json: 'model_type' must be a string; got {type(saved_type).__name__}.")
     if saved_type is not None and saved_type != model.model_type and not (
             {saved_type, model.model_type} <= {"roberta", "xlm-roberta"}):
         # COMPAT(adapters): upstream never checks model_type and silently adds a fresh random adapter (spec IO-10).
@@ -142,9 +149,12 @@ def load_adapter(model, path, *, load_as=None, leave_out=None, set_active=False,
     if name in model.adapters_config:
         raise ConfigError(f"load_adapter: an adapter named {name!r} already exists; pass load_as=<new name> or "
                           "delete_adapter it first.")
-    weights = read_weights(path, prefer_safetensors=bool(use_safetensors))
+    weights = read_artifact_weights(path, saved, "adapter_config.json", basename_bin="pytorch_adapter.bin",
+                                    basename_safetensors="adapter.safetensors",
+                                    prefer_safetensors=bool(use_safetensors))
     cfg_dict = ejected_prefix_config(cfg_dict, weights, path)
     config = AdapterConfig.load(cfg_dict)
+    _check_size_against_file(config, weights, model, path)      # before the model allocates (IO-16)
     model.add_adapter(name, config)
     try:
         prefix = model.arch.base_model_prefix[model.model_type]
@@ -162,6 +172,19 @@ def load_adapter(model, path, *, load_as=None, leave_out=None, set_active=False,
     if set_active:
         model.set_active_adapters(name)
     return name
+
+
+def _check_size_against_file(config, weights, model, path):
+    members = config.configs if hasattr(config, "configs") else [config]
+    need = adapter_min_elements(members, hidden_size=model.hidden_size)
+    have = sum(int(np.prod(a.shape)) for a in weights.values())
+    if need > 2 * have + (1 << 20):
+        raise WeightsError(f"{path}: adapter_config.json describes an adapter of at least {need} parameters, but the "
+                           f"weights file holds {have}; refusing before allocating it. Was the config edited?")
+
+
+def _is_name(x) -> bool:
+    return isinstance(x, str) and bool(x.strip())
 
 
 def _missing_ok(model, weights, name):
@@ -186,24 +209,35 @@ def save_adapter_fusion(model, save_directory, adapter_names, meta_dict=None, us
     full = _full_config(model, fconfig.to_dict(), name, adapter_names=list(names))
     for k, v in (meta_dict or {}).items():
         full.setdefault(k, v)
-    save_directory = os.fspath(save_directory)
-    os.makedirs(save_directory, exist_ok=True)
-    write_weights(save_directory, model.fusion_state_dict(name), use_safetensors=use_safetensors,
-                  basename_bin="pytorch_model_adapter_fusion.bin",
+    save_artifact(save_directory, "adapter_fusion_config.json", full, model.fusion_state_dict(name),
+                  use_safetensors=use_safetensors, basename_bin="pytorch_model_adapter_fusion.bin",
                   basename_safetensors="model_adapter_fusion.safetensors")
-    atomic_write_json(os.path.join(save_directory, "adapter_fusion_config.json"), full)
 
 
 def load_adapter_fusion(model, path, *, load_as=None, set_active=False, use_safetensors=None) -> str:
     """Read a saved fusion directory; the fused adapters must already be in the model. Spec: IO-12."""
     path = _check_dir(path, "adapter_fusion_config.json")
-    saved = read_json(os.path.join(path, "adapter_fusion_config.json"))
-    old = saved.get("name")
+    where = os.path.join(path, "adapter_fusion_config.json")
+    saved = read_json(where)
+    if not isinstance(saved, dict) or not _is_name(saved.get("name")):
+        raise WeightsError(f"{where}: expected an object with 'name' (a non-empty string), 'adapter_names' "
+                           "and 'config'.")
+    if load_as is not None and not _is_name(load_as):
+        raise ConfigError(f"load_adapter_fusion: load_as must be a non-empty string; got {type(load_as).__name__}.")
+    old = saved["name"]
     name = load_as or old
-    names = saved.get("adapter_names") or str(name).split(",")
-    weights = read_weights(path, "pytorch_model_adapter_fusion.bin", "model_adapter_fusion.safetensors",
-                           prefer_safetensors=bool(use_safetensors))
-    if name not in model.adapters_config.fusions:
+    names = saved.get("adapter_names") or name.split(",")
+    if not isinstance(names, list) or not names or not all(_is_name(n) for n in names):
+        raise WeightsError(f"{where}: 'adapter_names' must be a non-empty list of adapter names.")
+    if not isinstance(saved.get("config"), (dict, str, type(None))):
+        raise WeightsError(f"{where}: 'config' must be an object, a config name or null; got "
+                           f"{type(saved.get('config')).__name__}.")
+    weights = read_artifact_weights(path, saved, "adapter_fusion_config.json",
+                                    basename_bin="pytorch_model_adapter_fusion.bin",
+                                    basename_safetensors="model_adapter_fusion.safetensors",
+                                    prefer_safetensors=bool(use_safetensors))
+    added = name not in model.adapters_config.fusions
+    if added:
         model.add_adapter_fusion(list(names), saved.get("config"), name=name)
     prefix = model.arch.base_model_prefix[model.model_type] + "."
     renamed = {}
@@ -215,7 +249,8 @@ def load_adapter_fusion(model, path, *, load_as=None, set_active=False, use_safe
     try:
         assign_weights(model.fusion_param_refs(name), renamed, what=f"fusion {name!r}", source=path)
     except BaseException:
-        model.delete_adapter_fusion(name)
+        if added:   # a failed load leaves no trace; a fusion that was there before stays
+            model.delete_adapter_fusion(name)
         raise
     if set_active:
             model.set_active_adapters(Fuse(*names, name=name))

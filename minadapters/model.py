@@ -5,7 +5,6 @@ with AdapterHooks (or NullHooks when no adapter is active).
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -16,11 +15,13 @@ from .composition import AdapterCompositionBlock, Fuse, parse_composition
 from .configuration import (ADAPTERFUSION_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, DEFAULT_ADAPTERFUSION_CONFIG,
                             AdapterConfig, AdapterFusionConfig, BnConfig, ConfigUnion, LoRAConfig,
                             PrefixTuningConfig, PromptTuningConfig, ReftConfig)
+from .concurrency import mutates, reads   # IO-18: forwards share the model, adapter-set changes are exclusive
 from .context import AdapterSetup, ForwardState
-from .errors import CompositionError, ConfigError, FusionNotFoundError, ShapeError
+from .errors import AdapterError, CompositionError, ConfigError, FusionNotFoundError, ShapeError, WeightsError
 from .hooks import ModelHooks, NullHooks
 from .hub import resolve_adapter_dir, resolve_model_dir
 from .io.files import read_model_weights
+from .jsonio import read_json
 from .methods.bottleneck import BottleneckLayer
 from .methods.invertible import InvertibleAdapters
 from .methods.lora import LoRALayer
@@ -32,9 +33,13 @@ from .methods.shared import SharedParameters
 from .models import LayerKey, architecture
 from .ops import get_backend, get_ops
 from .outputs import ModelOutput
+from .validation import check_adapter_fits_model, check_forward_inputs, check_model_config
 
 METHOD_OF_CONFIG = ((BnConfig, "bottleneck"), (LoRAConfig, "lora"), (PrefixTuningConfig, "prefix_tuning"),
                     (PromptTuningConfig, "prompt_tuning"), (ReftConfig, "reft"))
+# Inputs forward() validates itself; a family may declare more (passed through as arrays).
+KNOWN_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds",
+                          "past_key_values"})
 # Method layer class per hook kind (the fused q/k/v linear has its own LoRA layer).
 LAYER_CLASSES = {"bottleneck": BottleneckLayer, "lora": LoRALayer, "prefix": PrefixTuningLayer, "reft": ReftLayer}
 
@@ -61,6 +66,9 @@ class AdapterModel:
         self.rng = np.random.default_rng(seed)
         self.adapters_config = ModelAdaptersConfig()
         self.lm_head_weight = None          # decoders: untied LM head from the checkpoint (generate)
+        self.model_dir = None               # the checkpoint directory (prompt tuning's from_string reads its tokenizer)
+        self.tokenizer_name_or_path = None  # overrides where from_string / encode find a tokenizer
+        self.parameter_shares: dict = {}    # share_parameters groups (MTL-LoRA)
         self._build_method_layers()
 
     def set_backend(self, name: str) -> None:
@@ -135,6 +143,7 @@ class AdapterModel:
         return self.method_layer("lora", key, layer_idx, stack).weight_keys()
 
     # ---- adapters ----------------------------------------------------------------------------------
+    @mutates
     def add_adapter(self, adapter_name: str, config=None, overwrite_ok: bool = False, set_active: bool = False):
         """Add an adapter of any method. ``config``: str | dict | config object | JSON path. Spec: API-1."""
         cfg = AdapterConfig.load(config if config is not None else DEFAULT_ADAPTER_CONFIG)
@@ -156,12 +165,15 @@ class AdapterModel:
             self.set_active_adapters(adapter_name)
 
     def _check_supported(self, cfg):
+        check_adapter_fits_model(cfg.configs if isinstance(cfg, ConfigUnion) else [cfg],
+                                 hidden_size=self.hidden_size)     # IO-16, before any allocation
         unsupported = sorted(m for m in _methods_of(cfg) if m not in self.arch.methods)
         if unsupported:
             raise ConfigError(f"Adapter config architecture={unsupported[0]!r} is not supported by "
                               f"model_type={self.model_type!r} (family {self.arch.name!r} supports "
                               f"{', '.join(sorted(self.arch.methods))}).")
 
+    @mutates
     def delete_adapter(self, adapter_name: str) -> None:
         if adapter_name not in self.adapters_config:
             return
@@ -187,9 +199,10 @@ class AdapterModel:
     def active_adapters(self, setup):
         self.set_active_adapters(setup)
 
+    @mutates
     def set_active_adapters(self, adapter_setup, skip_layers=None) -> None:
         """Parse, validate and activate a composition; unknown names raise. Spec: COMP-1."""
-        setup = parse_composition(adapter_setup, model_type=self.model_type)
+        setup = parse_composition(adapter_setup)        # block support: the family's record (_check_blocks)
         if setup is not None:
             self._check_names(setup)
         self.reset_adapter()
@@ -217,6 +230,7 @@ class AdapterModel:
             self._check_blocks(c)
 
     # ---- fusion ----------------------------------------------------------------------------------
+    @mutates
     def add_adapter_fusion(self, adapter_names, config=None, name=None, overwrite_ok=False, set_active=False):
         """Add a fusion layer over ``adapter_names`` at every location they all use. Spec: FUSION-1."""
         if isinstance(adapter_names, Fuse):
@@ -253,6 +267,7 @@ class AdapterModel:
                 raise ConfigError(f"All given adapters must define the same value for config attribute {key}; "
                                   f"got {dict(zip(names, vals))}.")
 
+    @mutates
     def delete_adapter_fusion(self, adapter_names) -> None:
         name = adapter_names.name if isinstance(adapter_names, Fuse) else (
             ",".join(adapter_names) if isinstance(adapter_names, (list, tuple)) else adapter_names)
@@ -282,19 +297,23 @@ class AdapterModel:
         return {k: d[leaf] for k, (d, leaf) in self.fusion_param_refs(fusion_name).items()}
 
     # ---- files -----------------------------------------------------------------------------------
+    @reads
     def save_adapter(self, save_directory, adapter_name, meta_dict=None, use_safetensors=False):
         loading.save_adapter(self, save_directory, adapter_name, meta_dict=meta_dict, use_safetensors=use_safetensors)
 
+    @mutates
     def load_adapter(self, adapter_name_or_path, config=None, load_as=None, leave_out=None, set_active=False,
                      use_safetensors=None, **kwargs) -> str:
         adapter_name_or_path = resolve_adapter_dir(adapter_name_or_path, **kwargs)   # HF ids: cache or download
         return loading.load_adapter(self, adapter_name_or_path, load_as=load_as, leave_out=leave_out,
                                     set_active=set_active, use_safetensors=use_safetensors)
 
+    @reads
     def save_adapter_fusion(self, save_directory, adapter_names, meta_dict=None, use_safetensors=False):
         loading.save_adapter_fusion(self, save_directory, adapter_names, meta_dict=meta_dict,
                                     use_safetensors=use_safetensors)
 
+    @mutates
     def load_adapter_fusion(self, adapter_fusion_name_or_path, load_as=None, set_active=False,
                             use_safetensors=None, **kwargs) -> str:
         adapter_fusion_name_or_path = resolve_adapter_dir(adapter_fusion_name_or_path, "adapter_fusion_config.json",
@@ -302,26 +321,31 @@ class AdapterModel:
         return loading.load_adapter_fusion(self, adapter_fusion_name_or_path, load_as=load_as, set_active=set_active,
                                            use_safetensors=use_safetensors)
 
+    @reads
     def save_all_adapters(self, save_directory, meta_dict=None, use_safetensors=False):
         """One sub-folder per adapter (with ``config_id``). Spec: API-7."""
         setup_files.save_all_adapters(self, save_directory, meta_dict=meta_dict, use_safetensors=use_safetensors)
 
+    @reads
     def save_all_adapter_fusions(self, save_directory, meta_dict=None, use_safetensors=False):
         """One sub-folder per fusion (with ``config_id``). Spec: API-7."""
         setup_files.save_all_adapter_fusions(self, save_directory, meta_dict=meta_dict,
                                              use_safetensors=use_safetensors)
 
+    @reads
     def save_adapter_setup(self, save_directory, adapter_setup, meta_dict=None, use_safetensors=False):
         """adapter_setup.json + one sub-folder per adapter / fusion of the setup. Spec: API-7."""
         setup_files.save_adapter_setup(self, save_directory, adapter_setup, meta_dict=meta_dict,
                                        use_safetensors=use_safetensors)
 
+    @mutates
     def load_adapter_setup(self, adapter_setup_name_or_path, set_active=False, use_safetensors=False, **kwargs):
         """Load a directory written by save_adapter_setup; returns (adapter_setup, head_setup). Spec: API-7."""
         return setup_files.load_adapter_setup(self, adapter_setup_name_or_path, set_active=set_active,
                                               use_safetensors=use_safetensors)
 
     # ---- averaging / parameter sharing -----------------------------------------------------------
+    @mutates
     def average_adapter(self, adapter_name, adapter_list, weights=None, normalize_weights=True, overwrite_ok=False,
                         set_active=False, combine_strategy="linear", svd_rank=None, **kwargs):
         """Add an adapter whose parameters are a weighted combination of existing adapters. Spec: API-5."""
@@ -331,10 +355,12 @@ class AdapterModel:
                                   normalize_weights=normalize_weights, overwrite_ok=overwrite_ok,
                                   set_active=set_active, combine_strategy=combine_strategy, svd_rank=svd_rank)
 
+    @mutates
     def share_parameters(self, adapter_names, name=None, reference_adapter_name=None):
         """MTL-LoRA: share the reference adapter's lora_A / lora_B among ``adapter_names``. Spec: API-6."""
         sharing.share_parameters(self, adapter_names, name=name, reference_adapter_name=reference_adapter_name)
 
+    @mutates
     def unshare_parameters(self, adapter_names, name=None):
         """Remove the shared group (the adapters keep their current values). Spec: API-6."""
         sharing.unshare_parameters(self, adapter_names, name=name)
@@ -344,6 +370,7 @@ class AdapterModel:
         return sharing.shared_parameters_state_dict(self, name)
 
     # ---- merge / reset / eject -------------------------------------------------------------------
+    @mutates
     def merge_adapter(self, name: str) -> None:
         """Fold a LoRA-family adapter into the base weights. Spec: LORA-MERGE."""
         self.adapters_config.require(name)
@@ -355,11 +382,13 @@ class AdapterModel:
         for l in layers:
             l.merge(name)
 
+    @mutates
     def reset_adapter(self) -> None:
         """Restore the base weights saved before any merge (bit-identical). Spec: LORA-MERGE."""
         for l in self.layers_of("lora"):
             l.reset()
 
+    @mutates
     def eject_prefix_tuning(self, name: str) -> None:
         self.adapters_config.require(name)
         self.model_level["prefix_pool"].eject(name)
@@ -368,6 +397,7 @@ class AdapterModel:
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs):
         return self.forward(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs)
 
+    @reads
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, *, position_ids=None,
                 inputs_embeds=None, past_key_values=None, output_hidden_states=False, output_attentions=False,
                 return_dict=True, output_adapter_gating_scores=False, output_adapter_fusion_attentions=False,
@@ -375,14 +405,18 @@ class AdapterModel:
         """Run the model with the active adapter setup (AdapterSetup overrides it). Spec: API-2, COMP-PARALLEL.
 
         Returns a ModelOutput (a tuple of its present fields when ``return_dict=False``)."""
-        if kwargs:
-            raise TypeError(f"forward() got unexpected keyword arguments: {', '.join(sorted(kwargs))}.")
-        if output_attentions:
-            raise TypeError("forward(output_attentions=True) is not supported: the attention kernels never "
-                            "materialise the probabilities; pass output_attentions=False.")
+        unknown = sorted(k for k in kwargs if k not in self.arch.inputs)
+        if unknown:
+            raise TypeError(f"forward() got unexpected keyword arguments: {', '.join(unknown)} (model_type="
+                            f"{self.model_type!r} takes {', '.join(sorted(self.arch.inputs))}).")
         inputs = self._check_inputs(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                                     position_ids=position_ids, inputs_embeds=inputs_embeds,
-                                    past_key_values=past_key_values)
+                                    past_key_values=past_key_values, **kwargs)
+        check_forward_inputs(inputs.get("input_ids", np.zeros((1, 1), np.int64)), inputs.get("attention_mask"),
+                             inputs.get("token_type_ids"), inputs.get("position_ids"),
+                             type_vocab_size=getattr(self.config, "type_vocab_size", None))   # Spec: API-2, IO-16
+        if "attention_mask" in inputs:
+            inputs["attention_mask"] = inputs["attention_mask"].astype(np.int64)
         ctx = AdapterSetup.get_context()
         setup = ctx.adapter_setup if ctx is not None else self.adapters_config.active_setup
         if ctx is not None and setup is not None:
@@ -397,8 +431,9 @@ class AdapterModel:
             rows = _rows(inputs)
             for obj in self.model_level.values():
                 obj.prepare(fwd, rows)
-        fields = self.arch.forward(self.params, self.config, hooks, self.ops, self.dtype,
-                                   output_hidden_states=bool(output_hidden_states), **inputs)
+        flags = {k: True for k, v in (("output_hidden_states", output_hidden_states),
+                                      ("output_attentions", output_attentions)) if v}
+        fields = self.arch.forward(self.params, self.config, hooks, self.ops, self.dtype, **flags, **inputs)
         out = ModelOutput(**{k: v for k, v in fields.items() if v is not None})
         out.last_hidden_state = np.ascontiguousarray(out.last_hidden_state)
         if output_adapter_gating_scores:
@@ -429,6 +464,8 @@ class AdapterModel:
     def _check_inputs(self, **given):
         """Validate the forward's inputs against the family's declared inputs; returns those given. Spec: API-2."""
         given = {k: v for k, v in given.items() if v is not None}
+        for k in set(given) - KNOWN_INPUTS:             # other inputs a family declares (decoder_input_ids ...)
+            given[k] = np.asarray(given[k])
         extra = sorted(set(given) - set(self.arch.inputs))
         if extra:
             raise TypeError(f"forward(): {', '.join(extra)} do not apply to model_type={self.model_type!r} "
@@ -459,11 +496,8 @@ class AdapterModel:
                                                "the shape of input_ids" + (f", plus {past} cached tokens" if past
                                                                            else ""))
         if "token_type_ids" in given:
-            tt = given["token_type_ids"] = _int_2d(given["token_type_ids"], "token_type_ids", shape,
-                                                   "the shape of input_ids")
-            n = getattr(self.config, "type_vocab_size", None) or self.config.vocab_size
-            if tt.size and (tt.min() < 0 or tt.max() >= n):
-                raise ValueError(f"token_type_ids must lie in [0, {n}); got min {tt.min()}, max {tt.max()}.")
+            given["token_type_ids"] = _int_2d(given["token_type_ids"], "token_type_ids", shape,
+                                              "the shape of input_ids")
         if "position_ids" in given:
             pos = np.asarray(given["position_ids"])
             if not np.issubdtype(pos.dtype, np.integer):
@@ -472,8 +506,6 @@ class AdapterModel:
                 pos = np.ascontiguousarray(np.broadcast_to(pos.astype(np.int64), shape))
             except ValueError:
                 raise ShapeError(f"position_ids has shape {pos.shape}; expected {shape} (or broadcastable).") from None
-            if pos.size and pos.min() < 0:
-                raise ValueError(f"position_ids must be >= 0; got min {pos.min()}.")
             given["position_ids"] = pos
         return given
 
@@ -509,19 +541,13 @@ def _int_2d(arr, name, want, what):
 
 
 def _mask_2d(mask, want, what):
-    """The attention mask as int64 0/1 of shape ``want``; ints, bools and floats holding only 0 and 1 pass."""
+    """The attention mask as a 2-D array of shape ``want``."""
     mask = np.asarray(mask)
     if mask.ndim == 1:
         mask = mask[None]
     if mask.shape != tuple(want):
         raise ShapeError(f"attention_mask has shape {mask.shape}; expected {tuple(want)} ({what}).")
-    if not (np.issubdtype(mask.dtype, np.number) or mask.dtype == bool):
-        raise ShapeError(f"attention_mask has dtype {mask.dtype}; expected integers, booleans or floats of 0/1.")
-    ok = (mask == 0) | (mask == 1)
-    if not ok.all():
-        raise ValueError("attention_mask may hold only 0 (padding) and 1 (token); got values "
-                         f"{np.unique(mask[~ok])[:5].tolist()}.")
-    return mask.astype(np.int64)
+    return mask          # values: validation.check_forward_inputs (0/1 only)
 
 
 def _fusion_config(config):
@@ -561,12 +587,19 @@ class AutoModel:
             raise FileNotFoundError(f"Model directory {path!r} does not exist.")
         if not os.path.isfile(cfg_path):
             raise FileNotFoundError(f"No config.json in {path!r}; expected a Hugging Face model directory.")
-        with open(cfg_path) as f:
-            raw = json.load(f)
-        if not isinstance(raw, dict) or "model_type" not in raw:
-            raise ValueError(f"{cfg_path}: no 'model_type' key.")
+        raw = read_json(cfg_path, error=ConfigError)
+        check_model_config(raw, cfg_path)           # sizes sane before any shape is derived (IO-16)
+        if "model_type" not in raw:
+            raise ConfigError(f"{cfg_path}: no 'model_type' key.")
         arch = architecture(raw["model_type"])
-        config = arch.config_class.from_dict(raw)
+        try:   # one error vocabulary (spec/io.md): config.json problems are ConfigError naming the file
+            config = arch.config_class.from_dict(raw)
+        except KeyError as e:
+            raise ConfigError(f"{cfg_path}: no {e} key; the {raw['model_type']} config needs it.") from None
+        except (TypeError, ValueError) as e:
+            if isinstance(e, AdapterError):
+                raise
+            raise ConfigError(f"{cfg_path}: {e}") from None
         weights = arch.normalize_keys(read_model_weights(path), raw["model_type"])
         lm_head = weights.pop("lm_head.weight", None)
         params = _check_params(weights, arch.expected_shapes(config), path, dtype)
@@ -582,7 +615,7 @@ class AutoModel:
 def _check_params(weights, shapes, path, dtype):
     missing = [k for k in shapes if k not in weights]
     if missing:
-        raise ValueError(f"{path}: the checkpoint lacks {len(missing)} weights, e.g. {missing[:3]}.")
+        raise WeightsError(f"{path}: the checkpoint lacks {len(missing)} weights, e.g. {missing[:3]}.")
     out = {}
     for k, v in weights.items():
         if k in shapes and tuple(v.shape) != tuple(shapes[k]):

@@ -112,7 +112,7 @@ _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 def _setup_for(model, tokenizer):
     got = _CACHE.get(model)
     if got is None or (tokenizer is not None and got[1] is not tokenizer):
-        d = getattr(model, "model_dir", None)
+        d = model.model_dir
         if d is None:
             raise ValueError("encode() needs the model's directory (AutoModel.from_pretrained sets it) or tokenizer=.")
         cfg = load_sentence_config(d)

@@ -72,6 +72,9 @@ def read_setup_config(path):
     setup = composition_from_dict(data["adapter_setup"])
     if isinstance(setup, str):
         setup = parse_composition(setup)
+    for name in setup.flatten() if hasattr(setup, "flatten") else [setup]:
+        if os.path.basename(name) != name or name in (".", ".."):   # names are sub-directories (IO-14)
+            raise WeightsError(f"{file}: adapter name {name[:80]!r} is not a plain directory name.")
     head = data.get("head_setup")
     if isinstance(head, dict):
         head = composition_from_dict(head)

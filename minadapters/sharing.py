@@ -34,10 +34,7 @@ def _names(adapter_names):
 
 def registry(model) -> dict:
     """name -> {"adapters": [...], "reference": str, "layers": {layer path: {leaf: array}}}."""
-    reg = getattr(model, "parameter_shares", None)
-    if reg is None:
-        reg = model.parameter_shares = {}
-    return reg
+    return model.parameter_shares
 
 
 def _lora_layers(model, names):

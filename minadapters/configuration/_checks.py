@@ -26,6 +26,14 @@ ACTIVATION_NAMES = frozenset(
     }
 )
 
+# Upper bound of every adapter size field (ranks, lengths, bottleneck sizes, PHM dims): far above
+# any published adapter, and small enough that a hostile adapter_config.json can't make the model
+# allocate gigabytes before the weights file is compared with it. Spec: CFG-6, IO-16.
+MAX_ADAPTER_SIZE = 1 << 14
+# reduction_factor bounds: bottleneck = hidden_size / reduction_factor must stay within 64 x hidden.
+MIN_REDUCTION_FACTOR = 1.0 / 64
+MAX_REDUCTION_FACTOR = float(1 << 16)
+
 # `getattr(torch, dtype)` must give a floating dtype usable by nn.Linear.
 DTYPE_NAMES = frozenset({"float16", "float32", "float64", "bfloat16", "half", "float", "double"})
 
@@ -82,6 +90,16 @@ def check_real(owner, name, value, *, low=None, high=None, positive=False, optio
         _fail_value(owner, name, value, "a number > 0")
     if (low is not None and value < low) or (high is not None and value > high):
         _fail_value(owner, name, value, f"a number in [{low}, {high}]")
+
+
+def check_size(owner, name, value, *, minimum=1, maximum=MAX_ADAPTER_SIZE, optional=False):
+    """An int size field (rank, length, bottleneck size) in [minimum, maximum]. Spec: CFG-6, IO-16."""
+    if optional and value is None:
+        return
+    check_int(owner, name, value, minimum=minimum)
+    if value > maximum:
+        _fail_value(owner, name, value, f"an int in [{minimum}, {maximum}] (larger sizes are refused before "
+                                        "anything is allocated)")
 
 
 def check_probability(owner, name, value, *, optional=False):
@@ -149,7 +167,9 @@ def check_str_list(owner, name, value, choices):
 
 
 def check_seed(owner, name, value):
-    check_int(owner, name, value, optional=True)
+    # COMPAT(adapters): torch.manual_seed wraps negative seeds; NumPy's generators (ours) need >= 0,
+    # and the random streams differ from torch's anyway. Spec: IO-16.
+    check_int(owner, name, value, minimum=0, optional=True)
 
 
 def check_reduction_factor(owner, name, value, *, optional=False):
@@ -167,8 +187,18 @@ def check_reduction_factor(owner, name, value, *, optional=False):
                     f"{where(owner, name)}: mapping key {key!r} is not a layer index string or 'default'; "
                     "expected keys like '0', '11' or 'default' (e.g. {'1': 8, 'default': 16})."
                 )
-            check_real(owner, f"{name}[{key!r}]", item, positive=True)
+            check_factor(owner, f"{name}[{key!r}]", item)
         return
     if not is_real(value):
         _fail_type(owner, name, value, "a number > 0 or a mapping such as {'1': 8, 'default': 16}")
+    check_factor(owner, name, value)
+
+
+def check_factor(owner, name, value, *, optional=False):
+    """A reduction factor: a finite number > 0 within [MIN_REDUCTION_FACTOR, MAX_REDUCTION_FACTOR]."""
+    if optional and value is None:
+        return
     check_real(owner, name, value, positive=True)
+    if not MIN_REDUCTION_FACTOR <= value <= MAX_REDUCTION_FACTOR:
+        _fail_value(owner, name, value, f"a number in [1/64, {MAX_REDUCTION_FACTOR:g}] (hidden_size / "
+                                        "reduction_factor is the bottleneck size)")

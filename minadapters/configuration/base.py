@@ -158,6 +158,8 @@ def config_class_for(config_dict):
     COMPAT(adapters): only the base class of each family is recoverable (IA3/VeRA/DoRA -> LoRAConfig,
     LoReFT/NoReFT/DiReFT -> ReftConfig, MAM/UniPELT -> ConfigUnion, bottlenecks -> BnConfig).
     """
+    if not isinstance(config_dict, Mapping):   # e.g. a list inside a file's "configs" (IO-16)
+        raise ConfigTypeError(f"an adapter config must be a dict (JSON object); got a {type(config_dict).__name__}.")
     architecture = config_dict.get("architecture", None)
     try:
         return _FAMILY_CLASSES[architecture]

@@ -87,7 +87,7 @@ class BnConfig(AdapterConfig, family=None):
         _check_residual_before_ln(self)
         ck.check_choice(self, "inv_adapter", self.inv_adapter, INV_ADAPTER_TYPES, optional=True)
         # the coupling blocks compute int(dims_in // rf): a number, never a mapping
-        ck.check_real(self, "inv_adapter_reduction_factor", self.inv_adapter_reduction_factor, positive=True, optional=True)
+        ck.check_factor(self, "inv_adapter_reduction_factor", self.inv_adapter_reduction_factor, optional=True)
         if self.inv_adapter is not None and self.inv_adapter_reduction_factor is None:
             raise ConfigError(
                 f"{type(self).__name__}.inv_adapter_reduction_factor: got None with inv_adapter={self.inv_adapter!r}; "
@@ -110,6 +110,8 @@ def _check_scaling(cfg):
             f"{type(cfg).__name__}.scaling: got {value!r} ({type(value).__name__}); expected a float "
             f"(write {float(value) if ck.is_real(value) else 1.0!r}), 'learned' or 'channel'."
         )
+    else:
+        ck.check_real(cfg, "scaling", value)   # finite: NaN / inf scale every output (IO-16)
 
 
 def _check_residual_before_ln(cfg):
@@ -128,8 +130,8 @@ def _check_residual_before_ln(cfg):
 
 
 def _check_phm(cfg):
-    ck.check_int(cfg, "phm_dim", cfg.phm_dim, minimum=1)
-    ck.check_int(cfg, "phm_rank", cfg.phm_rank, minimum=1, optional=True)
+    ck.check_size(cfg, "phm_dim", cfg.phm_dim)
+    ck.check_size(cfg, "phm_rank", cfg.phm_rank, optional=True)
     for name in PHM_OPTIONAL_BOOL_FIELDS:
         value = getattr(cfg, name)
         if value is not None:
@@ -156,7 +158,7 @@ def _apply_legacy_invertible_adapter(cfg, value):
             "'block_type' ('nice' or 'glow') and 'reduction_factor'."
         )
     ck.check_choice(cfg, "invertible_adapter['block_type']", value["block_type"], INV_ADAPTER_TYPES)
-    ck.check_real(cfg, "invertible_adapter['reduction_factor']", value["reduction_factor"], positive=True)
+    ck.check_factor(cfg, "invertible_adapter['reduction_factor']", value["reduction_factor"])
     object.__setattr__(cfg, "inv_adapter", value["block_type"])
     object.__setattr__(cfg, "inv_adapter_reduction_factor", value["reduction_factor"])
 

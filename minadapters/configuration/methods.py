@@ -44,8 +44,8 @@ class PrefixTuningConfig(AdapterConfig, family="prefix_tuning"):
         for name in ("encoder_prefix", "cross_prefix", "flat", "use_gating", "shared_gating"):
             ck.check_bool(self, name, getattr(self, name))
         ck.check_int_list(self, "leave_out", self.leave_out)
-        ck.check_int(self, "prefix_length", self.prefix_length, minimum=1)
-        ck.check_int(self, "bottleneck_size", self.bottleneck_size, minimum=1)
+        ck.check_size(self, "prefix_length", self.prefix_length)
+        ck.check_size(self, "bottleneck_size", self.bottleneck_size)
         # COMPAT(adapters): only the non-flat reparametrisation MLP reads non_linearity (.lower()).
         ck.check_activation(self, "non_linearity", self.non_linearity, optional=bool(self.flat))
         ck.check_probability(self, "dropout", self.dropout)
@@ -71,7 +71,7 @@ class PromptTuningConfig(AdapterConfig, family="prompt_tuning"):
     def _check_fields(self):
         """Spec: CFG-6 (prompt tuning)."""
         _check_architecture(self)
-        ck.check_int(self, "prompt_length", self.prompt_length, minimum=1)
+        ck.check_size(self, "prompt_length", self.prompt_length)
         ck.check_choice(self, "prompt_init", self.prompt_init, PROMPT_INIT)
         ck.check_str(self, "prompt_init_text", self.prompt_init_text, optional=True)
         if self.prompt_init == "from_string" and self.prompt_init_text is None:
@@ -114,7 +114,7 @@ class LoRAConfig(AdapterConfig, family="lora"):
         for name in ("selfattn_lora", "intermediate_lora", "output_lora", "use_gating", "use_dora"):
             ck.check_bool(self, name, getattr(self, name))
         ck.check_int_list(self, "leave_out", self.leave_out)
-        ck.check_int(self, "r", self.r, minimum=1)
+        ck.check_size(self, "r", self.r)
         ck.check_real(self, "alpha", self.alpha)
         ck.check_probability(self, "dropout", self.dropout)
         ck.check_str_list(self, "attn_matrices", self.attn_matrices, ATTN_MATRICES)
@@ -235,7 +235,7 @@ class MTLLoRAConfig(LoRAConfig, MultiTaskConfig, family="mtl_lora"):
     def _check_fields(self):
         """Spec: CFG-6 (MTL-LoRA)."""
         super()._check_fields()
-        ck.check_int(self, "n_up_projection", self.n_up_projection, minimum=1)
+        ck.check_size(self, "n_up_projection", self.n_up_projection)
         ck.check_choice(self, "task_specific_matrix_type", self.task_specific_matrix_type, TASK_SPECIFIC_MATRIX_TYPES)
         ck.check_real(self, "weights_sharpness", self.weights_sharpness)
         if self.weights_sharpness == 0:
@@ -272,9 +272,9 @@ class ReftConfig(AdapterConfig, family="reft"):
             if isinstance(self.layers, str):
                 raise ConfigError(f"{type(self).__name__}.layers: got {self.layers!r}; expected 'all' or a list of ints >= 0.")
             ck.check_int_list(self, "layers", self.layers)
-        ck.check_int(self, "prefix_positions", self.prefix_positions, minimum=0)
-        ck.check_int(self, "suffix_positions", self.suffix_positions, minimum=0)
-        ck.check_int(self, "r", self.r, minimum=1)
+        ck.check_size(self, "prefix_positions", self.prefix_positions, minimum=0)
+        ck.check_size(self, "suffix_positions", self.suffix_positions, minimum=0)
+        ck.check_size(self, "r", self.r)
         for name in ("orthogonality", "tied_weights", "output_reft"):
             ck.check_bool(self, name, getattr(self, name))
         ck.check_probability(self, "dropout", self.dropout)

@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 
 from ..errors import ConfigError, ConfigTypeError
+from ..jsonio import read_json
 
 # name: anything but brackets, '|' and newlines; then an optional [k=v, ...] part running to the end.
 CONFIG_STRING_PATTERN = re.compile(r"^(?P<name>[^\[\]\|\n]+)(?:\[(?P<kvs>.*)\])?$")
@@ -105,9 +106,8 @@ def resolve_adapter_config(config, local_map=None, kind="adapter", **kwargs):
 
 def _read_json_config(path, kind):
     try:
-        with open(path, "r", encoding="utf-8") as f:
-            loaded = json.load(f)
-    except (OSError, ValueError) as exc:
+        loaded = read_json(path, error=ConfigError)      # size and depth limits (IO-13)
+    except (OSError, ConfigError) as exc:
         raise ConfigError(f"{kind} config file {os.fspath(path)!r} could not be read as JSON: {exc}") from None
     if not isinstance(loaded, dict):
         raise ConfigTypeError(

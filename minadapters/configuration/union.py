@@ -89,7 +89,8 @@ class ConfigUnion(AdapterConfig, family="union"):
         if isinstance(config, AdapterConfig):
             return config
         if not hasattr(config, "get") or not isinstance(config.get("configs"), (list, tuple)):
-            raise ConfigTypeError(f"{cls.__name__}.from_dict: got {config!r}; expected a dict with a 'configs' list.")
+            raise ConfigTypeError(f"{cls.__name__}.from_dict: got a {type(config).__name__}; expected a dict with a "
+                                  "'configs' list.")
         children = [config_class_for(c).from_dict(c) for c in config["configs"]]
         return cls(*children)
 

@@ -72,7 +72,7 @@ def bn_pre_forward(h, x, layer_norm, *, residual_before_ln, original_ln_before, 
 def bn_post_forward(o, h_in, x, layer_norm, *, original_ln_after, is_parallel):
     """Closing residual / LayerNorm of the adapter block. Spec: BN-3.
 
-    Sequential: LN(o + x) if original_ln_after (o + x without LN) else o. Parallel adds the saved sub-layer
+    Sequential: LN(o + x) if original_ln_after (o + x without LN) else o. A parallel adapter (is_parallel) adds the saved sub-layer
     output h_in first: o + h_in, then the same."""
     if is_parallel:
         o = o + h_in

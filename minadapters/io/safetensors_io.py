@@ -11,16 +11,17 @@ writers (transformers) put it, so `safetensors.torch.load_file` reads it.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import struct
 from typing import Mapping
 
 import numpy as np
+from safetensors.numpy import save as _st_save
 
 from ..errors import WeightsError
-from .files import atomic_write_bytes
+from ..jsonio import loads_json
+from .atomic import atomic_write_bytes
 from .torch_pickle import bf16_to_float32
 
 __all__ = ["load_safetensors", "loads_safetensors_bytes", "save_safetensors",
@@ -30,46 +31,82 @@ _DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8"
            "I16": "<i2", "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1",
            "BOOL": "?"}
 _MAX_HEADER = 100_000_000  # same bound as the safetensors crate
+_MAX_HEADER_DEPTH = 4      # {name: {"shape": [...]}}: 3 levels
+_MAX_RANK = 64
 
 
-def _parse_header(head8: bytes, read, source: str) -> tuple[dict, int]:
+def _brief(x) -> str:
+    """A short description of an untrusted header value (never a full repr)."""
+    if isinstance(x, str):
+        return repr(x[:60]) + ("..." if len(x) > 60 else "")
+    if isinstance(x, (int, float, bool, type(None))):
+        return repr(x) if len(repr(x)) < 40 else f"a {type(x).__name__}"
+    return f"a {type(x).__name__}" + (f" of {len(x)} items" if isinstance(x, (list, dict)) else "")
+
+
+def _parse_header(head8: bytes, read, source: str, total: int) -> tuple[dict, int]:
+    """Header length, then the JSON header through the one JSON reader. Spec: IO-7, IO-13."""
     if len(head8) != 8:
         raise WeightsError(f"{source}: file is shorter than the 8-byte safetensors header length")
     (n,) = struct.unpack("<Q", head8)
     if n > _MAX_HEADER:
         raise WeightsError(f"{source}: header length {n} is implausible; not a safetensors file?")
+    if n > total - 8:
+        raise WeightsError(f"{source}: header is truncated (the file has {total - 8} of {n} bytes)")
     raw = read(n)
     if len(raw) != n:
         raise WeightsError(f"{source}: header is truncated ({len(raw)} of {n} bytes)")
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WeightsError(f"{source}: header is not valid JSON ({e})") from e
+    header = loads_json(raw, source=f"{source} (safetensors header)", max_bytes=_MAX_HEADER,
+                        max_depth=_MAX_HEADER_DEPTH)
     if not isinstance(header, dict):
-        raise WeightsError(f"{source}: header must be a JSON object")
+        raise WeightsError(f"{source}: header must be a JSON object; got {_brief(header)}")
+    meta = header.get("__metadata__")
+    if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+        raise WeightsError(f"{source}: __metadata__ must be an object of strings; got {_brief(meta)}")
     return header, 8 + n
 
 
 def _tensor_entries(header: dict, data_len: int, source: str):
-    """Validate each entry; yield (name, dtype code, shape, begin, end). Spec: IO-7."""
+    """Validate every entry, then return [(name, dtype code, shape, begin, end)]. Spec: IO-7, IO-15.
+
+    Each entry must cover exactly prod(shape)*itemsize bytes inside the data, and no two entries
+    may overlap, so the arrays built never exceed the file's size."""
+    out = []
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        try:
-            code, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
-        except (TypeError, KeyError, ValueError) as e:
-            raise WeightsError(f"{source}: tensor '{name}' has a malformed header entry {info!r}") from e
-        if code not in _DTYPES:
-            raise WeightsError(f"{source}: tensor '{name}' has dtype {code!r}; supported: "
+        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
+            raise WeightsError(f"{source}: tensor {_brief(name)} has a malformed header entry ({_brief(info)}); "
+                               "expected an object with dtype, shape and data_offsets")
+        code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if not isinstance(code, str) or code not in _DTYPES:
+            raise WeightsError(f"{source}: tensor {_brief(name)} has dtype {_brief(code)}; supported: "
                                f"{sorted(_DTYPES)}")
-        if not all(type(v) is int and v >= 0 for v in shape + (begin, end)):
-            raise WeightsError(f"{source}: tensor '{name}' has bad shape/offsets {info!r}")
+        if not isinstance(shape, list) or len(shape) > _MAX_RANK or not isinstance(offsets, list) \
+                or len(offsets) != 2:
+            raise WeightsError(f"{source}: tensor {_brief(name)}: shape must be a list of at most "
+                               f"{_MAX_RANK} ints and data_offsets [begin, end]")
+        if all(type(v) is int for v in offsets) and max(offsets) > data_len:
+            raise WeightsError(f"{source}: tensor {_brief(name)} ends at byte {max(offsets)} of "
+                               f"{data_len} data bytes. Is the file truncated?")
+        if not all(type(v) is int and v >= 0 for v in offsets) or \
+                not all(type(v) is int and 0 <= v < 2 ** 62 for v in shape):
+            raise WeightsError(f"{source}: tensor {_brief(name)} has bad shape/offsets (shape "
+                               f"{[_brief(v) for v in shape[:8]]}, data_offsets {[_brief(v) for v in offsets]}); "
+                               f"expected non-negative ints within the {data_len} data bytes")
+        begin, end = offsets
         want = math.prod(shape) * np.dtype(_DTYPES[code]).itemsize
-        if end - begin != want or end > data_len:
-            raise WeightsError(f"{source}: tensor '{name}' spans bytes [{begin}, {end}) of "
-                               f"{data_len}; expected {want} bytes for shape {shape} {code}. "
+        if end - begin != want:
+            raise WeightsError(f"{source}: tensor {_brief(name)} spans bytes [{begin}, {end}) of "
+                               f"{data_len}; expected {want} bytes for shape {tuple(shape)} {code}. "
                                "Is the file truncated?")
-        yield name, code, shape, begin, end
+        out.append((name, code, tuple(shape), begin, end))
+    spans = sorted((b, e) for _, _, _, b, e in out if e > b)
+    for (_, e0), (b1, _) in zip(spans, spans[1:]):
+        if b1 < e0:
+            raise WeightsError(f"{source}: two tensors share bytes [{b1}, {e0}); safetensors entries "
+                               "must not overlap")
+    return out
 
 
 def _decode(raw: bytes, code: str, shape: tuple) -> np.ndarray:
@@ -85,8 +122,9 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"safetensors file '{path}' does not exist")
     with open(path, "rb") as fp:
-        header, start = _parse_header(fp.read(8), fp.read, path)
-        data_len = os.fstat(fp.fileno()).st_size - start
+        total = os.fstat(fp.fileno()).st_size
+        header, start = _parse_header(fp.read(8), fp.read, path, total)
+        data_len = total - start
         out = {}
         for name, code, shape, begin, end in _tensor_entries(header, data_len, path):
             fp.seek(start + begin)
@@ -96,7 +134,7 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def loads_safetensors_bytes(data: bytes, *, source: str = "<bytes>") -> dict[str, np.ndarray]:
     """Like `load_safetensors` for in-memory bytes."""
-    header, start = _parse_header(data[:8], lambda n: data[8:8 + n], source)
+    header, start = _parse_header(data[:8], lambda n: data[8:8 + n], source, len(data))
     body = memoryview(data)[start:]
     return {name: _decode(bytes(body[b:e]), code, shape)
             for name, code, shape, b, e in _tensor_entries(header, len(body), source)}
@@ -106,15 +144,13 @@ def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The `__metadata__` object of a safetensors file ({} if absent)."""
     path = os.fspath(path)
     with open(path, "rb") as fp:
-        header, _ = _parse_header(fp.read(8), fp.read, path)
+        header, _ = _parse_header(fp.read(8), fp.read, path, os.fstat(fp.fileno()).st_size)
     return dict(header.get("__metadata__") or {})
 
 
 def dumps_safetensors_bytes(arrays: Mapping[str, np.ndarray],
                             metadata: Mapping[str, str] | None = None) -> bytes:
     """Serialize {name: ndarray} with `safetensors.numpy.save`; metadata defaults to {"format": "pt"}."""
-    from safetensors.numpy import save  # imported here: only writers need the package
-
     prepared = {}
     for name, a in arrays.items():
         a = np.asarray(a)
@@ -123,7 +159,7 @@ def dumps_safetensors_bytes(arrays: Mapping[str, np.ndarray],
             raise WeightsError(f"tensor '{name}' has dtype {a.dtype}; safetensors supports "
                                "float16/32/64, (u)int8..64 and bool")
         prepared[name] = np.array(a, dtype=a.dtype.newbyteorder("<"), order="C", copy=None)  # keeps 0-d
-    return save(prepared, metadata=dict(metadata) if metadata is not None else {"format": "pt"})
+    return _st_save(prepared, metadata=dict(metadata) if metadata is not None else {"format": "pt"})
 
 
 def save_safetensors(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],

@@ -20,7 +20,7 @@ from typing import BinaryIO, Mapping
 import numpy as np
 
 from ..errors import WeightsError
-from .files import atomic_write
+from .atomic import atomic_write
 
 __all__ = ["save_torch_file", "dumps_torch_bytes", "pickle_state_dict"]
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..composition import (ALLOWED_NESTINGS, AdapterCompositionBlock, Average, BatchSplit, Fuse, MultiTask,
                            Parallel, Split, Stack)
+from ..configuration import ConfigUnion
 from ..errors import CompositionError, CompositionIndexError, ConfigError
 
 
@@ -35,7 +36,7 @@ def match_config(config, config_type, layer_idx=None, location_key=None):
     None. ``leave_out`` excludes layers; ``location_key`` must be truthy in the member. Spec: COMP-0."""
     if config is None:
         return None
-    members = config.configs if hasattr(config, "configs") else [config]
+    members = config.configs if isinstance(config, ConfigUnion) else [config]
     found = [c for c in members if isinstance(c, config_type)
              and not (layer_idx is not None and layer_idx in (c.get("leave_out", []) or []))
              and not (location_key is not None and not c.get(location_key, False))]

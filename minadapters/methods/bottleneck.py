@@ -73,7 +73,7 @@ class BottleneckLayer(ComposableLayer):
 
     def add_fusion_layer(self, fusion_name, fusion_config, adapter_names, configs) -> None:
         """A fusion exists here only if all fused adapters share a truthy value for this location. Spec: FUSION-1."""
-        vals = [c.get(self.location_key) if hasattr(c, "get") else None for c in configs]
+        vals = [c.get(self.location_key) for c in configs]
         if not all(vals) or any(v != vals[0] for v in vals):
             return
         rng = winit.rng_for(None, self.model)

@@ -13,7 +13,7 @@ from ..errors import ConfigError
 
 def rng_for(config, model) -> np.random.Generator:
     """A seeded generator when the config has a truthy init_weights_seed (seed 0 is ignored, as upstream)."""
-    seed = config.get("init_weights_seed") if config is not None and hasattr(config, "get") else None
+    seed = config.get("init_weights_seed") if config is not None else None
     if seed:
         return np.random.default_rng(seed)
     return model.rng

@@ -22,8 +22,7 @@ KEY = "prompt_tuning.prompt_tunings"
 def _tokenizer_file(model) -> str:
     """tokenizer.json to initialise from: ``model.tokenizer_name_or_path`` if set, else config.json's
     ``tokenizer_name_or_path`` (adapters reads that model-config attribute), else the model directory."""
-    src = getattr(model, "tokenizer_name_or_path", None) or (getattr(model, "raw_config", None) or {}).get(
-        "tokenizer_name_or_path") or getattr(model, "model_dir", None)
+    src = model.tokenizer_name_or_path or model.raw_config.get("tokenizer_name_or_path") or model.model_dir
     if not src:
         raise ConfigError("prompt_init='from_string' needs a tokenizer: set model.tokenizer_name_or_path to a "
                           "tokenizer.json file or a directory holding one (the model was not loaded from a directory).")

@@ -5,6 +5,7 @@ Each family module declares one ``Architecture`` record (models/base.py); ``REGI
 """
 from __future__ import annotations
 
+from ..errors import ConfigError
 from . import bert, gpt2, llama
 from .base import Architecture, LayerKey, LayerStack, ParamView
 
@@ -25,11 +26,11 @@ REGISTRY = _registry(FAMILIES)
 
 
 def architecture(model_type: str) -> Architecture:
-    """The record of ``model_type``; ValueError naming the supported types otherwise."""
+    """The record of ``model_type``; ConfigError (a ValueError) naming the supported types otherwise."""
     try:
         return REGISTRY[model_type]
     except (KeyError, TypeError):
-        raise ValueError(f"config.json: model_type={model_type!r} is not supported; supported: "
+        raise ConfigError(f"config.json: model_type={model_type!r} is not supported; supported: "
                          f"{', '.join(sorted(REGISTRY))}.") from None
 
 

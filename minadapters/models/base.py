@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
+import numpy as np
+
 from ..composition import BLOCKS
 from ..hooks import Hook, KIND_OF_HOOK
 
@@ -57,6 +59,7 @@ class LayerStack:
     cross_adapter: str | None = None
     output_adapter: str | None = None
     self_prefix: str | None = None
+    encoder_prefix: str | None = None         # an encoder-decoder's encoder self-attention (adapters' location)
     cross_prefix: str | None = None
     reft: str | None = "reft_layer"
     params: str | None = None
@@ -74,7 +77,8 @@ class LayerStack:
                  Hook.OUTPUT_ADAPTER: self.output_adapter, Hook.ATTN_Q: self.attn_q, Hook.ATTN_K: self.attn_k,
                  Hook.ATTN_V: self.attn_v, Hook.ATTN_QKV: self.attn_qkv, Hook.CROSS_Q: self.cross_q,
                  Hook.CROSS_K: self.cross_k, Hook.CROSS_V: self.cross_v, Hook.INTERMEDIATE: self.intermediate,
-                 Hook.OUTPUT: self.output, Hook.SELF_PREFIX: self.self_prefix, Hook.CROSS_PREFIX: self.cross_prefix,
+                 Hook.OUTPUT: self.output, Hook.SELF_PREFIX: self.self_prefix,
+                 Hook.ENCODER_PREFIX: self.encoder_prefix, Hook.CROSS_PREFIX: self.cross_prefix,
                  Hook.LAYER_OUTPUT: self.reft}
         return {k: v for k, v in table.items() if v is not None}
 
@@ -163,6 +167,14 @@ class ParamView(Mapping):
     def linear(self, name):
         """(weight, bias or None) of the linear module ``name``."""
         return self._params[self._prefix + name + ".weight"], self._params.get(self._prefix + name + ".bias")
+
+
+def attention_probs(q, k, mask, ops):
+    """softmax(q kᵀ / √Dh + mask): the attention weights a forward returns with output_attentions. Spec: OPS-2.
+
+        q: (B, N, Tq, Dh), k: (B, N, Tk, Dh), mask additive, broadcastable -> (B, N, Tq, Tk)"""
+    scores = ops.matmul(q, np.swapaxes(k, -1, -2)) / np.sqrt(q.shape[-1]).astype(q.dtype)
+    return ops.softmax(scores if mask is None else scores + mask, axis=-1)
 
 
 def layer_views(params: dict, stack: LayerStack, n: int) -> list:

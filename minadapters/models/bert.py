@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..hooks import Hook
-from .base import Architecture, LayerStack, layer_views
+from .base import Architecture, LayerStack, attention_probs, layer_views
 
 MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
 ENCODER = "encoder"
@@ -117,15 +117,18 @@ def merge_heads(x):
     return x.transpose(0, 2, 1, 3).reshape(B, T, N * Dh)             # (B, T, D)
 
 
-def encoder_layer(x, mask, lp, hk, cfg: EncoderConfig, ops):
+def encoder_layer(x, mask, lp, hk, cfg: EncoderConfig, ops, probs=None):
     """Post-LN encoder layer with hooks. Spec: ENC-2.  x: (B, T, D); mask: (B, 1, 1, Tk) additive;
-    lp: this layer's parameters; hk: this layer's hooks."""
+    lp: this layer's parameters; hk: this layer's hooks; ``probs``: a list that collects the attention weights."""
     n = cfg.num_attention_heads
     q = hk.linear(Hook.ATTN_Q, x, *lp.linear("attention.self.query"))
     k = hk.linear(Hook.ATTN_K, x, *lp.linear("attention.self.key"))
     v = hk.linear(Hook.ATTN_V, x, *lp.linear("attention.self.value"))
     K, V, mask = hk.prefix(Hook.SELF_PREFIX, split_heads(k, n), split_heads(v, n), mask, x)   # Tk = T + P
-    ctx = ops.attention(split_heads(q, n), K, V, mask)                # (B, N, T, Dh)
+    q = split_heads(q, n)
+    if probs is not None:
+        probs.append(attention_probs(q, K, mask, ops))               # (B, N, T, Tk)
+    ctx = ops.attention(q, K, V, mask)                                # (B, N, T, Dh)
     a = ops.linear(merge_heads(ctx), *lp.linear("attention.output.dense"))
     ln1 = lambda t: ops.layer_norm(t, *lp.linear("attention.output.LayerNorm"), cfg.layer_norm_eps)  # noqa: E731
     x = hk.residual_block(Hook.MH_ADAPTER, a, x, ln1)
@@ -143,8 +146,9 @@ def extended_mask(mask2d, dtype):
 
 
 def forward(p, cfg: EncoderConfig, hooks, ops, dtype, *, input_ids=None, attention_mask=None, token_type_ids=None,
-            position_ids=None, inputs_embeds=None, output_hidden_states=False):
-    """Embeddings, hooks, layers, pooler. Spec: ENC-4.  -> {last_hidden_state, pooler_output, hidden_states}"""
+            position_ids=None, inputs_embeds=None, output_hidden_states=False, output_attentions=False):
+    """Embeddings, hooks, layers, pooler. Spec: ENC-4.  -> {last_hidden_state, pooler_output, hidden_states,
+    attentions}"""
     x = embeddings(p, cfg, input_ids, token_type_ids, ops, positions=position_ids,
                    inputs_embeds=inputs_embeds).astype(dtype, copy=False)
     if attention_mask is None:
@@ -152,15 +156,17 @@ def forward(p, cfg: EncoderConfig, hooks, ops, dtype, *, input_ids=None, attenti
     x, attention_mask = hooks.embeddings(ENCODER, x, attention_mask)
     mask = extended_mask(attention_mask, dtype)
     states = [x] if output_hidden_states else None
+    probs = [] if output_attentions else None
     for i, lp in enumerate(layer_views(p, STACK, cfg.num_hidden_layers)):
-        x = encoder_layer(x, mask, lp, hooks.layer(ENCODER, i), cfg, ops)
+        x = encoder_layer(x, mask, lp, hooks.layer(ENCODER, i), cfg, ops, probs)
         if states is not None:
             states.append(x)
     pooled = None
     if "pooler.dense.weight" in p:
         pooled = np.tanh(ops.linear(x[:, 0], p["pooler.dense.weight"], p["pooler.dense.bias"]))
     return {"last_hidden_state": x, "pooler_output": pooled,
-            "hidden_states": tuple(states) if states is not None else None}
+            "hidden_states": tuple(states) if states is not None else None,
+            "attentions": tuple(probs) if probs is not None else None}
 
 
 # adapters 1.3.0 state-dict paths of the hook locations (BertLayer's modules).

@@ -13,7 +13,7 @@ from ..errors import ShapeError
 from ..functional.activations import get_activation
 from ..hooks import Hook
 from . import decoder_common as dc
-from .base import ALL_METHODS, Architecture, LayerStack, layer_views
+from .base import ALL_METHODS, Architecture, LayerStack, attention_probs, layer_views
 
 MODEL_TYPES = ("gpt2",)
 DECODER = "decoder"
@@ -98,7 +98,7 @@ def expected_shapes(cfg: Config) -> dict:
     return s
 
 
-def block(i, x, mask, lp, hk, cfg: Config, ops, cache):
+def block(i, x, mask, lp, hk, cfg: Config, ops, cache, probs=None):
     """Pre-LN GPT-2 block with hooks. Spec: DEC-1.  x: (B, T, D); mask: (B, 1, T, Tk) additive (causal baked in)."""
     N, Dh, D = cfg.num_attention_heads, cfg.head_dim, cfg.hidden_size
     h = ops.layer_norm(x, *lp.linear("ln_1"), cfg.layer_norm_eps)
@@ -110,6 +110,8 @@ def block(i, x, mask, lp, hk, cfg: Config, ops, cache):
     c = (1.0 if cfg.scale_attn_weights else float(np.sqrt(Dh))) / (i + 1 if cfg.scale_attn_by_inverse_layer_idx else 1)
     if c != 1.0:
         q = q * q.dtype.type(c)                                             # scores = c · q kᵀ / √Dh
+    if probs is not None:
+        probs.append(attention_probs(q, K, m, ops))                         # (B, N, T, Tk)
     ctx = ops.attention(q, K, V, m)                                          # (B, N, T, Dh)
     a = ops.linear(dc.merge_heads(ctx), *lp.linear("attn.c_proj"))
     x = hk.residual_block(Hook.MH_ADAPTER, a, x, None)
@@ -121,7 +123,8 @@ def block(i, x, mask, lp, hk, cfg: Config, ops, cache):
 
 
 def forward(p, cfg: Config, hooks, ops, dtype, *, input_ids=None, attention_mask=None, token_type_ids=None,
-            position_ids=None, past_key_values=None, inputs_embeds=None, output_hidden_states=False):
+            position_ids=None, past_key_values=None, inputs_embeds=None, output_hidden_states=False,
+            output_attentions=False):
     """wte + wpe (+ wte[token types]), hooks, blocks, ln_f. Spec: DEC-1, DEC-4.
 
     attention_mask: (B, past + T); position_ids default past .. past+T-1 (transformers' GPT2Model default)."""
@@ -142,14 +145,16 @@ def forward(p, cfg: Config, hooks, ops, dtype, *, input_ids=None, attention_mask
     x, attention_mask = hooks.embeddings(DECODER, x, attention_mask)
     mask = dc.causal_padding_mask(attention_mask, x.shape[1], dtype, disallowed=-np.inf)
     states = [x] if output_hidden_states else None
+    probs = [] if output_attentions else None
     for i, lp in enumerate(layer_views(p, STACK, cfg.num_hidden_layers)):
-        x = block(i, x, mask, lp, hooks.layer(DECODER, i), cfg, ops, past_key_values)
+        x = block(i, x, mask, lp, hooks.layer(DECODER, i), cfg, ops, past_key_values, probs)
         if states is not None:
             states.append(x)
     x = ops.layer_norm(x, p["ln_f.weight"], p["ln_f.bias"], cfg.layer_norm_eps)
     if states is not None:
         states[-1] = x                                                      # transformers: the last entry is ln_f's
-    return {"last_hidden_state": x, "hidden_states": tuple(states) if states is not None else None}
+    return {"last_hidden_state": x, "hidden_states": tuple(states) if states is not None else None,
+            "attentions": tuple(probs) if probs is not None else None}
 
 
 STACK = LayerStack(DECODER, layers="h.{i}", num_layers="num_hidden_layers", embeddings="wte",

@@ -1,7 +1,7 @@
 """LLaMA decoder (RMSNorm, RoPE, SwiGLU, GQA), explicit NumPy forward with adapter hook points.
 
 Spec: DEC-2, DEC-3, DEC-4, DEC-5. adapters 1.3.0 names the MLP LoRA locations the other way round from BERT:
-``intermediate`` is ``mlp.down_proj`` and ``output`` is ``mlp.up_proj`` (digest §2.2).
+``intermediate`` is ``mlp.down_proj`` and ``output`` is ``mlp.up_proj`` (adapters: src/adapters/models/llama/modeling_llama.py).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ..errors import ConfigError, ShapeError
 from ..functional.activations import get_activation
 from ..hooks import Hook
 from . import decoder_common as dc
-from .base import ALL_METHODS, Architecture, LayerStack, layer_views
+from .base import ALL_METHODS, Architecture, LayerStack, attention_probs, layer_views
 
 MODEL_TYPES = ("llama",)
 DECODER = "decoder"
@@ -105,7 +105,7 @@ def rms_norm(x, g, eps, ops):
     return ops.rms_norm(x.astype(np.float32), g.astype(np.float32), eps).astype(x.dtype)
 
 
-def decoder_layer(i, x, mask, rope, lp, hk, cfg: Config, ops, cache):
+def decoder_layer(i, x, mask, rope, lp, hk, cfg: Config, ops, cache, probs=None):
     """Pre-RMSNorm LLaMA layer with hooks. Spec: DEC-2.  x: (B, T, D); mask: (B, 1, T, Tk); rope: (cos, sin)."""
     N, Nkv, Dh = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     h = rms_norm(x, lp["input_layernorm.weight"], cfg.rms_norm_eps, ops)
@@ -117,7 +117,10 @@ def decoder_layer(i, x, mask, rope, lp, hk, cfg: Config, ops, cache):
     if cache is not None:
         k, v = cache.update(i, k, v)
     K, V, m = hk.prefix(Hook.SELF_PREFIX, k, v, mask, h)                 # (B, Nkv, P+Tk, Dh), after RoPE
-    ctx = ops.attention(q, dc.repeat_kv(K, N // Nkv), dc.repeat_kv(V, N // Nkv), m)
+    K, V = dc.repeat_kv(K, N // Nkv), dc.repeat_kv(V, N // Nkv)
+    if probs is not None:
+        probs.append(attention_probs(q, K, m, ops))                         # (B, N, T, Tk)
+    ctx = ops.attention(q, K, V, m)
     a = ops.linear(dc.merge_heads(ctx), *lp.linear("self_attn.o_proj"))
     x = hk.residual_block(Hook.MH_ADAPTER, a, x, None)
     h2 = rms_norm(x, lp["post_attention_layernorm.weight"], cfg.rms_norm_eps, ops)
@@ -129,7 +132,7 @@ def decoder_layer(i, x, mask, rope, lp, hk, cfg: Config, ops, cache):
 
 
 def forward(p, cfg: Config, hooks, ops, dtype, *, input_ids=None, attention_mask=None, position_ids=None,
-            past_key_values=None, inputs_embeds=None, output_hidden_states=False):
+            past_key_values=None, inputs_embeds=None, output_hidden_states=False, output_attentions=False):
     """embed_tokens, hooks, layers, final RMSNorm. Spec: DEC-2 .. DEC-5."""
     B, T = input_ids.shape if inputs_embeds is None else inputs_embeds.shape[:2]
     past = past_key_values.length if past_key_values is not None else 0
@@ -144,18 +147,20 @@ def forward(p, cfg: Config, hooks, ops, dtype, *, input_ids=None, attention_mask
     inv = dc.rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
     rope = dc.rope_cos_sin(position_ids, inv, dtype)
     states = [x] if output_hidden_states else None
+    probs = [] if output_attentions else None
     for i, lp in enumerate(layer_views(p, STACK, cfg.num_hidden_layers)):
-        x = decoder_layer(i, x, mask, rope, lp, hooks.layer(DECODER, i), cfg, ops, past_key_values)
+        x = decoder_layer(i, x, mask, rope, lp, hooks.layer(DECODER, i), cfg, ops, past_key_values, probs)
         if states is not None:
             states.append(x)
     x = rms_norm(x, p["norm.weight"], cfg.rms_norm_eps, ops)
     if states is not None:
         states[-1] = x                                                      # transformers: the last entry is normed
-    return {"last_hidden_state": x, "hidden_states": tuple(states) if states is not None else None}
+    return {"last_hidden_state": x, "hidden_states": tuple(states) if states is not None else None,
+            "attentions": tuple(probs) if probs is not None else None}
 
 
 # COMPAT(adapters): adapters 1.3.0's LLaMA wraps mlp.down_proj as "intermediate" and mlp.up_proj as "output"
-# (the reverse of BERT's order; digest §2.2).
+# (the reverse of BERT's order; adapters: src/adapters/models/llama/modeling_llama.py).
 STACK = LayerStack(DECODER, layers="layers.{i}", num_layers="num_hidden_layers", embeddings="embed_tokens",
                    attn_q="self_attn.q_proj", attn_k="self_attn.k_proj", attn_v="self_attn.v_proj",
                    attn_o="self_attn.o_proj", intermediate="mlp.down_proj", output="mlp.up_proj",

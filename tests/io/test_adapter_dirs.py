@@ -57,10 +57,17 @@ def test_missing_directory_and_config(model, tmp_path):
         model.load_adapter(tmp_path / "empty")
 
 
-def _saved(model, tmp_path, name="a", config="seq_bn"):
+def _saved(model, tmp_path, name="a", config="seq_bn", *, hand_edited=False):
+    """Save and delete an adapter. hand_edited: drop our weights record (IO-14), as in a directory that
+    adapters wrote, so that the tests below may replace the weights file by hand."""
     model.add_adapter(name, config=config)
     model.save_adapter(tmp_path / name, name)
     model.delete_adapter(name)
+    if hand_edited:
+        p = tmp_path / name / "adapter_config.json"
+        cfg = json.loads(p.read_text())
+        del cfg["minadapters_weights"]
+        p.write_text(json.dumps(cfg))
     return tmp_path / name
 
 
@@ -77,7 +84,7 @@ def test_model_type_mismatch_is_rejected(model, tmp_path):
 
 @pytest.mark.spec("IO-10")
 def test_unexpected_and_missing_keys_are_rejected(model, tmp_path):
-    d = _saved(model, tmp_path)
+    d = _saved(model, tmp_path, hand_edited=True)
     from minadapters.io import load_torch_file, save_torch_file
     w = load_torch_file(d / "pytorch_adapter.bin")
     w["encoder.layer.0.output.adapters.a.extra"] = np.zeros(3, np.float32)
@@ -94,7 +101,7 @@ def test_unexpected_and_missing_keys_are_rejected(model, tmp_path):
 
 @pytest.mark.spec("IO-10")
 def test_misshapen_weights_are_rejected(model, tmp_path):
-    d = _saved(model, tmp_path)
+    d = _saved(model, tmp_path, hand_edited=True)
     from minadapters.io import load_torch_file, save_torch_file
     w = load_torch_file(d / "pytorch_adapter.bin")
     k = "encoder.layer.0.output.adapters.a.adapter_up.weight"
@@ -147,5 +154,5 @@ def test_failed_write_leaves_no_file(model, tmp_path, monkeypatch):
     monkeypatch.setattr(ts, "_write_zip", boom)
     with pytest.raises(RuntimeError):
         model.save_adapter(tmp_path / "a", "a")
-    assert not any(p.name.endswith(".bin") for p in (tmp_path / "a").iterdir())
-    assert not (tmp_path / "a" / "adapter_config.json").exists()
+    # serialisation happens before the directory is touched (IO-14): nothing is created
+    assert not (tmp_path / "a").exists(), sorted(os.listdir(tmp_path / "a"))

