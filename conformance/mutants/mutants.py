@@ -59,6 +59,7 @@ def _out(fn):
 
 
 F = "minadapters.functional."
+A = "minadapters.functional.activations:"
 LORA_K = "lora and (bert- or llama-) and (single or zero or merge or vector)"
 MUTANTS = [
     Mutant("lora-scale-1", F + "lora:lora_delta", "LoRA delta without alpha/r", _kw(scale=lambda s: 1.0 if np.ndim(s) == 0 else s), LORA_K),
@@ -66,8 +67,8 @@ MUTANTS = [
     Mutant("lora-no-delta", F + "lora:lora_delta", "LoRA delta dropped", _out(lambda y, a, k: y * 0), LORA_K),
     Mutant("lora-gate-ignored", F + "lora:lora_delta", "gated LoRA uses 1 instead of the gate",
            _kw(scale=lambda s: s if np.ndim(s) == 0 else np.ones_like(s)), LORA_K),
-    Mutant("ia3-no-alpha", F + "lora:ia3_vector", "IA3 vector without alpha", _kw(scale=lambda s: 1.0 if np.ndim(s) == 0 else s),
-           "ia3 and (bert- or gpt2-) and (single or vector)"),
+    Mutant("ia3-as-delta", F + "lora:ia3_vector", "IA3 vector applied as 1 + l (a delta, not a scale)",
+           _out(lambda y, a, k: y + 1.0), "ia3 and (bert- or gpt2-) and (single or vector)"),
     Mutant("vera-lambda-d-T", F + "lora:vera_delta_w", "VeRA Λ_D transposed", _arg(2, lambda D: D.T),
            "vera and bert- and (single or vector)"),
     Mutant("vera-lambda-b-T", F + "lora:vera_delta_w", "VeRA Λ_B transposed", _arg(3, lambda Bv: Bv.T),
@@ -96,7 +97,7 @@ MUTANTS = [
            "invertible and bert- and single"),
     Mutant("phm-kron-swap", F + "phm:kron_sum", "Kronecker factors swapped", lambda o, a, k: o(a[0].swapaxes(-1, -2), a[1]),
            "compacter and bert- and single"),
-    Mutant("prefix-act-identity", F + "prefix:prefix_mlp", "prefix MLP without its non-linearity", _kw(act="linear"),
+    Mutant("prefix-act-identity", F + "prefix:prefix_mlp", "prefix MLP without its non-linearity", _kw(act=lambda f: (lambda x: x)),
            "prefix and bert- and single"),
     Mutant("prefix-kv-swap", F + "prefix:prepend_prefix", "prefix keys and values swapped",
            lambda o, a, k: o(a[0], a[1], a[2], a[4], a[3], **k), "prefix and bert- and single"),
@@ -127,6 +128,83 @@ MUTANTS = [
            lambda o, a, k: (lambda st: st._replace(hidden_states=st.hidden_states * len(a[1])))(o(*a, **k)),
            "(tree or average) and bert- and bottleneck"),
 ]
+
+# ---- second batch: activations, gates, residuals, fusion, PHM, prompt/prefix layout, ReFT details, merge, ops ----
+def _sig(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _mask_prompt(r, a, k):
+    P = a[0].shape[0]
+    if r[1] is None:
+        return r
+    m = np.array(r[1], copy=True)
+    m[:, :P] = 0
+    return r[0], m
+
+
+def _dora_norm_axis0(o, a, k):
+    w = a[0] + a[1]
+    return np.linalg.norm(w, axis=0) if w.shape[0] == w.shape[1] else o(*a, **k)
+
+
+MUTANTS += [
+    Mutant("act-gelu-tanh", A + "gelu", "exact GELU replaced by the tanh approximation",
+           lambda o, a, k: 0.5 * a[0] * (1 + np.tanh(np.sqrt(2 / np.pi) * (a[0] + 0.044715 * a[0] ** 3))),
+           "base_model and bert"),
+    Mutant("act-leakyrelu-slope", A + "leaky_relu", "leaky ReLU slope 0.2 instead of 0.01",
+           lambda o, a, k: np.where(a[0] > 0, a[0], 0.2 * a[0]).astype(a[0].dtype), "bottleneck and bert- and single"),
+    Mutant("act-quick-gelu-1", A + "quick_gelu", "quick GELU without its 1.702 factor",
+           lambda o, a, k: (a[0] * _sig(a[0])).astype(a[0].dtype), "bottleneck and bert- and single"),
+    Mutant("act-relu6-uncapped", A + "relu6", "relu6 without the cap at 6", lambda o, a, k: np.maximum(a[0], 0),
+           "bottleneck and bert- and single"),
+    Mutant("act-mish-is-swish", A + "mish", "mish computed as swish",
+           lambda o, a, k: (a[0] * _sig(a[0])).astype(a[0].dtype), "bottleneck and bert- and single"),
+    Mutant("gate-no-sigmoid", F + "gate:mean_gate", "gate without its sigmoid",
+           lambda o, a, k: k["ops"].linear(a[0], a[1], a[2]).mean(axis=1), "(lora or bottleneck or prefix) and bert- and single"),
+    Mutant("bn-no-up-bias", F + "bottleneck:bottleneck", "bottleneck drops the up-projection bias",
+           _arg(4, lambda b: None if b is None else np.zeros_like(b)), "bottleneck and bert- and single"),
+    Mutant("bn-no-down-bias", F + "bottleneck:bottleneck", "bottleneck drops the down-projection bias",
+           _arg(2, lambda b: None if b is None else np.zeros_like(b)), "bottleneck and bert- and single"),
+    Mutant("bn-parallel-flag", F + "bottleneck:adapter_output", "is_parallel flipped in the adapter output",
+           _kw(is_parallel=lambda p: not p), "bottleneck and bert- and single"),
+    Mutant("bn-original-ln-before", F + "bottleneck:bn_pre_forward", "original_ln_before flipped",
+           _kw(original_ln_before=lambda v: not v), "bottleneck and bert- and single"),
+    Mutant("bn-original-ln-after", F + "bottleneck:bn_post_forward", "original_ln_after flipped",
+           _kw(original_ln_after=lambda v: not v), "bottleneck and bert- and single"),
+    Mutant("sublayer-no-residual", F + "bottleneck:sublayer_close", "a sub-layer closes without its residual",
+           lambda o, a, k: o(a[0], None if a[1] is None else a[1] * 0, a[2]), "bottleneck and bert- and single"),
+    Mutant("fusion-temperature-x2", F + "fusion:fusion_attention", "fusion softmax at twice the temperature",
+           _kw(T=lambda t: t * 2), "fusion or fuse"),
+    Mutant("fusion-no-residual-before", F + "fusion:fusion_attention", "fusion ignores residual_before",
+           _arg(4, lambda c: dict(c, residual_before=False) if isinstance(c, dict) else c), "fusion or fuse"),
+    Mutant("phm-no-bias", F + "phm:phm_forward", "PHM layer drops its bias", lambda o, a, k: o(a[0], a[1], a[2]),
+           "compacter and bert- and single"),
+    Mutant("prefix-layer-order", F + "prefix:split_prefix_kv", "prefix layers in reverse order",
+           _out(lambda r, a, k: r[::-1].copy()), "prefix and bert- and single"),
+    Mutant("prefix-head-order", F + "prefix:split_prefix_kv", "prefix heads in reverse order",
+           _out(lambda r, a, k: r[:, :, ::-1].copy()), "prefix and bert- and single"),
+    Mutant("prompt-masked", F + "prefix:combine_prompt", "prompt positions masked out", _out(_mask_prompt),
+           "prompt and bert- and single"),
+    Mutant("reft-act-ignored", F + "reft:reft_unit", "ReFT ignores its non_linearity", _arg(4, lambda f: (lambda x: x)),
+           "reft and bert- and single"),
+    Mutant("reft-suffix-off-by-one", F + "reft:reft_positions", "ReFT suffix positions one token early",
+           _out(lambda r, a, k: (r[0], np.maximum(r[1] - 1, 0))), "reft and (bert- or gpt2-) and single"),
+    Mutant("reft-householder-tau", F + "reft:householder_product", "Householder reflectors with half tau",
+           lambda o, a, k: o(a[0], a[1] * 0.5), "reft and bert- and single"),
+    Mutant("lora-merge-transposed", "minadapters.methods.lora_modules:delta_w", "merge adds (B A)ᵀ for square weights",
+           _out(lambda y, a, k: y.T if y.ndim == 2 and y.shape[0] == y.shape[1] else y), "merge and bert-"),
+    Mutant("dora-norm-axis0", F + "lora:dora_norm", "DoRA norm over input columns", _dora_norm_axis0,
+           "dora and bert- and single"),
+    Mutant("mtl-weights-negated", F + "lora:mtl_delta", "MTL-LoRA mixes up-projections with exp(-w / s)",
+           _arg(4, lambda w: -w), "mtl_lora and bert- and (single or tree)"),
+    Mutant("ia3-thirds-fill-0", F + "lora:scatter_thirds", "IA3 on GPT-2 fills unadapted thirds with 0",
+           lambda o, a, k: o(a[0], a[1], 0.0 if a[2] == 1 else a[2]), "ia3 and gpt2-"),
+    Mutant("ln-eps-1e-5", "minadapters.ops.numpy:NumpyOps.layer_norm", "every LayerNorm with eps 1e-5",
+           lambda o, a, k: o(a[0], a[1], a[2], a[3], 1e-5), "base_model"),
+    Mutant("attention-no-mask", "minadapters.ops.numpy:NumpyOps.attention", "attention ignores the padding mask",
+           lambda o, a, k: o(a[0], a[1], a[2], a[3], None), "base_model"),
+]
 BY_ID = {m.id: m for m in MUTANTS}
 
 
@@ -146,9 +224,15 @@ def _install(m: Mutant):
     if isinstance(owner, type):                          # a method: patch the class (subclasses inherit it)
         setattr(owner, name, mutated)
         return
-    for mname, module in list(sys.modules.items()):     # every module that imported the function by name
-        if mname.startswith("minadapters") and getattr(module, name, None) is orig:
+    for mname, module in list(sys.modules.items()):     # every module that imported the function by name,
+        if not mname.startswith("minadapters"):          # and every name -> function table holding it
+            continue
+        if getattr(module, name, None) is orig:
             setattr(module, name, mutated)
+        for table in list(vars(module).values()):
+            if isinstance(table, dict):
+                for key in [k for k, v in table.items() if v is orig]:
+                    table[key] = mutated
 
 
 class MutantDriver(MinadaptersDriver):
