@@ -112,7 +112,7 @@ def precision(drv) -> str:
     p = getattr(drv, "precision", None)
     if p in ("float32", "float64"):
         return p
-    return "float64" if "precision:float64" in drv.capabilities else "float32"
+    return "float64" if "precision:float64" in getattr(drv, "capabilities", ()) else "float32"
 
 
 class DriverLoadError(RuntimeError):
