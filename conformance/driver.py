@@ -32,7 +32,7 @@ ENV_REFERENCE = "MINADAPTERS_REFERENCE"
 # "io:adapters-format" (reads and writes adapters 1.3.0's directories), "op:merge", "op:reset", "op:eject",
 # "op:fusion", "op:task_ids", "config:strings" (accepts adapters' config strings, e.g. "lora[r=4]"),
 # "precision:float64" (outputs carry float64 accuracy: the suite then compares with the float64 tolerances).
-# "io:save" + "io:load" (older drivers) mean both io capabilities.
+# "io:save" + "io:load" (older drivers) mean both io capabilities. "op:heads": the optional head methods below.
 BLOCKS = ("Stack", "Fuse", "Split", "BatchSplit", "Parallel", "MultiTask", "Average")
 
 
@@ -85,6 +85,13 @@ class Driver(Protocol):
     def reset(self, model) -> None: ...
 
     def eject(self, model, name: str) -> None: ...
+
+    # Optional, capability "op:heads" (adapters' flexible heads; configs as head_config.json's "config"):
+    # load_head_model(model_dir) -> model of the family's AdapterModel class;
+    # add_head(model, name, config: dict) (active); get_head_weights / set_head_weights(model, name[, tensors])
+    # with keys "heads.<name>.<i>.<leaf>"; set_active_head(model, name | list of names);
+    # forward_heads(model, input_ids, attention_mask, **kw) -> one {field: array} per head output
+    # ("logits", or "start_logits" / "end_logits"); save_adapter / load_adapter include the same-named head.
 
 
 def check_supported(drv, config) -> None:

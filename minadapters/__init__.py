@@ -17,12 +17,15 @@ from .errors import (AdapterError, AdapterNotFoundError, BackendUnavailableError
                      CompositionIndexError, ConfigError, ConfigKeyError, ConfigTypeError, FusionNotFoundError,
                      HubFileNotFoundError, ShapeError, UnsafePickleError, WeightsError)
 from .model import AdapterModel, AutoModel  # noqa: F401
-from .outputs import ModelOutput  # noqa: F401
+from .heads import (AutoAdapterModel, BertAdapterModel, GPT2AdapterModel, LlamaAdapterModel,  # noqa: F401
+                    RobertaAdapterModel, XLMRobertaAdapterModel)
+from .outputs import ModelOutput, MultiHeadOutput  # noqa: F401
 from .ops import get_backend, set_backend  # noqa: F401
 from .tokenizer import AutoTokenizer, BatchEncoding, Tokenizer  # noqa: F401
 
 __all__ = ["AutoModel", "AutoTokenizer", "Tokenizer", "BatchEncoding", "set_backend", "get_backend", "AdapterModel",
-           "ModelOutput", "AdapterSetup", "ForwardState", "Stack", "Fuse", "Split",
+           "ModelOutput", "MultiHeadOutput", "AutoAdapterModel", "BertAdapterModel", "RobertaAdapterModel",
+           "XLMRobertaAdapterModel", "GPT2AdapterModel", "LlamaAdapterModel", "AdapterSetup", "ForwardState", "Stack", "Fuse", "Split",
            "BatchSplit", "Parallel", "MultiTask", "Average", "AdapterCompositionBlock", "ALLOWED_NESTINGS",
            "parse_composition", "AdapterError", "AdapterNotFoundError", "BackendUnavailableError",
            "CompositionError", "CompositionIndexError", "ConfigError", "ConfigKeyError", "FusionNotFoundError",

@@ -14,7 +14,9 @@ from . import bench, conformance_cli
 from .composition import BLOCKS, Fuse, Parallel, Stack
 from .hub import resolve_model_dir
 from .io.files import read_json
-from .model import AutoModel
+from .heads.model import AutoAdapterModel
+from .heads.predict import prediction_lines
+from .outputs import MultiHeadOutput
 from .summary import ARCH_PRESETS, SUMMARY_COLUMNS
 from .tiny import shell_model, write_demo_adapter, write_tiny_model
 from .tokenizer import AutoTokenizer
@@ -67,7 +69,7 @@ def parse_setup(text: str):
 def _load_for_run(args):
     """Model, tokenizer and the active setup from --model/--adapter/--fusion/--add/--setup."""
     model_dir = resolve_model_dir(args.model, revision=args.revision)
-    model = AutoModel.from_pretrained(model_dir, backend=args.backend)
+    model = AutoAdapterModel.from_pretrained(model_dir, backend=args.backend)   # heads load with the adapters
     names = [model.load_adapter(d) for d in args.adapter]
     for spec in args.add:
         name, sep, config = spec.partition("=")
@@ -76,6 +78,8 @@ def _load_for_run(args):
         model.add_adapter(name.strip(), config=config.strip())
         names.append(name.strip())
     fusions = [model.load_adapter_fusion(d) for d in args.fusion]
+    for d in args.head:
+        model.load_head(d)
     if args.setup:
         model.active_adapters = parse_setup(args.setup)
     elif fusions:
@@ -115,6 +119,18 @@ def cmd_run(args) -> int:
           f"backend {model.backend})")
     print(f"adapters: {', '.join(names) or 'none'}{'; fusions: ' + ', '.join(fusions) if fusions else ''}; "
           f"active: {model.active_adapters}")
+    if model.active_head is not None:                 # predictions of the active head(s), one line per input
+        print(f"input_ids: {ids.shape}; active head: {model.active_head!r}")
+        for line in prediction_lines(model, out, tok, args.text, ids, mask):
+            print(line)
+        print(f"forward time: {dt * 1000:.1f} ms")
+        if args.output:
+            outs = list(out) if isinstance(out, MultiHeadOutput) else [out]
+            arrays = {f"head{i}_{k}": v for i, o in enumerate(outs) for k, v in o.items()
+                      if isinstance(v, np.ndarray)}
+            np.savez(args.output, input_ids=ids, attention_mask=mask, **arrays)
+            print(f"saved: {args.output}")
+        return 0
     print(f"input_ids: {ids.shape}; last_hidden_state: {out.last_hidden_state.shape}")
     pooled = out.pooler_output is not None
     if pooled:
@@ -209,6 +225,8 @@ def _model_args(p):
                    "(repeatable)")
     p.add_argument("--add", action="append", default=[], metavar="NAME=CONFIG",
                    help="add a freshly initialised adapter, e.g. 'x=lora[r=4]' (repeatable)")
+    p.add_argument("--head", action="append", default=[], help="prediction head directory (head_config.json + "
+                   "weights, from save_head); the last one loaded is active unless an adapter names another")
     p.add_argument("--fusion", action="append", default=[], help="AdapterFusion directory (its adapters must be "
                    "loaded with --adapter); activates Fuse(...) unless --setup is given")
     p.add_argument("--setup", help='composition, e.g. "Stack(a, b)" or "Parallel(a, b)" (default: Stack of the '

@@ -67,16 +67,18 @@ def _reft_active(model) -> bool:
 
 
 def generate(model, input_ids, max_new_tokens=20, attention_mask=None, use_cache=True, eos_token_id="config",
-             pad_token_id="config"):
+             pad_token_id="config", logits_fn=None):
     """Greedy decoding; returns (B, T + n) token ids, n <= max_new_tokens. Spec: DEC-6.
 
     use_cache=True runs only the new token through the layers, with cached keys/values (DEC-5);
-    use_cache=False recomputes the whole sequence each step. Both give the same tokens."""
+    use_cache=False recomputes the whole sequence each step. Both give the same tokens.
+    ``logits_fn(forward output) -> (B, T, V)`` replaces the checkpoint's LM projection (AdapterModel classes
+    with an active causal LM head, HEAD-10)."""
     ids, mask = _check(model, input_ids, attention_mask, max_new_tokens)
     if use_cache and _reft_active(model):
         raise ConfigError("generate(use_cache=True): a ReFT adapter is active, and its intervention positions depend "
                           "on the whole sequence, which a cached step does not see; pass use_cache=False.")
-    W = lm_head_weight(model)
+    W = lm_head_weight(model) if logits_fn is None else None
     eos = _token_set(model.config.eos_token_id if eos_token_id == "config" else eos_token_id, "eos_token_id")
     pad = model.config.pad_token_id if pad_token_id == "config" else pad_token_id
     if pad is None and eos:
@@ -91,7 +93,10 @@ def generate(model, input_ids, max_new_tokens=20, attention_mask=None, use_cache
             out = model.forward(new, attention_mask=mask, position_ids=pos, past_key_values=cache)
         else:
             out = model.forward(ids, attention_mask=mask, position_ids=pos)
-        logits = model.ops.linear(out.last_hidden_state[:, -1], W)                # (B, V)
+        if logits_fn is None:
+            logits = model.ops.linear(out.last_hidden_state[:, -1], W)            # (B, V)
+        else:                                                                     # an AdapterModel's LM head
+            logits = logits_fn(out)[:, -1]
         nxt = np.argmax(logits, axis=-1).astype(np.int64)
         if eos:
             if pad is None:

@@ -28,16 +28,18 @@ ALIAS_MARKERS = (".prefix_tuning.pool.",)
 KEY_EXAMPLES = 3  # how many missing / unexpected keys an error message names
 
 
-def _full_config(model, config_dict: dict, name: str, **extra) -> dict:
-    d = {"model_type": model.model_type, "hidden_size": model.hidden_size, "model_class": model.arch.model_class[
-        model.model_type], "model_name": model.name_or_path or "", "name": name}
+def _full_config(model, config_dict: dict, name: str, model_class=None, **extra) -> dict:
+    d = {"model_type": model.model_type, "hidden_size": model.hidden_size,
+         "model_class": model_class or model.arch.model_class[model.model_type],
+         "model_name": model.name_or_path or "", "name": name}
     d.update(extra)
     d["config"] = config_dict
     d["version"] = VERSION
     return d
 
 
-def save_adapter(model, save_directory, adapter_name, meta_dict=None, use_safetensors=False) -> None:
+def save_adapter(model, save_directory, adapter_name, meta_dict=None, use_safetensors=False, *, model_class=None,
+                 key_prefix="") -> None:
     """Write adapter_config.json and the weights (pytorch_adapter.bin, or adapter.safetensors). Spec: IO-10.
 
     Through `save_artifact` (IO-14): the config is the commit record written last, a stale weights
@@ -46,9 +48,10 @@ def save_adapter(model, save_directory, adapter_name, meta_dict=None, use_safete
     save_directory = os.fspath(save_directory)
     if os.path.exists(save_directory) and not os.path.isdir(save_directory):
         raise NotADirectoryError(f"save_adapter: {save_directory!r} exists and is not a directory.")
-    state = {k: np.ascontiguousarray(v, dtype=np.float32 if np.issubdtype(v.dtype, np.floating) else v.dtype)
+    state = {key_prefix + k: np.ascontiguousarray(v, dtype=np.float32 if np.issubdtype(v.dtype, np.floating)
+                                                  else v.dtype)
              for k, v in model.adapter_state_dict(adapter_name).items()}
-    full = _full_config(model, config.to_dict(), adapter_name)
+    full = _full_config(model, config.to_dict(), adapter_name, model_class=model_class)
     for k, v in (meta_dict or {}).items():
         full.setdefault(k, v)
     save_artifact(save_directory, "adapter_config.json", full, state, use_safetensors=use_safetensors,
@@ -198,18 +201,23 @@ def _missing_ok(model, weights, name):
     return ()
 
 
-def save_adapter_fusion(model, save_directory, adapter_names, meta_dict=None, use_safetensors=False) -> None:
-    """Write adapter_fusion_config.json and the fusion weights. Spec: IO-12."""
+def save_adapter_fusion(model, save_directory, adapter_names, meta_dict=None, use_safetensors=False, *,
+                        model_class=None, key_prefix="") -> None:
+    """Write adapter_fusion_config.json and the fusion weights. Spec: IO-12.
+
+    AdapterModel classes (heads/) write ``model_class`` and keys under the base-model prefix, as adapters' flex
+    models do (adapters 1.3.0 loads fusion weights into a flex model only with that prefix)."""
     name = adapter_names.name if isinstance(adapter_names, Fuse) else (
         ",".join(adapter_names) if isinstance(adapter_names, (list, tuple)) else adapter_names)
     if name not in model.adapters_config.fusions:
         known = ", ".join(repr(n) for n in model.adapters_config.fusions) or "none"
         raise ConfigError(f"Unknown AdapterFusion {name!r}; known fusions: {known}.")
     fconfig, names = model.adapters_config.fusions[name]
-    full = _full_config(model, fconfig.to_dict(), name, adapter_names=list(names))
+    full = _full_config(model, fconfig.to_dict(), name, model_class=model_class, adapter_names=list(names))
     for k, v in (meta_dict or {}).items():
         full.setdefault(k, v)
-    save_artifact(save_directory, "adapter_fusion_config.json", full, model.fusion_state_dict(name),
+    state = {key_prefix + k: v for k, v in model.fusion_state_dict(name).items()}
+    save_artifact(save_directory, "adapter_fusion_config.json", full, state,
                   use_safetensors=use_safetensors, basename_bin="pytorch_model_adapter_fusion.bin",
                   basename_safetensors="model_adapter_fusion.safetensors")
 

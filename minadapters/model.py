@@ -1,11 +1,12 @@
 """Public model API: AutoModel, the adapter-managing model class and its forward. Spec: API-1.
 
 The forward reads AdapterSetup once, builds a ForwardState and runs the architecture's explicit forward
-with AdapterHooks (or NullHooks when no adapter is active).
+with ModelHooks (or NullHooks when no adapter is active). Spec: ARCH-1 (what a family declares).
 """
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -305,8 +306,13 @@ class AdapterModel:
     def load_adapter(self, adapter_name_or_path, config=None, load_as=None, leave_out=None, set_active=False,
                      use_safetensors=None, **kwargs) -> str:
         adapter_name_or_path = resolve_adapter_dir(adapter_name_or_path, **kwargs)   # HF ids: cache or download
-        return loading.load_adapter(self, adapter_name_or_path, load_as=load_as, leave_out=leave_out,
+        name = loading.load_adapter(self, adapter_name_or_path, load_as=load_as, leave_out=leave_out,
                                     set_active=set_active, use_safetensors=use_safetensors)
+        if _has_unloaded_head(adapter_name_or_path):
+            warnings.warn(f"{adapter_name_or_path}: the prediction head saved with adapter {name!r} is not loaded; "
+                          "this bare model has no heads (load the model with AutoAdapterModel to use it).",
+                          stacklevel=3)
+        return name
 
     @reads
     def save_adapter_fusion(self, save_directory, adapter_names, meta_dict=None, use_safetensors=False):
@@ -521,6 +527,27 @@ class AdapterModel:
     def adapter_summary(self, as_dict=False):
         return summary.model_adapter_summary(self, as_dict=as_dict)
 
+    def loaded_from_checkpoint(self, weights: dict) -> None:
+        """Called by from_pretrained with every weight of the checkpoint (task heads included); the bare model
+        keeps nothing more, AdapterModel classes with heads convert a static head (heads/)."""
+
+
+# a static head_config.json of these task classes describes the checkpoint's own LM head, which the bare
+# model already uses for generate (no warning then)
+_OWN_LM_HEADS = ("GPT2LMHeadModel", "LlamaForCausalLM")
+
+
+def _has_unloaded_head(path) -> bool:
+    """The adapter directory holds a head the bare model cannot use (spec HEAD-8)."""
+    file = os.path.join(path, "head_config.json")
+    if not os.path.isfile(file):
+        return False
+    try:
+        saved = read_json(file)
+    except WeightsError:
+        return True
+    return not (isinstance(saved, dict) and saved.get("config") is None and saved.get("model_class") in _OWN_LM_HEADS)
+
 
 def _rows(inputs) -> int:
     x = inputs.get("input_ids")
@@ -580,36 +607,49 @@ class AutoModel:
     def from_pretrained(path, *, dtype=np.float32, backend=None, seed=None, revision=None, local_files_only=False,
                         cache_dir=None, token=None) -> AdapterModel:
         """``path``: a model directory or a Hugging Face id (cache, else download; see minadapters.hub)."""
-        path = resolve_model_dir(path, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir,
-                                 token=token)
-        cfg_path = os.path.join(path, "config.json")
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"Model directory {path!r} does not exist.")
-        if not os.path.isfile(cfg_path):
-            raise FileNotFoundError(f"No config.json in {path!r}; expected a Hugging Face model directory.")
-        raw = read_json(cfg_path, error=ConfigError)
-        check_model_config(raw, cfg_path)           # sizes sane before any shape is derived (IO-16)
-        if "model_type" not in raw:
-            raise ConfigError(f"{cfg_path}: no 'model_type' key.")
-        arch = architecture(raw["model_type"])
-        try:   # one error vocabulary (spec/io.md): config.json problems are ConfigError naming the file
-            config = arch.config_class.from_dict(raw)
-        except KeyError as e:
-            raise ConfigError(f"{cfg_path}: no {e} key; the {raw['model_type']} config needs it.") from None
-        except (TypeError, ValueError) as e:
-            if isinstance(e, AdapterError):
-                raise
-            raise ConfigError(f"{cfg_path}: {e}") from None
-        weights = arch.normalize_keys(read_model_weights(path), raw["model_type"])
-        lm_head = weights.pop("lm_head.weight", None)
-        params = _check_params(weights, arch.expected_shapes(config), path, dtype)
-        model = AdapterModel(arch, config, params, dtype=dtype, backend=backend or get_backend(),
-                             name_or_path=raw.get("_name_or_path", ""), seed=seed)
-        model.raw_config = raw
-        if lm_head is not None:
-            model.lm_head_weight = np.ascontiguousarray(lm_head, dtype=dtype)
-        model.model_dir = path      # prompt tuning's from_string init reads <model_dir>/tokenizer.json
-        return model
+        return load_pretrained(AdapterModel, path, dtype=dtype, backend=backend, seed=seed, revision=revision,
+                               local_files_only=local_files_only, cache_dir=cache_dir, token=token)
+
+
+def load_pretrained(model_class, path, *, dtype=np.float32, backend=None, seed=None, revision=None,
+                    local_files_only=False, cache_dir=None, token=None, class_for=None):
+    """Build ``model_class`` (or ``class_for(model_type)``) from a checkpoint. Spec: API-1.
+
+    Every weight of the checkpoint (task heads included) goes to ``model.loaded_from_checkpoint``."""
+    path = resolve_model_dir(path, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir,
+                             token=token)
+    cfg_path = os.path.join(path, "config.json")
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"Model directory {path!r} does not exist.")
+    if not os.path.isfile(cfg_path):
+        raise FileNotFoundError(f"No config.json in {path!r}; expected a Hugging Face model directory.")
+    raw = read_json(cfg_path, error=ConfigError)
+    check_model_config(raw, cfg_path)           # sizes sane before any shape is derived (IO-16)
+    if "model_type" not in raw:
+        raise ConfigError(f"{cfg_path}: no 'model_type' key.")
+    arch = architecture(raw["model_type"])
+    try:   # one error vocabulary (spec/io.md): config.json problems are ConfigError naming the file
+        config = arch.config_class.from_dict(raw)
+    except KeyError as e:
+        raise ConfigError(f"{cfg_path}: no {e} key; the {raw['model_type']} config needs it.") from None
+    except (TypeError, ValueError) as e:
+        if isinstance(e, AdapterError):
+            raise
+        raise ConfigError(f"{cfg_path}: {e}") from None
+    all_weights = read_model_weights(path)
+    weights = arch.normalize_keys(all_weights, raw["model_type"])
+    lm_head = weights.pop("lm_head.weight", None)
+    params = _check_params(weights, arch.expected_shapes(config), path, dtype)
+    if class_for is not None:
+        model_class = class_for(raw["model_type"])
+    model = model_class(arch, config, params, dtype=dtype, backend=backend or get_backend(),
+                        name_or_path=raw.get("_name_or_path", ""), seed=seed)
+    model.raw_config = raw
+    if lm_head is not None:
+        model.lm_head_weight = np.ascontiguousarray(lm_head, dtype=dtype)
+    model.model_dir = path      # prompt tuning's from_string init reads <model_dir>/tokenizer.json
+    model.loaded_from_checkpoint(all_weights)
+    return model
 
 
 def _check_params(weights, shapes, path, dtype):

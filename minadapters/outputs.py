@@ -16,6 +16,10 @@ class ModelOutput:
     last_hidden_state: np.ndarray | None = None
     pooler_output: np.ndarray | None = None
     logits: np.ndarray | None = None
+    start_logits: np.ndarray | None = None     # question answering heads
+    end_logits: np.ndarray | None = None
+    rel_preds: np.ndarray | None = None        # dependency parsing heads
+    arc_preds: np.ndarray | None = None
     hidden_states: tuple | None = None
     attentions: tuple | None = None
     encoder_last_hidden_state: np.ndarray | None = None
@@ -50,3 +54,44 @@ class ModelOutput:
 
     def __len__(self) -> int:
         return len(self.keys())
+
+
+class MultiHeadOutput:
+    """One output per head (Parallel, BatchSplit, several active heads), as adapters' MultiHeadOutput: ``out[i]``
+    and iteration give the heads' outputs (``out1, out2 = model(...)``), ``out["loss"]`` / ``out.logits`` (the
+    heads' logits stacked with vstack) the combined fields. Spec: HEAD-7."""
+
+    def __init__(self, head_outputs, loss=None, hidden_states=None, adapter_gating_scores=None,
+                 adapter_fusion_attentions=None):
+        self.head_outputs = list(head_outputs)
+        self.loss = loss
+        self.hidden_states = hidden_states
+        self.adapter_gating_scores = adapter_gating_scores
+        self.adapter_fusion_attentions = adapter_fusion_attentions
+
+    @property
+    def logits(self):
+        return np.vstack([o["logits"] for o in self.head_outputs])
+
+    def keys(self) -> list:
+        names = ("head_outputs", "loss", "hidden_states", "adapter_gating_scores", "adapter_fusion_attentions")
+        return [k for k in names if getattr(self, k) is not None]
+
+    def to_tuple(self) -> tuple:
+        return tuple(getattr(self, k) for k in self.keys())
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            return self.head_outputs[key]
+        if key not in self.keys():
+            raise KeyError(f"{key!r} is not among this output's fields: {', '.join(self.keys())}.")
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(self.head_outputs)
+
+    def __len__(self) -> int:
+        return len(self.head_outputs)
+
+    def __repr__(self):
+        return f"MultiHeadOutput({len(self.head_outputs)} heads: {self.head_outputs!r})"

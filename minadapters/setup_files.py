@@ -42,15 +42,19 @@ def setup_to_dict(setup) -> dict:
     return d
 
 
-def save_adapter_setup(model, save_directory, adapter_setup, meta_dict=None, use_safetensors=False) -> None:
-    """Write adapter_setup.json and one sub-folder per adapter and fusion of the setup. Spec: API-7."""
+def save_adapter_setup(model, save_directory, adapter_setup, meta_dict=None, use_safetensors=False,
+                       head_setup=None) -> None:
+    """Write adapter_setup.json and one sub-folder per adapter and fusion of the setup. Spec: API-7.
+
+    ``head_setup`` (AdapterModel classes with heads: a name, a list or a block) is recorded as adapters does."""
     setup = parse_composition(adapter_setup, model_type=model.model_type)
     if setup is None:
         raise CompositionError(f"save_adapter_setup: {adapter_setup!r} is an empty adapter setup.")
     model._check_names(setup)     # unknown adapters or fusions fail before anything is written
     save_directory = os.fspath(save_directory)
     os.makedirs(save_directory, exist_ok=True)
-    config = {"adapter_setup": setup_to_dict(setup), "head_setup": None, "version": VERSION}
+    heads = setup_to_dict(head_setup) if isinstance(head_setup, AdapterCompositionBlock) else head_setup
+    config = {"adapter_setup": setup_to_dict(setup), "head_setup": heads, "version": VERSION}
     atomic_write_bytes(os.path.join(save_directory, SETUP_CONFIG_NAME), json.dumps(config, indent=2).encode("utf-8"))
     for name in sorted(setup.flatten()):
         model.save_adapter(os.path.join(save_directory, name), name, meta_dict=meta_dict,
@@ -81,7 +85,7 @@ def read_setup_config(path):
     return setup, head
 
 
-def load_adapter_setup(model, path, set_active=False, use_safetensors=False):
+def load_adapter_setup(model, path, set_active=False, use_safetensors=False, heads_supported=False):
     """Load every adapter and fusion of a saved setup; returns (adapter_setup, head_setup). Spec: API-7.
 
     On failure the adapters and fusions loaded so far are removed again (upstream keeps them)."""
@@ -105,7 +109,7 @@ def load_adapter_setup(model, path, set_active=False, use_safetensors=False):
         for n in loaded:
             model.delete_adapter(n)
         raise
-    if head:
+    if head and not heads_supported:
         warnings.warn("Loaded adapter setup contains a head setup that is not supported by the current model.")
     return setup, head
 

@@ -27,7 +27,7 @@ class AdaptersDriver:
                    "prefix_tuning", "prompt_tuning", "reft", "union", "mam", "unipelt")
         self.capabilities = frozenset(
             {"arch:bert", "arch:roberta", "arch:gpt2", "arch:llama", "io:save", "io:load", "op:merge", "op:reset",
-             "op:eject", "op:fusion", "op:task_ids", "config:strings",
+             "op:eject", "op:fusion", "op:task_ids", "config:strings", "op:heads",
              # known upstream crashes (bare BertModel): Parallel over LoRA-family adapters does not replicate the
              # attention mask / unadapted projections -> RuntimeError
              "quirk:lora-parallel-crash"} | {f"method:{m}" for m in methods} | {f"block:{b}" for b in BLOCKS})
@@ -43,7 +43,11 @@ class AdaptersDriver:
         model.eval()
 
     def _sd(self, model):
-        return model.state_dict(keep_vars=True)
+        sd = model.state_dict(keep_vars=True)
+        if hasattr(model, "heads"):        # AdapterModel classes: bare-model keys (the base prefix stripped)
+            p = model.base_model_prefix + "."
+            sd = {(k[len(p):] if k.startswith(p) else k): v for k, v in sd.items()}
+        return sd
 
     def get_adapter_weights(self, model, name):
         # each prefix-tuning layer re-registers the model-level pool: skip those alias keys
@@ -111,6 +115,34 @@ class AdaptersDriver:
 
     def eject(self, model, name):
         model.eject_prefix_tuning(name)
+
+    # ---- prediction heads (capability op:heads) ----------------------------------------------------
+    def load_head_model(self, model_dir):
+        m = self._ad.AutoAdapterModel.from_pretrained(model_dir, attn_implementation="eager")
+        m.eval()
+        return m
+
+    def add_head(self, model, name, config):
+        model.add_prediction_head_from_config(name, dict(config), overwrite_ok=True, set_active=True)
+        model.eval()
+
+    def get_head_weights(self, model, name):
+        sd = self._sd(model)
+        return {k: sd[k].detach().numpy().astype(np.float32).copy() for k in sd if k.startswith(f"heads.{name}.")}
+
+    def set_head_weights(self, model, name, tensors):
+        self.set_adapter_weights(model, name, tensors)
+
+    def set_active_head(self, model, heads):
+        model.active_head = heads
+
+    def forward_heads(self, model, input_ids, attention_mask, **kw):
+        t = self._torch
+        with t.no_grad():
+            out = model(input_ids=t.tensor(np.asarray(input_ids)), attention_mask=t.tensor(np.asarray(attention_mask)),
+                        **kw)
+        outs = list(out) if isinstance(out, self._ad.heads.MultiHeadOutput) else [out]
+        return [{k: v.numpy() for k, v in o.items() if t.is_tensor(v)} for o in outs]
 
 
 def make_driver():

@@ -44,6 +44,8 @@ def _exists(mod: str) -> bool:
 def minadapters_capabilities() -> frozenset:
     """What this minadapters build can do, from the modules that exist."""
     caps = {"arch:bert", "arch:roberta", "io:save", "io:load", "op:fusion", "op:task_ids", "config:strings"}
+    if _exists("minadapters.heads"):
+        caps.add("op:heads")
     caps |= {f"block:{b}" for b in BLOCKS}
     caps |= {c for c, m in METHOD_MODULES.items() if _exists(m)}
     if "method:lora" in caps:
@@ -111,6 +113,27 @@ class MinadaptersDriver:
 
     def eject(self, model, name):
         model.eject_prefix_tuning(name)
+
+    # ---- prediction heads (capability op:heads) ----------------------------------------------------
+    def load_head_model(self, model_dir):
+        return self._ma.AutoAdapterModel.from_pretrained(model_dir, dtype=self.dtype, backend=self.backend)
+
+    def add_head(self, model, name, config):
+        model.add_prediction_head_from_config(name, dict(config), overwrite_ok=True, set_active=True)
+
+    def get_head_weights(self, model, name):
+        return {k: np.array(v, dtype=np.float32) for k, v in model.head_state_dict(name).items()}
+
+    def set_head_weights(self, model, name, tensors):
+        _assign(model.heads[name].param_refs(model), tensors, self.dtype, f"head {name!r}")
+
+    def set_active_head(self, model, heads):
+        model.active_head = heads
+
+    def forward_heads(self, model, input_ids, attention_mask, **kw):
+        out = model(input_ids=input_ids, attention_mask=attention_mask, **kw)
+        outs = list(out) if isinstance(out, self._ma.MultiHeadOutput) else [out]
+        return [{k: np.asarray(v) for k, v in o.items() if isinstance(v, np.ndarray)} for o in outs]
 
 
 def _assign(refs, tensors, dtype, what):

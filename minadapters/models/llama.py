@@ -66,11 +66,13 @@ class Config:
 
 
 def normalize_keys(weights: dict, model_type: str) -> dict:
-    """Strip 'model.', drop heads and rotary buffers, keep 'lm_head.weight'. Spec: DEC-2."""
-    prefix = ARCHITECTURE.base_model_prefix[model_type] + "."
+    """Strip 'model.' ('transformer.' in LlamaForQuestionAnswering), drop heads and rotary buffers, keep
+    'lm_head.weight'. Spec: DEC-2."""
+    prefixes = (ARCHITECTURE.base_model_prefix[model_type] + ".", "transformer.")
     out = {}
     for k, v in weights.items():
-        if k.startswith(prefix):
+        prefix = next((p for p in prefixes if k.startswith(p)), None)
+        if prefix is not None:
             k = k[len(prefix):]
         elif k != "lm_head.weight" and not k.startswith(("embed_tokens.", "layers.", "norm.")):
             continue                                        # other heads (score., qa_outputs. ...)
