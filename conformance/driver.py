@@ -27,10 +27,20 @@ BUILTIN_DRIVERS = {
 ENV_DRIVER = "MINADAPTERS_DRIVER"
 ENV_REFERENCE = "MINADAPTERS_REFERENCE"
 
-# Capability vocabulary (a driver may add more). "arch:<model_type>", "method:<registry name>",
-# "block:<Block>", "io:save", "io:load", "op:merge", "op:reset", "op:eject", "op:fusion", "op:task_ids",
-# "op:heads" (the optional head methods below).
+# Capability vocabulary (a driver may add more; README "The protocol" defines each). "arch:<model_type>",
+# "method:<registry name>", "block:<Block>", "io:roundtrip" (saves and reloads its own files),
+# "io:adapters-format" (reads and writes adapters 1.3.0's directories), "op:merge", "op:reset", "op:eject",
+# "op:fusion", "op:task_ids", "config:strings" (accepts adapters' config strings, e.g. "lora[r=4]"),
+# "precision:float64" (outputs carry float64 accuracy: the suite then compares with the float64 tolerances).
+# "io:save" + "io:load" (older drivers) mean both io capabilities. "op:heads": the optional head methods below.
 BLOCKS = ("Stack", "Fuse", "Split", "BatchSplit", "Parallel", "MultiTask", "Average")
+
+
+class Unsupported(Exception):
+    """Raised by a driver for a valid input it does not implement ("LoRA yes, gated LoRA no", "Stack of one
+    adapter only"). The suite books it as a declined draw, never as an error: the example ends there, later
+    draws still run, and a test whose every draw was declined is reported as skipped with this message (the
+    driver's reason). Raise it from any Driver method, or answer ``supports(config)`` before add_adapter."""
 
 
 @runtime_checkable
@@ -43,6 +53,9 @@ class Driver(Protocol):
     capabilities: frozenset
 
     def load_model(self, model_dir: str) -> object: ...
+
+    # Optional: ``supports(config) -> True | str``. Anything but True declines the config before add_adapter
+    # (a str is the reason shown). Drivers without it accept every config or raise Unsupported themselves.
 
     def add_adapter(self, model, name: str, config: dict) -> None: ...
 
@@ -79,6 +92,34 @@ class Driver(Protocol):
     # with keys "heads.<name>.<i>.<leaf>"; set_active_head(model, name | list of names);
     # forward_heads(model, input_ids, attention_mask, **kw) -> one {field: array} per head output
     # ("logits", or "start_logits" / "end_logits"); save_adapter / load_adapter include the same-named head.
+
+
+def check_supported(drv, config) -> None:
+    """Raise Unsupported when ``drv`` declares (through its optional ``supports``) that it lacks ``config``."""
+    fn = getattr(drv, "supports", None)
+    if fn is None:
+        return
+    ok = fn(config)
+    if ok is not True:
+        why = ok if isinstance(ok, str) and ok else "supports(config) returned " + repr(ok)
+        raise Unsupported(why)
+
+
+def capabilities(drv) -> frozenset:
+    """``drv.capabilities`` with the legacy io names expanded: io:save + io:load -> io:roundtrip and
+    io:adapters-format (the built-in drivers read and write adapters' directories)."""
+    caps = set(drv.capabilities)
+    if {"io:save", "io:load"} <= caps:
+        caps |= {"io:roundtrip", "io:adapters-format"}
+    return frozenset(caps)
+
+
+def precision(drv) -> str:
+    """"float64" when the driver declares ``precision:float64`` (or a ``precision`` attribute), else "float32"."""
+    p = getattr(drv, "precision", None)
+    if p in ("float32", "float64"):
+        return p
+    return "float64" if "precision:float64" in getattr(drv, "capabilities", ()) else "float32"
 
 
 class DriverLoadError(RuntimeError):

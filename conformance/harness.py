@@ -9,6 +9,7 @@ import pytest
 from hypothesis import note
 
 from . import report
+from .driver import Unsupported, capabilities, check_supported
 from .strategies import leaf, perturb, render
 from .tinymodels import pad_side, padded_batch
 
@@ -17,7 +18,8 @@ FUSION_FLAGS = ("key", "query", "value", "query_before_ln", "residual_before", "
 
 def need(drv, *caps, role="driver"):
     """Skip (with a reason naming what is missing) unless ``drv`` has every capability."""
-    missing = [c for c in caps if c not in drv.capabilities]
+    have = capabilities(drv)
+    missing = [c for c in caps if c not in have]
     if missing:
         pytest.skip(f"{role} {drv.name!r} lacks {', '.join(missing)}")
 
@@ -48,16 +50,34 @@ class Built:
         self.model = drv.load_model(model_dir)
 
     def add(self, name, cfg, tensors=None):
-        self.drv.add_adapter(self.model, name, cfg)
-        if tensors is not None:
-            self.drv.set_adapter_weights(self.model, name, tensors)
+        with declined_by(self.drv):
+            check_supported(self.drv, cfg)
+            self.drv.add_adapter(self.model, name, cfg)
+            if tensors is not None:
+                self.drv.set_adapter_weights(self.model, name, tensors)
 
     def weights(self, name):
         return self.drv.get_adapter_weights(self.model, name)
 
     def run(self, setup, ids, mask, **kw):
-        self.drv.set_active(self.model, setup)
-        return self.drv.forward(self.model, ids, mask, **kw)
+        with declined_by(self.drv):
+            self.drv.set_active(self.model, setup)
+            return self.drv.forward(self.model, ids, mask, **kw)
+
+
+class declined_by:
+    """Context manager: an Unsupported raised inside gets the driver's name in front of its reason (once)."""
+
+    def __init__(self, drv):
+        self.drv = drv
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, typ, exc, tb):
+        if isinstance(exc, Unsupported) and not getattr(exc, "conformance_who", None):
+            exc.conformance_who = self.drv.name
+        return False
 
 
 def add_perturbed(primary: Built, others, specs, seed):
@@ -89,6 +109,7 @@ def describe_case(method, arch, specs, setup, shape, seed):
              f"setup={render(setup) if setup else None}"]
     lines += [f"  add_adapter({n!r}, config={c!r})" for n, c in specs]
     note("\n".join(lines))
+    report.set_case("\n".join(lines))
     return f"{method}/{arch} {render(setup) if setup else 'base'} B,T={shape[0]},{shape[1]}"
 
 

@@ -1,7 +1,8 @@
 """Outcome classes (wycheproof TestResult style) and the checks that raise them; tolerances from tolerances.py.
 
 A failed check raises one of the ConformanceFailure subclasses; the report hook classifies by class:
-PASSED, WRONG_VALUE, WRONG_SHAPE, NOT_REJECTED, WRONG_ERROR, ERROR (driver crashed), SKIPPED.
+PASSED, WRONG_VALUE, WRONG_SHAPE, NOT_REJECTED, WRONG_ERROR, UNREADABLE_FILE (the reference cannot load the
+driver's adapters-format directory), ERROR (driver crashed), SKIPPED.
 Messages follow data-apis/array-api-tests: "x=…, but should be … [context]".
 """
 from __future__ import annotations
@@ -10,9 +11,11 @@ import builtins
 
 import numpy as np
 
+from .driver import Unsupported, precision
 from .tolerances import TOLERANCES
 
-OUTCOMES = ("PASSED", "WRONG_VALUE", "WRONG_SHAPE", "NOT_REJECTED", "WRONG_ERROR", "ERROR", "SKIPPED")
+OUTCOMES = ("PASSED", "WRONG_VALUE", "WRONG_SHAPE", "NOT_REJECTED", "WRONG_ERROR", "UNREADABLE_FILE", "ERROR",
+            "SKIPPED")
 
 
 class ConformanceFailure(AssertionError):
@@ -35,6 +38,12 @@ class WrongError(ConformanceFailure):
     outcome = "WRONG_ERROR"
 
 
+class UnreadableFile(ConformanceFailure):
+    """The reference cannot load a directory the driver wrote (io:adapters-format): booked as such, not as a
+    crash of the reference."""
+    outcome = "UNREADABLE_FILE"
+
+
 def classify(excinfo) -> str:
     if excinfo is None:
         return "PASSED"
@@ -47,8 +56,7 @@ def classify(excinfo) -> str:
 
 def tolerance(group: str, driver) -> tuple:
     """(rtol, atol) of a check group for this driver's precision, from conformance/tolerances.py (elementwise rule)."""
-    prec = "float64" if "float64" in getattr(driver, "version", "") or driver.name == "reference" else "float32"
-    tol = TOLERANCES[(group, prec)]
+    tol = TOLERANCES[(group, precision(driver))]
     return tol.rtol, tol.atol
 
 
@@ -84,10 +92,11 @@ def error_kinds(names) -> tuple:
 
 
 def expect_rejection(fn, kinds, *, what: str):
-    """Call fn(); it must raise one of ``kinds`` (builtin classes). Returns the exception."""
+    """Call fn(); it must raise one of ``kinds`` (builtin classes). Returns the exception. A driver's
+    Unsupported passes through (the case is declined, not failed)."""
     try:
         fn()
-    except ConformanceFailure:
+    except (ConformanceFailure, Unsupported):
         raise
     except Exception as e:  # noqa: BLE001  (any error is a rejection; its kind is then checked)
         if isinstance(e, kinds):

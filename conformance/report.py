@@ -11,6 +11,8 @@ EXAMPLES: Counter = Counter()            # (method, block) -> hypothesis example
 ARCH_EXAMPLES: Counter = Counter()       # (method, arch) -> hypothesis examples drawn
 RESULTS: dict = defaultdict(Counter)     # (method, block) -> outcome -> tests
 XFAIL_USED: dict = {}                    # expected-failure entry -> outcomes seen
+DECLINED: Counter = Counter()            # (method, block) -> draws the driver declined (Unsupported)
+_EXAMPLE: list = []                      # (method, block, arch) recorded by the example now running
 COLUMNS = OUTCOMES + ("XFAIL", "XPASS")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -19,6 +21,35 @@ def record_example(method, block, arch=None):
     EXAMPLES[(method, block)] += 1
     if arch is not None:
         ARCH_EXAMPLES[(method, arch)] += 1
+    _EXAMPLE.append((method, block, arch))
+
+
+_CASE = [""]                             # the description of the example now running (harness.describe_case)
+
+
+def start_example():
+    _EXAMPLE.clear()
+    _CASE[0] = ""
+
+
+def set_case(text):
+    _CASE[0] = text
+
+
+def last_case():
+    """The case the last example described (for a failure's short report)."""
+    return _CASE[0]
+
+
+def decline_example(label):
+    """The example now running was declined: it no longer counts as drawn; ``label`` (method, block) gets one
+    declined draw instead."""
+    for method, block, arch in _EXAMPLE:
+        EXAMPLES[(method, block)] -= 1
+        if arch is not None:
+            ARCH_EXAMPLES[(method, arch)] -= 1
+    _EXAMPLE.clear()
+    DECLINED[label] += 1
 
 
 def labels(item):
@@ -71,26 +102,44 @@ def glob_match(text, pattern):
     return fnmatch.fnmatchcase(text, pattern.replace("[", "[[]"))
 
 
-def apply_expected_failures(items, driver_name, entries, mark_factory):
+def driver_matches(pattern, names) -> bool:
+    """An entry's driver glob matches the driver's ``Driver.name`` (or, for drivers that cannot be built here,
+    the ``--driver`` argument): ``names`` lists those that apply."""
+    return any(glob_match(n, pattern) for n in names if n)
+
+
+def apply_expected_failures(items, driver_names, entries, mark_factory, path="expected_failures.txt"):
+    """Mark every item an entry matches as xfail (not strict); returns {line: items matched}."""
+    if isinstance(driver_names, str):
+        driver_names = [driver_names]
+    fname = os.path.basename(path)
     matched = Counter()
     for item in items:
         for drv, pat, reason, n in entries:
-            if glob_match(driver_name, drv) and glob_match(item.nodeid.split("::", 1)[-1], pat):
-                item.add_marker(mark_factory(reason=f"expected_failures.txt:{n}: {reason}", strict=False))
+            if driver_matches(drv, driver_names) and glob_match(item.nodeid.split("::", 1)[-1], pat):
+                item.add_marker(mark_factory(reason=f"{fname}:{n}: {reason}", strict=False))
                 matched[n] += 1
     return matched
 
 
 def summary_lines():
-    keys = sorted(set(RESULTS) | set(EXAMPLES))
-    head = ["method", "block", "examples"] + [c.lower().replace("_", " ") for c in COLUMNS]
-    rows = [[m, b, str(EXAMPLES.get((m, b), 0))] + [str(RESULTS[(m, b)].get(c, 0)) for c in COLUMNS]
-            for (m, b) in keys]
-    tot = ["total", "", str(sum(EXAMPLES.values()))] + [str(sum(RESULTS[k].get(c, 0) for k in RESULTS))
-                                                        for c in COLUMNS]
+    """Per (method, block): examples drawn, declined draws, then one column per outcome. Rows with nothing
+    but skips are left out (one line counts them)."""
+    keys = sorted(set(RESULTS) | {k for k, v in EXAMPLES.items() if v} | {k for k, v in DECLINED.items() if v})
+    shown = [k for k in keys if EXAMPLES.get(k, 0) or DECLINED.get(k, 0)
+             or any(RESULTS[k].get(c, 0) for c in COLUMNS if c != "SKIPPED")]
+    hidden = len(keys) - len(shown)
+    head = ["method", "block", "examples", "declined"] + [c.lower().replace("_", " ") for c in COLUMNS]
+    rows = [[m, b, str(EXAMPLES.get((m, b), 0)), str(DECLINED.get((m, b), 0))]
+            + [str(RESULTS[(m, b)].get(c, 0)) for c in COLUMNS] for (m, b) in shown]
+    tot = ["total", "", str(sum(EXAMPLES.values())), str(sum(DECLINED.values()))] + \
+        [str(sum(RESULTS[k].get(c, 0) for k in RESULTS)) for c in COLUMNS]
     widths = [max(len(r[i]) for r in [head, tot] + rows) for i in range(len(head))]
     fmt = lambda r: "  ".join(x.ljust(w) for x, w in zip(r, widths))  # noqa: E731
-    return [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows] + [fmt(tot)] + arch_lines()
+    out = [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows] + [fmt(tot)]
+    if hidden:
+        out.append(f"({hidden} method x block rows with no draw, only skips, are not shown)")
+    return out + arch_lines()
 
 
 def arch_lines():
@@ -99,6 +148,7 @@ def arch_lines():
     if not archs:
         return []
     methods = sorted({m for m, _ in ARCH_EXAMPLES})
+    methods = [m for m in methods if any(ARCH_EXAMPLES.get((m, a), 0) for a in archs)]
     rows = [["method"] + archs] + [[m] + [str(ARCH_EXAMPLES.get((m, a), 0)) for a in archs] for m in methods]
     rows.append(["total"] + [str(sum(ARCH_EXAMPLES[(m, a)] for m in methods)) for a in archs])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -39,6 +39,11 @@ NOT_DRAWN = {}  # class -> why no entry draws it yet (none: every upstream confi
 
 
 # ---- adapter configs ------------------------------------------------------------------------------------
+def _dropout():
+    """Dropout is the identity in eval mode: drawing it checks that an implementation does not apply it."""
+    return st.sampled_from([0.0, 0.1])
+
+
 def _leave_out():
     return st.lists(st.integers(0, L - 1), max_size=1, unique=True)
 
@@ -59,18 +64,23 @@ def bottleneck_configs(draw, phm=False, inv=False):
            "scaling": draw(st.sampled_from([1.0, 0.5, 2.0, "learned", "channel"]), label="scaling"),
            "use_gating": draw(st.booleans(), label="use_gating"), "residual_before_ln": rbl,
            "adapter_residual_before_ln": draw(st.booleans(), label="adapter_residual_before_ln"),
+           "dropout": draw(_dropout(), label="dropout"),
            "leave_out": draw(_leave_out(), label="leave_out")}
     if phm:
         cfg.update(init_weights="bert", phm_layer=True, reduction_factor=draw(st.sampled_from([5, 10]), label="rf"),
-                   phm_dim=2, phm_rank=draw(st.integers(1, 2), label="phm_rank"),
+                   phm_rank=draw(st.integers(1, 2), label="phm_rank"),
                    factorized_phm_W=draw(st.booleans(), label="factorized_phm_W"),
                    shared_phm_rule=draw(st.booleans(), label="shared_phm_rule"),
                    factorized_phm_rule=draw(st.booleans(), label="factorized_phm_rule"),
                    phm_c_init=draw(st.sampled_from(["normal", "uniform"]), label="phm_c_init"),
                    phm_bias=draw(st.booleans(), label="phm_bias"))
         cfg["shared_W_phm"] = cfg["factorized_phm_W"] and draw(st.booleans(), label="shared_W_phm")
+        # phm_dim divides D (20 / 24) and the bottleneck (D // rf = 4 for rf 5, 2 for rf 10)
+        cfg["phm_dim"] = draw(st.sampled_from([2, 4]), label="phm_dim") if cfg["reduction_factor"] == 5 else 2
     if inv:
-        cfg.update(inv_adapter="nice", inv_adapter_reduction_factor=draw(st.sampled_from([2, 3]), label="inv_rf"))
+        # GLOW is not drawn: adapters 1.3.0 crashes on it here (RuntimeError: size 20 vs 10 at dim 2)
+        cfg.update(inv_adapter="nice",
+                   inv_adapter_reduction_factor=draw(st.sampled_from([2, 3]), label="inv_rf"))
     return cfg
 
 
@@ -88,9 +98,9 @@ def _lora_targets(draw, attn_only=False):
 @st.composite
 def lora_configs(draw, kind="lora"):
     """LoRAConfig-family dicts: kind lora / ia3 / vera / dora / dvora / mtl (Spec: LORA-*)."""
-    cfg = {"architecture": "lora", "dropout": 0.0, **_lora_targets(draw, attn_only=kind in ("vera", "dvora"))}
+    cfg = {"architecture": "lora", "dropout": draw(_dropout(), label="dropout"), **_lora_targets(draw, attn_only=kind in ("vera", "dvora"))}
     if kind == "ia3":
-        cfg.update(composition_mode="scale", r=1, alpha=draw(st.sampled_from([1, 2, 3]), label="alpha"),
+        cfg.update(composition_mode="scale", r=1, dropout=0.0, alpha=draw(st.sampled_from([1, 2, 3]), label="alpha"),
                    init_weights="ia3", use_gating=draw(st.booleans(), label="use_gating"))
         return cfg
     cfg.update(composition_mode="add", r=draw(st.integers(1, 4), label="r"),
@@ -98,7 +108,8 @@ def lora_configs(draw, kind="lora"):
                use_gating=draw(st.booleans(), label="use_gating") if kind == "lora" else False,
                init_weights=draw(st.sampled_from(["lora", "bert"]), label="init_weights"))
     if kind in ("vera", "dvora"):
-        cfg.update(vera_d=draw(st.sampled_from([0.1, 0.5]), label="vera_d"), vera_b=0.0, init_weights="vera")
+        cfg.update(vera_d=draw(st.sampled_from([0.1, 0.5]), label="vera_d"),
+                   vera_b=draw(st.sampled_from([0.0, 0.1]), label="vera_b"), init_weights="vera")
     if kind in ("dora", "dvora"):
         cfg["use_dora"] = True
     if kind == "mtl":       # task_specific_matrix_type="linear" is broken upstream (semantics §4.6)
@@ -115,24 +126,28 @@ def prefix_configs(draw):
             "flat": draw(st.booleans(), label="flat"), "prefix_length": draw(st.integers(1, 5), label="prefix_length"),
             "bottleneck_size": draw(st.integers(2, 9), label="bottleneck_size"),
             "non_linearity": draw(st.sampled_from(["tanh", "relu", "gelu"]), label="non_linearity"),
-            "use_gating": draw(st.booleans(), label="use_gating"), "leave_out": draw(_leave_out(), label="leave_out"),
-            "dropout": 0.0}
+            "use_gating": draw(st.booleans(), label="use_gating"),
+            "shared_gating": draw(st.booleans(), label="shared_gating"), "leave_out": draw(_leave_out(), label="leave_out"),
+            "dropout": draw(_dropout(), label="dropout")}
 
 
 @st.composite
 def prompt_configs(draw):
     return {"architecture": "prompt_tuning", "prompt_length": draw(st.integers(1, 4), label="prompt_length"),
-            "prompt_init": "random_uniform", "combine": "prefix"}
+            "prompt_init": "random_uniform",
+            "combine": draw(st.sampled_from(["prefix", "prefix_after_bos"]), label="combine")}
 
 
 @st.composite
 def reft_configs(draw):
     layers = draw(st.sampled_from(["all", [0], [1], [0, 1]]), label="layers")
     return {"architecture": "reft", "layers": layers, "r": draw(st.integers(1, 3), label="r"),
-            "prefix_positions": draw(st.integers(0, 3), label="prefix_positions"),
-            "suffix_positions": draw(st.integers(0, 2), label="suffix_positions"),
+            # at least one position, so that every drawn ReFT adapter intervenes somewhere
+            **draw(st.sampled_from([(p, s) for p in range(4) for s in range(3) if p + s]).map(
+                lambda ps: {"prefix_positions": ps[0], "suffix_positions": ps[1]}), label="prefix, suffix positions"),
             "orthogonality": draw(st.booleans(), label="orthogonality"),
-            "tied_weights": draw(st.booleans(), label="tied_weights"), "dropout": 0.0}
+            "non_linearity": draw(st.sampled_from([None, "tanh", "gelu"]), label="non_linearity"),
+            "tied_weights": draw(st.booleans(), label="tied_weights"), "dropout": draw(_dropout(), label="dropout")}
 
 
 # ---- config unions (Spec: CFG-3, CFG-5) ------------------------------------------------------------------
@@ -237,7 +252,7 @@ def _ia3_identity_config(c):
 def _is_up(k):
     leaf = k.split(".adapters.")[-1] if ".adapters." in k else ""
     return ".adapter_up." in "." + leaf or any(s in k for s in (".W_up_left", ".W_up_right")) \
-        or ".F.2." in k or ".G.2." in k
+        or ".F.2." in k or ".G.2." in k or ".s1.2." in k or ".s2.2." in k
 
 
 @dataclass(frozen=True)
@@ -451,6 +466,35 @@ def runnable_blocks(entry, *drivers, arch="bert", cfg=None) -> set:
     return out
 
 
+def why_not_runnable(entry, blk, *drivers, arch="bert") -> Optional[str]:
+    """Why ``blk`` is not among runnable_blocks(entry, *drivers, arch=arch): the real cause, or None."""
+    if blk not in blocks_for(entry, arch):
+        return f"adapters 1.3.0 does not support {blk} for {entry.name} on {arch}"
+    for d in drivers:
+        if f"block:{blk}" not in d.capabilities:
+            return f"driver {d.name!r} lacks block:{blk}"
+        for quirk, blocks in entry.quirks.items():
+            if quirk in d.capabilities and blk in blocks:
+                return f"driver {d.name!r} declares {quirk} (its {blk} crashes for {entry.name})"
+    return None
+
+
+def method_of(cfg) -> Optional[str]:
+    """The registry method (capability ``method:<name>``) a config dict belongs to; None for a string or an
+    unknown architecture (every implementation must reject those)."""
+    if not isinstance(cfg, dict):
+        return None
+    a = cfg.get("architecture")
+    if a in (None, "bottleneck"):
+        return "compacter" if cfg.get("phm_layer") else "invertible" if cfg.get("inv_adapter") else "bottleneck"
+    if a == "lora":
+        if cfg.get("composition_mode") == "scale":
+            return "ia3"
+        vera = cfg.get("vera_d") is not None or cfg.get("vera_b") is not None
+        return ("dvora" if vera else "dora") if cfg.get("use_dora") else "vera" if vera else "lora"
+    return a if a in ("mtl_lora", "prefix_tuning", "prompt_tuning", "reft", "union") else None
+
+
 def method_ids():
     return list(REGISTRY)
 
@@ -462,13 +506,20 @@ ALIASES = (("adapter_norm_before.", "adapter_down.0."),)   # adapters registers 
 def perturb(tensors: dict, seed: int, scale: float = 0.3) -> dict:
     """Seeded weights for every tensor, independent of the driver's random fresh init (so runs repeat exactly):
     tensors that start as all ones (LayerNorm gains, IA3 vectors, learned scalings) become 1 + noise, all others
-    noise. Aliased keys get identical values."""
+    noise. Aliased keys get identical values. The ``original`` of an orthogonal parametrization (ReFT) keeps
+    a diagonal of magnitude in [1, 2): torch's Householder map multiplies column j by trunc(diag_j), so a noise
+    diagonal would make the projection 0 and the adapter a no-op (REFT-2)."""
     rng = np.random.default_rng(seed)
     out = {}
     for k in sorted(tensors):
         v = np.asarray(tensors[k], np.float32)
         base = 1.0 if (v.size and np.all(v == 1)) else 0.0
         out[k] = (base + rng.standard_normal(v.shape) * scale).astype(np.float32)
+        if k.endswith("parametrizations.weight.original") and v.ndim == 2:
+            d = np.diagonal(v)
+            sign = np.where(d > 0, 1.0, -1.0)
+            mag = 1.0 + np.minimum(np.abs(rng.standard_normal(d.shape)) * scale, 0.9)
+            np.fill_diagonal(out[k], (sign * mag).astype(np.float32))
     for alias, target in ALIASES:
         for k in out:
             if alias in k and k.replace(alias, target) in out:

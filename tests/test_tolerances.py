@@ -59,8 +59,9 @@ def test_parser_reads_what_the_table_says():
 
 def test_rules_are_known_and_elementwise_rows_serve_the_checks():
     assert {t.rule for t in TOLERANCES.values()} <= {"elementwise", "scaled"}
-    float32 = SimpleNamespace(name="minadapters", version="minadapters 0.1.0 (numpy, float32)")
-    reference = SimpleNamespace(name="reference", version="minadapters 0.1.0 (NumPy float64 reference)")
+    # the driver declares its precision (attribute or capability), the version string is not read
+    float32 = SimpleNamespace(name="minadapters", version="0.1.0 (float64 in the name only)", precision="float32")
+    reference = SimpleNamespace(name="x", version="0.1.0", capabilities=frozenset({"precision:float64"}))
     for group in ("differential", "metamorphic", "merge"):
         assert outcomes.tolerance(group, float32) == TOLERANCES[(group, "float32")][1:]
         assert outcomes.tolerance(group, reference) == TOLERANCES[(group, "float64")][1:]

@@ -14,6 +14,7 @@ BLOCKS = ("Stack", "Fuse", "Split", "BatchSplit", "Parallel", "MultiTask", "Aver
 
 class AdaptersDriver:
     name = "adapters"
+    precision = "float32"
 
     def __init__(self):
         import adapters
@@ -26,7 +27,7 @@ class AdaptersDriver:
                    "prefix_tuning", "prompt_tuning", "reft", "union", "mam", "unipelt")
         self.capabilities = frozenset(
             {"arch:bert", "arch:roberta", "arch:gpt2", "arch:llama", "io:save", "io:load", "op:merge", "op:reset",
-             "op:eject", "op:fusion", "op:task_ids", "op:heads",
+             "op:eject", "op:fusion", "op:task_ids", "config:strings", "op:heads",
              # known upstream crashes (bare BertModel): Parallel over LoRA-family adapters does not replicate the
              # attention mask / unadapted projections -> RuntimeError
              "quirk:lora-parallel-crash"} | {f"method:{m}" for m in methods} | {f"block:{b}" for b in BLOCKS})

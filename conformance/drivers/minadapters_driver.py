@@ -43,7 +43,7 @@ def _exists(mod: str) -> bool:
 
 def minadapters_capabilities() -> frozenset:
     """What this minadapters build can do, from the modules that exist."""
-    caps = {"arch:bert", "arch:roberta", "io:save", "io:load", "op:fusion", "op:task_ids"}
+    caps = {"arch:bert", "arch:roberta", "io:save", "io:load", "op:fusion", "op:task_ids", "config:strings"}
     if _exists("minadapters.heads"):
         caps.add("op:heads")
     caps |= {f"block:{b}" for b in BLOCKS}
@@ -67,6 +67,7 @@ class MinadaptersDriver:
         get_ops(self.backend)                      # raises BackendUnavailableError now, not mid-suite
         self.name = name if backend is None else f"{name}-{self.backend}"
         self.version = f"{minadapters.__version__} ({self.backend}, {self.dtype.name})"
+        self.precision = self.dtype.name          # declared, not read from the version string
         self.capabilities = minadapters_capabilities()
 
     def load_model(self, model_dir):

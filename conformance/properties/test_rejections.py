@@ -1,5 +1,9 @@
 """Rejection cases from vectors/rejections.json: invalid configs, strings, compositions and files must raise
-one of the listed builtin error kinds (NOT_REJECTED if accepted, WRONG_ERROR if another error)."""
+one of the listed builtin error kinds (NOT_REJECTED if accepted, WRONG_ERROR if another error).
+
+Each case needs what it exercises: the method of its config(s) (``method:<name>``), config strings
+(``config:strings``), the blocks of its setup, and for files either ``io:roundtrip`` (a missing or empty
+directory: any loader must refuse it) or ``io:adapters-format`` (damaged adapters-format directories)."""
 import json
 import os
 
@@ -7,7 +11,9 @@ import numpy as np
 import pytest
 
 from conformance import vectors
+from conformance.driver import check_supported
 from conformance.harness import need
+from conformance.strategies import method_of, tree_blocks
 from conformance.outcomes import error_kinds, expect_rejection
 from conformance.tinymodels import padded_batch
 
@@ -20,8 +26,25 @@ def _param(doc, g, t):
                                                                                    block=g["kind"])])
 
 
+def _need_config(driver, cfg):
+    if isinstance(cfg, str):
+        need(driver, "config:strings")
+    elif method_of(cfg) is not None:
+        need(driver, f"method:{method_of(cfg)}")
+
+
 @pytest.mark.parametrize("group, case", [_param(*c) for c in CASES])
 def test_rejection(driver, model_dirs, group, case, tmp_path):
+    need(driver, "arch:bert")
+    if group["kind"] == "config":
+        _need_config(driver, case["config"])
+    elif group["kind"] == "setup":
+        for a in group["adapters"]:
+            _need_config(driver, a["config"])
+        need(driver, *[f"block:{b}" for b in sorted(tree_blocks(case["setup"]))])
+    else:
+        _need_config(driver, group["adapter"]["config"])
+        need(driver, "io:roundtrip" if case["file"] in ("missing", "empty") else "io:adapters-format")
     model = driver.load_model(model_dirs["bert"])
     kinds = error_kinds(case["errors"])
     what = f"tcId {case['tcId']} ({case['comment']})"
@@ -29,16 +52,14 @@ def test_rejection(driver, model_dirs, group, case, tmp_path):
         act = lambda: driver.add_adapter(model, "x", case["config"])  # noqa: E731
     elif group["kind"] == "setup":
         for a in group["adapters"]:
+            check_supported(driver, a["config"])
             driver.add_adapter(model, a["name"], a["config"])
         ids, mask = padded_batch("bert", np.random.default_rng(0), *group["batch"])
-        if case["setup"]["type"] == "Fuse":
-            need(driver, "block:Fuse")
 
         def act():
             driver.set_active(model, case["setup"])
             driver.forward(model, ids, mask)
     else:
-        need(driver, "io:save", "io:load")
         d = _make_file_case(driver, group, case["file"], str(tmp_path))
         act = lambda: driver.load_adapter(driver.load_model(model_dirs["bert"]), d)  # noqa: E731
     if case["result"] == "acceptable":
