@@ -145,7 +145,8 @@ def test_batchsplit_and_parallel_invariants(family):
     first = m(ids[:1], attention_mask=mask[:1]).last_hidden_state
     m.active_adapters = "b"
     rest = m(ids[1:], attention_mask=mask[1:]).last_hidden_state
-    np.testing.assert_allclose(split, np.concatenate([first, rest]), rtol=1e-5, atol=1e-6)
+    # other batch compositions sum in another BLAS order: float32 agreement, not bit equality (spec 00-notation)
+    np.testing.assert_allclose(split, np.concatenate([first, rest]), rtol=1e-4, atol=1e-5)
     if "Parallel" not in m.arch.blocks:
         with pytest.raises(ValueError, match="Parallel"):
             m.active_adapters = ma.Parallel("a", "b")
@@ -153,8 +154,8 @@ def test_batchsplit_and_parallel_invariants(family):
     m.active_adapters = ma.Parallel("a", "b")
     par = m(ids, attention_mask=mask).last_hidden_state
     assert par.shape[0] == 6, f"Parallel gives batch {par.shape[0]}, but should be 6"
-    np.testing.assert_allclose(par[:3], _run(m, "a", ids, mask), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(par[3:], _run(m, "b", ids, mask), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(par[:3], _run(m, "a", ids, mask), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(par[3:], _run(m, "b", ids, mask), rtol=1e-4, atol=1e-5)
 
 
 def _run(m, name, ids, mask):
