@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError
 from ..functional.activations import get_activation
 from ..hooks import Hook
-from .base import ALL_METHODS, Architecture, LayerStack, attention_probs, layer_views
+from .base import (ALL_METHODS, Architecture, LayerStack, attention_probs, check_encoder_config, config_int,
+                   layer_views)
 from .bert import extended_mask, merge_heads, split_heads
 from .electra import embeddings as electra_embeddings      # same embedding equations (FAM-EL-1)
 
@@ -49,22 +50,14 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
         """config.json of AlbertConfig (transformers' defaults for missing keys). Spec: FAM-AL-1."""
-        def integer(key, default, minimum=1):
-            v = d.get(key, default)
-            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                raise ConfigError(f"config.json: {key}={v!r} must be an integer >= {minimum}.")
-            return v
+        integer = lambda key, default, minimum=1: config_int(d, key, default, minimum)  # noqa: E731
         D, H = integer("hidden_size", 4096), integer("num_attention_heads", 64)
-        if D % H:
-            raise ShapeError(f"config.json: hidden_size={D} is not a multiple of num_attention_heads={H}.")
+        check_encoder_config(d, D, H)
         L, G = integer("num_hidden_layers", 12), integer("num_hidden_groups", 1)
         if G > L:
             raise ConfigError(f"config.json: num_hidden_groups={G} exceeds num_hidden_layers={L}.")
         if integer("inner_group_num", 1) != 1:
             raise ConfigError(f"config.json: inner_group_num={d['inner_group_num']!r} is not supported; only 1.")
-        pe = d.get("position_embedding_type", "absolute")
-        if pe != "absolute":
-            raise ConfigError(f"config.json: position_embedding_type={pe!r} is not supported; only 'absolute'.")
         act = d.get("hidden_act", "gelu_new")
         get_activation(act)
         return cls("albert", D, integer("embedding_size", 128), L, G, H, integer("intermediate_size", 16384),

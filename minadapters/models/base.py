@@ -17,11 +17,29 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from ..composition import BLOCKS
+from ..errors import ConfigError, ShapeError
 from ..hooks import Hook, KIND_OF_HOOK
 
 # adapters 1.3.0's method names (AdapterModelInterface.adapter_methods) plus prefix tuning.
 ALL_METHODS = frozenset({"bottleneck", "lora", "prefix_tuning", "prompt_tuning", "reft", "invertible"})
 ALL_BLOCKS = frozenset(BLOCKS)            # composition block class names
+
+
+def config_int(d: dict, key: str, default: int, minimum: int = 1) -> int:
+    """``d[key]`` (or ``default``) as an integer >= ``minimum``; ConfigError naming the key otherwise."""
+    v = d.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ConfigError(f"config.json: {key}={v!r} must be an integer >= {minimum}.")
+    return v
+
+
+def check_encoder_config(d: dict, hidden: int, heads: int) -> None:
+    """The checks every BERT-like config shares: heads divide the hidden size, absolute positions only."""
+    if hidden % heads:
+        raise ShapeError(f"config.json: hidden_size={hidden} is not a multiple of num_attention_heads={heads}.")
+    pe = d.get("position_embedding_type", "absolute")
+    if pe != "absolute":
+        raise ConfigError(f"config.json: position_embedding_type={pe!r} is not supported; only 'absolute'.")
 
 
 class LayerKey(NamedTuple):

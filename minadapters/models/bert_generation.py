@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import ConfigError, ShapeError
 from ..functional.activations import get_activation
 from . import decoder_common as dc
-from .base import ALL_METHODS, Architecture, layer_views
+from .base import ALL_METHODS, Architecture, check_encoder_config, config_int, layer_views
 from .bert import STACK as BERT_STACK
 from .bert import encoder_layer, extended_mask
 
@@ -36,17 +36,9 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
         """config.json of BertGenerationConfig (transformers' defaults for missing keys). Spec: FAM-BG-1."""
-        def integer(key, default, minimum=1):
-            v = d.get(key, default)
-            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                raise ConfigError(f"config.json: {key}={v!r} must be an integer >= {minimum}.")
-            return v
+        integer = lambda key, default, minimum=1: config_int(d, key, default, minimum)  # noqa: E731
         D, H = integer("hidden_size", 1024), integer("num_attention_heads", 16)
-        if D % H:
-            raise ShapeError(f"config.json: hidden_size={D} is not a multiple of num_attention_heads={H}.")
-        pe = d.get("position_embedding_type", "absolute")
-        if pe != "absolute":
-            raise ConfigError(f"config.json: position_embedding_type={pe!r} is not supported; only 'absolute'.")
+        check_encoder_config(d, D, H)
         act = d.get("hidden_act", "gelu")
         get_activation(act)
         dec = d.get("is_decoder", False)
