@@ -31,6 +31,16 @@ def _config(model_type, overrides):
         kw = dict(hidden_size=40, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37,
                   vocab_size=VOCAB, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
         return t.BertGenerationConfig(**dict(kw, **overrides), attn_implementation="eager"), t.BertGenerationEncoder
+    if model_type in ("deberta", "deberta-v2"):
+        # relative attention with both terms, a span (6) shorter than the 9-token batches, token types, E != D
+        kw = dict(hidden_size=40, embedding_size=28, num_hidden_layers=3, num_attention_heads=4,
+                  intermediate_size=37, vocab_size=VOCAB, max_position_embeddings=64, type_vocab_size=2,
+                  relative_attention=True, pos_att_type=["c2p", "p2c"], max_relative_positions=6)
+        if model_type == "deberta":
+            return t.DebertaConfig(**dict(kw, **overrides), attn_implementation="eager"), t.DebertaModel
+        kw.update(position_buckets=4, share_att_key=True, norm_rel_ebd="layer_norm", max_relative_positions=16,
+                  position_biased_input=False)                           # deberta-v3's options, small
+        return t.DebertaV2Config(**dict(kw, **overrides), attn_implementation="eager"), t.DebertaV2Model
     classes = {"mistral": (t.MistralConfig, t.MistralModel), "qwen2": (t.Qwen2Config, t.Qwen2Model),
                "qwen3": (t.Qwen3Config, t.Qwen3Model), "gemma": (t.GemmaConfig, t.GemmaModel)}
     cfg_cls, model_cls = classes[model_type]
