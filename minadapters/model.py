@@ -420,7 +420,9 @@ class AdapterModel:
                                     past_key_values=past_key_values, **kwargs)
         check_forward_inputs(inputs.get("input_ids", np.zeros((1, 1), np.int64)), inputs.get("attention_mask"),
                              inputs.get("token_type_ids"), inputs.get("position_ids"),
-                             type_vocab_size=getattr(self.config, "type_vocab_size", None))   # Spec: API-2, IO-16
+                             # type_vocab_size 0 (DeBERTa's default): no token types, the ids are ignored as
+                             # transformers ignores them
+                             type_vocab_size=getattr(self.config, "type_vocab_size", None) or None)   # API-2, IO-16
         if "attention_mask" in inputs:
             inputs["attention_mask"] = inputs["attention_mask"].astype(np.int64)
         ctx = AdapterSetup.get_context()

@@ -22,8 +22,6 @@ from .bert import merge_heads, split_heads
 
 ENCODER = "encoder"
 REL = "encoder.rel_embeddings.weight"
-HEAD_TYPES = ("classification", "multilabel_classification", "tagging", "question_answering", "multiple_choice",
-              "masked_lm")                                  # adapters 1.3.0's Deberta(V2)AdapterModel.head_types
 
 
 def _bool(d, key, default):
