@@ -63,6 +63,16 @@ def pairwise_mask(mask2d, dtype):
     return np.where(pair, np.zeros((), dtype), np.finfo(dtype).min).astype(dtype)
 
 
+def prompt_pairwise_mask(mask, P: int):
+    """The pairwise mask with P prompt positions in front: prompt rows and prompt columns attend everywhere
+    (adapters' prefix_attention_mask along dims 3 then 2, value 1). Spec: DEB-4.  (B, 1, T, T) -> (B, 1, P+T, P+T)
+
+    So a prompt row attends padding keys too, and a padding row attends the prompt keys (not uniform)."""
+    if P == 0:
+        return mask
+    return np.pad(mask, ((0, 0), (0, 0), (P, 0), (P, 0)), constant_values=0)
+
+
 def masked_fill(scores, mask):
     """scores where the additive mask is 0, dtype-min where it masks (transformers' masked_fill, exact). Spec: DEB-4."""
     return np.where(mask < 0, np.finfo(scores.dtype).min, scores).astype(scores.dtype, copy=False)

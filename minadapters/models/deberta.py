@@ -348,8 +348,15 @@ def forward(p, cfg: Config, hooks, ops, dtype, *, input_ids=None, attention_mask
         attention_mask = np.ones(shape, np.int64)
     x = embeddings(p, cfg, input_ids, token_type_ids, position_ids, attention_mask, ops,
                    inputs_embeds=inputs_embeds).astype(dtype, copy=False)
-    x, attention_mask = hooks.embeddings(ENCODER, x, attention_mask)
-    mask = F.pairwise_mask(attention_mask, dtype)
+    T0 = x.shape[1]
+    x, _ = hooks.embeddings(ENCODER, x, attention_mask)
+    P = x.shape[1] - T0                                                 # prompt tuning's prompt length
+    # COMPAT(adapters): the prompt is prepended to the (B, 1, T, T) mask, not to the 2-D one (DEB-4)
+    mask = F.prompt_pairwise_mask(F.pairwise_mask(attention_mask, dtype), P)
+    if P and cfg.conv_kernel_size:
+        raise ValueError(f"model_type={cfg.model_type!r} with conv_kernel_size={cfg.conv_kernel_size}: prompt tuning "
+                         f"is not supported (adapters 1.3.0's ConvLayer masks with the {T0}-token input mask and "
+                         f"fails on the {T0 + P} positions); deactivate the prompt-tuning adapter.")
     rel, rel_emb = relative_inputs(p, cfg, x.shape[1], ops)
     emb = x
     states = [x] if output_hidden_states else None

@@ -38,8 +38,8 @@ def _config(model_type, overrides):
                   vocab_size=VOCAB, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
         return t.BertGenerationConfig(**dict(kw, **overrides), attn_implementation="eager"), t.BertGenerationEncoder
     if model_type in ("deberta", "deberta-v2"):
-        # relative attention with both terms, a span (6) shorter than the 9-token batches, token types, E != D
-        kw = dict(hidden_size=40, embedding_size=28, num_hidden_layers=3, num_attention_heads=4,
+        # relative attention with both terms, a span (6) shorter than the 9-token batches, token types
+        kw = dict(hidden_size=40, num_hidden_layers=3, num_attention_heads=4,
                   intermediate_size=37, vocab_size=VOCAB, max_position_embeddings=64, type_vocab_size=2,
                   relative_attention=True, pos_att_type=["c2p", "p2c"], max_relative_positions=6)
         if model_type == "deberta":
@@ -99,9 +99,9 @@ def relink_pool(model):
 class Env:
     """One upstream model + our model loaded from its weights; adapters added to both, weights perturbed."""
 
-    def __init__(self, model_type, tmp):
+    def __init__(self, model_type, tmp, **overrides):
         self.model_type, self.tmp, self.n = model_type, tmp, 0
-        self.torch_model = hf_family_model(model_type)
+        self.torch_model = hf_family_model(model_type, **overrides)
         save_model(self.torch_model, os.path.join(tmp, "model"))
         relink_pool(self.torch_model)
         self.ours = ma.AutoModel.from_pretrained(os.path.join(tmp, "model"))
