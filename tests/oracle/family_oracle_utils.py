@@ -124,3 +124,25 @@ class Env:
             ids, mask = batch(pad_side=side, B=B, seed=self.n)
             got = self.ours(ids, attention_mask=mask).last_hidden_state
             assert_close(got, torch_hidden(self.torch_model, ids, mask), what=f"{self.model_type} {what} {side}")
+
+
+def preset_counts(preset):
+    """(ours, adapters') adapter_summary parameter counts of an `ARCH_PRESETS` entry with a LoRA, a bottleneck, an
+    IA3 and (where supported) a prefix-tuning adapter; adapters' model built on the meta device."""
+    from minadapters.summary import ARCH_PRESETS
+    from minadapters.tiny import shell_model
+    raw = dict(ARCH_PRESETS[preset])
+    cfg = transformers.AutoConfig.for_model(**raw)
+    ours = shell_model(raw)
+    configs = [("l", "lora[r=8, intermediate_lora=True]"), ("b", "seq_bn"), ("i", "ia3")]
+    if "prefix_tuning" in ours.arch.methods:
+        configs.append(("p", "prefix_tuning[prefix_length=20]"))
+    with torch.device("meta"):
+        m = transformers.AutoModel.from_config(cfg)
+        adapters.init(m, interface=gemma_interface() if raw["model_type"] == "gemma" else None)
+        for name, config in configs:
+            m.add_adapter(name, config=config)
+            ours.add_adapter(name, config=config)
+    want = {r["name"]: r["#param"] for r in m.adapter_summary(as_dict=True)}
+    got = {r["name"]: r["#param"] for r in ours.adapter_summary(as_dict=True)}
+    return got, want

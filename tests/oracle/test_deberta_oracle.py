@@ -17,7 +17,7 @@ import torch  # noqa: E402
 import adapters  # noqa: E402
 import adapters.composition as ac  # noqa: E402
 from decoder_oracle_utils import batch  # noqa: E402
-from family_oracle_utils import Env, hf_family_model, torch_hidden  # noqa: E402
+from family_oracle_utils import Env, hf_family_model, preset_counts, torch_hidden  # noqa: E402
 from oracle_utils import assert_close, perturb_adapter, save_model  # noqa: E402
 
 TYPES = ["deberta", "deberta-v2"]
@@ -333,3 +333,14 @@ def test_prompt_tuning_with_conv_layer_fails_on_both(tmp_path):
         torch_hidden(m, ids, mask)
     with pytest.raises(ValueError, match="conv_kernel_size.*prompt tuning"):
         ours(ids, attention_mask=mask)
+
+
+@pytest.mark.spec("API-3")
+@pytest.mark.parametrize("preset", ["microsoft/deberta-base", "microsoft/deberta-v3-base"])
+def test_summary_preset_counts_equal_adapters(preset):
+    """`summary --arch` presets of the common DeBERTa checkpoints count what adapters 1.3.0 counts (meta device);
+    the full model of v1 differs by adapters' random in_proj biases, 3·D per layer (deviation, DEB-6)."""
+    got, want = preset_counts(preset)
+    if preset == "microsoft/deberta-base":
+        want["Full model"] -= 12 * 3 * 768
+    assert got == want, f"{preset}: counts {got}, but should be {want}"
