@@ -237,6 +237,12 @@ def test_prefix_under_parallel(env):
     env.compare(ac.Parallel(p, p2), ma.Parallel(p, p2), what="Parallel(prefix, prefix)")
     env.compare(ac.BatchSplit(p, p2, batch_sizes=[2, 1]), ma.BatchSplit(p, p2, batch_sizes=[2, 1]), what="BatchSplit")
     env.compare(ac.Stack(p, b), ma.Stack(p, b), what="Stack(prefix, seq_bn)")
+    # different prefix lengths: adapters pads DeBERTa's 0/1 mask with 0 (invert_mask=False), so the padded prefix
+    # slots are masked as ours are (deviation 8, BERT's +1.0 padding, does not arise here)
+    p3 = env.add("prefix_tuning[prefix_length=2, bottleneck_size=8]")
+    env.compare(ac.BatchSplit(p, p3, batch_sizes=[1, 2]), ma.BatchSplit(p, p3, batch_sizes=[1, 2]),
+                what="BatchSplit of prefix lengths 4 and 2")
+    env.compare(ac.Parallel(p3, p2), ma.Parallel(p3, p2), what="Parallel of prefix lengths 2 and 4")
 
 
 def test_fuse(env):
