@@ -286,7 +286,8 @@ def test_ours_to_adapters(env, tmp_path):
 
 
 HEAD_CASES = [("classification", dict(num_labels=3)), ("multilabel_classification", dict(num_labels=4)),
-              ("tagging", dict(num_labels=5)), ("question_answering", {}), ("masked_lm", {})]
+              ("tagging", dict(num_labels=5)), ("question_answering", {}), ("masked_lm", {}),
+              ("multiple_choice", dict(num_choices=3))]
 
 
 @pytest.mark.spec("DEB-6")
@@ -313,9 +314,10 @@ def test_adapter_model_heads(model_type, tmp_path):
         flex.eval()
         flex.save_adapter(str(tmp_path / name), name)
         ours.load_adapter(str(tmp_path / name), set_active=True)
+        x, xm = (ids, mask) if kind != "multiple_choice" else (np.stack([ids, ids[::-1]]), np.stack([mask, mask]))
         with torch.no_grad():
-            exp = flex(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
-        got = ours(ids, attention_mask=mask)
+            exp = flex(input_ids=torch.tensor(x), attention_mask=torch.tensor(xm))
+        got = ours(x, attention_mask=xm)
         fields = ("start_logits", "end_logits") if kind == "question_answering" else ("logits",)
         for f in fields:
             assert_close(getattr(got, f), getattr(exp, f).numpy(), what=f"{model_type} {kind} {f}")
@@ -350,3 +352,39 @@ def test_summary_preset_counts_equal_adapters(preset):
     if preset == "microsoft/deberta-base":
         want["Full model"] -= 12 * 3 * 768
     assert got == want, f"{preset}: counts {got}, but should be {want}"
+
+
+STATIC = ["DebertaForSequenceClassification", "DebertaForTokenClassification", "DebertaForQuestionAnswering",
+          "DebertaForMaskedLM", "DebertaV2ForSequenceClassification", "DebertaV2ForTokenClassification",
+          "DebertaV2ForQuestionAnswering", "DebertaV2ForMultipleChoice", "DebertaV2ForMaskedLM"]
+
+
+@pytest.mark.spec("HEAD-9")
+@pytest.mark.parametrize("cls_name", STATIC)
+def test_static_task_head_converts(cls_name, tmp_path):
+    """A transformers DeBERTa task checkpoint loads with its head as "default" (adapters' head_utils table): our
+    logits equal the task model's, and the head config equals adapters' converted one."""
+    import transformers
+    from family_oracle_utils import _config
+    model_type = "deberta-v2" if "V2" in cls_name else "deberta"
+    names = ["start", "end"] if "Question" in cls_name else ["a", "b", "c"]
+    cfg, _ = _config(model_type, dict(id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}))
+    torch.manual_seed(0)
+    task = getattr(transformers, cls_name)(cfg)
+    with torch.no_grad():
+        for _, p in task.named_parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    task.eval()
+    task.save_pretrained(tmp_path / "task")
+    ids, mask = batch(pad_side="right")
+    if "MultipleChoice" in cls_name:
+        ids, mask = np.stack([ids, ids[::-1]]), np.stack([mask, mask])
+    with torch.no_grad():
+        want = task(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
+    ours = ma.AutoAdapterModel.from_pretrained(tmp_path / "task")
+    assert ours.active_head == "default"
+    got = ours(ids, attention_mask=mask)
+    for f in (["start_logits", "end_logits"] if "Question" in cls_name else ["logits"]):
+        assert_close(getattr(got, f), getattr(want, f).numpy(), what=f"{cls_name} {f}")
+    up = adapters.AutoAdapterModel.from_pretrained(tmp_path / "task")
+    assert up.heads["default"].config == ours.heads["default"].config
