@@ -492,10 +492,10 @@ class AdapterModel:
             embeds = np.asarray(embeds)
             if embeds.ndim == 2:
                 embeds = embeds[None]
-            if embeds.ndim != 3 or embeds.shape[-1] != self.hidden_size or not np.issubdtype(embeds.dtype,
-                                                                                              np.floating):
+            E = getattr(self.config, "embedding_size", None) or self.hidden_size   # word-embedding width
+            if embeds.ndim != 3 or embeds.shape[-1] != E or not np.issubdtype(embeds.dtype, np.floating):
                 raise ShapeError(f"inputs_embeds has shape {embeds.shape} and dtype {embeds.dtype}; expected floats "
-                                 f"of shape (batch, tokens, {self.hidden_size}).")
+                                 f"of shape (batch, tokens, {E}).")
             given["inputs_embeds"] = np.ascontiguousarray(embeds, dtype=self.dtype)
             shape = embeds.shape[:2]
         past = given["past_key_values"].length if "past_key_values" in given else 0

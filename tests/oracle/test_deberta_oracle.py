@@ -65,6 +65,13 @@ def test_base_model_matches_transformers(model_type, overrides, tmp_path):
         assert_close(a, e.numpy(), rtol=1e-5, what=f"{model_type} attentions of layer {i}")
     for i, (a, e) in enumerate(zip(got.hidden_states, exp.hidden_states)):
         assert_close(a, e.numpy(), rtol=1e-5, what=f"{model_type} hidden_states[{i}]")
+    emb = np.random.default_rng(1).standard_normal((3, 13, m.config.embedding_size if hasattr(m.config, "embedding_size")
+                                                            else m.config.hidden_size)).astype(np.float32)
+    pos = np.broadcast_to(np.arange(13)[::-1].copy(), (3, 13)).copy()
+    with torch.no_grad():
+        exp = m(inputs_embeds=torch.tensor(emb), attention_mask=torch.tensor(mask), position_ids=torch.tensor(pos))
+    got = ours(inputs_embeds=emb, attention_mask=mask, position_ids=pos)
+    assert_close(got.last_hidden_state, exp.last_hidden_state.numpy(), rtol=1e-5, what="inputs_embeds, position_ids")
     ours.set_backend("native")
     ids, mask = batch(pad_side="left")
     assert_close(ours(ids, attention_mask=mask).last_hidden_state, torch_hidden(m, ids, mask), rtol=1e-4,
