@@ -5,6 +5,10 @@ The suite needs a base model that every driver can load: ``config.json`` plus ``
 deliberately awkward (hidden 20 with 4 heads of 5, FFN 37, vocab 53, two layers) so layout bugs show.
 Weights are float32 draws from a seeded generator, including non-zero biases and LayerNorm affine parts.
 
+DeBERTa-v2 (``DebertaV2Model``, deberta-v3's options: no absolute positions, relative attention with c2p and p2c,
+log position buckets 8 of max_relative_positions 40, LayerNorm on the relative embeddings; own pos_key/pos_query
+projections, ``share_att_key`` off) keeps hidden 20 / 4 heads / FFN 37 and pads on the right.
+
 Decoders (transformers' ``GPT2Model`` / ``LlamaModel``, loaded with ``attn_implementation="eager"``):
 GPT-2 keeps hidden 20 / 4 heads / FFN 37 and stores its Conv1D weights ``(in, out)`` as the checkpoints do;
 LLaMA has hidden 24 with 4 query heads and 2 key-value heads of 6 (GQA; RoPE needs an even head size),
@@ -20,10 +24,13 @@ import numpy as np
 
 SIZES = dict(hidden_size=20, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, vocab_size=53,
              max_position_embeddings=40)
-ARCHS = ("bert", "roberta", "gpt2", "llama")
-ENCODERS = ("bert", "roberta")
+ARCHS = ("bert", "roberta", "gpt2", "llama", "deberta-v2")
+ENCODERS = ("bert", "roberta", "deberta-v2")
 DECODERS = ("gpt2", "llama")
-PAD_ID = {"bert": 0, "roberta": 1, "gpt2": 0, "llama": 0}
+PAD_ID = {"bert": 0, "roberta": 1, "gpt2": 0, "llama": 0, "deberta-v2": 0}
+DEBERTA_V2 = dict(relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=8, max_relative_positions=-1,
+                  norm_rel_ebd="layer_norm", share_att_key=False, position_biased_input=False, type_vocab_size=0,
+                  layer_norm_eps=1e-7)
 LLAMA_SIZES = dict(SIZES, hidden_size=24, num_key_value_heads=2)
 
 
@@ -54,6 +61,11 @@ def hf_config(arch: str) -> dict:
     if arch in DECODERS:
         return _decoder_config(arch)
     s = dict(SIZES)
+    if arch == "deberta-v2":
+        return {"architectures": ["DebertaV2Model"], "model_type": arch, "hidden_act": "gelu",
+                "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "initializer_range": 0.02,
+                "pad_token_id": PAD_ID[arch], "torch_dtype": "float32", "_attn_implementation": "eager",
+                **DEBERTA_V2, **s}
     cls = {"bert": "BertModel", "roberta": "RobertaModel"}[arch]
     cfg = {"architectures": [cls], "model_type": arch, "hidden_act": "gelu", "layer_norm_eps": 1e-12,
            "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "initializer_range": 0.02,
@@ -115,6 +127,26 @@ def _llama_weights(cfg: dict, nrm) -> dict:
     return w
 
 
+def _deberta_v2_weights(cfg: dict, nrm) -> dict:
+    D, F = cfg["hidden_size"], cfg["intermediate_size"]
+    ln = lambda: (1 + nrm(D, s=0.1), nrm(D, s=0.1))  # noqa: E731
+    w = {"embeddings.word_embeddings.weight": nrm(cfg["vocab_size"], D, s=1.0),
+         "encoder.rel_embeddings.weight": nrm(2 * cfg["position_buckets"], D, s=1.0)}
+    w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"] = ln()
+    w["encoder.LayerNorm.weight"], w["encoder.LayerNorm.bias"] = ln()
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"encoder.layer.{i}."
+        for name, (o, n) in {"attention.self.query_proj": (D, D), "attention.self.key_proj": (D, D),
+                             "attention.self.value_proj": (D, D), "attention.self.pos_key_proj": (D, D),
+                             "attention.self.pos_query_proj": (D, D), "attention.output.dense": (D, D),
+                             "intermediate.dense": (F, D), "output.dense": (D, F)}.items():
+            w[p + name + ".weight"] = nrm(o, n, s=1.0 / np.sqrt(n))
+            w[p + name + ".bias"] = nrm(o, s=0.1)
+        for lname in ("attention.output.LayerNorm", "output.LayerNorm"):
+            w[p + lname + ".weight"], w[p + lname + ".bias"] = ln()
+    return w
+
+
 def random_weights(cfg: dict, seed: int) -> dict:
     """Every base weight of the tiny model (HF names), random with non-zero biases."""
     rng = np.random.default_rng(seed)
@@ -123,6 +155,8 @@ def random_weights(cfg: dict, seed: int) -> dict:
         return (_gpt2_weights if cfg["model_type"] == "gpt2" else _llama_weights)(cfg, nrm)
     D, F, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
     nrm = lambda *shape, s=0.2: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
+    if cfg["model_type"] == "deberta-v2":
+        return _deberta_v2_weights(cfg, nrm)
     ln = lambda: (1 + nrm(D, s=0.1), nrm(D, s=0.1))  # noqa: E731
     w = {"embeddings.word_embeddings.weight": nrm(cfg["vocab_size"], D, s=1.0),
          "embeddings.position_embeddings.weight": nrm(cfg["max_position_embeddings"], D, s=0.5),

@@ -420,7 +420,9 @@ class AdapterModel:
                                     past_key_values=past_key_values, **kwargs)
         check_forward_inputs(inputs.get("input_ids", np.zeros((1, 1), np.int64)), inputs.get("attention_mask"),
                              inputs.get("token_type_ids"), inputs.get("position_ids"),
-                             type_vocab_size=getattr(self.config, "type_vocab_size", None))   # Spec: API-2, IO-16
+                             # type_vocab_size 0 (DeBERTa's default): no token types, the ids are ignored as
+                             # transformers ignores them
+                             type_vocab_size=getattr(self.config, "type_vocab_size", None) or None)   # API-2, IO-16
         if "attention_mask" in inputs:
             inputs["attention_mask"] = inputs["attention_mask"].astype(np.int64)
         ctx = AdapterSetup.get_context()
@@ -490,10 +492,10 @@ class AdapterModel:
             embeds = np.asarray(embeds)
             if embeds.ndim == 2:
                 embeds = embeds[None]
-            if embeds.ndim != 3 or embeds.shape[-1] != self.hidden_size or not np.issubdtype(embeds.dtype,
-                                                                                              np.floating):
+            E = getattr(self.config, "embedding_size", None) or self.hidden_size   # word-embedding width
+            if embeds.ndim != 3 or embeds.shape[-1] != E or not np.issubdtype(embeds.dtype, np.floating):
                 raise ShapeError(f"inputs_embeds has shape {embeds.shape} and dtype {embeds.dtype}; expected floats "
-                                 f"of shape (batch, tokens, {self.hidden_size}).")
+                                 f"of shape (batch, tokens, {E}).")
             given["inputs_embeds"] = np.ascontiguousarray(embeds, dtype=self.dtype)
             shape = embeds.shape[:2]
         past = given["past_key_values"].length if "past_key_values" in given else 0

@@ -30,6 +30,7 @@ METHOD_MODULES = {
     "method:reft": "minadapters.methods.reft",
     "arch:gpt2": "minadapters.models.gpt2",
     "arch:llama": "minadapters.models.llama",
+    "arch:deberta-v2": "minadapters.models.deberta",
 }
 BLOCKS = ("Stack", "Fuse", "Split", "BatchSplit", "Parallel", "MultiTask", "Average")
 

@@ -16,7 +16,9 @@ from conformance.strategies import batch_shapes, perturb, seeds
 ENCODER = ("classification", "multilabel_classification", "tagging", "multiple_choice", "question_answering",
            "masked_lm", "causal_lm")
 DECODER = ("classification", "multilabel_classification", "tagging", "question_answering", "causal_lm")
-HEAD_TYPES = {"bert": ENCODER, "roberta": ENCODER, "gpt2": DECODER, "llama": DECODER}
+DEBERTA = ("classification", "multilabel_classification", "tagging", "multiple_choice", "question_answering",
+           "masked_lm")                        # adapters 1.3.0's Deberta(V2)AdapterModel.head_types
+HEAD_TYPES = {"bert": ENCODER, "roberta": ENCODER, "gpt2": DECODER, "llama": DECODER, "deberta-v2": DEBERTA}
 ACTS = st.sampled_from(["tanh", "relu", "gelu", None])
 
 

@@ -27,6 +27,8 @@ from .types import head_type
 
 ENCODER_HEADS = ("classification", "multilabel_classification", "tagging", "multiple_choice", "question_answering",
                  "dependency_parsing", "masked_lm", "causal_lm")
+DEBERTA_HEADS = ("classification", "multilabel_classification", "tagging", "question_answering", "multiple_choice",
+                 "masked_lm")                  # adapters 1.3.0's Deberta(V2)AdapterModel.head_types
 DECODER_HEADS = ("classification", "multilabel_classification", "tagging", "question_answering", "causal_lm")
 
 
@@ -516,6 +518,14 @@ class XLMRobertaAdapterModel(ModelWithHeads):
     head_types = ENCODER_HEADS
 
 
+class DebertaAdapterModel(ModelWithHeads):
+    head_types = DEBERTA_HEADS
+
+
+class DebertaV2AdapterModel(ModelWithHeads):
+    head_types = DEBERTA_HEADS
+
+
 class GPT2AdapterModel(ModelWithHeads):
     head_types = DECODER_HEADS
 
@@ -526,7 +536,8 @@ class LlamaAdapterModel(ModelWithHeads):
 
 # model_type -> AdapterModel class (a family added later registers its class here).
 ADAPTER_MODEL_CLASSES = {"bert": BertAdapterModel, "roberta": RobertaAdapterModel,
-                         "xlm-roberta": XLMRobertaAdapterModel, "gpt2": GPT2AdapterModel, "llama": LlamaAdapterModel}
+                         "xlm-roberta": XLMRobertaAdapterModel, "gpt2": GPT2AdapterModel, "llama": LlamaAdapterModel,
+                         "deberta": DebertaAdapterModel, "deberta-v2": DebertaV2AdapterModel}
 
 
 def adapter_model_class(model_type: str):

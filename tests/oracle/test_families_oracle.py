@@ -15,7 +15,8 @@ pytest.importorskip("adapters", reason="oracle: needs adapters==1.3.0 and torch 
 import torch  # noqa: E402
 import adapters.composition as ac  # noqa: E402
 from decoder_oracle_utils import batch  # noqa: E402
-from family_oracle_utils import hf_family_model  # noqa: E402
+from family_oracle_utils import Env, hf_family_model  # noqa: E402
+from family_oracle_utils import torch_hidden as _torch_hidden  # noqa: E402
 from oracle_utils import assert_close, perturb_adapter, save_model  # noqa: E402
 
 PAD_SIDES = ["right", "left", "none"]
@@ -41,21 +42,6 @@ BASE_CASES = [
     ("gemma", dict(num_key_value_heads=4, attention_bias=True, hidden_act="gelu")),
 ]
 FAMILIES = [mt for mt in dict.fromkeys(c[0] for c in BASE_CASES)]
-
-
-def _torch_hidden(model, ids, mask, **kw):
-    if model.config.model_type == "bert-generation" and model.config.is_decoder:
-        kw.setdefault("use_cache", False)   # adapters 1.3.0's layer concatenates the 4.57 Cache object: TypeError
-    with torch.no_grad():
-        out = model(input_ids=torch.tensor(ids), attention_mask=None if mask is None else torch.tensor(mask), **kw)
-    return out.last_hidden_state.numpy()
-
-
-def _relink_pool(model):
-    from adapters.methods.prefix_tuning import PrefixTuningLayer
-    for mod in model.modules():
-        if isinstance(mod, PrefixTuningLayer) and hasattr(model, "prefix_tuning"):
-            mod.set_pool(model.prefix_tuning)
 
 
 @pytest.mark.spec("FAM-DB-1")
@@ -87,36 +73,6 @@ def test_base_model_matches_transformers(model_type, overrides, tmp_path):
     ids, mask = batch(pad_side="left")
     assert_close(ours(ids, attention_mask=mask).last_hidden_state, _torch_hidden(m, ids, mask), rtol=1e-4,
                  what=f"{model_type} native backend")
-
-
-class Env:
-    """One upstream model + our model loaded from its weights; adapters added to both, weights perturbed."""
-
-    def __init__(self, model_type, tmp):
-        self.model_type, self.tmp, self.n = model_type, tmp, 0
-        self.torch_model = hf_family_model(model_type)
-        save_model(self.torch_model, os.path.join(tmp, "model"))
-        _relink_pool(self.torch_model)
-        self.ours = ma.AutoModel.from_pretrained(os.path.join(tmp, "model"))
-
-    def add(self, config):
-        self.n += 1
-        name = f"a{self.n}"
-        self.torch_model.add_adapter(name, config=config)
-        perturb_adapter(self.torch_model, name, seed=self.n)
-        self.torch_model.eval()
-        d = os.path.join(self.tmp, name)
-        self.torch_model.save_adapter(d, name)
-        assert self.ours.load_adapter(d) == name
-        return name
-
-    def compare(self, theirs, ours, what="", sides=("left", "right"), B=3):
-        self.torch_model.set_active_adapters(theirs)
-        self.ours.active_adapters = ours
-        for side in sides:
-            ids, mask = batch(pad_side=side, B=B, seed=self.n)
-            got = self.ours(ids, attention_mask=mask).last_hidden_state
-            assert_close(got, _torch_hidden(self.torch_model, ids, mask), what=f"{self.model_type} {what} {side}")
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -260,25 +216,8 @@ PRESETS = ["albert-base-v2", "distilbert-base-uncased", "distilbert-base-multili
 @pytest.mark.parametrize("preset", PRESETS)
 def test_summary_preset_counts_equal_adapters(preset):
     """`summary --arch` presets (configs alone, no weights) count what adapters 1.3.0 counts on the real shapes."""
-    import adapters
-    import transformers
-    from minadapters.summary import ARCH_PRESETS
-    from minadapters.tiny import shell_model
-    raw = dict(ARCH_PRESETS[preset])
-    cfg = transformers.AutoConfig.for_model(**raw)
-    from family_oracle_utils import gemma_interface
-    ours = shell_model(raw)
-    configs = [("l", "lora[r=8, intermediate_lora=True]"), ("b", "seq_bn"), ("i", "ia3")]
-    if "prefix_tuning" in ours.arch.methods:
-        configs.append(("p", "prefix_tuning[prefix_length=20]"))
-    with torch.device("meta"):
-        m = transformers.AutoModel.from_config(cfg)
-        adapters.init(m, interface=gemma_interface() if raw["model_type"] == "gemma" else None)
-        for name, config in configs:
-            m.add_adapter(name, config=config)
-            ours.add_adapter(name, config=config)
-    want = {r["name"]: r["#param"] for r in m.adapter_summary(as_dict=True)}
-    got = {r["name"]: r["#param"] for r in ours.adapter_summary(as_dict=True)}
+    from family_oracle_utils import preset_counts
+    got, want = preset_counts(preset)
     assert got == want, f"{preset}: counts {got}, but should be {want}"
 
 
