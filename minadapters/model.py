@@ -67,6 +67,7 @@ class AdapterModel:
         self.rng = np.random.default_rng(seed)
         self.adapters_config = ModelAdaptersConfig()
         self.lm_head_weight = None          # decoders: untied LM head from the checkpoint (generate)
+        self.lm_head_bias = None            # its bias, where the family has one (GPT-J)
         self.model_dir = None               # the checkpoint directory (prompt tuning's from_string reads its tokenizer)
         self.tokenizer_name_or_path = None  # overrides where from_string / encode find a tokenizer
         self.parameter_shares: dict = {}    # share_parameters groups (MTL-LoRA)
@@ -639,6 +640,7 @@ def load_pretrained(model_class, path, *, dtype=np.float32, backend=None, seed=N
     all_weights = read_model_weights(path)
     weights = arch.normalize_keys(all_weights, raw["model_type"])
     lm_head = weights.pop("lm_head.weight", None)
+    lm_bias = weights.pop("lm_head.bias", None)
     params = _check_params(weights, arch.expected_shapes(config), path, dtype)
     if class_for is not None:
         model_class = class_for(raw["model_type"])
@@ -647,6 +649,8 @@ def load_pretrained(model_class, path, *, dtype=np.float32, backend=None, seed=N
     model.raw_config = raw
     if lm_head is not None:
         model.lm_head_weight = np.ascontiguousarray(lm_head, dtype=dtype)
+        if lm_bias is not None:
+            model.lm_head_bias = np.ascontiguousarray(lm_bias, dtype=dtype)
     model.model_dir = path      # prompt tuning's from_string init reads <model_dir>/tokenizer.json
     model.loaded_from_checkpoint(all_weights)
     return model

@@ -39,6 +39,8 @@ BASE_CASES = [
     ("qwen3", dict(attention_bias=True, head_dim=12, rope_theta=500.0)),
     ("gemma", dict(head_dim=12)),                                          # (1 + w) RMSNorm, √D, GeGLU
     ("gemma", dict(num_key_value_heads=4, attention_bias=True, hidden_act="gelu")),
+    ("gptj", {}),                                                          # rotary on 6 of 10 head features
+    ("gptj", dict(rotary_dim=10, activation_function="gelu", layer_norm_epsilon=1e-6)),
 ]
 FAMILIES = [mt for mt in dict.fromkeys(c[0] for c in BASE_CASES)]
 
@@ -60,6 +62,8 @@ def _relink_pool(model):
 
 @pytest.mark.spec("FAM-DB-1")
 @pytest.mark.spec("FAM-DB-2")
+@pytest.mark.spec("FAM-GJ-1")
+@pytest.mark.spec("FAM-GJ-2")
 @pytest.mark.parametrize("model_type,overrides", BASE_CASES, ids=lambda c: str(c))
 def test_base_model_matches_transformers(model_type, overrides, tmp_path):
     """No adapter: every position (padding included) equals transformers' eager forward to 1e-5."""
@@ -285,7 +289,7 @@ def test_summary_preset_counts_equal_adapters(preset):
 N_NEW = 16
 GEN_CASES = [("mistral", dict(sliding_window=4)), ("qwen2", dict(use_sliding_window=True, sliding_window=5,
                                                                    max_window_layers=1)),
-             ("qwen3", {}), ("gemma", dict(head_dim=12))]
+             ("qwen3", {}), ("gemma", dict(head_dim=12)), ("gptj", {})]
 
 
 @pytest.mark.spec("FAM-LL-2")
