@@ -260,7 +260,8 @@ def _compare_or_both_fail(env, config, sides=("left", "right")):
 
 PRESETS = ["albert-base-v2", "distilbert-base-uncased", "distilbert-base-multilingual-cased", "google/electra-base-discriminator",
            "google/electra-small-discriminator", "google/bert_for_seq_generation_L-24_bbc_encoder",
-           "mistral-7b-v0.1", "Qwen/Qwen2.5-0.5B", "Qwen/Qwen3-0.6B", "google/gemma-2b"]
+           "mistral-7b-v0.1", "mistralai/Mistral-7B-v0.1", "Qwen/Qwen2.5-0.5B", "Qwen/Qwen3-0.6B", "google/gemma-2b",
+           "EleutherAI/gpt-j-6b", "facebook/xmod-base", "llama-2-7b", "gpt2", "bert-base-uncased", "roberta-base"]
 
 
 @pytest.mark.spec("API-3")
