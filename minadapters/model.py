@@ -14,7 +14,7 @@ from . import averaging, generate as _generate, loading, sentence, setup_files, 
 from .adapters_config import ModelAdaptersConfig
 from .composition import AdapterCompositionBlock, Fuse, parse_composition
 from .configuration import (ADAPTERFUSION_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, DEFAULT_ADAPTERFUSION_CONFIG,
-                            AdapterConfig, AdapterFusionConfig, BnConfig, ConfigUnion, LoRAConfig,
+                            AdapterConfig, AdapterFusionConfig, BnConfig, ConfigUnion, LoRAConfig, MTLLoRAConfig,
                             PrefixTuningConfig, PromptTuningConfig, ReftConfig)
 from .concurrency import mutates, reads   # IO-18: forwards share the model, adapter-set changes are exclusive
 from .context import AdapterSetup, ForwardState
@@ -36,8 +36,8 @@ from .ops import get_backend, get_ops
 from .outputs import ModelOutput
 from .validation import check_adapter_fits_model, check_forward_inputs, check_model_config
 
-METHOD_OF_CONFIG = ((BnConfig, "bottleneck"), (LoRAConfig, "lora"), (PrefixTuningConfig, "prefix_tuning"),
-                    (PromptTuningConfig, "prompt_tuning"), (ReftConfig, "reft"))
+METHOD_OF_CONFIG = ((BnConfig, "bottleneck"), (LoRAConfig, "lora"), (MTLLoRAConfig, "mtl_lora"),
+                    (PrefixTuningConfig, "prefix_tuning"), (PromptTuningConfig, "prompt_tuning"), (ReftConfig, "reft"))
 # Inputs forward() validates itself; a family may declare more (passed through as arrays).
 KNOWN_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds",
                           "past_key_values"})

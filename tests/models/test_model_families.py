@@ -285,7 +285,7 @@ def test_user_declared_family_equals_its_twin(tmp_path):
 def test_plugin_families_refuse_what_adapters_refuses(model_type, tmp_path):
     raw = RAWS[model_type]
     m = write(tmp_path, raw, weights(raw))
-    for config in ("prefix_tuning", "prompt_tuning"):
+    for config in ("prefix_tuning", "prompt_tuning", "mtl_lora"):
         with pytest.raises(ValueError, match=f"{config}.*{model_type}"):
             m.add_adapter("x", config=config)
     with pytest.raises(ValueError, match="original_ln_after=False"):

@@ -138,7 +138,7 @@ SINGLE = [
     "ia3", "ia3[attn_matrices=['q','v'], intermediate_lora=True]",
     "prefix_tuning", "prefix_tuning[prefix_length=5, use_gating=True, shared_gating=False]",
     "mam", "loreft", "compacter[reduction_factor=9, shared_phm_rule=False]",
-    "seq_bn[original_ln_after=False]", "noreft[r=3, prefix_positions=2, suffix_positions=1]",
+    "seq_bn[original_ln_after=False]", "noreft[r=3, prefix_positions=2, suffix_positions=1]", "mtl_lora[r=2]",
 ]
 
 
@@ -151,6 +151,15 @@ def test_single_adapter(env, config):
         return
     if "original_ln_after=False" in config and env.ours.arch.stacks[0].bottleneck_hooked:
         _both_refuse(env, config)          # adapters' LAYER_HOOK_UNSUPPORTED
+        return
+    if config.startswith("mtl_lora"):      # no plugin interface lists "mtl_lora" among its adapter_methods
+        if "mtl_lora" not in env.ours.arch.methods:
+            _both_refuse(env, config)
+            return
+        env.ours.add_adapter("mtl_probe", config=config)     # accepted where adapters accepts it
+        env.ours.delete_adapter("mtl_probe")
+        env.torch_model.add_adapter("mtl_probe", config=config)
+        env.torch_model.delete_adapter("mtl_probe")
         return
     _compare_or_both_fail(env, config)
 
