@@ -18,7 +18,7 @@ def lm_head_weight(model):
     key = model.arch.embed_key
     if not model.arch.is_causal:
         raise ConfigError(f"generate(): model_type={model.model_type!r} is not a decoder model; "
-                          "generation needs gpt2 or llama.")
+                          "generation needs a decoder family (gpt2, gptj, llama, ...).")
     if getattr(model.config, "tie_word_embeddings", False):
         return model.params[key]
     if model.lm_head_weight is None:
@@ -79,6 +79,7 @@ def generate(model, input_ids, max_new_tokens=20, attention_mask=None, use_cache
         raise ConfigError("generate(use_cache=True): a ReFT adapter is active, and its intervention positions depend "
                           "on the whole sequence, which a cached step does not see; pass use_cache=False.")
     W = lm_head_weight(model) if logits_fn is None else None
+    b = model.lm_head_bias if W is not None and W is model.lm_head_weight else None    # GPT-J's lm_head has a bias
     eos = _token_set(model.config.eos_token_id if eos_token_id == "config" else eos_token_id, "eos_token_id")
     pad = model.config.pad_token_id if pad_token_id == "config" else pad_token_id
     if pad is None and eos:
@@ -94,7 +95,7 @@ def generate(model, input_ids, max_new_tokens=20, attention_mask=None, use_cache
         else:
             out = model.forward(ids, attention_mask=mask, position_ids=pos)
         if logits_fn is None:
-            logits = model.ops.linear(out.last_hidden_state[:, -1], W)            # (B, V)
+            logits = model.ops.linear(out.last_hidden_state[:, -1], W, b)         # (B, V)
         else:                                                                     # an AdapterModel's LM head
             logits = logits_fn(out)[:, -1]
         nxt = np.argmax(logits, axis=-1).astype(np.int64)

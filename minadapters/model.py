@@ -14,7 +14,7 @@ from . import averaging, generate as _generate, loading, sentence, setup_files, 
 from .adapters_config import ModelAdaptersConfig
 from .composition import AdapterCompositionBlock, Fuse, parse_composition
 from .configuration import (ADAPTERFUSION_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, DEFAULT_ADAPTERFUSION_CONFIG,
-                            AdapterConfig, AdapterFusionConfig, BnConfig, ConfigUnion, LoRAConfig,
+                            AdapterConfig, AdapterFusionConfig, BnConfig, ConfigUnion, LoRAConfig, MTLLoRAConfig,
                             PrefixTuningConfig, PromptTuningConfig, ReftConfig)
 from .concurrency import mutates, reads   # IO-18: forwards share the model, adapter-set changes are exclusive
 from .context import AdapterSetup, ForwardState
@@ -36,8 +36,8 @@ from .ops import get_backend, get_ops
 from .outputs import ModelOutput
 from .validation import check_adapter_fits_model, check_forward_inputs, check_model_config
 
-METHOD_OF_CONFIG = ((BnConfig, "bottleneck"), (LoRAConfig, "lora"), (PrefixTuningConfig, "prefix_tuning"),
-                    (PromptTuningConfig, "prompt_tuning"), (ReftConfig, "reft"))
+METHOD_OF_CONFIG = ((BnConfig, "bottleneck"), (LoRAConfig, "lora"), (MTLLoRAConfig, "mtl_lora"),
+                    (PrefixTuningConfig, "prefix_tuning"), (PromptTuningConfig, "prompt_tuning"), (ReftConfig, "reft"))
 # Inputs forward() validates itself; a family may declare more (passed through as arrays).
 KNOWN_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds",
                           "past_key_values"})
@@ -67,6 +67,7 @@ class AdapterModel:
         self.rng = np.random.default_rng(seed)
         self.adapters_config = ModelAdaptersConfig()
         self.lm_head_weight = None          # decoders: untied LM head from the checkpoint (generate)
+        self.lm_head_bias = None            # its bias, where the family has one (GPT-J)
         self.model_dir = None               # the checkpoint directory (prompt tuning's from_string reads its tokenizer)
         self.tokenizer_name_or_path = None  # overrides where from_string / encode find a tokenizer
         self.parameter_shares: dict = {}    # share_parameters groups (MTL-LoRA)
@@ -641,6 +642,7 @@ def load_pretrained(model_class, path, *, dtype=np.float32, backend=None, seed=N
     all_weights = read_model_weights(path)
     weights = arch.normalize_keys(all_weights, raw["model_type"])
     lm_head = weights.pop("lm_head.weight", None)
+    lm_bias = weights.pop("lm_head.bias", None)
     params = _check_params(weights, arch.expected_shapes(config), path, dtype)
     if class_for is not None:
         model_class = class_for(raw["model_type"])
@@ -649,6 +651,8 @@ def load_pretrained(model_class, path, *, dtype=np.float32, backend=None, seed=N
     model.raw_config = raw
     if lm_head is not None:
         model.lm_head_weight = np.ascontiguousarray(lm_head, dtype=dtype)
+        if lm_bias is not None:
+            model.lm_head_bias = np.ascontiguousarray(lm_bias, dtype=dtype)
     model.model_dir = path      # prompt tuning's from_string init reads <model_dir>/tokenizer.json
     model.loaded_from_checkpoint(all_weights)
     return model

@@ -22,6 +22,14 @@ HEAD_TYPES = {"bert": ENCODER, "roberta": ENCODER, "gpt2": DECODER, "llama": DEC
 ACTS = st.sampled_from(["tanh", "relu", "gelu", None])
 
 
+def _heads_drawn(arch):
+    """Heads are drawn on the architectures above; the families added later (DistilBERT, Mistral, Qwen2: the last
+    has no AdapterModel class in adapters 1.3.0) are not drawn here yet."""
+    if arch not in HEAD_TYPES:
+        pytest.skip(f"heads are not drawn on {arch} by this suite (drawn on {', '.join(HEAD_TYPES)})")
+ACTS = st.sampled_from(["tanh", "relu", "gelu", None])
+
+
 @st.composite
 def head_configs(draw, arch):
     """One head config of a type ``arch`` offers, every field drawn within its valid range."""
@@ -91,6 +99,7 @@ def _compare(got, want, rtol, atol, ctx):
 def test_head_differential(driver, reference, model_dirs, arch, data):
     """A drawn head of every type the architecture offers, on a perturbed bottleneck adapter, vs the reference."""
     need(driver, "op:heads", f"arch:{arch}")
+    _heads_drawn(arch)
     need(reference, "op:heads", f"arch:{arch}", role="reference")
     cfg = data.draw(head_configs(arch), label="head config")
     shape = data.draw(batch_shapes(min_len=2), label="batch")
@@ -119,6 +128,7 @@ def _fresh_adapter(built, name):
 def test_parallel_heads_equal_each_alone(driver, model_dirs, arch, data):
     """Parallel(a, b) with heads a, b: one output per head, each equal to running that adapter + head alone."""
     need(driver, "op:heads", f"arch:{arch}", "block:Parallel")
+    _heads_drawn(arch)
     # adapters 1.3.0 hands every Parallel head the whole replicated pooler output (only the sequence output and
     # the decoder CLS rows are sliced per channel): use_pooler heads are drawn without Parallel (deviation #29)
     plain = head_configs(arch).filter(lambda c: c["head_type"] != "multiple_choice" and not c.get("use_pooler"))
@@ -145,6 +155,7 @@ def test_parallel_heads_equal_each_alone(driver, model_dirs, arch, data):
 def test_head_files_roundtrip(driver, model_dirs, arch, data, tmp_path_factory):
     """save_adapter with the same-named head, load into a fresh model: the same head outputs."""
     need(driver, "op:heads", f"arch:{arch}", "io:save", "io:load")
+    _heads_drawn(arch)
     cfg = data.draw(head_configs(arch), label="head config")
     shape = data.draw(batch_shapes(min_len=2), label="batch")
     seed = data.draw(seeds, label="seed")

@@ -21,7 +21,8 @@ from conformance.tinymodels import PAD_ID
 
 # state-dict prefix of layer i's modules, per base architecture
 LAYER_PREFIX = {"bert": "encoder.layer.{i}.", "roberta": "encoder.layer.{i}.", "gpt2": "h.{i}.",
-                "llama": "layers.{i}.", "deberta-v2": "encoder.layer.{i}."}
+                "llama": "layers.{i}.", "distilbert": "transformer.layer.{i}.", "mistral": "layers.{i}.",
+                "qwen2": "layers.{i}.", "deberta-v2": "encoder.layer.{i}."}
 
 METHODS = [pytest.param(e, id=e.name, marks=pytest.mark.spec(*e.spec)) for e in REGISTRY.values()]
 

@@ -74,6 +74,11 @@ STATIC_HEADS = {
     "LlamaForCausalLM": ({"head_type": "causal_lm"}, ("lm_head",)),
     "LlamaForQuestionAnswering": (_QA, (None, "qa_outputs")),
     "LlamaForTokenClassification": (_TAG, (None, "score")),
+    "GPTJForSequenceClassification": ({"head_type": "classification", "layers": 1, "activation_function": None,
+                                       "bias": False}, (None, "score")),
+    "GPTJForCausalLM": ({"head_type": "causal_lm", "bias": True}, ("lm_head",)),
+    "GPTJForQuestionAnswering": (_QA, (None, "qa_outputs")),
+    **_roberta_like("Xmod"),
 }
 
 

@@ -20,8 +20,9 @@ from ..composition import BLOCKS
 from ..errors import ConfigError, ShapeError
 from ..hooks import Hook, KIND_OF_HOOK
 
-# adapters 1.3.0's method names (AdapterModelInterface.adapter_methods) plus prefix tuning.
-ALL_METHODS = frozenset({"bottleneck", "lora", "prefix_tuning", "prompt_tuning", "reft", "invertible"})
+# adapters 1.3.0's method names (AdapterMethod.get_from_config: AdapterModelInterface.adapter_methods, prefix tuning,
+# and a config's own architecture such as "mtl_lora", which no plugin interface lists).
+ALL_METHODS = frozenset({"bottleneck", "lora", "mtl_lora", "prefix_tuning", "prompt_tuning", "reft", "invertible"})
 ALL_BLOCKS = frozenset(BLOCKS)            # composition block class names
 
 

@@ -47,6 +47,14 @@ def _config(model_type, overrides):
         kw.update(position_buckets=4, share_att_key=True, norm_rel_ebd="layer_norm", max_relative_positions=16,
                   position_biased_input=False)                           # deberta-v3's options, small
         return t.DebertaV2Config(**dict(kw, **overrides), attn_implementation="eager"), t.DebertaV2Model
+    if model_type == "xmod":       # two languages; adapters.init deletes the language adapters
+        kw = dict(hidden_size=40, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37, vocab_size=VOCAB,
+                  max_position_embeddings=64, pad_token_id=0, languages=["en_XX", "de_DE"], adapter_reduction_factor=4)
+        return t.XmodConfig(**dict(kw, **overrides), attn_implementation="eager"), t.XmodModel
+    if model_type == "gptj":       # head_dim 10, rotary on 6 of them (interleaved pairs), lm_head with a bias
+        kw = dict(n_embd=40, n_layer=3, n_head=4, rotary_dim=6, n_inner=68, vocab_size=VOCAB, n_positions=64,
+                  pad_token_id=0, bos_token_id=1, eos_token_id=2)
+        return t.GPTJConfig(**dict(kw, **overrides), attn_implementation="eager"), t.GPTJModel
     classes = {"mistral": (t.MistralConfig, t.MistralModel), "qwen2": (t.Qwen2Config, t.Qwen2Model),
                "qwen3": (t.Qwen3Config, t.Qwen3Model), "gemma": (t.GemmaConfig, t.GemmaModel)}
     cfg_cls, model_cls = classes[model_type]
