@@ -1,7 +1,12 @@
 """Bottleneck adapter equations: the branch, the adapter output, the residual placement. Spec: BN-1 .. BN-4."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+
+from .activations import activation_backward
+from .backward import layer_norm_backward, layer_norm_forward, linear_backward
 
 # nn.LayerNorm's default eps, used by every LayerNorm inside an adapter (adapter_norm_before / _after).
 ADAPTER_LN_EPS = 1e-5
@@ -79,3 +84,144 @@ def bn_post_forward(o, h_in, x, layer_norm, *, original_ln_after, is_parallel):
     if original_ln_after:
         return layer_norm(o + x) if layer_norm is not None else o + x
     return o
+
+
+# ---- backward (training). Spec: GRAD-BN-1 .. GRAD-BN-3 (spec/training.md) ------------------------------------------
+class BranchCache(NamedTuple):
+    a: np.ndarray                 # branch input after LN_before (B, T, D)
+    ln_before: object             # LNCache or None
+    z0: np.ndarray                # pre-activation (B, T, d_b)
+    z: np.ndarray                 # activation output (B, T, d_b)
+    u: np.ndarray                 # unscaled up-projection (B, T, D)
+
+
+def bottleneck_forward(a, wd, bd, wu, bu, *, act, scaling, ops, ln_before=None):
+    """BN-1 with the cache its backward needs. Spec: GRAD-BN-1.
+
+        up = s · (act(LN_before?(a) W_dᵀ + b_d) W_uᵀ + b_u)          a: (B, T, D) -> (B, T, D), BranchCache"""
+    lnc = None
+    if ln_before is not None:
+        a, lnc = layer_norm_forward(a, ln_before[0], ln_before[1], ADAPTER_LN_EPS, ops=ops)
+    z0 = ops.linear(a, wd, bd)                                        # (B, T, d_b)
+    z = ops.activation(act)(z0)
+    u = ops.linear(z, wu, bu)                                         # (B, T, D)
+    s = scaling if np.size(scaling) > 1 else np.asarray(scaling, u.dtype).reshape(())
+    return u * s, BranchCache(a, lnc, z0, z, u)
+
+
+def bottleneck_backward(dup, cache: BranchCache, wd, wu, *, act, scaling, ln_before=None, has_bias=True):
+    """Gradients of BN-1. Spec: GRAD-BN-1.
+
+        du = s dup;  ds = Σ dup ⊙ u (over all entries: learned scalar; over rows: per channel)
+        dz = du W_u;  dW_u = duᵀ z;  dz₀ = act'(z₀) ⊙ dz;  da' = dz₀ W_d;  dW_d = dz₀ᵀ a';  LN_before backward
+    Returns (da, grads) with grads keys: wd, bd, wu, bu, scaling (an array only when ``scaling`` is one),
+    ln_g, ln_b (when ln_before)."""
+    s = scaling if np.size(scaling) > 1 else np.asarray(scaling, dup.dtype).reshape(())
+    du = dup * s
+    grads = {}
+    if isinstance(scaling, np.ndarray):          # learned: (1,) scalar or (D,) per channel
+        prod = (dup * cache.u).reshape(-1, cache.u.shape[-1])
+        grads["scaling"] = prod.sum(0) if scaling.size > 1 else np.asarray([prod.sum()], dup.dtype)
+    dz, grads["wu"], grads["bu"] = linear_backward(du, cache.z, wu, has_bias=has_bias)
+    dz0 = activation_backward(act, cache.z0, dz)
+    da, grads["wd"], grads["bd"] = linear_backward(dz0, cache.a, wd, has_bias=has_bias)
+    if ln_before is not None:
+        da, grads["ln_g"], grads["ln_b"] = layer_norm_backward(da, cache.ln_before, ln_before[0])
+    return da, grads
+
+
+class BlockCache(NamedTuple):
+    a_from: str                   # branch input a is "h", "s" (h + x) or "ln" (LN(h + x))
+    r_from: str                   # adapter residual r is "h", "s", "a" or "x" (parallel)
+    ln_pre: object                # LNCache of the model LN before the adapter, or None
+    branch: BranchCache
+    o_pre: np.ndarray             # input of LN_after (o + r or o), or the output itself without LN_after
+    ln_after: object              # LNCache or None
+    ln_post: object               # LNCache of the model LN after the adapter, or None
+    post_ln: bool                 # original_ln_after with a model LN
+
+
+def bn_block_forward(h, x, ln, p, *, act, scaling, residual_before_ln, adapter_residual_before_ln, original_ln_before,
+                     original_ln_after, is_parallel, ops):
+    """One bottleneck adapter replacing LN(h + x) (BN-2 → BN-1 → BN-4 → BN-3), with its cache. Spec: GRAD-BN-2.
+
+    ``ln`` is the sub-layer's LayerNormFn (or None); ``p``: wd, bd, wu, bu, ln_before (g, b) | None,
+    ln_after (g, b) | None. Gating and PHM are not part of this slice."""
+    ln_pre = None
+    if is_parallel:                                   # BN-2 parallel: a = r = x
+        a, a_from, r_from = x, "x", "x"
+    elif original_ln_before and (ln is not None or x is not None):
+        s = h + x
+        a, ln_pre = ln.forward(s) if ln is not None else (s, None)
+        a_from = "ln" if ln is not None else "s"
+        r_from = {True: "h", False: "a", "post_add": "s"}[residual_before_ln]
+        if r_from == "s" and ln is None:
+            raise ValueError("residual_before_ln='post_add' needs original_ln_before=True and a model LayerNorm.")
+    else:
+        if residual_before_ln == "post_add":
+            raise ValueError("residual_before_ln='post_add' needs original_ln_before=True and a model LayerNorm.")
+        a, a_from, r_from = h, "h", "h"
+    r = {"h": h, "a": a, "s": h + x if r_from == "s" else None, "x": x}[r_from]
+    up, branch = bottleneck_forward(a, p["wd"], p["bd"], p["wu"], p["bu"], act=act, scaling=scaling, ops=ops,
+                                    ln_before=p.get("ln_before"))
+    if is_parallel:
+        o_pre = up
+    else:                                             # BN-4: the adapter's own residual, before or after LN_after
+        o_pre = up + r if adapter_residual_before_ln else up
+    lna = None
+    if p.get("ln_after") is not None:
+        o, lna = layer_norm_forward(o_pre, p["ln_after"][0], p["ln_after"][1], ADAPTER_LN_EPS, ops=ops)
+    else:
+        o = o_pre
+    if not is_parallel and not adapter_residual_before_ln:
+        o = o + r
+    if is_parallel:
+        o = o + h
+    ln_post, post_ln = None, bool(original_ln_after and ln is not None)
+    if original_ln_after:
+        o = o + x if x is not None else o
+        if ln is not None:
+            o, ln_post = ln.forward(o)
+    return o, BlockCache(a_from, r_from, ln_pre, branch, o_pre, lna, ln_post, post_ln)
+
+
+def bn_block_backward(dout, cache: BlockCache, ln, p, *, act, scaling, adapter_residual_before_ln, original_ln_after,
+                      is_parallel):
+    """Gradients of one bottleneck adapter block. Spec: GRAD-BN-2, GRAD-BN-3.
+
+    Returns (dh, dx, grads) with dh, dx the gradients of the sub-layer output h and its input x; grads as
+    bottleneck_backward's plus ln_after_g, ln_after_b."""
+    d = dout
+    dx = np.zeros_like(dout)
+    if cache.post_ln:
+        d = ln.backward(d, cache.ln_post)
+    if original_ln_after:
+        dx = dx + d                                   # o + x
+    dh = d if is_parallel else np.zeros_like(dout)    # parallel: o + h
+    dr = d if (not is_parallel and not adapter_residual_before_ln) else np.zeros_like(dout)
+    grads = {}
+    if cache.ln_after is not None:
+        d, grads["ln_after_g"], grads["ln_after_b"] = layer_norm_backward(d, cache.ln_after, p["ln_after"][0])
+    dup = d
+    if not is_parallel and adapter_residual_before_ln:
+        dr = dr + d                                   # o_pre = up + r
+    da, branch_grads = bottleneck_backward(dup, cache.branch, p["wd"], p["wu"], act=act, scaling=scaling,
+                                           ln_before=p.get("ln_before"))
+    grads.update(branch_grads)
+    # route da (branch input) and dr (residual) back to h and x (BN-2)
+    if cache.a_from == "x":
+        return dh, dx + da + dr, grads
+    if cache.r_from == "a":
+        da, dr = da + dr, 0.0
+    ds = 0.0
+    if cache.r_from == "s":
+        ds = dr
+    elif cache.r_from == "h":
+        dh = dh + dr
+    if cache.a_from == "ln":
+        ds = ds + ln.backward(da, cache.ln_pre)
+    elif cache.a_from == "s":
+        ds = ds + da
+    else:
+        dh = dh + da
+    return dh + ds, dx + ds, grads

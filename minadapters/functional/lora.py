@@ -81,3 +81,24 @@ def scatter_thirds(x, enabled, fill):
             out[..., third * mo:(third + 1) * mo] = x[..., j * mo:(j + 1) * mo]
             j += 1
     return out
+
+
+# ---- backward (training). Spec: GRAD-LORA, GRAD-IA3 (spec/training.md) ---------------------------------------------
+def lora_backward(dd, x, A, B, *, scale):
+    """Gradients of δ = s · (x Aᵀ) Bᵀ (LORA-1) with respect to x, A and B. Spec: GRAD-LORA.
+
+        g = s · dδ B  (…, r);   dx = g A;   dA = Σ_rows gᵀ x;   dB = s · Σ_rows dδᵀ (x Aᵀ)
+    dd (…, M), x (…, K), A (r, K), B (M, r) -> dx (…, K), dA (r, K), dB (M, r)"""
+    d2, x2 = dd.reshape(-1, dd.shape[-1]), x.reshape(-1, x.shape[-1])
+    g = (d2 @ B) * scale                                              # (rows, r)
+    dx = (g @ A).reshape(x.shape)
+    dA = g.T @ x2
+    dB = (d2 * scale).T @ (x2 @ A.T)
+    return dx, dA, dB
+
+
+def ia3_backward(dout, y, v):
+    """Gradients of out = y ⊙ v (LORA-3, v = alpha · l_Bᵀ) with respect to y and v. Spec: GRAD-IA3.
+
+        dy = dout ⊙ v;   dv = Σ_rows dout ⊙ y          dout, y (…, M), v (M,) -> dy (…, M), dv (M,)"""
+    return dout * v, (dout * y).reshape(-1, y.shape[-1]).sum(0)

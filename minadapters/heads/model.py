@@ -23,6 +23,7 @@ from ..outputs import ModelOutput, MultiHeadOutput
 from . import files
 from .head import PredictionHead
 from .static import convert_static_head
+from ..training.heads import head_loss
 from .types import head_type
 
 ENCODER_HEADS = ("classification", "multilabel_classification", "tagging", "multiple_choice", "question_answering",
@@ -99,6 +100,31 @@ class ModelWithHeads(AdapterModel):
             heads = [heads]
         if heads and all(h in self.heads for h in heads):
             self.active_head = heads
+
+    # ---- training (spec/training.md) -----------------------------------------------------------------
+    def _head_param_refs(self) -> dict:
+        """Every head's parameters: adapters never freezes heads (train_adapter freezes the base model only)."""
+        refs = {}
+        for head in self.heads.values():
+            refs.update(head.param_refs(self))
+        return refs
+
+    def _loss_fn(self, labels, attention_mask, grad_output):
+        """The active head's loss (adapters' head losses); without a head, the bare model's. Spec: GRAD-HEAD."""
+        used = self._used_heads(None)
+        if not used:
+            return super()._loss_fn(labels, attention_mask, grad_output)
+        if isinstance(used, BatchSplit) or len(used) != 1:
+            raise ConfigError(f"forward_backward(): training with several heads ({used!r}) is not implemented in "
+                              "minadapters yet; set active_head to one head.")
+        if labels is None:
+            raise ValueError(f"forward_backward(): head {used[0]!r} needs labels= to compute its loss.")
+        head = self.heads[used[0]]
+
+        def fn(fields):
+            loss, logits, d_hidden = head_loss(self, head, fields, labels, attention_mask, self.grads)
+            return loss, d_hidden, {"logits": logits}
+        return fn
 
     def _check_type(self, name):
         if name not in self.head_types:

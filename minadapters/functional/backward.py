@@ -1,0 +1,106 @@
+"""Backward of the base layers a Transformer is built from: linear, LayerNorm, masked softmax attention.
+
+Spec: GRAD-LINEAR, GRAD-LN, GRAD-ATTN (spec/training.md). llm.c style: each ``*_forward`` returns its output
+and the cache its ``*_backward`` reads; no graph, no engine. Plain NumPy in the array's own dtype (float64 for the
+finite-difference checks); the forwards use ``ops`` so a training forward computes what the inference forward does.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+def _rows(a):
+    return a.reshape(-1, a.shape[-1])
+
+
+def linear_backward(dy, x, w, *, need_weight=True, has_bias=True):
+    """Gradients of y = x Wᵀ + b. Spec: GRAD-LINEAR.
+
+        dx = dy W          dW = Σ_rows dyᵀ x          db = Σ_rows dy
+    dy (..., M), x (..., K), W (M, K) -> dx (..., K), dW (M, K) | None, db (M,) | None.
+    ``need_weight=False`` (a frozen linear) skips dW and db."""
+    dx = (_rows(dy) @ w).reshape(dy.shape[:-1] + (w.shape[1],))
+    if not need_weight:
+        return dx, None, None
+    dw = _rows(dy).T @ _rows(x)
+    db = _rows(dy).sum(0) if has_bias else None
+    return dx, dw, db
+
+
+class LNCache(NamedTuple):
+    xhat: np.ndarray      # (..., D) normalised input
+    rstd: np.ndarray      # (..., 1) 1 / sqrt(var + eps)
+
+
+def layer_norm_forward(x, g, b, eps, *, ops):
+    """y = x̂ g + b with x̂ = (x − μ) / √(σ² + eps). Spec: GRAD-LN.  (..., D) -> (..., D), LNCache"""
+    y = ops.layer_norm(x, g, b, eps)
+    mu = x.mean(-1, keepdims=True)
+    xc = x - mu
+    rstd = 1.0 / np.sqrt((xc * xc).mean(-1, keepdims=True) + x.dtype.type(eps))
+    return y, LNCache(xc * rstd, rstd)
+
+
+def layer_norm_backward(dy, cache: LNCache, g, *, need_params=True):
+    """Gradients of LayerNorm. Spec: GRAD-LN.
+
+        ĝ = dy g;   dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ x̂))
+        dg = Σ_rows dy x̂;   db = Σ_rows dy
+    dy (..., D) -> dx (..., D), dg (D,) | None, db (D,) | None."""
+    dxhat = dy * g
+    dx = cache.rstd * (dxhat - dxhat.mean(-1, keepdims=True)
+                       - cache.xhat * (dxhat * cache.xhat).mean(-1, keepdims=True))
+    if not need_params:
+        return dx, None, None
+    return dx, _rows(dy * cache.xhat).sum(0), _rows(dy).sum(0)
+
+
+class AttnCache(NamedTuple):
+    q: np.ndarray         # (B, N, Tq, Dh)
+    k: np.ndarray         # (B, N, Tk, Dh)
+    v: np.ndarray         # (B, N, Tk, Dh)
+    probs: np.ndarray     # (B, N, Tq, Tk)
+
+
+def attention_forward(q, k, v, mask, *, ops):
+    """ctx = softmax(q kᵀ / √Dh + mask) v. Spec: GRAD-ATTN.  (B, N, Tq, Dh), (B, N, Tk, Dh) x2 -> (B, N, Tq, Dh)"""
+    scores = ops.matmul(q, np.swapaxes(k, -1, -2)) / np.sqrt(q.shape[-1]).astype(q.dtype)
+    probs = ops.softmax(scores if mask is None else scores + mask, axis=-1)
+    return ops.matmul(probs, v), AttnCache(q, k, v, probs)
+
+
+def softmax_backward(dp, p):
+    """d softmax: ds = p ⊙ (dp − Σ_j dp_j p_j) over the last axis. Spec: GRAD-ATTN."""
+    return p * (dp - (dp * p).sum(-1, keepdims=True))
+
+
+def attention_backward(dctx, cache: AttnCache):
+    """Gradients of masked softmax attention. Spec: GRAD-ATTN.
+
+        dP = dctx Vᵀ;   dV = Pᵀ dctx;   dS = P ⊙ (dP − Σ_j dP P) / √Dh;   dQ = dS K;   dK = dSᵀ Q
+    The additive mask is a constant: masked keys have P = 0, so they get no gradient."""
+    q, k, v, p = cache
+    dv = np.swapaxes(p, -1, -2) @ dctx
+    ds = softmax_backward(dctx @ np.swapaxes(v, -1, -2), p) / np.sqrt(q.shape[-1]).astype(q.dtype)
+    return ds @ k, np.swapaxes(ds, -1, -2) @ q, dv
+
+
+class LayerNormFn:
+    """A LayerNorm with fixed parameters as a forward / backward pair, passed where a forward passes the closure
+    ``layer_norm(t)`` (a sub-layer's own LN, frozen in adapter training). Spec: GRAD-LN."""
+
+    __slots__ = ("g", "b", "eps", "ops")
+
+    def __init__(self, g, b, eps, ops):
+        self.g, self.b, self.eps, self.ops = g, b, eps, ops
+
+    def __call__(self, x):
+        return self.ops.layer_norm(x, self.g, self.b, self.eps)
+
+    def forward(self, x):
+        return layer_norm_forward(x, self.g, self.b, self.eps, ops=self.ops)
+
+    def backward(self, dy, cache):
+        return layer_norm_backward(dy, cache, self.g, need_params=False)[0]

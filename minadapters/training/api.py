@@ -1,0 +1,109 @@
+"""adapters' training API on our models: train_adapter, freeze_model, train / eval, named parameters and their
+gradients as NumPy arrays, one forward + backward. Spec: TRAIN-1 (spec/training.md).
+
+Names are adapters 1.3.0's state-dict keys of the bare base model (``encoder.layer.0.output.adapters.a....``,
+``prefix_tuning.prefix_tunings.a....``) and ``heads.<name>.<i>.<leaf>`` for heads (a flex-head model's upstream
+names carry the base-model prefix, ``bert.``, in front of the adapter keys)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..composition import parse_composition
+from ..errors import ConfigError
+from ..outputs import ModelOutput
+from .engine import forward_backward
+
+
+class TrainingMixin:
+    """Training methods of AdapterModel (state: ``training``, ``model_frozen``, ``grads``, the trained names)."""
+
+    training = False
+    model_frozen = False
+    _trained: frozenset = frozenset()
+
+    def train(self, mode: bool = True):
+        """Training mode (dropout would apply: refused while > 0, spec TRAIN-1). Returns the model. Spec: TRAIN-1."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Inference mode (no dropout). Returns the model. Spec: TRAIN-1."""
+        return self.train(False)
+
+    def freeze_model(self, freeze: bool = True) -> None:
+        """Freeze (or unfreeze) every base-model weight, as adapters does. Spec: TRAIN-1."""
+        self.model_frozen = bool(freeze)
+
+    def train_adapter(self, adapter_setup, train_embeddings: bool = False) -> None:
+        """train(), freeze the base model, make the setup's adapters the trainable ones and activate them.
+        Spec: TRAIN-1."""
+        if train_embeddings:
+            raise ConfigError("train_adapter(train_embeddings=True): training the input embeddings is not "
+                              "implemented in minadapters yet; allowed: False.")
+        setup = parse_composition(adapter_setup)
+        if setup is None:
+            raise ConfigError(f"train_adapter({adapter_setup!r}): name at least one adapter.")
+        self._check_names(setup)
+        self.train()
+        self.freeze_model(True)
+        self._trained = frozenset(setup.flatten())
+        self.set_active_adapters(setup)
+        self.zero_grad()
+
+    # ---- parameters and gradients ----------------------------------------------------------------------------------
+    def _head_param_refs(self) -> dict:
+        """``heads.<name>.<i>.<leaf>`` -> (dict, key) of every head (none on the bare model)."""
+        return {}
+
+    def named_parameters(self, trainable_only: bool = False):
+        """(name, array) of the base weights (frozen while model_frozen), every adapter's and every head's
+        parameters, the arrays themselves (in-place updates change the model). Spec: TRAIN-1."""
+        if not trainable_only:
+            yield from self.params.items()
+        names = self._trained if trainable_only else list(self.adapters_config)
+        for name in names:
+            for key, (d, leaf) in self.adapter_param_refs(name).items():
+                yield key, d[leaf]
+        for key, (d, leaf) in self._head_param_refs().items():
+            yield key, d[leaf]
+
+    def trainable_parameters(self) -> dict:
+        """name -> array of what takes gradients: the adapters named in train_adapter and the heads (adapters
+        never freezes heads). Spec: TRAIN-1."""
+        return dict(self.named_parameters(trainable_only=True))
+
+    def zero_grad(self) -> None:
+        """Forget the accumulated gradients (torch's zero_grad(set_to_none=True))."""
+        self.grads = {}
+
+    def _loss_fn(self, labels, attention_mask, grad_output):
+        """The bare model's loss: L = Σ grad_output ⊙ last_hidden_state (so dL/dh = grad_output)."""
+        if grad_output is None:
+            raise ValueError("forward_backward(): the bare model has no head; pass grad_output=dL/d last_hidden_state "
+                             "(an array of its shape), or load the model with AutoAdapterModel and add a head.")
+
+        def fn(fields):
+            h = fields["last_hidden_state"]
+            g = np.asarray(grad_output, h.dtype)
+            if g.shape != h.shape:
+                raise ValueError(f"grad_output has shape {g.shape}; last_hidden_state has {h.shape}.")
+            return h.dtype.type((g * h).sum()), g, {}
+        return fn
+
+    def forward_backward(self, input_ids=None, attention_mask=None, token_type_ids=None, *, labels=None,
+                         grad_output=None, **kwargs):
+        """One training forward and backward with the active setup: gradients of the trainable adapters (and
+        heads) are added to ``model.grads`` (call zero_grad() between steps, as with torch). Returns a ModelOutput
+        with ``loss`` (and the head's ``logits``). Spec: TRAIN-2."""
+        inputs = self._check_inputs(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                                    **kwargs)
+        if "attention_mask" in inputs:
+            inputs["attention_mask"] = inputs["attention_mask"].astype(np.int64)
+        if "grads" not in vars(self):
+            self.zero_grad()
+        fn = self._loss_fn(labels, inputs.get("attention_mask"), grad_output)
+        loss, fields, extra = forward_backward(self, inputs, self.adapters_config.active_setup, self._trained,
+                                               self.grads, fn)
+        out = ModelOutput(loss=loss, **extra)
+        out.last_hidden_state = fields["last_hidden_state"]
+        return out

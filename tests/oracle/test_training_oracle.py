@@ -1,0 +1,188 @@
+"""Training against adapters 1.3.0 + torch autograd: gradients of every trainable adapter and head parameter, no
+gradient for frozen ones, and ten AdamW steps. Spec: TRAIN-1, TRAIN-2, TRAIN-ENC, GRAD-*, LOSS-*, OPT-ADAMW.
+
+Tiny random BERT / RoBERTa (dropout 0 in config.json, so train() mode is deterministic), padded batches, every
+adapter and head weight perturbed (fresh LoRA / bottleneck adapters start as the identity)."""
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pytest
+
+from oracle_utils import adapters, assert_close, batch, hf_model, perturb_adapter, save_model, torch
+
+import minadapters as ma
+
+NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+METHODS = {
+    "seq_bn": {"mh_adapter": False, "output_adapter": True, "reduction_factor": 4,
+               "non_linearity": "relu", "original_ln_before": True, "original_ln_after": True,
+               "residual_before_ln": True},
+    "seq_bn_resid_after_ln_gelu": {"mh_adapter": False, "output_adapter": True,
+                                   "reduction_factor": 5, "non_linearity": "gelu", "original_ln_before": True,
+                                   "original_ln_after": True, "residual_before_ln": False},
+    "seq_bn_post_add_no_ln_after": {"mh_adapter": True, "output_adapter": False,
+                                    "reduction_factor": 4, "non_linearity": "tanh", "original_ln_before": True,
+                                    "original_ln_after": False, "residual_before_ln": "post_add"},
+    "seq_bn_ln_before_after_scaled": {"mh_adapter": False, "output_adapter": True,
+                                      "reduction_factor": 4, "non_linearity": "swish", "original_ln_before": False,
+                                      "original_ln_after": True, "residual_before_ln": True, "ln_before": True,
+                                      "ln_after": True, "scaling": 0.7},
+    "seq_bn_learned_scaling": {"mh_adapter": True, "output_adapter": True,
+                               "reduction_factor": 8, "non_linearity": "relu", "original_ln_before": True,
+                               "original_ln_after": True, "residual_before_ln": True, "scaling": "learned"},
+    "seq_bn_channel_scaling": {"mh_adapter": False, "output_adapter": True,
+                               "reduction_factor": 8, "non_linearity": "relu", "original_ln_before": True,
+                               "original_ln_after": True, "residual_before_ln": True, "scaling": "channel"},
+    "double_seq_bn": "double_seq_bn",
+    "par_bn": "par_bn",
+    "lora_qv": {"architecture": "lora", "r": 4, "alpha": 8, "selfattn_lora": True, "attn_matrices": ["q", "v"]},
+    "lora_k_intermediate_output": {"architecture": "lora", "r": 3, "alpha": 5, "selfattn_lora": True,
+                                   "attn_matrices": ["k"], "intermediate_lora": True, "output_lora": True},
+    "ia3": "ia3",
+    "prefix_tuning": {"architecture": "prefix_tuning", "prefix_length": 5, "bottleneck_size": 16},
+    "prefix_tuning_flat": {"architecture": "prefix_tuning", "prefix_length": 3, "flat": True},
+    "mam": "mam",
+}
+
+HEADS = {
+    "classification": ("add_classification_head", dict(num_labels=3)),
+    "regression": ("add_classification_head", dict(num_labels=1)),
+    "classification_pooler": ("add_classification_head", dict(num_labels=2, use_pooler=True)),
+    "multilabel": ("add_classification_head", dict(num_labels=4, multilabel=True)),
+    "tagging": ("add_tagging_head", dict(num_labels=5)),
+}
+
+CASES = ([("bert", m, "classification") for m in METHODS]
+         + [("roberta", m, "classification") for m in ("seq_bn", "double_seq_bn", "lora_qv", "ia3", "prefix_tuning")]
+         + [("bert", m, h) for m in ("seq_bn", "lora_qv") for h in HEADS if h != "classification"])
+
+
+def labels_for(head, ids, mask, seed=7):
+    rng = np.random.default_rng(seed)
+    B, T = ids.shape
+    if head == "classification":
+        return rng.integers(0, 3, B)
+    if head == "classification_pooler":
+        return rng.integers(0, 2, B)
+    if head == "regression":
+        return rng.standard_normal(B).astype(np.float32)
+    if head == "multilabel":
+        return rng.integers(0, 2, (B, 4)).astype(np.float32)
+    lab = rng.integers(0, 5, (B, T))
+    lab[0, 1] = -100                          # an explicitly ignored token
+    return lab
+
+
+def setups(model_type, method, head, tmp):
+    """(upstream flex model, our flex model) with the same base, adapter 'a' and head 'a', both training 'a'."""
+    up_base = hf_model(model_type, **NO_DROPOUT)
+    d = save_model(up_base, os.path.join(tmp, "model"))
+    up = adapters.AutoAdapterModel.from_pretrained(d, attn_implementation="eager")
+    up.add_adapter("a", config=METHODS[method])
+    fn, kw = HEADS[head]
+    getattr(up, fn)("a", **kw)
+    perturb_adapter(up, "a", seed=11, scale=0.2)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for _, p in up.heads["a"].named_parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    up.save_adapter(os.path.join(tmp, "a"), "a")
+    up.train_adapter("a")
+    ours = ma.AutoAdapterModel.from_pretrained(d)
+    ours.load_adapter(os.path.join(tmp, "a"))
+    ours.train_adapter("a")
+    return up, ours
+
+
+def upstream_grads(up, ids, mask, labels):
+    up.zero_grad(set_to_none=True)
+    lab = torch.tensor(labels)
+    out = up(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), labels=lab)
+    out.loss.backward()
+    prefix = up.base_model_prefix + "."
+    grads = {_ours_name(n, prefix): p.grad.numpy().copy()
+             for n, p in up.named_parameters() if p.grad is not None}
+    return float(out.loss.detach()), out.logits.detach().numpy(), grads
+
+
+def _ours_name(n, prefix):
+    """Upstream's parameter name as our key: no base-model prefix; the prefix pool under its own path (torch lists
+    the shared pool under the first layer's alias ``...prefix_tuning.pool.``, and ln_before's LayerNorm, registered
+    as both ``adapter_norm_before`` and ``adapter_down.0``, under its first name)."""
+    n = n[len(prefix):] if n.startswith(prefix) else n
+    n = n.replace(".adapter_norm_before.", ".adapter_down.0.")     # one LayerNorm under two names upstream
+    return re.sub(r"^.*\.prefix_tuning\.pool\.", "prefix_tuning.", n)
+
+
+@pytest.mark.spec("TRAIN-1", "TRAIN-2", "TRAIN-ENC", "GRAD-LINEAR", "GRAD-LN", "GRAD-ACT", "GRAD-ATTN", "GRAD-BN-1",
+                  "GRAD-BN-2", "GRAD-BN-3", "GRAD-LORA", "GRAD-IA3", "GRAD-PREFIX", "GRAD-HEAD", "LOSS-CE",
+                  "LOSS-MSE", "LOSS-BCE")
+@pytest.mark.parametrize("model_type,method,head", CASES, ids=["-".join(c) for c in CASES])
+def test_gradients_equal_autograd(model_type, method, head, tmp_path):
+    up, ours = setups(model_type, method, head, str(tmp_path))
+    ids, mask = batch(model_type=model_type)
+    labels = labels_for(head, ids, mask)
+    loss_t, logits_t, g_t = upstream_grads(up, ids, mask, labels)
+    out = ours.forward_backward(ids, mask, labels=labels)
+    assert_close(out.logits, logits_t, what=f"{method}/{head} logits")
+    assert abs(float(out.loss) - loss_t) <= 1e-4 * max(1.0, abs(loss_t)), f"loss {out.loss}, but should be {loss_t}"
+    ours_g = ours.grads
+    assert set(ours_g) == set(g_t), (f"parameters with a gradient differ: only ours {sorted(set(ours_g) - set(g_t))[:4]}, "
+                                    f"only upstream {sorted(set(g_t) - set(ours_g))[:4]}")
+    trainable = set(ours.trainable_parameters())
+    assert set(ours_g) <= trainable, f"frozen parameters got gradients: {sorted(set(ours_g) - trainable)[:4]}"
+    assert not any(k in ours.params for k in ours_g), "a base weight got a gradient"
+    assert any(k.startswith("heads.") for k in ours_g) and any(not k.startswith("heads.") for k in ours_g)
+    for k, g in g_t.items():
+        assert_close(ours_g[k], g, what=f"{model_type}/{method}/{head} d{k}")
+
+
+def test_frozen_and_untrained_adapters_get_no_gradient(tmp_path):
+    """An active adapter not named in train_adapter takes no gradient but passes it on (upstream: requires_grad
+    False). Spec: TRAIN-1."""
+    up, ours = setups("bert", "lora_qv", "classification", str(tmp_path))
+    ours.add_adapter("b", config="seq_bn")
+    up.add_adapter("b", config="seq_bn")
+    for k, (d, leaf) in ours.adapter_param_refs("b").items():
+        d[leaf] += np.float32(0.01)
+    ids, mask = batch()
+    ours.set_active_adapters(ma.Stack("a", "b"))
+    ours.forward_backward(ids, mask, labels=labels_for("classification", ids, mask))
+    assert ours.grads and not any(".b." in k for k in ours.grads), sorted(ours.grads)[:3]
+
+
+@pytest.mark.spec("OPT-ADAMW", "OPT-SCHED", "OPT-CLIP")
+@pytest.mark.parametrize("method", ["seq_bn", "lora_qv", "prefix_tuning"])
+def test_ten_adamw_steps_follow_torch(method, tmp_path):
+    up, ours = setups("bert", method, "classification", str(tmp_path))
+    ids, mask = batch()
+    labels = labels_for("classification", ids, mask)
+    prefix = up.base_model_prefix + "."
+    up_params = {_ours_name(n, prefix): p for n, p in up.named_parameters() if p.requires_grad}
+    opt_t = torch.optim.AdamW(list(up_params.values()), lr=3e-3, weight_decay=0.05)
+    sched_t = __import__("transformers").get_linear_schedule_with_warmup(opt_t, 3, 10)
+    params = ours.trainable_parameters()
+    assert set(params) == set(up_params), sorted(set(params) ^ set(up_params))[:4]
+    opt = ma.AdamW(params, lr=3e-3, weight_decay=0.05)
+    sched = ma.get_linear_schedule_with_warmup(opt, 3, 10)
+    for step in range(10):
+        opt_t.zero_grad(set_to_none=True)
+        out_t = up(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), labels=torch.tensor(labels))
+        out_t.loss.backward()
+        norm_t = float(torch.nn.utils.clip_grad_norm_(list(up_params.values()), 0.5))
+        opt_t.step()
+        sched_t.step()
+        ours.zero_grad()
+        out = ours.forward_backward(ids, mask, labels=labels)
+        norm = ma.clip_grad_norm_(ours.grads, 0.5)
+        opt.step(ours.grads)
+        sched.step()
+        assert abs(float(out.loss) - float(out_t.loss)) <= 1e-4 * max(1.0, abs(float(out_t.loss))), step
+        assert abs(norm - norm_t) <= 1e-4 * norm_t, f"step {step}: grad norm {norm}, but should be {norm_t}"
+        assert sched.get_last_lr()[0] == pytest.approx(sched_t.get_last_lr()[0], rel=1e-12)
+    for k, p in up_params.items():
+        assert_close(params[k], p.detach().numpy(), what=f"{method} after 10 AdamW steps: {k}")
