@@ -1,0 +1,164 @@
+"""Model-level gradients without torch: a float64 BERT with padding, each method and head; forward_backward's
+gradients equal central differences of the inference forward's loss (the loss written here from its definition).
+Spec: TRAIN-2, TRAIN-ENC, GRAD-*, LOSS-*."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minadapters as ma
+from minadapters.models import architecture, bert
+
+D, L, NH, F, V = 8, 2, 2, 11, 23
+
+
+def tiny(seed=0, cls=ma.BertAdapterModel, model_type="bert"):
+    """A float64 2-layer encoder with random weights and biases, dropout 0 in its config."""
+    rng = np.random.default_rng(seed)
+    raw = {"model_type": model_type, "hidden_size": D, "num_hidden_layers": L, "num_attention_heads": NH,
+           "intermediate_size": F, "vocab_size": V, "max_position_embeddings": 16, "type_vocab_size": 2,
+           "layer_norm_eps": 1e-12, "hidden_act": "gelu", "pad_token_id": 0 if model_type == "bert" else 1,
+           "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    cfg = bert.EncoderConfig.from_dict(raw)
+    shapes = dict(bert.expected_shapes(cfg), **{"pooler.dense.weight": (D, D), "pooler.dense.bias": (D,)})
+    p = {k: (1.0 if k.endswith("LayerNorm.weight") else 0.0) + 0.4 * rng.standard_normal(s) for k, s in shapes.items()}
+    model = cls(architecture(model_type), cfg, p, dtype=np.float64, backend="numpy", seed=seed)
+    model.raw_config = raw
+    return model
+
+
+def to64(model, name, seed=1, noise=0.3):
+    rng = np.random.default_rng(seed)
+    for _, (d, leaf) in model.adapter_param_refs(name).items():
+        d[leaf] = d[leaf].astype(np.float64) + noise * rng.standard_normal(d[leaf].shape)
+
+
+def batch(B=3, T=6, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(2, V, (B, T))
+    mask = np.ones((B, T), np.int64)
+    mask[1, 4:] = 0
+    mask[2, 2:] = 0
+    return np.where(mask == 1, ids, 0), mask
+
+
+def ce(logits, y):
+    m = logits.max(-1, keepdims=True)
+    lp = logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))
+    return -lp[np.arange(len(y)), y].mean()
+
+
+METHODS = {
+    "seq_bn": "seq_bn",
+    "seq_bn_flags": {"mh_adapter": True, "output_adapter": True, "reduction_factor": 4, "non_linearity": "gelu",
+                     "original_ln_before": True, "original_ln_after": False, "residual_before_ln": "post_add",
+                     "ln_after": True, "adapter_residual_before_ln": True, "scaling": "learned"},
+    "double_seq_bn": "double_seq_bn",
+    "par_bn": "par_bn",
+    "lora": "lora[r=3,alpha=5,intermediate_lora=True,output_lora=True,attn_matrices=['q','k','v']]",
+    "ia3": "ia3",
+    "prefix_tuning": "prefix_tuning[prefix_length=3,bottleneck_size=5]",
+    "mam": "mam",
+}
+
+
+@pytest.mark.spec("TRAIN-2", "TRAIN-ENC", "GRAD-BN-1", "GRAD-BN-2", "GRAD-BN-3", "GRAD-LORA", "GRAD-IA3",
+                  "GRAD-PREFIX", "GRAD-HEAD", "LOSS-CE")
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+def test_gradients_equal_finite_differences(method, model_type):
+    model = tiny(model_type=model_type)
+    model.add_adapter("a", config=METHODS[method])
+    model.add_classification_head("a", num_labels=3)
+    to64(model, "a")
+    model.train_adapter("a")
+    ids, mask = batch()
+    y = np.array([0, 2, 1])
+    out = model.forward_backward(ids, mask, labels=y)
+    model.eval()
+    loss_ref = ce(model(ids, mask).logits, y)
+    assert out.loss == pytest.approx(loss_ref, rel=1e-10), "training forward differs from the inference forward"
+    params = model.trainable_parameters()
+    assert set(model.grads) == set(params), sorted(set(model.grads) ^ set(params))[:4]
+    rng = np.random.default_rng(5)
+    for key, arr in params.items():
+        flat = arr.reshape(-1)
+        for j in rng.choice(flat.size, size=min(3, flat.size), replace=False):
+            old = flat[j]
+            flat[j] = old + 1e-6
+            hi = ce(model(ids, mask).logits, y)
+            flat[j] = old - 1e-6
+            lo = ce(model(ids, mask).logits, y)
+            flat[j] = old
+            num = (hi - lo) / 2e-6
+            got = model.grads[key].reshape(-1)[j]
+            assert abs(got - num) <= 1e-6 + 1e-5 * abs(num), f"{method} d{key}[{j}] = {got}, but should be {num}"
+
+
+@pytest.mark.spec("TRAIN-2")
+def test_bare_model_takes_grad_output():
+    """L = Σ G ⊙ h on the bare model (no head): the gradient of a LoRA weight by finite differences."""
+    model = tiny(cls=ma.AdapterModel)
+    model.add_adapter("a", config="lora")
+    to64(model, "a")
+    model.train_adapter("a")
+    ids, mask = batch()
+    G = np.random.default_rng(3).standard_normal((3, 6, D))
+    out = model.forward_backward(ids, mask, grad_output=G)
+    key = "encoder.layer.1.attention.self.value.loras.a.lora_A"
+    A_ = model.trainable_parameters()[key]
+    old = A_[0, 1]
+    A_[0, 1] = old + 1e-6
+    hi = (G * model(ids, mask).last_hidden_state).sum()
+    A_[0, 1] = old - 1e-6
+    lo = (G * model(ids, mask).last_hidden_state).sum()
+    A_[0, 1] = old
+    assert model.grads[key][0, 1] == pytest.approx((hi - lo) / 2e-6, rel=1e-5)
+    assert out.loss == pytest.approx((G * model(ids, mask).last_hidden_state).sum(), rel=1e-10)
+    with pytest.raises(ValueError, match="grad_output"):
+        model.forward_backward(ids, mask)
+
+
+@pytest.mark.spec("LOSS-MSE", "LOSS-BCE", "GRAD-HEAD")
+@pytest.mark.parametrize("head", ["regression", "multilabel", "tagging", "pooler"])
+def test_head_losses_by_finite_differences(head):
+    model = tiny()
+    model.add_adapter("a", config="seq_bn")
+    to64(model, "a")
+    ids, mask = batch()
+    rng = np.random.default_rng(2)
+    if head == "regression":
+        model.add_classification_head("a", num_labels=1)
+        y = rng.standard_normal(3)
+        loss = lambda o: ((o.logits.reshape(-1) - y) ** 2).mean()  # noqa: E731
+    elif head == "multilabel":
+        model.add_classification_head("a", num_labels=4, multilabel=True)
+        y = rng.integers(0, 2, (3, 4)).astype(float)
+        loss = lambda o: (np.logaddexp(0, o.logits) - o.logits * y).mean()  # noqa: E731
+    elif head == "pooler":
+        model.add_classification_head("a", num_labels=3, use_pooler=True)
+        y = np.array([2, 0, 1])
+        loss = lambda o: ce(o.logits, y)  # noqa: E731
+    else:
+        model.add_tagging_head("a", num_labels=4)
+        y = rng.integers(0, 4, (3, 6))
+        y[0, 0] = -100
+        keep = (mask.reshape(-1) == 1) & (y.reshape(-1) != -100)
+        loss = lambda o: ce(o.logits.reshape(-1, 4)[keep], y.reshape(-1)[keep])  # noqa: E731
+    model.train_adapter("a")
+    for k, v in list(model.heads["a"].params.items()):
+        model.heads["a"].params[k] = v + 0.3 * rng.standard_normal(v.shape)
+    out = model.forward_backward(ids, mask, labels=y)
+    model.eval()
+    assert out.loss == pytest.approx(loss(model(ids, mask)), rel=1e-10)
+    for key, arr in model.trainable_parameters().items():
+        flat = arr.reshape(-1)
+        j = flat.size // 2
+        old = flat[j]
+        flat[j] = old + 1e-6
+        hi = loss(model(ids, mask))
+        flat[j] = old - 1e-6
+        lo = loss(model(ids, mask))
+        flat[j] = old
+        num = (hi - lo) / 2e-6
+        assert abs(model.grads[key].reshape(-1)[j] - num) <= 1e-6 + 1e-5 * abs(num), f"{head} d{key}"
