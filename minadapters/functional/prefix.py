@@ -123,3 +123,13 @@ def prepend_prefix_backward(dK2, dV2, P):
 
     dK2, dV2 (B, H, P + Tk, Dh) -> dK, dV (B, H, Tk, Dh), dP_K, dP_V (H, P, Dh) summed over the batch."""
     return dK2[:, :, P:], dV2[:, :, P:], dK2[:, :, :P].sum(0), dV2[:, :, :P].sum(0)
+
+
+def combine_prompt_backward(dout, P: int, *, combine: str):
+    """Gradients of combine_prompt (PROMPT-2): the prompt's rows summed over the batch, and the input's rows.
+    Spec: GRAD-PROMPT.  dout (B, P + T, D) -> d_prompt (P, D), dx (B, T, D)"""
+    if combine == "prefix":
+        return dout[:, :P].sum(0), dout[:, P:]
+    if combine == "prefix_after_bos":
+        return dout[:, 1:1 + P].sum(0), np.concatenate([dout[:, :1], dout[:, 1 + P:]], axis=1)
+    raise ValueError(f"combine={combine!r}; expected 'prefix' or 'prefix_after_bos'.")

@@ -231,7 +231,7 @@ def backward(d_hidden, caches, p, cfg: EncoderConfig, hooks, ops):
     dx = d_hidden
     for lp, (hk, c) in reversed(list(zip(layer_views(p, STACK, cfg.num_hidden_layers), caches))):
         dx = encoder_layer_backward(dx, c, lp, hk, cfg)
-    return dx
+    return hooks.embeddings_backward(ENCODER, dx)
 
 
 # adapters 1.3.0 state-dict paths of the hook locations (BertLayer's modules).

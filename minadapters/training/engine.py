@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..composition import Parallel
-from ..configuration import BnConfig, LoRAConfig, PrefixTuningConfig, PromptTuningConfig, ReftConfig
+from ..configuration import BnConfig, LoRAConfig, PrefixTuningConfig, ReftConfig
 from ..context import ForwardState
 from ..errors import CompositionError, ConfigError
 from ..functional.prefix import (prefix_mlp_backward, prefix_mlp_forward, split_prefix_kv,
@@ -46,9 +46,9 @@ def check_trainable(model, setup) -> None:
                               f"config.json's {drops}; set them to 0.0, or call model.eval() to train without dropout.")
     ac = model.adapters_config
     for name in sorted(setup.flatten()):
-        for cfg in ac.members(name, ReftConfig) + ac.members(name, PromptTuningConfig):
+        for cfg in ac.members(name, ReftConfig):
             raise ConfigError(f"training adapter {name!r}: {type(cfg).__name__} has no backward in minadapters yet "
-                              "(trainable: bottleneck, LoRA, IA3, prefix tuning).")
+                              "(trainable: bottleneck, LoRA, IA3, prefix tuning, prompt tuning).")
         for cfg in ac.members(name, BnConfig):
             for field in ("phm_layer", "use_gating", "inv_adapter"):
                 if cfg.get(field):
@@ -121,6 +121,7 @@ def forward_backward(model, inputs: dict, setup, trainable: frozenset, grads: di
     hooks = TrainHooks(model, state)
     prefix_caches = _prefix_forward(model, state)
     fields, cache = model.arch.training.forward(model.params, model.config, hooks, model.ops, model.dtype, **inputs)
+    fields["prompt_tokens_length"] = fwd.prompt_tokens_length
     loss, d_hidden, extra = loss_and_grad(fields)
     model.arch.training.backward(d_hidden.astype(model.dtype, copy=False), cache, model.params, model.config, hooks,
                                  model.ops)

@@ -60,7 +60,13 @@ def head_loss(model, head, fields, labels, attention_mask, grads: dict):
     logits, inputs = run_body_forward(x, steps, model.ops)
     labels = np.asarray(labels)
     if htype == "tagging":
-        lab = labels.reshape(-1).astype(np.int64)
+        lab = labels.astype(np.int64)
+        P = fields.get("prompt_tokens_length", 0)
+        if P:   # COMPAT(adapters): TaggingHead puts P ignored labels (and P mask ones) in front, whatever `combine`
+            lab = np.concatenate([np.full((lab.shape[0], P), IGNORE_INDEX), lab], axis=1)
+            if attention_mask is not None:
+                attention_mask = np.concatenate([np.ones((lab.shape[0], P), np.int64), attention_mask], axis=1)
+        lab = lab.reshape(-1)
         if attention_mask is not None:         # adapters' TaggingHead: padding tokens take ignore_index
             lab = np.where(np.asarray(attention_mask).reshape(-1) == 1, lab, IGNORE_INDEX)
         loss, dlogits = cross_entropy(logits.reshape(-1, logits.shape[-1]), lab)

@@ -17,7 +17,7 @@ from ..errors import CompositionError
 from ..functional import lora as LF
 from ..functional.backward import linear_backward
 from ..functional.bottleneck import bn_block_backward, bn_block_forward
-from ..functional.prefix import prepend_prefix, prepend_prefix_backward
+from ..functional.prefix import combine_prompt, combine_prompt_backward, prepend_prefix, prepend_prefix_backward
 
 
 def single_adapter(layer, setup):
@@ -59,9 +59,32 @@ class TrainHooks:
 
     def __init__(self, model, state: TrainState):
         self.model, self.state, self.ops = model, state, model.ops
+        self.prompt = None
 
     def embeddings(self, stack, x, mask):
-        return x, mask                       # invertible / prompt tuning are refused before the forward runs
+        """Prompt tuning of the setup's first adapter (first stack only, as the inference forward); invertible
+        adapters are refused before the forward runs. Spec: GRAD-PROMPT."""
+        self.prompt = None
+        setup = self.state.fwd.setup
+        if stack != self.model.arch.stacks[0].name or setup is None:
+            return x, mask
+        mod = self.model.model_level["prompt"].modules.get(setup.first())
+        if mod is None:
+            return x, mask
+        prompt = mod.params["prompt_embedding.weight"]
+        out, mask = combine_prompt(prompt, x, mask, combine=mod.config["combine"], ops=self.ops)
+        self.state.fwd.prompt_tokens_length = prompt.shape[0]
+        self.prompt = (mod, mod.config["combine"], prompt.shape[0])
+        return out, mask
+
+    def embeddings_backward(self, stack, dx):
+        """dL/d prompt from dL/d (prompted embeddings); returns dL/d (embedded input). Spec: GRAD-PROMPT."""
+        if self.prompt is None or stack != self.model.arch.stacks[0].name:
+            return dx
+        mod, combine, P = self.prompt
+        d_prompt, dx = combine_prompt_backward(dx, P, combine=combine)
+        self.state.add(mod.name, f"prompt_tuning.prompt_tunings.{mod.name}.prompt_embedding.weight", d_prompt)
+        return dx
 
     def layer(self, stack, i):
         return TrainLayerHooks(self.model.hook_table[stack][i], self.state, self.ops)

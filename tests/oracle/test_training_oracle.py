@@ -31,6 +31,10 @@ METHODS = {
                                       "reduction_factor": 4, "non_linearity": "swish", "original_ln_before": False,
                                       "original_ln_after": True, "residual_before_ln": True, "ln_before": True,
                                       "ln_after": True, "scaling": 0.7},
+    "seq_bn_adapter_residual_before_ln": {"mh_adapter": True, "output_adapter": True, "reduction_factor": 4,
+                                          "non_linearity": "relu", "original_ln_before": True,
+                                          "original_ln_after": True, "residual_before_ln": True, "ln_after": True,
+                                          "adapter_residual_before_ln": True},
     "seq_bn_learned_scaling": {"mh_adapter": True, "output_adapter": True,
                                "reduction_factor": 8, "non_linearity": "relu", "original_ln_before": True,
                                "original_ln_after": True, "residual_before_ln": True, "scaling": "learned"},
@@ -46,6 +50,8 @@ METHODS = {
     "prefix_tuning": {"architecture": "prefix_tuning", "prefix_length": 5, "bottleneck_size": 16},
     "prefix_tuning_flat": {"architecture": "prefix_tuning", "prefix_length": 3, "flat": True},
     "mam": "mam",
+    "prompt_tuning": {"architecture": "prompt_tuning", "prompt_length": 4},
+    "prompt_tuning_after_bos": {"architecture": "prompt_tuning", "prompt_length": 3, "combine": "prefix_after_bos"},
 }
 
 HEADS = {
@@ -58,7 +64,8 @@ HEADS = {
 
 CASES = ([("bert", m, "classification") for m in METHODS]
          + [("roberta", m, "classification") for m in ("seq_bn", "double_seq_bn", "lora_qv", "ia3", "prefix_tuning")]
-         + [("bert", m, h) for m in ("seq_bn", "lora_qv") for h in HEADS if h != "classification"])
+         + [("bert", m, h) for m in ("seq_bn", "lora_qv") for h in HEADS if h != "classification"]
+         + [("bert", "prompt_tuning", "tagging"), ("bert", "prompt_tuning_after_bos", "tagging")])
 
 
 def labels_for(head, ids, mask, seed=7):
@@ -120,7 +127,7 @@ def _ours_name(n, prefix):
 
 @pytest.mark.spec("TRAIN-1", "TRAIN-2", "TRAIN-ENC", "GRAD-LINEAR", "GRAD-LN", "GRAD-ACT", "GRAD-ATTN", "GRAD-BN-1",
                   "GRAD-BN-2", "GRAD-BN-3", "GRAD-LORA", "GRAD-IA3", "GRAD-PREFIX", "GRAD-HEAD", "LOSS-CE",
-                  "LOSS-MSE", "LOSS-BCE")
+                  "LOSS-MSE", "LOSS-BCE", "GRAD-PROMPT")
 @pytest.mark.parametrize("model_type,method,head", CASES, ids=["-".join(c) for c in CASES])
 def test_gradients_equal_autograd(model_type, method, head, tmp_path):
     up, ours = setups(model_type, method, head, str(tmp_path))

@@ -317,3 +317,15 @@ def test_bce_with_logits():
     sig = 1 / (1 + np.exp(-z))
     assert loss == pytest.approx(-(t * np.log(sig) + (1 - t) * np.log(1 - sig)).mean(), rel=1e-10)
     check(g, lambda: LS.bce_with_logits(z, t)[0], z, "dz")
+
+
+@pytest.mark.spec("GRAD-PROMPT")
+@pytest.mark.parametrize("combine", ["prefix", "prefix_after_bos"])
+def test_combine_prompt_backward(combine):
+    r = rng(14)
+    prompt, x = r.standard_normal((3, 4)), r.standard_normal((2, 5, 4))
+    R = r.standard_normal((2, 8, 4))
+    f = lambda: (R * PF.combine_prompt(prompt, x, None, combine=combine, ops=OPS)[0]).sum()  # noqa: E731
+    dp, dx = PF.combine_prompt_backward(R, 3, combine=combine)
+    check(dp, f, prompt, "d prompt")
+    check(dx, f, x, "dx")

@@ -59,11 +59,13 @@ METHODS = {
     "ia3": "ia3",
     "prefix_tuning": "prefix_tuning[prefix_length=3,bottleneck_size=5]",
     "mam": "mam",
+    "prompt_tuning": "prompt_tuning[prompt_length=3]",
+    "prompt_tuning_after_bos": {"architecture": "prompt_tuning", "prompt_length": 2, "combine": "prefix_after_bos"},
 }
 
 
 @pytest.mark.spec("TRAIN-2", "TRAIN-ENC", "GRAD-BN-1", "GRAD-BN-2", "GRAD-BN-3", "GRAD-LORA", "GRAD-IA3",
-                  "GRAD-PREFIX", "GRAD-HEAD", "LOSS-CE")
+                  "GRAD-PREFIX", "GRAD-PROMPT", "GRAD-HEAD", "LOSS-CE")
 @pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])
 def test_gradients_equal_finite_differences(method, model_type):
