@@ -104,3 +104,42 @@ class LayerNormFn:
 
     def backward(self, dy, cache):
         return layer_norm_backward(dy, cache, self.g, need_params=False)[0]
+
+
+class RMSCache(NamedTuple):
+    xhat: np.ndarray      # (..., D) x · r
+    rstd: np.ndarray      # (..., 1) r = 1 / sqrt(mean(x²) + eps)
+
+
+def rms_norm_forward(x, g, eps, *, ops):
+    """y = g · x / √(mean(x²) + eps), with its cache (float32 at least, as the forward). Spec: GRAD-RMS."""
+    xf = x if x.dtype == np.float64 else x.astype(np.float32)
+    y = ops.rms_norm(xf, g.astype(xf.dtype, copy=False), eps).astype(x.dtype, copy=False)
+    rstd = 1.0 / np.sqrt((xf * xf).mean(-1, keepdims=True) + xf.dtype.type(eps))
+    return y, RMSCache(xf * rstd, rstd)
+
+
+def rms_norm_backward(dy, cache: RMSCache, g):
+    """Gradients of RMSNorm with respect to x (frozen g). Spec: GRAD-RMS.
+
+        ĝ = dy ⊙ g;   dx = r · (ĝ − x̂ · mean(ĝ ⊙ x̂))"""
+    dxhat = dy * g
+    return (cache.rstd * (dxhat - cache.xhat * (dxhat * cache.xhat).mean(-1, keepdims=True))).astype(dy.dtype,
+                                                                                                     copy=False)
+
+
+def rope_backward(dy, cos, sin):
+    """Gradient of y = x·cos + rotate_half(x)·sin (OPS-13): dx = dy·cos + rotate_halfᵀ(dy·sin),
+    rotate_halfᵀ([a, b]) = [b, −a]. Spec: GRAD-ROPE.  dy (B, N, T, Dh); cos, sin (B, T, Dh)"""
+    s = dy * sin[:, None]
+    h = dy.shape[-1] // 2
+    return dy * cos[:, None] + np.concatenate([s[..., h:], -s[..., :h]], axis=-1)
+
+
+def repeat_kv_backward(dy, n_rep: int):
+    """Gradient of GQA's repeat (query head h reads key/value head h // n_rep): the sum over each group.
+    Spec: GRAD-ATTN.  (B, Nkv·n_rep, T, Dh) -> (B, Nkv, T, Dh)"""
+    if n_rep == 1:
+        return dy
+    B, N, T, Dh = dy.shape
+    return dy.reshape(B, N // n_rep, n_rep, T, Dh).sum(2)

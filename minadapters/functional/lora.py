@@ -102,3 +102,24 @@ def ia3_backward(dout, y, v):
 
         dy = dout ⊙ v;   dv = Σ_rows dout ⊙ y          dout, y (…, M), v (M,) -> dy (…, M), dv (M,)"""
     return dout * v, (dout * y).reshape(-1, y.shape[-1]).sum(0)
+
+
+def gather_thirds(y, enabled):
+    """Adjoint of scatter_thirds: the enabled thirds' columns of a (…, 3·M') array, concatenated. Spec: GRAD-LORA.
+    -> (…, g·M')"""
+    mo = y.shape[-1] // 3
+    return np.concatenate([y[..., t * mo:(t + 1) * mo] for t, on in enumerate(enabled) if on], axis=-1)
+
+
+def grouped_delta_backward(dd, x, A, B, groups: int, *, scale):
+    """Gradients of s · grouped_delta (LORA-7): GRAD-LORA per group j with A_j, B_j. Spec: GRAD-LORA.
+
+    dd (…, g·M') -> dx (…, K), dA (g·r, K), dB (g·M', r)"""
+    r, mo = A.shape[0] // groups, B.shape[0] // groups
+    dx, dA, dB = np.zeros(x.shape, dd.dtype), np.zeros_like(A, dtype=dd.dtype), np.zeros_like(B, dtype=dd.dtype)
+    for j in range(groups):
+        a, b = A[j * r:(j + 1) * r], B[j * mo:(j + 1) * mo]
+        gx, dA[j * r:(j + 1) * r], dB[j * mo:(j + 1) * mo] = lora_backward(dd[..., j * mo:(j + 1) * mo], x, a, b,
+                                                                           scale=scale)
+        dx += gx
+    return dx, dA, dB

@@ -103,11 +103,31 @@ class ModelWithHeads(AdapterModel):
 
     # ---- training (spec/training.md) -----------------------------------------------------------------
     def _head_param_refs(self) -> dict:
-        """Every head's parameters: adapters never freezes heads (train_adapter freezes the base model only)."""
+        """Every head's parameters: adapters never freezes heads (train_adapter freezes the base model and the
+        input embeddings, so an LM head's projection tied to them stays frozen)."""
         refs = {}
         for head in self.heads.values():
             refs.update(head.param_refs(self))
+            if head.tied_key is not None:      # tied to the input embeddings: frozen with them
+                refs.pop(f"heads.{head.name}.{head.out_index}.weight", None)
+        for key in self._frozen_head_keys:
+            refs.pop(key, None)
         return refs
+
+    _frozen_head_keys: frozenset = frozenset()
+
+    def train_adapter(self, adapter_setup, train_embeddings: bool = False) -> None:
+        """As the bare model; then, as adapters' freeze_embeddings, the output projection (weight and bias) of every
+        active LM head is frozen. Spec: TRAIN-1."""
+        super().train_adapter(adapter_setup, train_embeddings)
+        active = self._active_heads.children if isinstance(self._active_heads, BatchSplit) else self._active_heads
+        frozen = set()
+        for name in active or []:
+            head = self.heads[name]
+            if head.type.output == "lm":
+                i = head.out_index
+                frozen |= {f"heads.{name}.{i}.weight", f"heads.{name}.{i}.bias"}
+        self._frozen_head_keys = frozenset(frozen)
 
     def _loss_fn(self, labels, attention_mask, grad_output):
         """The active head's loss (adapters' head losses); without a head, the bare model's. Spec: GRAD-HEAD."""
@@ -121,8 +141,10 @@ class ModelWithHeads(AdapterModel):
             raise ValueError(f"forward_backward(): head {used[0]!r} needs labels= to compute its loss.")
         head = self.heads[used[0]]
 
+        trainable = frozenset(self._head_param_refs())
+
         def fn(fields):
-            loss, logits, d_hidden = head_loss(self, head, fields, labels, attention_mask, self.grads)
+            loss, logits, d_hidden = head_loss(self, head, fields, labels, attention_mask, self.grads, trainable)
             return loss, d_hidden, {"logits": logits}
         return fn
 

@@ -10,6 +10,7 @@ from ..context import ForwardState
 from ..errors import CompositionError, ConfigError
 from ..functional.prefix import (prefix_mlp_backward, prefix_mlp_forward, split_prefix_kv,
                                  split_prefix_kv_backward)
+from ..models import REGISTRY
 from .hooks import TrainHooks, TrainState
 
 
@@ -28,8 +29,9 @@ def model_dropouts(model) -> dict:
 def check_trainable(model, setup) -> None:
     """Refuse what this slice cannot differentiate, naming the field and what is allowed. Spec: TRAIN-1."""
     if model.arch.training is None:
+        with_backward = sorted(t for a in REGISTRY.values() if a.training is not None for t in a.model_types)
         raise ConfigError(f"training: model_type={model.model_type!r} (family {model.arch.name!r}) has no backward "
-                          "in minadapters yet; families with one: bert, roberta, xlm-roberta.")
+                          f"in minadapters yet; model types with one: {', '.join(with_backward)}.")
     if not getattr(model, "model_frozen", False):
         raise ConfigError("training: the base model is not frozen; call model.train_adapter(name) (or "
                           "freeze_model(True)). minadapters trains adapters and heads, not the base weights.")
@@ -44,6 +46,10 @@ def check_trainable(model, setup) -> None:
         if drops:
             raise ConfigError(f"training: dropout is not implemented in minadapters yet, and model.train() would apply "
                               f"config.json's {drops}; set them to 0.0, or call model.eval() to train without dropout.")
+    merged = sorted({layer.merged for layer in model.layers_of("lora") if layer.merged is not None})
+    if merged:
+        raise ConfigError(f"training: LoRA adapter(s) {merged} are merged into the base weights; call "
+                          "model.reset_adapter() before training.")
     ac = model.adapters_config
     for name in sorted(setup.flatten()):
         for cfg in ac.members(name, ReftConfig):
@@ -122,6 +128,7 @@ def forward_backward(model, inputs: dict, setup, trainable: frozenset, grads: di
     prefix_caches = _prefix_forward(model, state)
     fields, cache = model.arch.training.forward(model.params, model.config, hooks, model.ops, model.dtype, **inputs)
     fields["prompt_tokens_length"] = fwd.prompt_tokens_length
+    fields["input_ids"] = inputs.get("input_ids")
     loss, d_hidden, extra = loss_and_grad(fields)
     model.arch.training.backward(d_hidden.astype(model.dtype, copy=False), cache, model.params, model.config, hooks,
                                  model.ops)

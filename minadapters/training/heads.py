@@ -6,18 +6,20 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..functional.backward import linear_backward
-from ..functional.heads import run_body_backward, run_body_forward
+from ..functional.heads import last_token_index, run_body_backward, run_body_forward
 from ..functional.losses import IGNORE_INDEX, bce_with_logits, cross_entropy, mse
 
-TRAINABLE_HEADS = ("classification", "multilabel_classification", "tagging")
+TRAINABLE_HEADS = ("classification", "multilabel_classification", "tagging", "causal_lm", "masked_lm")
 
 
 def head_steps(model, head):
-    """(steps, layout indices) of the head body without its dropouts (identity at p = 0)."""
+    """(steps, layout indices) of the head body without its dropouts (identity at p = 0); a tied LM projection
+    reads the (frozen) input embedding matrix."""
     steps, index = [], []
     for i, m in enumerate(head.layout):
         if m[0] == "linear":
-            steps.append(("linear", head.params[f"{i}.weight"], head.params.get(f"{i}.bias")))
+            w = model.params[head.tied_key] if (i == head.out_index and head.tied_key) else head.params[f"{i}.weight"]
+            steps.append(("linear", w, head.params.get(f"{i}.bias")))
         elif m[0] == "act":
             steps.append(("act", m[1]))
         elif m[0] == "ln":
@@ -37,9 +39,10 @@ def head_dropout(model, head) -> float:
     return 0.0
 
 
-def head_loss(model, head, fields, labels, attention_mask, grads: dict):
-    """Loss of ``head`` on the base output ``fields`` and dL/d last_hidden_state; adds the head's parameter
-    gradients to ``grads`` under ``heads.<name>.<i>.<leaf>``. Spec: GRAD-HEAD.  -> (loss, logits, d_hidden)"""
+def head_loss(model, head, fields, labels, attention_mask, grads: dict, trainable: frozenset):
+    """Loss of ``head`` on the base output ``fields`` and dL/d last_hidden_state; adds the gradients of the head's
+    ``trainable`` parameters to ``grads`` under ``heads.<name>.<i>.<leaf>``. Spec: GRAD-HEAD.
+    -> (loss, logits, d_hidden)"""
     htype = head.head_type
     if htype not in TRAINABLE_HEADS:
         raise ConfigError(f"training head {head.name!r}: head type {htype!r} has no loss backward in minadapters yet; "
@@ -49,17 +52,25 @@ def head_loss(model, head, fields, labels, attention_mask, grads: dict):
                           "config.json) is not implemented in minadapters yet; set it to 0.0 or call model.eval().")
     h = fields["last_hidden_state"]
     d_hidden = np.zeros_like(h)
-    use_pooler = bool(head.config.get("use_pooler", False)) and htype != "tagging"
-    if htype == "tagging":
+    per_token = htype in ("tagging", "causal_lm", "masked_lm")
+    use_pooler = bool(head.config.get("use_pooler", False)) and not per_token
+    rows = np.arange(h.shape[0])
+    last = None
+    if model.arch.is_causal and not per_token:    # decoders read the last non-padding token (HEAD-2)
+        last = last_token_index(fields.get("input_ids"), getattr(model.config, "pad_token_id", None), h.shape[0])
+    if per_token:
         x = h
     elif use_pooler:
         x = fields["pooler_output"]
     else:
-        x = h[:, 0]
+        x = h[rows, last] if last is not None else h[:, 0]
     steps, index = head_steps(model, head)
     logits, inputs = run_body_forward(x, steps, model.ops)
     labels = np.asarray(labels)
-    if htype == "tagging":
+    if htype in ("causal_lm", "masked_lm"):
+        loss, dlogits = lm_loss(logits, labels, shift=bool(head.config.get("shift_labels", False)),
+                                prompt_length=fields.get("prompt_tokens_length", 0))
+    elif htype == "tagging":
         lab = labels.astype(np.int64)
         P = fields.get("prompt_tokens_length", 0)
         if P:   # COMPAT(adapters): TaggingHead puts P ignored labels (and P mask ones) in front, whatever `combine`
@@ -78,12 +89,14 @@ def head_loss(model, head, fields, labels, attention_mask, grads: dict):
         loss, dlogits = cross_entropy(logits, labels.reshape(-1).astype(np.int64))
     dx, g = run_body_backward(dlogits.reshape(logits.shape), steps, inputs)
     for j, (dw, db) in g.items():
-        i = index[j]
-        _add(grads, f"heads.{head.name}.{i}.weight", dw)
-        if db is not None:
-            _add(grads, f"heads.{head.name}.{i}.bias", db)
-    if htype == "tagging":
+        for leaf, grad in (("weight", dw), ("bias", db)):
+            key = f"heads.{head.name}.{index[j]}.{leaf}"
+            if grad is not None and key in trainable:
+                _add(grads, key, grad)
+    if per_token:
         d_hidden += dx
+    elif last is not None:
+        np.add.at(d_hidden, (rows, last), dx)
     elif use_pooler:                                         # pooled = tanh(h_0 W_pᵀ + b_p), W_p frozen
         pooled = fields["pooler_output"]
         d_hidden[:, 0] += linear_backward(dx * (1.0 - pooled * pooled), None, model.params["pooler.dense.weight"],
@@ -91,6 +104,27 @@ def head_loss(model, head, fields, labels, attention_mask, grads: dict):
     else:
         d_hidden[:, 0] += dx
     return loss, logits, d_hidden
+
+
+def lm_loss(logits, labels, *, shift, prompt_length=0):
+    """adapters' LM head loss: cross-entropy over the vocabulary, logits[:, :-1] against labels[:, 1:] when
+    ``shift``; with prompt tuning P ignored labels go in front (after the shift). Spec: LOSS-LM.
+    -> (loss, dL/dlogits of the logits' shape)"""
+    labels = labels.astype(np.int64)
+    z = logits[:, :-1] if shift else logits
+    if shift:
+        labels = labels[:, 1:]
+    if prompt_length:
+        labels = np.concatenate([np.full((labels.shape[0], prompt_length), IGNORE_INDEX), labels], axis=1)
+    if labels.shape != z.shape[:2]:
+        raise ValueError(f"labels has shape {labels.shape} after the shift; the LM logits give {z.shape[:2]}.")
+    loss, dz = cross_entropy(z.reshape(-1, z.shape[-1]), labels.reshape(-1))
+    d = np.zeros_like(logits)
+    if shift:
+        d[:, :-1] = dz.reshape(z.shape)
+    else:
+        d[...] = dz.reshape(z.shape)
+    return loss, d
 
 
 def _add(grads, key, g):

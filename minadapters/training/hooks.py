@@ -18,6 +18,7 @@ from ..functional import lora as LF
 from ..functional.backward import linear_backward
 from ..functional.bottleneck import bn_block_backward, bn_block_forward
 from ..functional.prefix import combine_prompt, combine_prompt_backward, prepend_prefix, prepend_prefix_backward
+from ..hooks import Hook
 
 
 def single_adapter(layer, setup):
@@ -111,11 +112,17 @@ class TrainLayerHooks:
             return y
         mod = layer.modules[name]
         s = x.dtype.type(mod.info["scaling"])
+        fused = key == Hook.ATTN_QKV             # LORA-7: one module over the enabled thirds of q|k|v
         if mod.info["kind"] == "ia3":
-            v = mod.params["lora_B"].reshape(-1).astype(x.dtype) * s
+            v = mod.params["lora_B"].reshape(-1).astype(x.dtype)
+            v = (LF.scatter_thirds(v, mod.info["enabled"], 1.0) if fused else v) * s
             self.cache[key] = (layer, mod, x, w, y)
             return y * v
         self.cache[key] = (layer, mod, x, w, None)
+        if fused:
+            en = mod.info["enabled"]
+            delta = LF.grouped_delta(x, mod.params["lora_A"], mod.params["lora_B"], sum(en), ops=self.ops)
+            return y + LF.scatter_thirds(delta, en, 0.0) * s
         return self.ops.lora_add(y, x, mod.params["lora_A"], mod.params["lora_B"], s)
 
     def linear_backward(self, key, dy):
@@ -125,12 +132,20 @@ class TrainLayerHooks:
             return linear_backward(dy, x, w, need_weight=False)[0]
         s = x.dtype.type(mod.info["scaling"])
         keyof = lambda leaf: f"{layer.path}.{layer.container}.{mod.name}.{leaf}"  # noqa: E731
+        fused = key == Hook.ATTN_QKV
         if mod.info["kind"] == "ia3":
-            v = mod.params["lora_B"].reshape(-1).astype(x.dtype) * s
+            v = mod.params["lora_B"].reshape(-1).astype(x.dtype)
+            v = (LF.scatter_thirds(v, mod.info["enabled"], 1.0) if fused else v) * s
             dy, dv = LF.ia3_backward(dy, y, v)
+            dv = LF.gather_thirds(dv, mod.info["enabled"]) if fused else dv
             self.state.add(mod.name, keyof("lora_B"), (dv * s).reshape(-1, 1))
             return linear_backward(dy, x, w, need_weight=False)[0]
-        dx, dA, dB = LF.lora_backward(dy, x, mod.params["lora_A"], mod.params["lora_B"], scale=s)
+        if fused:
+            en = mod.info["enabled"]
+            dx, dA, dB = LF.grouped_delta_backward(LF.gather_thirds(dy, en), x, mod.params["lora_A"],
+                                                   mod.params["lora_B"], sum(en), scale=s)
+        else:
+            dx, dA, dB = LF.lora_backward(dy, x, mod.params["lora_A"], mod.params["lora_B"], scale=s)
         self.state.add(mod.name, keyof("lora_A"), dA)
         self.state.add(mod.name, keyof("lora_B"), dB)
         return dx + linear_backward(dy, x, w, need_weight=False)[0]

@@ -11,11 +11,16 @@ import re
 import numpy as np
 import pytest
 
+from decoder_oracle_utils import batch as dec_batch, hf_decoder
 from oracle_utils import adapters, assert_close, batch, hf_model, perturb_adapter, save_model, torch
 
 import minadapters as ma
 
-NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+NO_DROPOUT = {"bert": dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+              "roberta": dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+              "gpt2": dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=0),
+              "llama": dict(attention_dropout=0.0)}
+DECODERS = ("gpt2", "llama")
 
 METHODS = {
     "seq_bn": {"mh_adapter": False, "output_adapter": True, "reduction_factor": 4,
@@ -60,12 +65,23 @@ HEADS = {
     "classification_pooler": ("add_classification_head", dict(num_labels=2, use_pooler=True)),
     "multilabel": ("add_classification_head", dict(num_labels=4, multilabel=True)),
     "tagging": ("add_tagging_head", dict(num_labels=5)),
+    "causal_lm": ("add_causal_lm_head", dict()),
+    "causal_lm_1layer": ("add_causal_lm_head", dict(layers=1)),
 }
+DEC_METHODS = {"seq_bn": "seq_bn", "double_seq_bn": "double_seq_bn", "par_bn": "par_bn",
+               "lora_qv": {"architecture": "lora", "r": 4, "alpha": 8, "attn_matrices": ["q", "v"]},
+               "lora_kv_intermediate_output": {"architecture": "lora", "r": 3, "alpha": 5, "attn_matrices": ["k", "v"],
+                                               "intermediate_lora": True, "output_lora": True},
+               "ia3": "ia3", "prefix_tuning": {"architecture": "prefix_tuning", "prefix_length": 4,
+                                               "bottleneck_size": 16}}
+METHODS.update({k: v for k, v in DEC_METHODS.items() if k not in METHODS})
 
 CASES = ([("bert", m, "classification") for m in METHODS]
          + [("roberta", m, "classification") for m in ("seq_bn", "double_seq_bn", "lora_qv", "ia3", "prefix_tuning")]
          + [("bert", m, h) for m in ("seq_bn", "lora_qv") for h in HEADS if h != "classification"]
-         + [("bert", "prompt_tuning", "tagging"), ("bert", "prompt_tuning_after_bos", "tagging")])
+         + [("bert", "prompt_tuning", "tagging"), ("bert", "prompt_tuning_after_bos", "tagging")]
+         + [(mt, m, h) for mt in DECODERS for m in DEC_METHODS for h in ("causal_lm", "classification")]
+         + [(mt, "lora_qv", "causal_lm_1layer") for mt in DECODERS])
 
 
 def labels_for(head, ids, mask, seed=7):
@@ -79,6 +95,8 @@ def labels_for(head, ids, mask, seed=7):
         return rng.standard_normal(B).astype(np.float32)
     if head == "multilabel":
         return rng.integers(0, 2, (B, 4)).astype(np.float32)
+    if head.startswith("causal_lm"):
+        return np.where(mask == 1, ids, -100)          # next-token labels, padding ignored
     lab = rng.integers(0, 5, (B, T))
     lab[0, 1] = -100                          # an explicitly ignored token
     return lab
@@ -86,7 +104,10 @@ def labels_for(head, ids, mask, seed=7):
 
 def setups(model_type, method, head, tmp):
     """(upstream flex model, our flex model) with the same base, adapter 'a' and head 'a', both training 'a'."""
-    up_base = hf_model(model_type, **NO_DROPOUT)
+    if model_type in DECODERS:
+        up_base = hf_decoder(model_type, **NO_DROPOUT[model_type])
+    else:
+        up_base = hf_model(model_type, **NO_DROPOUT[model_type])
     d = save_model(up_base, os.path.join(tmp, "model"))
     up = adapters.AutoAdapterModel.from_pretrained(d, attn_implementation="eager")
     up.add_adapter("a", config=METHODS[method])
@@ -127,11 +148,11 @@ def _ours_name(n, prefix):
 
 @pytest.mark.spec("TRAIN-1", "TRAIN-2", "TRAIN-ENC", "GRAD-LINEAR", "GRAD-LN", "GRAD-ACT", "GRAD-ATTN", "GRAD-BN-1",
                   "GRAD-BN-2", "GRAD-BN-3", "GRAD-LORA", "GRAD-IA3", "GRAD-PREFIX", "GRAD-HEAD", "LOSS-CE",
-                  "LOSS-MSE", "LOSS-BCE", "GRAD-PROMPT")
+                  "LOSS-MSE", "LOSS-BCE", "GRAD-PROMPT", "TRAIN-DEC", "GRAD-RMS", "GRAD-ROPE", "LOSS-LM")
 @pytest.mark.parametrize("model_type,method,head", CASES, ids=["-".join(c) for c in CASES])
 def test_gradients_equal_autograd(model_type, method, head, tmp_path):
     up, ours = setups(model_type, method, head, str(tmp_path))
-    ids, mask = batch(model_type=model_type)
+    ids, mask = dec_batch() if model_type in DECODERS else batch(model_type=model_type)
     labels = labels_for(head, ids, mask)
     loss_t, logits_t, g_t = upstream_grads(up, ids, mask, labels)
     out = ours.forward_backward(ids, mask, labels=labels)
@@ -143,7 +164,9 @@ def test_gradients_equal_autograd(model_type, method, head, tmp_path):
     trainable = set(ours.trainable_parameters())
     assert set(ours_g) <= trainable, f"frozen parameters got gradients: {sorted(set(ours_g) - trainable)[:4]}"
     assert not any(k in ours.params for k in ours_g), "a base weight got a gradient"
-    assert any(k.startswith("heads.") for k in ours_g) and any(not k.startswith("heads.") for k in ours_g)
+    assert any(not k.startswith("heads.") for k in ours_g)
+    # a one-layer LM head is only its output projection, which train_adapter freezes (adapters' freeze_embeddings)
+    assert any(k.startswith("heads.") for k in ours_g) == (head != "causal_lm_1layer")
     for k, g in g_t.items():
         assert_close(ours_g[k], g, what=f"{model_type}/{method}/{head} d{k}")
 

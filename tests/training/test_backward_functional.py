@@ -14,7 +14,9 @@ from minadapters.functional import heads as H
 from minadapters.functional import lora as LF
 from minadapters.functional import losses as LS
 from minadapters.functional import prefix as PF
+from minadapters.models import decoder_common as dc
 from minadapters.ops.numpy import NumpyOps
+from minadapters.training.heads import lm_loss
 
 OPS = NumpyOps()
 EPS = 1e-6
@@ -329,3 +331,64 @@ def test_combine_prompt_backward(combine):
     dp, dx = PF.combine_prompt_backward(R, 3, combine=combine)
     check(dp, f, prompt, "d prompt")
     check(dx, f, x, "dx")
+
+
+@pytest.mark.spec("GRAD-RMS")
+def test_rms_norm_backward():
+    r = rng(15)
+    x, g = r.standard_normal((2, 3, 6)) + 0.5, 1 + 0.3 * r.standard_normal(6)
+    R = r.standard_normal(x.shape)
+    f = lambda: (R * OPS.rms_norm(x, g, 1e-6)).sum()  # noqa: E731
+    y, c = FB.rms_norm_forward(x, g, 1e-6, ops=OPS)
+    np.testing.assert_allclose(y, OPS.rms_norm(x, g, 1e-6), rtol=1e-12)
+    check(FB.rms_norm_backward(R, c, g), f, x, "dx")
+
+
+@pytest.mark.spec("GRAD-ROPE")
+def test_rope_backward():
+    r = rng(16)
+    x = r.standard_normal((2, 3, 4, 6))
+    ang = r.standard_normal((2, 4, 3))
+    cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
+    R = r.standard_normal(x.shape)
+    f = lambda: (R * OPS.rope(x, cos, sin)).sum()  # noqa: E731
+    check(FB.rope_backward(R, cos, sin), f, x, "dx")
+
+
+@pytest.mark.spec("GRAD-ATTN")
+def test_repeat_kv_backward():
+    r = rng(17)
+    x, R = r.standard_normal((2, 2, 3, 4)), r.standard_normal((2, 6, 3, 4))
+    check(FB.repeat_kv_backward(R, 3), lambda: (R * dc.repeat_kv(x, 3)).sum(), x, "dx")
+
+
+@pytest.mark.spec("GRAD-LORA")
+@pytest.mark.parametrize("enabled", [(True, False, True), (False, True, False), (True, True, True)])
+def test_fused_qkv_lora_backward(enabled):
+    """The fused q|k|v LoRA (LORA-7): grouped deltas scattered into the enabled thirds."""
+    r = rng(18)
+    g, Mo, K, rk = sum(enabled), 3, 5, 2
+    x, A_, B_ = r.standard_normal((2, 3, K)), r.standard_normal((g * rk, K)), r.standard_normal((g * Mo, rk))
+    R = r.standard_normal((2, 3, 3 * Mo))
+    f = lambda: (R * LF.scatter_thirds(LF.grouped_delta(x, A_, B_, g, ops=OPS), enabled, 0.0) * 1.5).sum()  # noqa
+    dx, dA, dB = LF.grouped_delta_backward(LF.gather_thirds(R, enabled), x, A_, B_, g, scale=1.5)
+    check(dx, f, x, "dx")
+    check(dA, f, A_, "dA")
+    check(dB, f, B_, "dB")
+
+
+@pytest.mark.spec("LOSS-LM")
+@pytest.mark.parametrize("shift,P", [(True, 0), (False, 0), (True, 2)])
+def test_lm_loss(shift, P):
+    r = rng(19)
+    z = r.standard_normal((2, 5 + P, 7))
+    y = r.integers(0, 7, (2, 5))
+    y[1, 3] = -100
+    loss, g = lm_loss(z, y, shift=shift, prompt_length=P)
+    zz = z[:, :-1] if shift else z
+    yy = y[:, 1:] if shift else y
+    yy = np.concatenate([np.full((2, P), -100), yy], 1)
+    keep = yy.reshape(-1) != -100
+    lp = _log_softmax(zz.reshape(-1, 7))[keep]
+    assert loss == pytest.approx(-lp[np.arange(keep.sum()), yy.reshape(-1)[keep]].mean(), rel=1e-12)
+    check(g, lambda: lm_loss(z, y, shift=shift, prompt_length=P)[0], z, "dz")

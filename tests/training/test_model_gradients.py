@@ -164,3 +164,76 @@ def test_head_losses_by_finite_differences(head):
         flat[j] = old
         num = (hi - lo) / 2e-6
         assert abs(model.grads[key].reshape(-1)[j] - num) <= 1e-6 + 1e-5 * abs(num), f"{head} d{key}"
+
+
+def tiny_decoder(model_type, seed=0):
+    """A float64 2-layer GPT-2 or LLaMA (GQA: 2 query heads, 1 key/value head) with dropout 0."""
+    rng = np.random.default_rng(seed)
+    if model_type == "gpt2":
+        raw = {"model_type": "gpt2", "n_embd": D, "n_layer": L, "n_head": NH, "n_inner": F, "vocab_size": V,
+               "n_positions": 16, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "pad_token_id": 0}
+        cls = ma.GPT2AdapterModel
+    else:
+        raw = {"model_type": "llama", "hidden_size": D, "num_hidden_layers": L, "num_attention_heads": NH,
+               "num_key_value_heads": 1, "intermediate_size": F, "vocab_size": V, "max_position_embeddings": 16,
+               "attention_dropout": 0.0, "pad_token_id": 0, "rms_norm_eps": 1e-6}
+        cls = ma.LlamaAdapterModel
+    arch = architecture(model_type)
+    cfg = arch.config_class.from_dict(raw)
+    p = {k: (1.0 if k.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight", "norm.weight", "layernorm.weight"))
+             else 0.0) + 0.4 * rng.standard_normal(s) for k, s in arch.expected_shapes(cfg).items()}
+    model = cls(arch, cfg, p, dtype=np.float64, backend="numpy", seed=seed)
+    model.raw_config = raw
+    return model
+
+
+DEC_METHODS = {"seq_bn": "seq_bn", "par_bn": "par_bn", "ia3": "ia3",
+               "lora": "lora[r=2,alpha=3,attn_matrices=['q','k','v'],intermediate_lora=True,output_lora=True]",
+               "lora_qv": "lora[r=2,alpha=3,attn_matrices=['q','v']]",
+               "prefix_tuning": "prefix_tuning[prefix_length=2,bottleneck_size=5]"}
+
+
+def lm_ce(logits, y):
+    z, t = logits[:, :-1].reshape(-1, logits.shape[-1]), y[:, 1:].reshape(-1)
+    keep = t != -100
+    return ce(z[keep], t[keep])
+
+
+@pytest.mark.spec("TRAIN-DEC", "GRAD-RMS", "GRAD-ROPE", "GRAD-LORA", "LOSS-LM", "LOSS-CE")
+@pytest.mark.parametrize("head", ["causal_lm", "classification"])
+@pytest.mark.parametrize("method", sorted(DEC_METHODS))
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+def test_decoder_gradients_equal_finite_differences(model_type, method, head):
+    model = tiny_decoder(model_type)
+    model.add_adapter("a", config=DEC_METHODS[method])
+    if head == "causal_lm":
+        model.add_causal_lm_head("a", layers=2)
+    else:
+        model.add_classification_head("a", num_labels=3)
+    to64(model, "a")
+    model.train_adapter("a")
+    ids, mask = batch()
+    if head == "causal_lm":
+        y = np.where(mask == 1, ids, -100)
+        loss = lambda o: lm_ce(o.logits, y)  # noqa: E731
+    else:
+        y = np.array([0, 2, 1])
+        loss = lambda o: ce(o.logits, y)  # noqa: E731
+    out = model.forward_backward(ids, mask, labels=y)
+    model.eval()
+    assert out.loss == pytest.approx(loss(model(ids, mask)), rel=1e-10)
+    params = model.trainable_parameters()
+    assert set(model.grads) == set(params), sorted(set(model.grads) ^ set(params))[:4]
+    rng = np.random.default_rng(5)
+    for key, arr in params.items():
+        flat = arr.reshape(-1)
+        for j in rng.choice(flat.size, size=min(2, flat.size), replace=False):
+            old = flat[j]
+            flat[j] = old + 1e-6
+            hi = loss(model(ids, mask))
+            flat[j] = old - 1e-6
+            lo = loss(model(ids, mask))
+            flat[j] = old
+            num = (hi - lo) / 2e-6
+            got = model.grads[key].reshape(-1)[j]
+            assert abs(got - num) <= 1e-6 + 1e-5 * abs(num), f"{model_type} {method} d{key}[{j}] = {got}, not {num}"
