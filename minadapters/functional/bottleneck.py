@@ -130,98 +130,125 @@ def bottleneck_backward(dup, cache: BranchCache, wd, wu, *, act, scaling, ln_bef
     return da, grads
 
 
-class BlockCache(NamedTuple):
-    a_from: str                   # branch input a is "h", "s" (h + x) or "ln" (LN(h + x))
-    r_from: str                   # adapter residual r is "h", "s", "a" or "x" (parallel)
-    ln_pre: object                # LNCache of the model LN before the adapter, or None
-    branch: BranchCache
-    o_pre: np.ndarray             # input of LN_after (o + r or o), or the output itself without LN_after
-    ln_after: object              # LNCache or None
-    ln_post: object               # LNCache of the model LN after the adapter, or None
-    post_ln: bool                 # original_ln_after with a model LN
-
-
-def bn_block_forward(h, x, ln, p, *, act, scaling, residual_before_ln, adapter_residual_before_ln, original_ln_before,
-                     original_ln_after, is_parallel, ops):
-    """One bottleneck adapter replacing LN(h + x) (BN-2 → BN-1 → BN-4 → BN-3), with its cache. Spec: GRAD-BN-2.
-
-    ``ln`` is the sub-layer's LayerNormFn (or None); ``p``: wd, bd, wu, bu, ln_before (g, b) | None,
-    ln_after (g, b) | None. Gating and PHM are not part of this slice."""
-    ln_pre = None
+def bn_pre_train(h, x, ln, *, residual_before_ln, original_ln_before, is_parallel):
+    """BN-2 with its cache: the adapter input a and residual r from the sub-layer output h and input x.
+    Spec: GRAD-BN-2.  ``ln``: the sub-layer's LayerNormFn or None.  -> a, r, cache"""
     if is_parallel:                                   # BN-2 parallel: a = r = x
-        a, a_from, r_from = x, "x", "x"
-    elif original_ln_before and (ln is not None or x is not None):
+        return x, x, ("x", "x", None)
+    if original_ln_before and (ln is not None or x is not None):
         s = h + x
         a, ln_pre = ln.forward(s) if ln is not None else (s, None)
         a_from = "ln" if ln is not None else "s"
         r_from = {True: "h", False: "a", "post_add": "s"}[residual_before_ln]
         if r_from == "s" and ln is None:
             raise ValueError("residual_before_ln='post_add' needs original_ln_before=True and a model LayerNorm.")
+        return a, {"h": h, "a": a, "s": s}[r_from], (a_from, r_from, ln_pre)
+    if residual_before_ln == "post_add":
+        raise ValueError("residual_before_ln='post_add' needs original_ln_before=True and a model LayerNorm.")
+    return h, h, ("h", "h", None)
+
+
+def bn_pre_backward(da, dr, cache, ln):
+    """(dh, dx) from the gradients of a and r (BN-2 edges in reverse; dx None when x does not enter).
+    Spec: GRAD-BN-2."""
+    a_from, r_from, ln_pre = cache
+    if a_from == "x":
+        return None, da + dr
+    if r_from == "a":
+        da, dr = da + dr, None
+    dh, ds = None, None
+    if r_from == "s":
+        ds = dr
+    elif r_from == "h":
+        dh = dr
+    if a_from == "ln":
+        ds = _plus(ds, ln.backward(da, ln_pre))
+    elif a_from == "s":
+        ds = _plus(ds, da)
     else:
-        if residual_before_ln == "post_add":
-            raise ValueError("residual_before_ln='post_add' needs original_ln_before=True and a model LayerNorm.")
-        a, a_from, r_from = h, "h", "h"
-    r = {"h": h, "a": a, "s": h + x if r_from == "s" else None, "x": x}[r_from]
+        dh = _plus(dh, da)
+    return _plus(dh, ds), ds
+
+
+def _plus(a, b):
+    return b if a is None else (a if b is None else a + b)
+
+
+class AdapterCache(NamedTuple):
+    branch: BranchCache
+    ln_after: object              # LNCache or None
+    residual_inside: bool         # o = LN_after(up + r)
+
+
+def bn_adapter_train(a, r, p, *, act, scaling, adapter_residual_before_ln, is_parallel, ops):
+    """BN-1 then BN-4: the adapter's output o and its scaled up-projection, with the cache. Spec: GRAD-BN-1,
+    GRAD-BN-2.  p: wd, bd, wu, bu, ln_before, ln_after.  -> o, up, cache"""
     up, branch = bottleneck_forward(a, p["wd"], p["bd"], p["wu"], p["bu"], act=act, scaling=scaling, ops=ops,
                                     ln_before=p.get("ln_before"))
-    if is_parallel:
-        o_pre = up
-    else:                                             # BN-4: the adapter's own residual, before or after LN_after
-        o_pre = up + r if adapter_residual_before_ln else up
+    inside = bool(adapter_residual_before_ln) and not is_parallel
+    o = up + r if inside else up                      # BN-4: the adapter's own residual, before or after LN_after
     lna = None
     if p.get("ln_after") is not None:
-        o, lna = layer_norm_forward(o_pre, p["ln_after"][0], p["ln_after"][1], ADAPTER_LN_EPS, ops=ops)
-    else:
-        o = o_pre
-    if not is_parallel and not adapter_residual_before_ln:
+        o, lna = layer_norm_forward(o, p["ln_after"][0], p["ln_after"][1], ADAPTER_LN_EPS, ops=ops)
+    if not is_parallel and not inside:
         o = o + r
+    return o, up, AdapterCache(branch, lna, inside)
+
+
+def bn_adapter_backward(do, dup, cache: AdapterCache, p, *, act, scaling, is_parallel):
+    """(da, dr, grads) of bn_adapter_train from the gradients of o and of up (fusion reads up). Spec: GRAD-BN-1,
+    GRAD-BN-2.  grads: bottleneck_backward's keys plus ln_after_g, ln_after_b."""
+    dr = None if (is_parallel or cache.residual_inside) else do
+    grads = {}
+    if cache.ln_after is not None:
+        do, grads["ln_after_g"], grads["ln_after_b"] = layer_norm_backward(do, cache.ln_after, p["ln_after"][0])
+    if cache.residual_inside:
+        dr = do
+    da, branch = bottleneck_backward(_plus(do, dup), cache.branch, p["wd"], p["wu"], act=act, scaling=scaling,
+                                     ln_before=p.get("ln_before"))
+    grads.update(branch)
+    return da, (np.zeros_like(da) if dr is None else dr), grads
+
+
+def bn_post_train(o, h, x, ln, *, original_ln_after, is_parallel):
+    """BN-3 with its cache: parallel adds h; LN(o + x) / o + x when original_ln_after. Spec: GRAD-BN-3.  -> y, cache"""
     if is_parallel:
         o = o + h
-    ln_post, post_ln = None, bool(original_ln_after and ln is not None)
+    ln_post = None
     if original_ln_after:
         o = o + x if x is not None else o
         if ln is not None:
             o, ln_post = ln.forward(o)
-    return o, BlockCache(a_from, r_from, ln_pre, branch, o_pre, lna, ln_post, post_ln)
+    return o, ln_post
 
 
-def bn_block_backward(dout, cache: BlockCache, ln, p, *, act, scaling, adapter_residual_before_ln, original_ln_after,
-                      is_parallel):
-    """Gradients of one bottleneck adapter block. Spec: GRAD-BN-2, GRAD-BN-3.
+def bn_post_backward(dy, cache, ln, *, original_ln_after, is_parallel, has_x):
+    """(do, dh, dx) of bn_post_train (dh: the parallel adapter's h; None where it does not enter). Spec: GRAD-BN-3."""
+    d = ln.backward(dy, cache) if cache is not None else dy
+    dx = d if (original_ln_after and has_x) else None
+    return d, (d if is_parallel else None), dx
 
-    Returns (dh, dx, grads) with dh, dx the gradients of the sub-layer output h and its input x; grads as
-    bottleneck_backward's plus ln_after_g, ln_after_b."""
-    d = dout
-    dx = np.zeros_like(dout)
-    if cache.post_ln:
-        d = ln.backward(d, cache.ln_post)
-    if original_ln_after:
-        dx = dx + d                                   # o + x
-    dh = d if is_parallel else np.zeros_like(dout)    # parallel: o + h
-    dr = d if (not is_parallel and not adapter_residual_before_ln) else np.zeros_like(dout)
-    grads = {}
-    if cache.ln_after is not None:
-        d, grads["ln_after_g"], grads["ln_after_b"] = layer_norm_backward(d, cache.ln_after, p["ln_after"][0])
-    dup = d
-    if not is_parallel and adapter_residual_before_ln:
-        dr = dr + d                                   # o_pre = up + r
-    da, branch_grads = bottleneck_backward(dup, cache.branch, p["wd"], p["wu"], act=act, scaling=scaling,
-                                           ln_before=p.get("ln_before"))
-    grads.update(branch_grads)
-    # route da (branch input) and dr (residual) back to h and x (BN-2)
-    if cache.a_from == "x":
-        return dh, dx + da + dr, grads
-    if cache.r_from == "a":
-        da, dr = da + dr, 0.0
-    ds = 0.0
-    if cache.r_from == "s":
-        ds = dr
-    elif cache.r_from == "h":
-        dh = dh + dr
-    if cache.a_from == "ln":
-        ds = ds + ln.backward(da, cache.ln_pre)
-    elif cache.a_from == "s":
-        ds = ds + da
-    else:
-        dh = dh + da
-    return dh + ds, dx + ds, grads
+
+def bn_block_forward(h, x, ln, p, *, act, scaling, residual_before_ln, adapter_residual_before_ln, original_ln_before,
+                     original_ln_after, is_parallel, ops):
+    """One bottleneck adapter replacing LN(h + x): BN-2 → BN-1 → BN-4 → BN-3, with the caches. Spec: GRAD-BN-2.
+
+    ``ln`` is the sub-layer's LayerNormFn (or None); ``p``: wd, bd, wu, bu, ln_before (g, b) | None,
+    ln_after (g, b) | None. Gating and PHM are not part of this slice."""
+    a, r, pre = bn_pre_train(h, x, ln, residual_before_ln=residual_before_ln, original_ln_before=original_ln_before,
+                             is_parallel=is_parallel)
+    o, _, ad = bn_adapter_train(a, r, p, act=act, scaling=scaling, adapter_residual_before_ln=adapter_residual_before_ln,
+                                is_parallel=is_parallel, ops=ops)
+    y, post = bn_post_train(o, h, x, ln, original_ln_after=original_ln_after, is_parallel=is_parallel)
+    return y, (pre, ad, post, x is not None)
+
+
+def bn_block_backward(dout, cache, ln, p, *, act, scaling, original_ln_after, is_parallel, **_):
+    """Gradients of one bottleneck adapter block: (dh, dx, grads). Spec: GRAD-BN-2, GRAD-BN-3."""
+    pre, ad, post, has_x = cache
+    do, dh, dx = bn_post_backward(dout, post, ln, original_ln_after=original_ln_after, is_parallel=is_parallel,
+                                  has_x=has_x)
+    da, dr, grads = bn_adapter_backward(do, None, ad, p, act=act, scaling=scaling, is_parallel=is_parallel)
+    dh2, dx2 = bn_pre_backward(da, dr, pre, ln)
+    zero = np.zeros_like(dout)
+    return _plus(_plus(dh, dh2), zero), _plus(_plus(dx, dx2), zero), grads

@@ -129,6 +129,11 @@ class ModelWithHeads(AdapterModel):
                 frozen |= {f"heads.{name}.{i}.weight", f"heads.{name}.{i}.bias"}
         self._frozen_head_keys = frozenset(frozen)
 
+    def train_adapter_fusion(self, adapter_setup, unfreeze_adapters: bool = False) -> None:
+        """As the bare model; adapters' flex models do not freeze the LM heads' projection here. Spec: TRAIN-1."""
+        super().train_adapter_fusion(adapter_setup, unfreeze_adapters)
+        self._frozen_head_keys = frozenset()
+
     def _loss_fn(self, labels, attention_mask, grad_output):
         """The active head's loss (adapters' head losses); without a head, the bare model's. Spec: GRAD-HEAD."""
         used = self._used_heads(None)

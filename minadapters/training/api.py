@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..composition import parse_composition
+from ..composition import Fuse, parse_composition
 from ..errors import ConfigError
 from ..outputs import ModelOutput
 from .engine import forward_backward
@@ -50,6 +50,21 @@ class TrainingMixin:
         self.set_active_adapters(setup)
         self.zero_grad()
 
+    def train_adapter_fusion(self, adapter_setup, unfreeze_adapters: bool = False) -> None:
+        """train(), freeze the base model, make the setup's fusion layers (a Fuse, or Fuse children of the setup)
+        trainable (and its adapters when ``unfreeze_adapters``), activate the setup. Spec: TRAIN-1."""
+        setup = parse_composition(adapter_setup)
+        if setup is None:
+            raise ConfigError(f"train_adapter_fusion({adapter_setup!r}): name a Fuse block.")
+        self._check_names(setup)
+        self.train()
+        self.freeze_model(True)
+        # COMPAT(adapters): enable_adapters unfreezes the setup itself if it is a Fuse, and its direct Fuse children
+        fusions = [b.name for b in [setup, *setup] if isinstance(b, Fuse)]
+        self._trained = frozenset(fusions) | (frozenset(setup.flatten()) if unfreeze_adapters else frozenset())
+        self.set_active_adapters(setup)
+        self.zero_grad()
+
     # ---- parameters and gradients ----------------------------------------------------------------------------------
     def _head_param_refs(self) -> dict:
         """``heads.<name>.<i>.<leaf>`` -> (dict, key) of every head (none on the bare model)."""
@@ -60,9 +75,11 @@ class TrainingMixin:
         parameters, the arrays themselves (in-place updates change the model). Spec: TRAIN-1."""
         if not trainable_only:
             yield from self.params.items()
-        names = self._trained if trainable_only else list(self.adapters_config)
-        for name in names:
-            for key, (d, leaf) in self.adapter_param_refs(name).items():
+        names = self._trained if trainable_only else [*self.adapters_config, *self.adapters_config.fusions]
+        for name in sorted(names):
+            refs = (self.adapter_param_refs(name) if name in self.adapters_config.adapters else
+                    self.fusion_param_refs(name))
+            for key, (d, leaf) in refs.items():
                 yield key, d[leaf]
         for key, (d, leaf) in self._head_param_refs().items():
             yield key, d[leaf]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..composition import Parallel
+from ..composition import Fuse, Parallel
 from ..configuration import BnConfig, LoRAConfig, PrefixTuningConfig, ReftConfig
 from ..context import ForwardState
 from ..errors import CompositionError, ConfigError
@@ -16,6 +16,13 @@ from .hooks import TrainHooks, TrainState
 
 def _contains_parallel(block) -> bool:
     return isinstance(block, Parallel) or (not isinstance(block, str) and any(_contains_parallel(c) for c in block))
+
+
+def _fuse_names(block) -> set:
+    if isinstance(block, str):
+        return set()
+    own = {block.name} if isinstance(block, Fuse) else set()
+    return own.union(*(_fuse_names(c) for c in block))
 
 
 def model_dropouts(model) -> dict:
@@ -46,6 +53,14 @@ def check_trainable(model, setup) -> None:
         if drops:
             raise ConfigError(f"training: dropout is not implemented in minadapters yet, and model.train() would apply "
                               f"config.json's {drops}; set them to 0.0, or call model.eval() to train without dropout.")
+    for fname in sorted(_fuse_names(setup)):
+        fcfg = model.adapters_config.fusions[fname][0]
+        if fcfg["temperature"]:
+            # COMPAT(adapters): upstream lowers T after every forward (spec FUSION-2); we keep T fixed, so a
+            # training run would not follow upstream's
+            raise ConfigError(f"training under Fuse {fname!r}: AdapterFusionConfig.temperature=True is not "
+                              "implemented in minadapters' training (upstream lowers T after every forward); "
+                              "use temperature=False.")
     merged = sorted({layer.merged for layer in model.layers_of("lora") if layer.merged is not None})
     if merged:
         raise ConfigError(f"training: LoRA adapter(s) {merged} are merged into the base weights; call "

@@ -5,8 +5,8 @@ Spec: TRAIN-2 (spec/training.md). A family's training forward calls the same hoo
 points in reverse. Caches live in the layer's view (one entry per hook: each hook runs once per layer), gradients
 of trainable parameters are added to ``TrainState.grads`` under adapters' state-dict keys.
 
-This slice trains one adapter per location: a name, or a Stack whose children are names of which at most one
-has a module at each location. Other blocks are refused with CompositionError (spec/training.md TRAIN-1).
+Compositions run through training/compose.py (Stack, Fuse, Split, BatchSplit, Average for bottlenecks; Stack,
+BatchSplit, Average for LoRA / IA³); the fused q|k|v layer and prefix tuning take one adapter per location.
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from ..composition import Stack
 from ..errors import CompositionError
 from ..functional import lora as LF
 from ..functional.backward import linear_backward
-from ..functional.bottleneck import bn_block_backward, bn_block_forward
 from ..functional.prefix import combine_prompt, combine_prompt_backward, prepend_prefix, prepend_prefix_backward
 from ..hooks import Hook
+from .compose import BnComposer, LoraComposer, LoraState
 
 
 def single_adapter(layer, setup):
@@ -53,6 +53,18 @@ class TrainState:
             self.grads[key] += g.reshape(self.grads[key].shape)
         else:
             self.grads[key] = g.astype(self.model.dtype).copy()
+
+
+    def add_bottleneck(self, layer, mod, grads: dict) -> None:
+        """A bottleneck module's gradients (bn_adapter_backward names) under its state-dict keys."""
+        for leaf, gk in bn_grad_leaves(mod).items():
+            if gk in grads:
+                self.add(mod.name, f"{layer.path}.{layer.container}.{mod.name}.{leaf}", grads[gk])
+
+    def add_fusion(self, layer, fusion: str, grads: dict) -> None:
+        """A fusion layer's gradients under ``<path>.adapter_fusion_layer.<fusion>.<leaf>``."""
+        for leaf, g in grads.items():
+            self.add(fusion, f"{layer.path}.adapter_fusion_layer.{fusion}.{leaf}", g)
 
 
 class TrainHooks:
@@ -104,84 +116,95 @@ class TrainLayerHooks:
 
     # ---- linear (LoRA, IA³) ------------------------------------------------------------------------------------
     def linear(self, key, x, w, b=None):
-        """y = x Wᵀ + b, plus the active LoRA / IA³ module of this location. Spec: GRAD-LORA, GRAD-IA3."""
-        layer, name = self._name(key)
+        """y = x Wᵀ + b, with the setup's LoRA / IA³ modules of this location (LORA-8 composition; the fused q|k|v
+        layer takes one module, LORA-7). Spec: GRAD-LORA, GRAD-IA3, TRAIN-COMP."""
+        layer = self.table[key]
+        setup = layer.active_setup(self.state.fwd)
         y = self.ops.linear(x, w, b)
+        if setup is None:
+            self.cache[key] = (None, x, w)
+            return y
+        if key == Hook.ATTN_QKV:
+            return self._fused_linear(key, layer, single_adapter(layer, setup), x, w, y)
+        S, back = LoraComposer(layer, self.state).compose(setup, LoraState(x, None))
+        if S.last is None:
+            self.cache[key] = (None, x, w)
+            return y
+        ia3 = layer.modules[S.last].info["kind"] == "ia3"     # the last module decides: y ⊙ H or y + H
+        self.cache[key] = ("compose", x, w, y, S.H, ia3, back)
+        return y * S.H if ia3 else y + S.H
+
+    def _fused_linear(self, key, layer, name, x, w, y):
         if name is None:
-            self.cache[key] = (None, None, x, w, None)
+            self.cache[key] = (None, x, w)
             return y
         mod = layer.modules[name]
-        s = x.dtype.type(mod.info["scaling"])
-        fused = key == Hook.ATTN_QKV             # LORA-7: one module over the enabled thirds of q|k|v
+        en, s = mod.info["enabled"], x.dtype.type(mod.info["scaling"])
+        self.cache[key] = ("fused", layer, mod, x, w, y)
         if mod.info["kind"] == "ia3":
-            v = mod.params["lora_B"].reshape(-1).astype(x.dtype)
-            v = (LF.scatter_thirds(v, mod.info["enabled"], 1.0) if fused else v) * s
-            self.cache[key] = (layer, mod, x, w, y)
-            return y * v
-        self.cache[key] = (layer, mod, x, w, None)
-        if fused:
-            en = mod.info["enabled"]
-            delta = LF.grouped_delta(x, mod.params["lora_A"], mod.params["lora_B"], sum(en), ops=self.ops)
-            return y + LF.scatter_thirds(delta, en, 0.0) * s
-        return self.ops.lora_add(y, x, mod.params["lora_A"], mod.params["lora_B"], s)
+            return y * (LF.scatter_thirds(mod.params["lora_B"].reshape(-1).astype(x.dtype), en, 1.0) * s)
+        delta = LF.grouped_delta(x, mod.params["lora_A"], mod.params["lora_B"], sum(en), ops=self.ops)
+        return y + LF.scatter_thirds(delta, en, 0.0) * s
 
     def linear_backward(self, key, dy):
-        """dx of the hooked linear; adds the module's parameter gradients. Spec: GRAD-LINEAR, GRAD-LORA, GRAD-IA3."""
-        layer, mod, x, w, y = self.cache.pop(key)
-        if mod is None:
-            return linear_backward(dy, x, w, need_weight=False)[0]
-        s = x.dtype.type(mod.info["scaling"])
-        keyof = lambda leaf: f"{layer.path}.{layer.container}.{mod.name}.{leaf}"  # noqa: E731
-        fused = key == Hook.ATTN_QKV
-        if mod.info["kind"] == "ia3":
-            v = mod.params["lora_B"].reshape(-1).astype(x.dtype)
-            v = (LF.scatter_thirds(v, mod.info["enabled"], 1.0) if fused else v) * s
-            dy, dv = LF.ia3_backward(dy, y, v)
-            dv = LF.gather_thirds(dv, mod.info["enabled"]) if fused else dv
-            self.state.add(mod.name, keyof("lora_B"), (dv * s).reshape(-1, 1))
-            return linear_backward(dy, x, w, need_weight=False)[0]
-        if fused:
-            en = mod.info["enabled"]
-            dx, dA, dB = LF.grouped_delta_backward(LF.gather_thirds(dy, en), x, mod.params["lora_A"],
-                                                   mod.params["lora_B"], sum(en), scale=s)
+        """dx of the hooked linear; adds the modules' parameter gradients. Spec: GRAD-LINEAR, GRAD-LORA, GRAD-IA3."""
+        c = self.cache.pop(key)
+        if c[0] is None:
+            return linear_backward(dy, c[1], c[2], need_weight=False)[0]
+        if c[0] == "fused":
+            return self._fused_backward(dy, *c[1:])
+        _, x, w, y, H, ia3, back = c
+        if ia3:
+            dH = dy * y
+            if H.shape[1] == 1 and dy.shape[1] != 1:          # the IA³ vector is broadcast over the tokens
+                dH = dH.sum(1, keepdims=True)
+            g = back({"H": dH, "x": None})
+            dy = dy * H
         else:
-            dx, dA, dB = LF.lora_backward(dy, x, mod.params["lora_A"], mod.params["lora_B"], scale=s)
+            g = back({"H": dy, "x": None})
+        dx = linear_backward(dy, x, w, need_weight=False)[0]
+        return dx if g.get("x") is None else dx + g["x"]
+
+    def _fused_backward(self, dy, layer, mod, x, w, y):
+        s = x.dtype.type(mod.info["scaling"])
+        en = mod.info["enabled"]
+        keyof = lambda leaf: f"{layer.path}.{layer.container}.{mod.name}.{leaf}"  # noqa: E731
+        if mod.info["kind"] == "ia3":
+            v = LF.scatter_thirds(mod.params["lora_B"].reshape(-1).astype(x.dtype), en, 1.0) * s
+            dy, dv = LF.ia3_backward(dy, y, v)
+            self.state.add(mod.name, keyof("lora_B"), (LF.gather_thirds(dv, en) * s).reshape(-1, 1))
+            return linear_backward(dy, x, w, need_weight=False)[0]
+        dx, dA, dB = LF.grouped_delta_backward(LF.gather_thirds(dy, en), x, mod.params["lora_A"], mod.params["lora_B"],
+                                               sum(en), scale=s)
         self.state.add(mod.name, keyof("lora_A"), dA)
         self.state.add(mod.name, keyof("lora_B"), dB)
         return dx + linear_backward(dy, x, w, need_weight=False)[0]
 
     # ---- bottleneck ----------------------------------------------------------------------------------------------
     def residual_block(self, key, h, x, layer_norm):
-        """The adapter block replacing LN(h + x) (``layer_norm``: a LayerNormFn or None). Spec: GRAD-BN-2."""
-        layer, name = self._name(key)
-        if name is None:
+        """The adapter block replacing LN(h + x) (``layer_norm``: a LayerNormFn or None), any trainable
+        composition. Spec: GRAD-BN-2, TRAIN-COMP."""
+        layer = self.table[key]
+        setup = layer.active_setup(self.state.fwd)
+        if setup is None:
             s = h + x if x is not None else h
             if layer_norm is None:
-                self.cache[key] = (None, None, None, None, x is not None)
+                self.cache[key] = lambda d: (d, d if x is not None else None)
                 return s
             y, c = layer_norm.forward(s)
-            self.cache[key] = (None, layer_norm, c, None, x is not None)
+
+            def back(d):
+                d = layer_norm.backward(d, c)
+                return d, (d if x is not None else None)
+            self.cache[key] = back
             return y
-        mod = layer.modules[name]
-        p, kw = bn_params(mod)
-        out, c = bn_block_forward(h, x, layer_norm, p, ops=self.ops, **kw)
-        self.cache[key] = (layer, layer_norm, c, mod, x is not None)
-        return out
+        y, back = BnComposer(layer, self.state, layer_norm, bn_params).forward(setup, h, x)
+        self.cache[key] = back
+        return y
 
     def residual_block_backward(self, key, dout):
-        """(dh, dx) of the residual block. Spec: GRAD-BN-2, GRAD-BN-3."""
-        layer, layer_norm, c, mod, has_x = self.cache.pop(key)
-        if mod is None:
-            d = dout if layer_norm is None else layer_norm.backward(dout, c)
-            return d, (d if has_x else None)
-        p, kw = bn_params(mod)
-        kw.pop("original_ln_before")
-        kw.pop("residual_before_ln")
-        dh, dx, g = bn_block_backward(dout, c, layer_norm, p, **kw)
-        for leaf, gk in bn_grad_leaves(mod).items():
-            if gk in g:
-                self.state.add(mod.name, f"{layer.path}.{layer.container}.{mod.name}.{leaf}", g[gk])
-        return dh, dx
+        """(dh, dx) of the residual block. Spec: GRAD-BN-2, GRAD-BN-3, TRAIN-COMP."""
+        return self.cache.pop(key)(dout)
 
     # ---- prefix tuning -------------------------------------------------------------------------------------------
     def prefix(self, key, k, v, mask, attn_input):

@@ -73,8 +73,10 @@ def test_refusals_name_what_is_wrong():
     model.train_adapter(ma.Parallel("a", "b"))
     with pytest.raises(CompositionError, match="inference only"):
         model.forward_backward(ids, mask, labels=y)
-    model.train_adapter(ma.Stack("a", "b"))
-    with pytest.raises(CompositionError, match="at one location"):
+    model.add_adapter("c", config="lora")
+    model.add_adapter("d", config="lora")
+    model.train_adapter(ma.Split("c", "d", splits=[2, 4]))
+    with pytest.raises(CompositionError, match="Split over LoRA modules is not implemented"):
         model.forward_backward(ids, mask, labels=y)
     model.train_adapter("a")
     model.raw_config = dict(model.raw_config, hidden_dropout_prob=0.1)
