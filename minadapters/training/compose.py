@@ -340,6 +340,10 @@ class LoraComposer:
                 return {"x": g.get("x"), "H": None if S.H is None else dH * v * s}
             return S._replace(H=H, last=name), back_ia3
         h = S.x if S.H is None else S.H
+        if h.shape[-1] != mod.params["lora_A"].shape[1]:
+            raise CompositionError(f"Stack of LoRA modules: adapter {name!r} receives the previous adapter's output "
+                                   f"of width {h.shape[-1]} but its lora_A expects {mod.params['lora_A'].shape[1]} "
+                                   "inputs (adapters 1.3.0 chains deltas, which needs in_features == out_features).")
         H = LF.lora_delta(h, mod.params["lora_A"], mod.params["lora_B"], scale=s, ops=self.ops)
 
         def back_lora(g):

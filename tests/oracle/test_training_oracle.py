@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from decoder_oracle_utils import batch as dec_batch, hf_decoder
+import adapters.composition as ac  # noqa: E402
 from oracle_utils import adapters, assert_close, batch, hf_model, perturb_adapter, save_model, torch
 
 import minadapters as ma
@@ -216,3 +217,101 @@ def test_ten_adamw_steps_follow_torch(method, tmp_path):
         assert sched.get_last_lr()[0] == pytest.approx(sched_t.get_last_lr()[0], rel=1e-12)
     for k, p in up_params.items():
         assert_close(params[k], p.detach().numpy(), what=f"{method} after 10 AdamW steps: {k}")
+
+
+# ---- composition blocks -------------------------------------------------------------------------------------------
+def _blocks(c):
+    """(configs of x and y, setup, mode) in one library's composition classes ``c``."""
+    return {
+        "stack_bn": (("seq_bn", "double_seq_bn"), c.Stack("x", "y"), "adapter"),
+        "stack_lora": (("lora[r=2,alpha=3,attn_matrices=['q','k','v']]", "lora[r=3,alpha=2]"), c.Stack("x", "y"),
+                       "adapter"),
+        "stack_lora_ia3": (("lora[r=2,alpha=3]", "ia3"), c.Stack("x", "y"), "adapter"),
+        "stack_bn_train_second": (("seq_bn", "seq_bn[reduction_factor=2]"), c.Stack("x", "y"), "second"),
+        "batchsplit_bn": (("seq_bn", "par_bn"), c.BatchSplit("x", "y", batch_sizes=[1, 2]), "adapter"),
+        "batchsplit_lora": (("lora", "lora[r=3,alpha=5]"), c.BatchSplit("x", "y", batch_sizes=[2, 1]), "adapter"),
+        "average_bn": (("seq_bn", "seq_bn[reduction_factor=2]"), c.Average("x", "y", weights=[0.3, 0.7]), "adapter"),
+        "average_lora": (("lora", "lora[r=2]"), c.Average("x", "y", weights=[2.0, 1.0]), "adapter"),
+        "split_bn": (("double_seq_bn", "double_seq_bn[reduction_factor=8]"), c.Split("x", "y", splits=[4, 5]),
+                     "adapter"),
+        "fuse_dynamic": (("seq_bn", "seq_bn[reduction_factor=2]"), c.Fuse("x", "y"), "fusion"),
+        "fuse_static": (("seq_bn", "seq_bn"), c.Fuse("x", "y"), "fusion_static"),
+        "fuse_unfreeze_adapters": (("seq_bn", "seq_bn[reduction_factor=4]"), c.Fuse("x", "y"), "fusion_unfreeze"),
+        "stack_fuse": (("seq_bn", "seq_bn"), c.Stack("x", c.Fuse("x", "y")), "fusion_unfreeze"),
+    }
+
+
+def _our_refs(ours):
+    refs = {}
+    for n in ours.adapters_config:
+        refs.update(ours.adapter_param_refs(n))
+    for n in ours.adapters_config.fusions:
+        refs.update(ours.fusion_param_refs(n))
+    for h in ours.heads.values():
+        refs.update(h.param_refs(ours))
+    return refs
+
+
+def copy_into_ours(up, ours):
+    """Every upstream adapter, fusion and head parameter into our model (same keys, upstream's aliases mapped)."""
+    refs = _our_refs(ours)
+    prefix = up.base_model_prefix + "."
+    for n, p in up.named_parameters():
+        key = _ours_name(n, prefix)
+        if key in ours.params:
+            continue
+        d, leaf = refs[key]
+        d[leaf] = p.detach().numpy().copy().reshape(d[leaf].shape).astype(d[leaf].dtype)
+
+
+@pytest.mark.spec("TRAIN-COMP", "GRAD-FUSION", "TRAIN-1")
+@pytest.mark.parametrize("case", sorted(_blocks(ac)))
+def test_block_gradients_equal_autograd(case, tmp_path):
+    (cx, cy), up_setup, mode = _blocks(ac)[case]
+    _, our_setup, _ = _blocks(ma)[case]
+    d = save_model(hf_model("bert", **NO_DROPOUT["bert"]), os.path.join(str(tmp_path), "model"))
+    up = adapters.AutoAdapterModel.from_pretrained(d, attn_implementation="eager")
+    ours = ma.AutoAdapterModel.from_pretrained(d)
+    for m in (up, ours):
+        m.add_adapter("x", config=cx)
+        m.add_adapter("y", config=cy)
+        m.add_classification_head("h", num_labels=3)
+        if mode.startswith("fusion"):
+            m.add_adapter_fusion(["x", "y"], "static" if mode == "fusion_static" else "dynamic")
+    perturb_adapter(up, "x", seed=11, scale=0.2)
+    perturb_adapter(up, "y", seed=12, scale=0.2)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for n, p in up.named_parameters():
+            if ".adapter_fusion_layer." in n or n.startswith("heads."):
+                p.add_(torch.randn(p.shape, generator=g) * 0.2)
+    if mode.startswith("fusion"):
+        up.train_adapter_fusion(up_setup, unfreeze_adapters=mode == "fusion_unfreeze")
+        ours.train_adapter_fusion(our_setup, unfreeze_adapters=mode == "fusion_unfreeze")
+    elif mode == "second":          # MAD-X style: the first adapter of the stack stays frozen
+        up.train_adapter("y")
+        ours.train_adapter("y")
+        up.set_active_adapters(up_setup)
+        ours.set_active_adapters(our_setup)
+    else:
+        up.train_adapter(up_setup)
+        ours.train_adapter(our_setup)
+    up.active_head = "h"
+    ours.active_head = "h"
+    copy_into_ours(up, ours)
+    ids, mask = batch()
+    labels = labels_for("classification", ids, mask)
+    loss_t, logits_t, g_t = upstream_grads(up, ids, mask, labels)
+    out = ours.forward_backward(ids, mask, labels=labels)
+    assert_close(out.logits, logits_t, what=f"{case} logits")
+    assert set(ours.grads) == set(g_t), (f"{case}: only ours {sorted(set(ours.grads) - set(g_t))[:4]}, only "
+                                         f"upstream {sorted(set(g_t) - set(ours.grads))[:4]}")
+    # gradients are compared relative to their own scale, floored at 1e-4 of the model's largest gradient; fusion's
+    # key bias shifts every score of a token equally, so its gradient is 0 up to rounding on both sides
+    floor = 1e-4 * max(np.abs(gt).max() for gt in g_t.values())
+    for k, gt in g_t.items():
+        if k.endswith("key.bias"):          # structurally zero: both sides only rounding noise
+            assert max(np.abs(gt).max(), np.abs(ours.grads[k]).max()) <= 1e-2 * floor, f"{case} d{k} is not ~0"
+            continue
+        err = np.abs(ours.grads[k] - gt).max() / max(np.abs(gt).max(), floor)
+        assert err <= 1e-4, f"{case} d{k}: max relative error {err:.3g}"

@@ -10,6 +10,7 @@ import pytest
 from minadapters.functional import activations as A
 from minadapters.functional import backward as FB
 from minadapters.functional import bottleneck as BN
+from minadapters.functional import fusion as FU
 from minadapters.functional import heads as H
 from minadapters.functional import lora as LF
 from minadapters.functional import losses as LS
@@ -392,3 +393,29 @@ def test_lm_loss(shift, P):
     lp = _log_softmax(zz.reshape(-1, 7))[keep]
     assert loss == pytest.approx(-lp[np.arange(keep.sum()), yy.reshape(-1)[keep]].mean(), rel=1e-12)
     check(g, lambda: lm_loss(z, y, shift=shift, prompt_length=P)[0], z, "dz")
+
+
+@pytest.mark.spec("GRAD-FUSION")
+@pytest.mark.parametrize("flags", [dict(query=True, key=True, value=True, residual_before=False),
+                                   dict(query=False, key=True, value=False, residual_before=True),
+                                   dict(query=True, key=False, value=True, residual_before=True)],
+                         ids=["dynamic", "key-residual-before", "query-value"])
+def test_fusion_attention_backward(flags):
+
+    r = rng(20)
+    D, N = 4, 3
+    cfg = dict(flags, value_before_softmax=True, query_before_ln=False, temperature=False)
+    p = {"query.weight": r.standard_normal((D, D)), "query.bias": r.standard_normal(D),
+         "key.weight": r.standard_normal((D, D)), "key.bias": r.standard_normal(D),
+         "value.weight": r.standard_normal((D, D))}
+    q, U, res = r.standard_normal((2, 3, D)), r.standard_normal((2, 3, N, D)), r.standard_normal((2, 3, D))
+    R = r.standard_normal((2, 3, D))
+    f = lambda: (R * FU.fusion_attention(q, U, res, p, cfg, T=1.7, ops=OPS)[0]).sum()  # noqa: E731
+    c, cache = FU.fusion_attention_forward(q, U, res, p, cfg, T=1.7, ops=OPS)
+    np.testing.assert_allclose(c, FU.fusion_attention(q, U, res, p, cfg, T=1.7, ops=OPS)[0], rtol=1e-10)
+    dq, dU, dr, g = FU.fusion_attention_backward(R, cache, p, cfg)
+    check(dq, f, q, "dq")
+    check(dU, f, U, "dU")
+    check(dr, f, res, "dr")
+    for k, v in g.items():
+        check(v, f, p[k], k)

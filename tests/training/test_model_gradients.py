@@ -237,3 +237,73 @@ def test_decoder_gradients_equal_finite_differences(model_type, method, head):
             num = (hi - lo) / 2e-6
             got = model.grads[key].reshape(-1)[j]
             assert abs(got - num) <= 1e-6 + 1e-5 * abs(num), f"{model_type} {method} d{key}[{j}] = {got}, not {num}"
+
+
+BLOCKS = {
+    "stack_bn": (("seq_bn", "double_seq_bn"), lambda: ma.Stack("x", "y"), "adapter"),
+    "stack_lora": (("lora[r=2,alpha=3,attn_matrices=['q','k','v']]", "lora[r=3,alpha=2]"),
+                   lambda: ma.Stack("x", "y"), "adapter"),
+    "stack_lora_ia3": (("lora[r=2,alpha=3]", "ia3"), lambda: ma.Stack("x", "y"), "adapter"),
+    "stack_bn_lora": (("seq_bn", "lora"), lambda: ma.Stack("x", "y"), "adapter"),
+    "batchsplit_bn": (("seq_bn", "par_bn"), lambda: ma.BatchSplit("x", "y", batch_sizes=[1, 2]), "adapter"),
+    "batchsplit_lora": (("lora", "lora[r=3,alpha=5]"), lambda: ma.BatchSplit("x", "y", batch_sizes=[2, 1]), "adapter"),
+    "average_bn": (("seq_bn", "seq_bn[reduction_factor=2]"), lambda: ma.Average("x", "y", weights=[0.3, 0.7]),
+                   "adapter"),
+    "average_lora": (("lora", "lora[r=2]"), lambda: ma.Average("x", "y", weights=[2.0, 1.0]), "adapter"),
+    "split_bn": (("seq_bn", "double_seq_bn"), lambda: ma.Split("x", "y", splits=[2, 4]), "adapter"),
+    "fuse": (("seq_bn", "seq_bn[reduction_factor=2]"), lambda: ma.Fuse("x", "y"), "fusion"),
+    "fuse_static_residual_before": (("seq_bn", "seq_bn"), lambda: ma.Fuse("x", "y"), "fusion_static"),
+    "fuse_unfreeze": (("seq_bn", "seq_bn[reduction_factor=4]"), lambda: ma.Fuse("x", "y"), "fusion_unfreeze"),
+    "stack_fuse": (("seq_bn", "seq_bn"), lambda: ma.Stack("x", ma.Fuse("x", "y")), "fusion_unfreeze"),
+}
+
+
+def fd_check(model, loss, ids, mask, what, n=2, seed=5):
+    rng = np.random.default_rng(seed)
+    params = model.trainable_parameters()
+    assert set(model.grads) == set(params), f"{what}: {sorted(set(model.grads) ^ set(params))[:4]}"
+    for key, arr in params.items():
+        flat = arr.reshape(-1)
+        for j in rng.choice(flat.size, size=min(n, flat.size), replace=False):
+            old = flat[j]
+            flat[j] = old + 1e-6
+            hi = loss(model(ids, mask))
+            flat[j] = old - 1e-6
+            lo = loss(model(ids, mask))
+            flat[j] = old
+            num = (hi - lo) / 2e-6
+            got = model.grads[key].reshape(-1)[j]
+            assert abs(got - num) <= 1e-6 + 1e-5 * abs(num), f"{what} d{key}[{j}] = {got}, but should be {num}"
+
+
+@pytest.mark.spec("TRAIN-COMP", "GRAD-FUSION")
+@pytest.mark.parametrize("case", sorted(BLOCKS))
+def test_block_gradients_equal_finite_differences(case):
+    (cx, cy), block, mode = BLOCKS[case]
+    model = tiny()
+    model.add_adapter("x", config=cx)
+    model.add_adapter("y", config=cy)
+    for n in ("x", "y"):
+        to64(model, n, seed=len(n) + (n == "y"))
+    model.add_classification_head("h", num_labels=3)
+    setup = block()
+    if mode.startswith("fusion"):
+        model.add_adapter_fusion(ma.Fuse("x", "y"), "static" if mode == "fusion_static" else "dynamic")
+        if mode == "fusion_static":
+            fcfg = model.adapters_config.fusions["x,y"][0]
+            model.adapters_config.fusions["x,y"] = (fcfg.replace(residual_before=True), ["x", "y"])
+            for layer in model.layers_of("bottleneck"):
+                if "x,y" in layer.fusions:
+                    layer.fusions["x,y"].config = model.adapters_config.fusions["x,y"][0]
+        for _, (d, leaf) in model.fusion_param_refs("x,y").items():
+            d[leaf] = d[leaf].astype(np.float64) + 0.2 * np.random.default_rng(4).standard_normal(d[leaf].shape)
+        model.train_adapter_fusion(setup, unfreeze_adapters=mode == "fusion_unfreeze")
+    else:
+        model.train_adapter(setup)
+    model.active_head = "h"
+    ids, mask = batch()
+    y = np.array([0, 2, 1])
+    out = model.forward_backward(ids, mask, labels=y)
+    model.eval()
+    assert out.loss == pytest.approx(ce(model(ids, mask).logits, y), rel=1e-10), "training ≠ inference forward"
+    fd_check(model, lambda o: ce(o.logits, y), ids, mask, case)
