@@ -186,12 +186,17 @@ def test_frozen_and_untrained_adapters_get_no_gradient(tmp_path):
     assert ours.grads and not any(".b." in k for k in ours.grads), sorted(ours.grads)[:3]
 
 
+ADAMW_CASES = [("bert", "seq_bn", "classification"), ("bert", "lora_qv", "classification"),
+               ("bert", "prefix_tuning", "classification"), ("roberta", "ia3", "tagging"),
+               ("gpt2", "lora_qv", "causal_lm"), ("llama", "seq_bn", "classification")]
+
+
 @pytest.mark.spec("OPT-ADAMW", "OPT-SCHED", "OPT-CLIP")
-@pytest.mark.parametrize("method", ["seq_bn", "lora_qv", "prefix_tuning"])
-def test_ten_adamw_steps_follow_torch(method, tmp_path):
-    up, ours = setups("bert", method, "classification", str(tmp_path))
-    ids, mask = batch()
-    labels = labels_for("classification", ids, mask)
+@pytest.mark.parametrize("model_type,method,head", ADAMW_CASES, ids=["-".join(c) for c in ADAMW_CASES])
+def test_ten_adamw_steps_follow_torch(model_type, method, head, tmp_path):
+    up, ours = setups(model_type, method, head, str(tmp_path))
+    ids, mask = dec_batch() if model_type in DECODERS else batch(model_type=model_type)
+    labels = labels_for(head, ids, mask)
     prefix = up.base_model_prefix + "."
     up_params = {_ours_name(n, prefix): p for n, p in up.named_parameters() if p.requires_grad}
     opt_t = torch.optim.AdamW(list(up_params.values()), lr=3e-3, weight_decay=0.05)
@@ -315,3 +320,30 @@ def test_block_gradients_equal_autograd(case, tmp_path):
             continue
         err = np.abs(ours.grads[k] - gt).max() / max(np.abs(gt).max(), floor)
         assert err <= 1e-4, f"{case} d{k}: max relative error {err:.3g}"
+
+
+@pytest.mark.spec("TRAIN-CLI")
+def test_cli_trained_adapter_loads_in_adapters_and_predicts_the_same(tmp_path):
+    """``minadapters train`` output (AdapterHub layout, with its head) loads in adapters 1.3.0: same logits."""
+    from minadapters.cli import main
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "training"))
+    from test_train_cli import keyword_task, sharp_tiny_model   # noqa: E402  (shared fixture writers)
+    model_dir = sharp_tiny_model(str(tmp_path / "m"))
+    data = keyword_task(str(tmp_path / "rows.jsonl"))
+    out_dir = str(tmp_path / "trained")
+    assert main(["train", "--model", model_dir, "--data", data, "--config", "seq_bn", "--epochs", "2",
+                 "--output", out_dir]) == 0
+    tok = ma.AutoTokenizer.from_pretrained(model_dir)
+    enc = tok(["hello the a", "of world to", "it is hello"], padding=True)
+    ours = ma.AutoAdapterModel.from_pretrained(model_dir)
+    ours.set_active_adapters(ours.load_adapter(out_dir))
+    up = adapters.AutoAdapterModel.from_pretrained(model_dir, attn_implementation="eager")
+    up.set_active_adapters(up.load_adapter(out_dir))
+    up.eval()
+    with torch.no_grad():
+        theirs = up(input_ids=torch.tensor(enc["input_ids"]), attention_mask=torch.tensor(enc["attention_mask"])).logits
+    mine = ours(**enc).logits
+    assert_close(mine, theirs.numpy(), what="CLI-trained adapter + head")
+    assert (mine.argmax(-1) == theirs.numpy().argmax(-1)).all()
+    assert up.get_labels() == ours.get_labels() == ["neg", "pos"]
