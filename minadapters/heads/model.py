@@ -134,22 +134,35 @@ class ModelWithHeads(AdapterModel):
         super().train_adapter_fusion(adapter_setup, unfreeze_adapters)
         self._frozen_head_keys = frozenset()
 
-    def _loss_fn(self, labels, attention_mask, grad_output):
+    def _training_inputs(self, inputs: dict) -> dict:
+        """adapters' encoder classes flatten (B, C, T) multiple-choice inputs (as forward)."""
+        if "multiple_choice" in self.head_types:
+            return {k: _flatten_choices(k, v) for k, v in inputs.items()}
+        return inputs
+
+    def _loss_fn(self, targets, attention_mask, grad_output):
         """The active head's loss (adapters' head losses); without a head, the bare model's. Spec: GRAD-HEAD."""
         used = self._used_heads(None)
         if not used:
-            return super()._loss_fn(labels, attention_mask, grad_output)
+            return super()._loss_fn(targets, attention_mask, grad_output)
         if isinstance(used, BatchSplit) or len(used) != 1:
             raise ConfigError(f"forward_backward(): training with several heads ({used!r}) is not implemented in "
                               "minadapters yet; set active_head to one head.")
-        if labels is None:
-            raise ValueError(f"forward_backward(): head {used[0]!r} needs labels= to compute its loss.")
         head = self.heads[used[0]]
+        need = ("start_positions", "end_positions") if head.head_type == "question_answering" else ("labels",)
+        missing = [k for k in need if k not in targets]
+        if missing:
+            raise ValueError(f"forward_backward(): head {used[0]!r} ({head.head_type}) needs "
+                             f"{' and '.join(k + '=' for k in missing)} to compute its loss.")
 
         trainable = frozenset(self._head_param_refs())
 
         def fn(fields):
-            loss, logits, d_hidden = head_loss(self, head, fields, labels, attention_mask, self.grads, trainable)
+            loss, logits, d_hidden = head_loss(self, head, fields, targets, attention_mask, self.grads, trainable)
+            if head.head_type == "question_answering":
+                return loss, d_hidden, {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}
+            if head.head_type == "multiple_choice":
+                return loss, d_hidden, {"logits": logits.reshape(-1, head.config["num_choices"])}
             return loss, d_hidden, {"logits": logits}
         return fn
 

@@ -93,7 +93,7 @@ class TrainingMixin:
         """Forget the accumulated gradients (torch's zero_grad(set_to_none=True))."""
         self.grads = {}
 
-    def _loss_fn(self, labels, attention_mask, grad_output):
+    def _loss_fn(self, targets, attention_mask, grad_output):
         """The bare model's loss: L = Σ grad_output ⊙ last_hidden_state (so dL/dh = grad_output)."""
         if grad_output is None:
             raise ValueError("forward_backward(): the bare model has no head; pass grad_output=dL/d last_hidden_state "
@@ -107,18 +107,26 @@ class TrainingMixin:
             return h.dtype.type((g * h).sum()), g, {}
         return fn
 
+    def _training_inputs(self, inputs: dict) -> dict:
+        """The forward's inputs as the training forward takes them (heads models flatten multiple choices)."""
+        return inputs
+
     def forward_backward(self, input_ids=None, attention_mask=None, token_type_ids=None, *, labels=None,
-                         grad_output=None, **kwargs):
+                         start_positions=None, end_positions=None, grad_output=None, **kwargs):
         """One training forward and backward with the active setup: gradients of the trainable adapters (and
-        heads) are added to ``model.grads`` (call zero_grad() between steps, as with torch). Returns a ModelOutput
-        with ``loss`` (and the head's ``logits``). Spec: TRAIN-2."""
-        inputs = self._check_inputs(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                                    **kwargs)
+        heads) are added to ``model.grads`` (call zero_grad() between steps, as with torch). ``labels`` (or
+        ``start_positions`` / ``end_positions`` for question answering) as adapters' heads take them. Returns a
+        ModelOutput with ``loss`` (and the head's logits). Spec: TRAIN-2."""
+        inputs = self._training_inputs({"input_ids": input_ids, "attention_mask": attention_mask,
+                                        "token_type_ids": token_type_ids, **kwargs})
+        inputs = self._check_inputs(**inputs)
         if "attention_mask" in inputs:
             inputs["attention_mask"] = inputs["attention_mask"].astype(np.int64)
         if "grads" not in vars(self):
             self.zero_grad()
-        fn = self._loss_fn(labels, inputs.get("attention_mask"), grad_output)
+        targets = {"labels": labels, "start_positions": start_positions, "end_positions": end_positions}
+        fn = self._loss_fn({k: v for k, v in targets.items() if v is not None}, inputs.get("attention_mask"),
+                           grad_output)
         loss, fields, extra = forward_backward(self, inputs, self.adapters_config.active_setup, self._trained,
                                                self.grads, fn)
         out = ModelOutput(loss=loss, **extra)

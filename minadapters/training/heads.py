@@ -9,7 +9,8 @@ from ..functional.backward import linear_backward
 from ..functional.heads import last_token_index, run_body_backward, run_body_forward
 from ..functional.losses import IGNORE_INDEX, bce_with_logits, cross_entropy, mse
 
-TRAINABLE_HEADS = ("classification", "multilabel_classification", "tagging", "causal_lm", "masked_lm")
+TRAINABLE_HEADS = ("classification", "multilabel_classification", "tagging", "multiple_choice", "question_answering",
+                   "causal_lm", "masked_lm")
 
 
 def head_steps(model, head):
@@ -39,7 +40,7 @@ def head_dropout(model, head) -> float:
     return 0.0
 
 
-def head_loss(model, head, fields, labels, attention_mask, grads: dict, trainable: frozenset):
+def head_loss(model, head, fields, targets: dict, attention_mask, grads: dict, trainable: frozenset):
     """Loss of ``head`` on the base output ``fields`` and dL/d last_hidden_state; adds the gradients of the head's
     ``trainable`` parameters to ``grads`` under ``heads.<name>.<i>.<leaf>``. Spec: GRAD-HEAD.
     -> (loss, logits, d_hidden)"""
@@ -52,7 +53,7 @@ def head_loss(model, head, fields, labels, attention_mask, grads: dict, trainabl
                           "config.json) is not implemented in minadapters yet; set it to 0.0 or call model.eval().")
     h = fields["last_hidden_state"]
     d_hidden = np.zeros_like(h)
-    per_token = htype in ("tagging", "causal_lm", "masked_lm")
+    per_token = htype in ("tagging", "question_answering", "causal_lm", "masked_lm")
     use_pooler = bool(head.config.get("use_pooler", False)) and not per_token
     rows = np.arange(h.shape[0])
     last = None
@@ -66,8 +67,13 @@ def head_loss(model, head, fields, labels, attention_mask, grads: dict, trainabl
         x = h[rows, last] if last is not None else h[:, 0]
     steps, index = head_steps(model, head)
     logits, inputs = run_body_forward(x, steps, model.ops)
-    labels = np.asarray(labels)
-    if htype in ("causal_lm", "masked_lm"):
+    labels = np.asarray(targets.get("labels"))
+    if htype == "question_answering":
+        loss, dlogits = span_loss(logits, targets["start_positions"], targets["end_positions"])
+    elif htype == "multiple_choice":                  # one score per (example, choice) row (HEAD-4)
+        loss, dz = cross_entropy(logits.reshape(-1, head.config["num_choices"]), labels.reshape(-1).astype(np.int64))
+        dlogits = dz.reshape(logits.shape)
+    elif htype in ("causal_lm", "masked_lm"):
         loss, dlogits = lm_loss(logits, labels, shift=bool(head.config.get("shift_labels", False)),
                                 prompt_length=fields.get("prompt_tokens_length", 0))
     elif htype == "tagging":
@@ -104,6 +110,20 @@ def head_loss(model, head, fields, labels, attention_mask, grads: dict, trainabl
     else:
         d_hidden[:, 0] += dx
     return loss, logits, d_hidden
+
+
+def span_loss(logits, start_positions, end_positions):
+    """adapters' QuestionAnsweringHead: positions clamped to [0, T], T ignored; (CE(start) + CE(end)) / 2.
+    Spec: LOSS-QA.  logits (B, T, 2) -> (loss, dL/dlogits)"""
+    T = logits.shape[1]
+    d = np.zeros_like(logits)
+    losses = []
+    for j, pos in enumerate((start_positions, end_positions)):
+        pos = np.clip(np.asarray(pos).reshape(-1).astype(np.int64), 0, T)
+        loss, dz = cross_entropy(np.ascontiguousarray(logits[..., j]), pos, ignore_index=T)
+        losses.append(loss)
+        d[..., j] = dz / 2
+    return logits.dtype.type((losses[0] + losses[1]) / 2), d
 
 
 def lm_loss(logits, labels, *, shift, prompt_length=0):

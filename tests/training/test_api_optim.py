@@ -102,9 +102,9 @@ def test_methods_without_backward_are_refused(config, field):
 def test_head_types_without_loss_backward_are_refused():
     model = tiny()
     model.add_adapter("a", config="seq_bn")
-    model.add_qa_head("a")
+    model.add_dependency_parsing_head("a", num_labels=3)
     model.train_adapter("a")
-    with pytest.raises(ConfigError, match="question_answering"):
+    with pytest.raises(ConfigError, match="dependency_parsing"):
         model.forward_backward(*batch(), labels=np.array([0, 1, 1]))
 
 

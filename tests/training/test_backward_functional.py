@@ -17,7 +17,7 @@ from minadapters.functional import losses as LS
 from minadapters.functional import prefix as PF
 from minadapters.models import decoder_common as dc
 from minadapters.ops.numpy import NumpyOps
-from minadapters.training.heads import lm_loss
+from minadapters.training.heads import lm_loss, span_loss
 
 OPS = NumpyOps()
 EPS = 1e-6
@@ -419,3 +419,16 @@ def test_fusion_attention_backward(flags):
     check(dr, f, res, "dr")
     for k, v in g.items():
         check(v, f, p[k], k)
+
+
+@pytest.mark.spec("LOSS-QA")
+def test_span_loss():
+    r = rng(21)
+    z = r.standard_normal((3, 5, 2))
+    start, end = np.array([1, 9, 0]), np.array([4, 2, -3])          # 9: ignored (clamped to T = 5); -3 -> 0
+    loss, g = span_loss(z, start, end)
+    ls = _log_softmax(z[..., 0])
+    le = _log_softmax(z[..., 1])
+    want = (-(ls[0, 1] + ls[2, 0]) / 2 - (le[0, 4] + le[1, 2] + le[2, 0]) / 3) / 2
+    assert loss == pytest.approx(want, rel=1e-12)
+    check(g, lambda: span_loss(z, start, end)[0], z, "dz")

@@ -307,3 +307,39 @@ def test_block_gradients_equal_finite_differences(case):
     model.eval()
     assert out.loss == pytest.approx(ce(model(ids, mask).logits, y), rel=1e-10), "training ≠ inference forward"
     fd_check(model, lambda o: ce(o.logits, y), ids, mask, case)
+
+
+@pytest.mark.spec("LOSS-QA", "LOSS-MC", "GRAD-HEAD")
+@pytest.mark.parametrize("head", ["question_answering", "multiple_choice"])
+def test_span_and_choice_heads_by_finite_differences(head):
+    model = tiny()
+    model.add_adapter("a", config="lora")
+    to64(model, "a")
+    ids, mask = batch()
+    if head == "question_answering":
+        model.add_qa_head("a")
+        targets = {"start_positions": np.array([1, 2, 7]), "end_positions": np.array([3, 2, 0])}
+
+        def loss(o):
+            T = o.start_logits.shape[1]
+            parts = []
+            for z, pos in ((o.start_logits, targets["start_positions"]), (o.end_logits, targets["end_positions"])):
+                pos = np.clip(pos, 0, T)
+                keep = pos != T
+                parts.append(ce(z[keep], pos[keep]))
+            return sum(parts) / 2
+        call = lambda: model(ids, mask)  # noqa: E731
+    else:
+        model.add_multiple_choice_head("a", num_choices=3)
+        ids, mask = ids.reshape(1, 3, -1), mask.reshape(1, 3, -1)
+        targets = {"labels": np.array([2])}
+        loss = lambda o: ce(o.logits, targets["labels"])  # noqa: E731
+        call = lambda: model(ids, mask)  # noqa: E731
+    model.train_adapter("a")
+    rng = np.random.default_rng(2)
+    for k, v in list(model.heads["a"].params.items()):
+        model.heads["a"].params[k] = v + 0.3 * rng.standard_normal(v.shape)
+    out = model.forward_backward(ids, mask, **targets)
+    model.eval()
+    assert out.loss == pytest.approx(loss(call()), rel=1e-10)
+    fd_check(model, lambda o: loss(o), ids, mask, head)
