@@ -70,9 +70,8 @@ def head_loss(model, head, fields, targets: dict, attention_mask, grads: dict, t
     labels = np.asarray(targets.get("labels"))
     if htype == "question_answering":
         loss, dlogits = span_loss(logits, targets["start_positions"], targets["end_positions"])
-    elif htype == "multiple_choice":                  # one score per (example, choice) row (HEAD-4)
-        loss, dz = cross_entropy(logits.reshape(-1, head.config["num_choices"]), labels.reshape(-1).astype(np.int64))
-        dlogits = dz.reshape(logits.shape)
+    elif htype == "multiple_choice":
+        loss, dlogits = choice_loss(logits, labels, head.config["num_choices"])
     elif htype in ("causal_lm", "masked_lm"):
         loss, dlogits = lm_loss(logits, labels, shift=bool(head.config.get("shift_labels", False)),
                                 prompt_length=fields.get("prompt_tokens_length", 0))
@@ -110,6 +109,13 @@ def head_loss(model, head, fields, targets: dict, attention_mask, grads: dict, t
     else:
         d_hidden[:, 0] += dx
     return loss, logits, d_hidden
+
+
+def choice_loss(scores, labels, num_choices: int):
+    """adapters' MultipleChoiceHead: one score per (example, choice) row viewed as (B, C), cross-entropy against
+    the chosen index. Spec: LOSS-MC.  scores (B·C, 1) -> (loss, dL/dscores)"""
+    loss, dz = cross_entropy(scores.reshape(-1, num_choices), np.asarray(labels).reshape(-1).astype(np.int64))
+    return loss, dz.reshape(scores.shape)
 
 
 def span_loss(logits, start_positions, end_positions):
