@@ -7,6 +7,7 @@ import numpy as np
 
 from .activations import activation_backward
 from .backward import layer_norm_backward, layer_norm_forward, linear_backward
+from .gate import mean_gate, mean_gate_backward
 
 # nn.LayerNorm's default eps, used by every LayerNorm inside an adapter (adapter_norm_before / _after).
 ADAPTER_LN_EPS = 1e-5
@@ -178,21 +179,28 @@ class AdapterCache(NamedTuple):
     branch: BranchCache
     ln_after: object              # LNCache or None
     residual_inside: bool         # o = LN_after(up + r)
+    a: np.ndarray                 # adapter input (the gate reads it)
+    up: np.ndarray                # scaled up-projection before the gate
+    gate: object                  # (B, 1, 1) gate or None
 
 
 def bn_adapter_train(a, r, p, *, act, scaling, adapter_residual_before_ln, is_parallel, ops):
     """BN-1 then BN-4: the adapter's output o and its scaled up-projection, with the cache. Spec: GRAD-BN-1,
-    GRAD-BN-2.  p: wd, bd, wu, bu, ln_before, ln_after.  -> o, up, cache"""
+    GRAD-BN-2, GRAD-GATE.  p: wd, bd, wu, bu, ln_before, ln_after, gate (W_g, b_g) | None.  -> o, up, cache"""
     up, branch = bottleneck_forward(a, p["wd"], p["bd"], p["wu"], p["bu"], act=act, scaling=scaling, ops=ops,
                                     ln_before=p.get("ln_before"))
+    gate = None
+    if p.get("gate") is not None:                     # GATE-1 on the adapter input, one value per example
+        gate = mean_gate(a, p["gate"][0], p["gate"][1], ops=ops)[:, None, :]         # (B, 1, 1)
+    o = up if gate is None else up * gate
     inside = bool(adapter_residual_before_ln) and not is_parallel
-    o = up + r if inside else up                      # BN-4: the adapter's own residual, before or after LN_after
+    o = o + r if inside else o                        # BN-4: the adapter's own residual, before or after LN_after
     lna = None
     if p.get("ln_after") is not None:
         o, lna = layer_norm_forward(o, p["ln_after"][0], p["ln_after"][1], ADAPTER_LN_EPS, ops=ops)
     if not is_parallel and not inside:
         o = o + r
-    return o, up, AdapterCache(branch, lna, inside)
+    return o, up, AdapterCache(branch, lna, inside, a, up, gate)
 
 
 def bn_adapter_backward(do, dup, cache: AdapterCache, p, *, act, scaling, is_parallel):
@@ -204,10 +212,15 @@ def bn_adapter_backward(do, dup, cache: AdapterCache, p, *, act, scaling, is_par
         do, grads["ln_after_g"], grads["ln_after_b"] = layer_norm_backward(do, cache.ln_after, p["ln_after"][0])
     if cache.residual_inside:
         dr = do
+    da_gate = None
+    if cache.gate is not None:                        # o = up · g:  dup += do · g;  dg = Σ_{T,D} do ⊙ up
+        dg = (do * cache.up).sum(axis=(1, 2))[:, None]                               # (B, 1)
+        da_gate, grads["gate_w"], grads["gate_b"] = mean_gate_backward(dg, cache.a, p["gate"][0], p["gate"][1])
+        do = do * cache.gate
     da, branch = bottleneck_backward(_plus(do, dup), cache.branch, p["wd"], p["wu"], act=act, scaling=scaling,
                                      ln_before=p.get("ln_before"))
     grads.update(branch)
-    return da, (np.zeros_like(da) if dr is None else dr), grads
+    return _plus(da, da_gate), (np.zeros_like(da) if dr is None else dr), grads
 
 
 def bn_post_train(o, h, x, ln, *, original_ln_after, is_parallel):

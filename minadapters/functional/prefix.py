@@ -118,10 +118,13 @@ def split_prefix_kv_backward(dkv):
     return np.ascontiguousarray(dkv.transpose(3, 0, 1, 2, 4)).reshape(P, -1)
 
 
-def prepend_prefix_backward(dK2, dV2, P):
+def prepend_prefix_backward(dK2, dV2, P, *, per_row=False):
     """Gradients of K' = [P_K ; K], V' = [P_V ; V] (PREFIX-2), the prefix broadcast over the batch. Spec: GRAD-PREFIX.
 
-    dK2, dV2 (B, H, P + Tk, Dh) -> dK, dV (B, H, Tk, Dh), dP_K, dP_V (H, P, Dh) summed over the batch."""
+    dK2, dV2 (B, H, P + Tk, Dh) -> dK, dV (B, H, Tk, Dh), dP_K, dP_V (H, P, Dh) summed over the batch
+    (``per_row``: (B, H, P, Dh), for gated prefixes whose rows differ)."""
+    if per_row:
+        return dK2[:, :, P:], dV2[:, :, P:], dK2[:, :, :P], dV2[:, :, :P]
     return dK2[:, :, P:], dV2[:, :, P:], dK2[:, :, :P].sum(0), dV2[:, :, :P].sum(0)
 
 

@@ -200,8 +200,8 @@ def encoder_layer_backward(dy, cache, lp, hk, cfg: EncoderConfig):
     da, dx = hk.residual_block_backward(Hook.MH_ADAPTER, dx1)
     dctx = linear_backward(da, None, lp["attention.output.dense.weight"], need_weight=False)[0]
     dq, dK, dV = attention_backward(split_heads(dctx, n), attn)
-    dk, dv = hk.prefix_backward(Hook.SELF_PREFIX, dK, dV)
-    dx = dx + hk.linear_backward(Hook.ATTN_Q, merge_heads(dq))
+    dk, dv, dx_gate = hk.prefix_backward(Hook.SELF_PREFIX, dK, dV)       # gated prefixes read x
+    dx = dx + hk.linear_backward(Hook.ATTN_Q, merge_heads(dq)) + (0.0 if dx_gate is None else dx_gate)
     dx = dx + hk.linear_backward(Hook.ATTN_K, merge_heads(dk))
     return dx + hk.linear_backward(Hook.ATTN_V, merge_heads(dv))
 

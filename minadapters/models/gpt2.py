@@ -190,9 +190,9 @@ def block_backward(dy, cache, lp, hk, cfg: Config):
     da, dx = hk.residual_block_backward(Hook.MH_ADAPTER, dx)
     dctx = linear_backward(da, None, lp["attn.c_proj.weight"], need_weight=False)[0]
     dq, dK, dV = attention_backward(dc.split_heads(dctx, N, cfg.head_dim), attn)
-    dk, dv = hk.prefix_backward(Hook.SELF_PREFIX, dK, dV)
+    dk, dv, dh_gate = hk.prefix_backward(Hook.SELF_PREFIX, dK, dV)       # gated prefixes read h = LN₁(x)
     dqkv = np.concatenate([dc.merge_heads(dq * dq.dtype.type(c)), dc.merge_heads(dk), dc.merge_heads(dv)], -1)
-    dh = hk.linear_backward(Hook.ATTN_QKV, dqkv)
+    dh = hk.linear_backward(Hook.ATTN_QKV, dqkv) + (0.0 if dh_gate is None else dh_gate)
     return dx + layer_norm_backward(dh, ln1, lp["ln_1.weight"], need_params=False)[0]
 
 

@@ -200,9 +200,11 @@ def decoder_layer_backward(dy, cache, rope, lp, hk, cfg: Config):
     da, dx = hk.residual_block_backward(Hook.MH_ADAPTER, dx)
     dctx = linear_backward(da, None, lp["self_attn.o_proj.weight"], need_weight=False)[0]
     dq, dK, dV = attention_backward(dc.split_heads(dctx, N, Dh), attn)
-    dk, dv = hk.prefix_backward(Hook.SELF_PREFIX, repeat_kv_backward(dK, N // Nkv), repeat_kv_backward(dV, N // Nkv))
+    dk, dv, dh_gate = hk.prefix_backward(Hook.SELF_PREFIX, repeat_kv_backward(dK, N // Nkv),
+                                         repeat_kv_backward(dV, N // Nkv))          # gated prefixes read h
     dq, dk = rope_backward(dq, *rope), rope_backward(dk, *rope)
     dh = hk.linear_backward(Hook.ATTN_Q, dc.merge_heads(dq)) + hk.linear_backward(Hook.ATTN_K, dc.merge_heads(dk))
+    dh = dh if dh_gate is None else dh + dh_gate
     dh = dh + hk.linear_backward(Hook.ATTN_V, dc.merge_heads(dv))
     return dx + rms_norm_backward(dh, n1, lp["input_layernorm.weight"])
 

@@ -21,6 +21,7 @@ from ..functional import lora as LF
 from ..functional.bottleneck import (bn_adapter_backward, bn_adapter_train, bn_post_backward, bn_post_train,
                                      bn_pre_backward, bn_pre_train)
 from ..functional.fusion import fusion_attention_backward, fusion_attention_forward
+from ..functional.gate import mean_gate, mean_gate_backward
 
 
 def _plus(a, b):
@@ -328,6 +329,20 @@ class LoraComposer:
         """H' = s · δ(H or x) (LoRA, chained) or s · (H ⊙ l) (IA³). Spec: GRAD-LORA, GRAD-IA3."""
         mod = self.layer.modules[name]
         s = S.x.dtype.type(mod.info["scaling"])
+        gate = None
+        if mod.info["gating"]:                        # GATE-1 on the layer input replaces alpha / r (LORA-2)
+            gate = mean_gate(S.x, mod.params["gate.weight"], mod.params["gate.bias"], ops=self.ops)[:, :, None]
+            s = gate                                  # (B, 1, 1)
+
+        def gate_back(dH, unscaled):
+            """dx of the gate from dH ⊙ (H / g); adds the gate's gradients."""
+            if gate is None:
+                return None
+            dg = (dH * unscaled).sum(axis=(1, 2))[:, None]
+            dx, dw, db = mean_gate_backward(dg, S.x, mod.params["gate.weight"], mod.params["gate.bias"])
+            self.state.add(name, self._key(name, "gate.weight"), dw)
+            self.state.add(name, self._key(name, "gate.bias"), db)
+            return dx
         if mod.info["kind"] == "ia3":
             v = mod.params["lora_B"].reshape(1, 1, -1).astype(S.x.dtype)
             base = np.ones((S.x.shape[0], 1, v.shape[-1]), S.x.dtype) if S.H is None else S.H
@@ -335,24 +350,29 @@ class LoraComposer:
 
             def back_ia3(g):
                 dH = g.get("H")
-                dl = (dH * base).reshape(-1, dH.shape[-1]).sum(0) * s
+                dl = (dH * base * s).reshape(-1, dH.shape[-1]).sum(0)
                 self.state.add(name, self._key(name, "lora_B"), dl.reshape(-1, 1))
-                return {"x": g.get("x"), "H": None if S.H is None else dH * v * s}
+                dx = gate_back(dH, base * v)
+                return {"x": _plus(g.get("x"), dx), "H": None if S.H is None else dH * v * s}
             return S._replace(H=H, last=name), back_ia3
         h = S.x if S.H is None else S.H
         if h.shape[-1] != mod.params["lora_A"].shape[1]:
             raise CompositionError(f"Stack of LoRA modules: adapter {name!r} receives the previous adapter's output "
                                    f"of width {h.shape[-1]} but its lora_A expects {mod.params['lora_A'].shape[1]} "
                                    "inputs (adapters 1.3.0 chains deltas, which needs in_features == out_features).")
-        H = LF.lora_delta(h, mod.params["lora_A"], mod.params["lora_B"], scale=s, ops=self.ops)
+        unscaled = LF.lora_delta(h, mod.params["lora_A"], mod.params["lora_B"], scale=1.0, ops=self.ops)
+        H = unscaled * s
 
         def back_lora(g):
-            dh, dA, dB = LF.lora_backward(g.get("H"), h, mod.params["lora_A"], mod.params["lora_B"], scale=s)
+            dH = g.get("H")
+            dh, dA, dB = LF.lora_backward(dH * s if gate is not None else dH, h, mod.params["lora_A"],
+                                          mod.params["lora_B"], scale=1.0 if gate is not None else s)
             self.state.add(name, self._key(name, "lora_A"), dA)
             self.state.add(name, self._key(name, "lora_B"), dB)
+            dx = _plus(g.get("x"), gate_back(dH, unscaled))
             if S.H is None:
-                return {"x": _plus(g.get("x"), dh), "H": None}
-            return {"x": g.get("x"), "H": dh}
+                return {"x": _plus(dx, dh), "H": None}
+            return {"x": dx, "H": dh}
         return S._replace(H=H, last=name), back_lora
 
     def _key(self, name, leaf):

@@ -71,13 +71,13 @@ def check_trainable(model, setup) -> None:
             raise ConfigError(f"training adapter {name!r}: {type(cfg).__name__} has no backward in minadapters yet "
                               "(trainable: bottleneck, LoRA, IA3, prefix tuning, prompt tuning).")
         for cfg in ac.members(name, BnConfig):
-            for field in ("phm_layer", "use_gating", "inv_adapter"):
+            for field in ("phm_layer", "inv_adapter"):
                 if cfg.get(field):
                     raise ConfigError(f"training adapter {name!r}: {type(cfg).__name__}.{field}={cfg.get(field)!r} "
                                       "has no backward in minadapters yet; allowed: a false value.")
         for cfg in ac.members(name, LoRAConfig):
             vera = isinstance(cfg.get("vera_d"), float) or isinstance(cfg.get("vera_b"), float)
-            bad = {f: cfg.get(f) for f in ("use_gating", "use_dora") if cfg.get(f)}
+            bad = {f: cfg.get(f) for f in ("use_dora",) if cfg.get(f)}
             if vera or type(cfg).__name__ == "MTLLoRAConfig" or bad:
                 raise ConfigError(f"training adapter {name!r}: {type(cfg).__name__} {bad or '(VeRA / MTL-LoRA)'} has no "
                                   "backward in minadapters yet; trainable: plain LoRA and IA3.")
@@ -85,10 +85,6 @@ def check_trainable(model, setup) -> None:
             if model.training and cfg.get("dropout", 0.0) > 0:
                 raise ConfigError(f"training adapter {name!r}: {type(cfg).__name__}.dropout={cfg['dropout']!r}; "
                                   "dropout is not implemented in minadapters' training yet: use 0.0 (or model.eval()).")
-        for cfg in ac.members(name, PrefixTuningConfig):
-            if cfg.get("use_gating"):
-                raise ConfigError(f"training adapter {name!r}: PrefixTuningConfig.use_gating=True has no backward in "
-                                  "minadapters yet; allowed: False.")
 
 
 def _prefix_forward(model, state: TrainState) -> dict:

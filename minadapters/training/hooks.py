@@ -13,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..composition import Stack
-from ..errors import CompositionError
+from ..errors import CompositionError, ConfigError
 from ..functional import lora as LF
 from ..functional.backward import linear_backward
+from ..functional.gate import mean_gate, mean_gate_backward
 from ..functional.prefix import combine_prompt, combine_prompt_backward, prepend_prefix, prepend_prefix_backward
 from ..hooks import Hook
 from .compose import BnComposer, LoraComposer, LoraState
@@ -139,6 +140,9 @@ class TrainLayerHooks:
             self.cache[key] = (None, x, w)
             return y
         mod = layer.modules[name]
+        if mod.info["gating"]:
+            raise ConfigError(f"training adapter {name!r}: a gated LoRA on the fused q|k|v projection ({layer.path}) "
+                              "has no backward in minadapters yet; allowed: use_gating=False there.")
         en, s = mod.info["enabled"], x.dtype.type(mod.info["scaling"])
         self.cache[key] = ("fused", layer, mod, x, w, y)
         if mod.info["kind"] == "ia3":
@@ -218,19 +222,36 @@ class TrainLayerHooks:
         B = k.shape[0]
         PK = np.broadcast_to(kv[0], (B,) + kv[0].shape)
         PV = np.broadcast_to(kv[1], (B,) + kv[1].shape)
-        self.cache[key] = (layer, mod, kv.shape[2])
+        g = None
+        if mod.params:                                # PREFIX-3: gates on the attention input scale P_K and P_V
+            g = mean_gate(attn_input, mod.params["weight"], mod.params["bias"], ops=self.ops)          # (B, 1|2)
+            PK = PK * g[:, 0, None, None, None].astype(PK.dtype)
+            PV = PV * g[:, -1, None, None, None].astype(PV.dtype)
+        self.cache[key] = (layer, mod, kv, g, attn_input)
         return prepend_prefix(k, v, mask, PK, PV, ops=self.ops)
 
     def prefix_backward(self, key, dK, dV):
-        """(dK, dV) of the un-prefixed keys and values; the prefix part goes to the pool's gradient. Spec: GRAD-PREFIX."""
+        """(dK, dV, d attn_input | None) of the un-prefixed keys and values; the prefix part goes to the pool's
+        gradient, the gate's to its parameters and the attention input. Spec: GRAD-PREFIX, GRAD-GATE."""
         c = self.cache.pop(key)
         if c is None:
-            return dK, dV
-        layer, mod, P = c
-        dK, dV, dPK, dPV = prepend_prefix_backward(dK, dV, P)
+            return dK, dV, None
+        layer, mod, kv, g, attn_input = c
+        P = kv.shape[2]
+        dK, dV, dPKb, dPVb = prepend_prefix_backward(dK, dV, P, per_row=True)       # (B, H, P, Dh) each
+        dx = None
+        if g is not None:
+            dg = np.zeros_like(g)
+            dg[:, 0] += (dPKb * kv[0]).sum(axis=(1, 2, 3))
+            dg[:, -1] += (dPVb * kv[1]).sum(axis=(1, 2, 3))
+            dPKb = dPKb * g[:, 0, None, None, None]
+            dPVb = dPVb * g[:, -1, None, None, None]
+            dx, dw, db = mean_gate_backward(dg, attn_input, mod.params["weight"], mod.params["bias"])
+            self.state.add(mod.name, f"{layer.path}.{layer.container}.{mod.name}.weight", dw)
+            self.state.add(mod.name, f"{layer.path}.{layer.container}.{mod.name}.bias", db)
         acc = self.state.prefix_grads.setdefault((mod.name, layer.location_key), {})
-        acc[mod.info["prefix_id"]] = np.stack([dPK, dPV])                  # (2, H, P, Dh)
-        return dK, dV
+        acc[mod.info["prefix_id"]] = np.stack([dPKb.sum(0), dPVb.sum(0)])                # (2, H, P, Dh)
+        return dK, dV, dx
 
     # ---- layer output (ReFT: refused before the forward) -----------------------------------------------------------
     def layer_output(self, x):
@@ -246,7 +267,8 @@ def bn_params(mod):
     dp = mod.info["down_prefix"]
     arrays = {"wd": p[dp + ".weight"], "bd": p[dp + ".bias"], "wu": p["adapter_up.weight"], "bu": p["adapter_up.bias"],
               "ln_before": (p["adapter_down.0.weight"], p["adapter_down.0.bias"]) if cfg["ln_before"] else None,
-              "ln_after": (p["adapter_norm_after.weight"], p["adapter_norm_after.bias"]) if cfg["ln_after"] else None}
+              "ln_after": (p["adapter_norm_after.weight"], p["adapter_norm_after.bias"]) if cfg["ln_after"] else None,
+              "gate": (p["gate.weight"], p["gate.bias"]) if cfg["use_gating"] else None}
     scaling = p["scaling"] if isinstance(cfg["scaling"], str) else float(cfg["scaling"])
     flags = dict(act=cfg["non_linearity"], scaling=scaling, residual_before_ln=cfg["residual_before_ln"],
                  adapter_residual_before_ln=cfg["adapter_residual_before_ln"],
@@ -260,6 +282,8 @@ def bn_grad_leaves(mod) -> dict:
     dp = mod.info["down_prefix"]
     out = {dp + ".weight": "wd", dp + ".bias": "bd", "adapter_up.weight": "wu", "adapter_up.bias": "bu",
            "adapter_norm_after.weight": "ln_after_g", "adapter_norm_after.bias": "ln_after_b"}
+    if mod.config["use_gating"]:
+        out.update({"gate.weight": "gate_w", "gate.bias": "gate_b"})
     if mod.config["ln_before"]:                  # adapter_down.0 is the LayerNorm, adapter_down.1 the linear
         out.update({"adapter_down.0.weight": "ln_g", "adapter_down.0.bias": "ln_b"})
     if isinstance(mod.config["scaling"], str):

@@ -57,6 +57,13 @@ METHODS = {
     "prefix_tuning_flat": {"architecture": "prefix_tuning", "prefix_length": 3, "flat": True},
     "mam": "mam",
     "prompt_tuning": {"architecture": "prompt_tuning", "prompt_length": 4},
+    "seq_bn_gated": "seq_bn[use_gating=True]",
+    "lora_gated": "lora[use_gating=True,intermediate_lora=True]",
+    "ia3_gated": "ia3[use_gating=True]",
+    "prefix_gated": {"architecture": "prefix_tuning", "prefix_length": 3, "use_gating": True},
+    "prefix_gated_shared": {"architecture": "prefix_tuning", "prefix_length": 3, "use_gating": True,
+                            "shared_gating": True},
+    "unipelt": "unipelt",
     "prompt_tuning_after_bos": {"architecture": "prompt_tuning", "prompt_length": 3, "combine": "prefix_after_bos"},
 }
 
@@ -77,7 +84,9 @@ DEC_METHODS = {"seq_bn": "seq_bn", "double_seq_bn": "double_seq_bn", "par_bn": "
                "lora_kv_intermediate_output": {"architecture": "lora", "r": 3, "alpha": 5, "attn_matrices": ["k", "v"],
                                                "intermediate_lora": True, "output_lora": True},
                "ia3": "ia3", "prefix_tuning": {"architecture": "prefix_tuning", "prefix_length": 4,
-                                               "bottleneck_size": 16}}
+                                               "bottleneck_size": 16},
+               "prefix_gated": {"architecture": "prefix_tuning", "prefix_length": 3, "use_gating": True},
+               "seq_bn_gated": "seq_bn[use_gating=True]"}
 METHODS.update({k: v for k, v in DEC_METHODS.items() if k not in METHODS})
 
 CASES = ([("bert", m, "classification") for m in METHODS]
@@ -188,7 +197,7 @@ def _ours_name(n, prefix):
 @pytest.mark.spec("TRAIN-1", "TRAIN-2", "TRAIN-ENC", "GRAD-LINEAR", "GRAD-LN", "GRAD-ACT", "GRAD-ATTN", "GRAD-BN-1",
                   "GRAD-BN-2", "GRAD-BN-3", "GRAD-LORA", "GRAD-IA3", "GRAD-PREFIX", "GRAD-HEAD", "LOSS-CE",
                   "LOSS-MSE", "LOSS-BCE", "GRAD-PROMPT", "TRAIN-DEC", "GRAD-RMS", "GRAD-ROPE", "LOSS-LM",
-                  "LOSS-QA", "LOSS-MC")
+                  "LOSS-QA", "LOSS-MC", "GRAD-GATE")
 @pytest.mark.parametrize("model_type,method,head", CASES, ids=["-".join(c) for c in CASES])
 def test_gradients_equal_autograd(model_type, method, head, tmp_path):
     up, ours = setups(model_type, method, head, str(tmp_path))

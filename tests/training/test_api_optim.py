@@ -89,7 +89,7 @@ def test_refusals_name_what_is_wrong():
 
 
 @pytest.mark.spec("TRAIN-1")
-@pytest.mark.parametrize("config,field", [("seq_bn[use_gating=True]", "use_gating"), ("compacter[reduction_factor=2,phm_dim=2]", "phm_layer"),
+@pytest.mark.parametrize("config,field", [("vera", "VeRA"), ("compacter[reduction_factor=2,phm_dim=2]", "phm_layer"),
                                           ("lora[use_dora=True]", "use_dora"), ("loreft", "ReftConfig"),
                                           ("seq_bn_inv", "inv_adapter"), ("lora[dropout=0.1]", "dropout")])
 def test_methods_without_backward_are_refused(config, field):

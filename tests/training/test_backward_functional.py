@@ -12,6 +12,7 @@ from minadapters.functional import backward as FB
 from minadapters.functional import bottleneck as BN
 from minadapters.functional import fusion as FU
 from minadapters.functional import heads as H
+from minadapters.functional.gate import mean_gate, mean_gate_backward
 from minadapters.functional import lora as LF
 from minadapters.functional import losses as LS
 from minadapters.functional import prefix as PF
@@ -432,3 +433,15 @@ def test_span_loss():
     want = (-(ls[0, 1] + ls[2, 0]) / 2 - (le[0, 4] + le[1, 2] + le[2, 0]) / 3) / 2
     assert loss == pytest.approx(want, rel=1e-12)
     check(g, lambda: span_loss(z, start, end)[0], z, "dz")
+
+
+@pytest.mark.spec("GRAD-GATE")
+def test_mean_gate_backward():
+    r = rng(22)
+    x, w, b = r.standard_normal((2, 4, 5)), r.standard_normal((2, 5)), r.standard_normal(2)
+    R = r.standard_normal((2, 2))
+    f = lambda: (R * mean_gate(x, w, b, ops=OPS)).sum()  # noqa: E731
+    dx, dw, db = mean_gate_backward(R, x, w, b)
+    check(dx, f, x, "dx")
+    check(dw, f, w, "dW")
+    check(db, f, b, "db")

@@ -60,12 +60,18 @@ METHODS = {
     "prefix_tuning": "prefix_tuning[prefix_length=3,bottleneck_size=5]",
     "mam": "mam",
     "prompt_tuning": "prompt_tuning[prompt_length=3]",
+    "seq_bn_gated": "seq_bn[use_gating=True]",
+    "lora_gated": "lora[use_gating=True,intermediate_lora=True]",
+    "ia3_gated": "ia3[use_gating=True]",
+    "prefix_gated": "prefix_tuning[prefix_length=2,use_gating=True]",
+    "prefix_gated_shared": "prefix_tuning[prefix_length=2,use_gating=True,shared_gating=True]",
+    "unipelt": "unipelt",
     "prompt_tuning_after_bos": {"architecture": "prompt_tuning", "prompt_length": 2, "combine": "prefix_after_bos"},
 }
 
 
 @pytest.mark.spec("TRAIN-2", "TRAIN-ENC", "GRAD-BN-1", "GRAD-BN-2", "GRAD-BN-3", "GRAD-LORA", "GRAD-IA3",
-                  "GRAD-PREFIX", "GRAD-PROMPT", "GRAD-HEAD", "LOSS-CE")
+                  "GRAD-PREFIX", "GRAD-PROMPT", "GRAD-GATE", "GRAD-HEAD", "LOSS-CE")
 @pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])
 def test_gradients_equal_finite_differences(method, model_type):
@@ -190,7 +196,9 @@ def tiny_decoder(model_type, seed=0):
 DEC_METHODS = {"seq_bn": "seq_bn", "par_bn": "par_bn", "ia3": "ia3",
                "lora": "lora[r=2,alpha=3,attn_matrices=['q','k','v'],intermediate_lora=True,output_lora=True]",
                "lora_qv": "lora[r=2,alpha=3,attn_matrices=['q','v']]",
-               "prefix_tuning": "prefix_tuning[prefix_length=2,bottleneck_size=5]"}
+               "prefix_tuning": "prefix_tuning[prefix_length=2,bottleneck_size=5]",
+               "prefix_gated": "prefix_tuning[prefix_length=2,bottleneck_size=5,use_gating=True]",
+               "seq_bn_gated": "seq_bn[use_gating=True]"}
 
 
 def lm_ce(logits, y):
