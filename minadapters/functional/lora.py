@@ -123,3 +123,24 @@ def grouped_delta_backward(dd, x, A, B, groups: int, *, scale):
                                                                            scale=scale)
         dx += gx
     return dx, dA, dB
+
+
+def vera_delta_w_backward(dW, A, B, D, Bv):
+    """Gradients of ΔW = Λ_B B Λ_D A (LORA-4) with respect to the trainable Λ_D (vera_D) and Λ_B (vera_B); the
+    shared A and B are frozen. Spec: GRAD-VERA.  dW (M, K) -> dD (r, r), dBv (M, M)"""
+    return (Bv @ B).T @ dW @ A.T, dW @ (B @ D @ A).T
+
+
+def dora_backward(dout, base, H, m, n, W, dW_):
+    """Gradients of y = (m / n) ⊙ (base + H), n = ‖W + ΔW‖ per output row (LORA-5, ΔW unscaled). Spec: GRAD-DORA.
+
+        u = base + H;  du = dout ⊙ m/n;  dm = Σ_rows dout ⊙ u / n;  dn = −Σ_rows dout ⊙ m ⊙ u / n²
+        dΔW = (dn / n) ⊙ (W + ΔW)   (row-wise)
+    -> du (…, M) (the gradient of base and of H), dm (M, 1), dΔW (M, K)"""
+    u = base + H
+    mv = m.reshape(-1)
+    du = dout * (mv / n)
+    flat = (dout * u).reshape(-1, u.shape[-1]).sum(0)
+    dm = (flat / n).reshape(-1, 1)
+    dn = -flat * mv / (n * n)
+    return du, dm, (dn / n)[:, None] * (W + dW_)

@@ -80,7 +80,9 @@ class TrainingMixin:
             refs = (self.adapter_param_refs(name) if name in self.adapters_config.adapters else
                     self.fusion_param_refs(name))
             for key, (d, leaf) in refs.items():
-                yield key, d[leaf]
+                # VeRA's shared A / B stay frozen in training (adapters' train_adapter)
+                if not (trainable_only and key.startswith("shared_parameters.")):
+                    yield key, d[leaf]
         for key, (d, leaf) in self._head_param_refs().items():
             yield key, d[leaf]
 

@@ -356,6 +356,8 @@ class LoraComposer:
                 return {"x": _plus(g.get("x"), dx), "H": None if S.H is None else dH * v * s}
             return S._replace(H=H, last=name), back_ia3
         h = S.x if S.H is None else S.H
+        if mod.info["kind"] == "vera":
+            return self._vera(name, mod, S, h, s, gate, gate_back)
         if h.shape[-1] != mod.params["lora_A"].shape[1]:
             raise CompositionError(f"Stack of LoRA modules: adapter {name!r} receives the previous adapter's output "
                                    f"of width {h.shape[-1]} but its lora_A expects {mod.params['lora_A'].shape[1]} "
@@ -374,6 +376,29 @@ class LoraComposer:
                 return {"x": _plus(dx, dh), "H": None}
             return {"x": dx, "H": dh}
         return S._replace(H=H, last=name), back_lora
+
+    def _vera(self, name, mod, S, h, s, gate, gate_back):
+        """VeRA: H = s · h ΔWᵀ, ΔW = Λ_B B Λ_D A with the shared (frozen) A, B. Spec: GRAD-VERA."""
+        shared = self.layer._shared(name)
+        A, B = shared["lora_A"], shared["lora_B"]
+        D, Bv = mod.params["vera_D"], mod.params["vera_B"]
+        dW = LF.vera_delta_w(A, B, D, Bv).astype(S.x.dtype)
+        unscaled = self.ops.linear(h, dW)
+        H = unscaled * s
+
+        def back_vera(g):
+            dH = g.get("H")
+            dHs = dH * s
+            ddW = dHs.reshape(-1, dHs.shape[-1]).T @ h.reshape(-1, h.shape[-1])
+            dD, dBv = LF.vera_delta_w_backward(ddW, A, B, D, Bv)
+            self.state.add(name, self._key(name, "vera_D"), dD)
+            self.state.add(name, self._key(name, "vera_B"), dBv)
+            dh = dHs @ dW
+            dx = _plus(g.get("x"), gate_back(dH, unscaled))
+            if S.H is None:
+                return {"x": _plus(dx, dh), "H": None}
+            return {"x": dx, "H": dh}
+        return S._replace(H=H, last=name), back_vera
 
     def _key(self, name, leaf):
         return f"{self.layer.path}.{self.layer.container}.{name}.{leaf}"

@@ -76,11 +76,9 @@ def check_trainable(model, setup) -> None:
                     raise ConfigError(f"training adapter {name!r}: {type(cfg).__name__}.{field}={cfg.get(field)!r} "
                                       "has no backward in minadapters yet; allowed: a false value.")
         for cfg in ac.members(name, LoRAConfig):
-            vera = isinstance(cfg.get("vera_d"), float) or isinstance(cfg.get("vera_b"), float)
-            bad = {f: cfg.get(f) for f in ("use_dora",) if cfg.get(f)}
-            if vera or type(cfg).__name__ == "MTLLoRAConfig" or bad:
-                raise ConfigError(f"training adapter {name!r}: {type(cfg).__name__} {bad or '(VeRA / MTL-LoRA)'} has no "
-                                  "backward in minadapters yet; trainable: plain LoRA and IA3.")
+            if type(cfg).__name__ == "MTLLoRAConfig":
+                raise ConfigError(f"training adapter {name!r}: MTLLoRAConfig has no backward in minadapters yet; "
+                                  "trainable: LoRA, IA3, VeRA, DoRA.")
         for cfg in ac.members(name, LoRAConfig) + ac.members(name, PrefixTuningConfig):
             if model.training and cfg.get("dropout", 0.0) > 0:
                 raise ConfigError(f"training adapter {name!r}: {type(cfg).__name__}.dropout={cfg['dropout']!r}; "

@@ -131,7 +131,13 @@ class TrainLayerHooks:
         if S.last is None:
             self.cache[key] = (None, x, w)
             return y
-        ia3 = layer.modules[S.last].info["kind"] == "ia3"     # the last module decides: y ⊙ H or y + H
+        last = layer.modules[S.last]
+        if last.info["dora"]:                                 # LORA-5: (m / n) ⊙ (y + H), n = ‖W + ΔW‖
+            dW = unscaled_delta_w(last, layer._shared(S.last)).astype(w.dtype, copy=False)
+            n = LF.dora_norm(w, dW).astype(y.dtype)
+            self.cache[key] = ("dora", x, w, y, S.H, last, dW, n, back, layer)
+            return LF.dora_combine(y, S.H, last.params["m.weight"].astype(y.dtype), n)
+        ia3 = last.info["kind"] == "ia3"                      # the last module decides: y ⊙ H or y + H
         self.cache[key] = ("compose", x, w, y, S.H, ia3, back)
         return y * S.H if ia3 else y + S.H
 
@@ -157,6 +163,8 @@ class TrainLayerHooks:
             return linear_backward(dy, c[1], c[2], need_weight=False)[0]
         if c[0] == "fused":
             return self._fused_backward(dy, *c[1:])
+        if c[0] == "dora":
+            return self._dora_backward(dy, *c[1:])
         _, x, w, y, H, ia3, back = c
         if ia3:
             dH = dy * y
@@ -167,6 +175,25 @@ class TrainLayerHooks:
         else:
             g = back({"H": dy, "x": None})
         dx = linear_backward(dy, x, w, need_weight=False)[0]
+        return dx if g.get("x") is None else dx + g["x"]
+
+    def _dora_backward(self, dout, x, w, y, H, last, dW, n, back, layer):
+        """DoRA's combine backward: m, and the norm's path into ΔW (A, B or VeRA's Λ). Spec: GRAD-DORA."""
+        du, dm, ddW = LF.dora_backward(dout, y, H, last.params["m.weight"], n, w, dW)
+        name = last.name
+        keyof = lambda leaf: f"{layer.path}.{layer.container}.{name}.{leaf}"  # noqa: E731
+        self.state.add(name, keyof("m.weight"), dm)
+        if last.info["kind"] == "vera":
+            shared = layer._shared(name)
+            dD, dBv = LF.vera_delta_w_backward(ddW, shared["lora_A"], shared["lora_B"], last.params["vera_D"],
+                                               last.params["vera_B"])
+            self.state.add(name, keyof("vera_D"), dD)
+            self.state.add(name, keyof("vera_B"), dBv)
+        else:                                                 # ΔW = B A
+            self.state.add(name, keyof("lora_A"), last.params["lora_B"].T @ ddW)
+            self.state.add(name, keyof("lora_B"), ddW @ last.params["lora_A"].T)
+        g = back({"H": du, "x": None})
+        dx = linear_backward(du, x, w, need_weight=False)[0]
         return dx if g.get("x") is None else dx + g["x"]
 
     def _fused_backward(self, dy, layer, mod, x, w, y):
@@ -259,6 +286,14 @@ class TrainLayerHooks:
 
     def layer_output_backward(self, dy):
         return dy
+
+
+def unscaled_delta_w(mod, shared):
+    """ΔW (out, in) in the parameters' own dtype: B A (LoRA), Λ_B B Λ_D A (VeRA). Spec: GRAD-DORA."""
+    p = mod.params
+    if mod.info["kind"] == "vera":
+        return LF.vera_delta_w(shared["lora_A"], shared["lora_B"], p["vera_D"], p["vera_B"])
+    return p["lora_B"] @ p["lora_A"]
 
 
 def bn_params(mod):

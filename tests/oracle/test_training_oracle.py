@@ -64,6 +64,10 @@ METHODS = {
     "prefix_gated_shared": {"architecture": "prefix_tuning", "prefix_length": 3, "use_gating": True,
                             "shared_gating": True},
     "unipelt": "unipelt",
+    "vera": "vera",
+    "dora": {"architecture": "lora", "r": 4, "alpha": 8, "use_dora": True, "intermediate_lora": True},
+    "dora_vera_gated": {"architecture": "lora", "r": 3, "vera_d": 0.5, "vera_b": 0.2, "use_dora": True,
+                        "use_gating": True, "init_weights": "vera"},
     "prompt_tuning_after_bos": {"architecture": "prompt_tuning", "prompt_length": 3, "combine": "prefix_after_bos"},
 }
 
@@ -197,7 +201,7 @@ def _ours_name(n, prefix):
 @pytest.mark.spec("TRAIN-1", "TRAIN-2", "TRAIN-ENC", "GRAD-LINEAR", "GRAD-LN", "GRAD-ACT", "GRAD-ATTN", "GRAD-BN-1",
                   "GRAD-BN-2", "GRAD-BN-3", "GRAD-LORA", "GRAD-IA3", "GRAD-PREFIX", "GRAD-HEAD", "LOSS-CE",
                   "LOSS-MSE", "LOSS-BCE", "GRAD-PROMPT", "TRAIN-DEC", "GRAD-RMS", "GRAD-ROPE", "LOSS-LM",
-                  "LOSS-QA", "LOSS-MC", "GRAD-GATE")
+                  "LOSS-QA", "LOSS-MC", "GRAD-GATE", "GRAD-VERA", "GRAD-DORA")
 @pytest.mark.parametrize("model_type,method,head", CASES, ids=["-".join(c) for c in CASES])
 def test_gradients_equal_autograd(model_type, method, head, tmp_path):
     up, ours = setups(model_type, method, head, str(tmp_path))

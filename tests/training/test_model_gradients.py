@@ -66,12 +66,17 @@ METHODS = {
     "prefix_gated": "prefix_tuning[prefix_length=2,use_gating=True]",
     "prefix_gated_shared": "prefix_tuning[prefix_length=2,use_gating=True,shared_gating=True]",
     "unipelt": "unipelt",
+    "vera": "vera[r=3,attn_matrices=['q','k','v']]",
+    "dora": "lora[r=2,alpha=3,use_dora=True,intermediate_lora=True]",
+    "dora_vera": {"architecture": "lora", "r": 2, "vera_d": 0.5, "vera_b": 0.2, "use_dora": True,
+                  "init_weights": "vera"},
     "prompt_tuning_after_bos": {"architecture": "prompt_tuning", "prompt_length": 2, "combine": "prefix_after_bos"},
 }
 
 
 @pytest.mark.spec("TRAIN-2", "TRAIN-ENC", "GRAD-BN-1", "GRAD-BN-2", "GRAD-BN-3", "GRAD-LORA", "GRAD-IA3",
-                  "GRAD-PREFIX", "GRAD-PROMPT", "GRAD-GATE", "GRAD-HEAD", "LOSS-CE")
+                  "GRAD-PREFIX", "GRAD-PROMPT", "GRAD-GATE", "GRAD-VERA", "GRAD-DORA", "GRAD-HEAD",
+                  "LOSS-CE")
 @pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])
 def test_gradients_equal_finite_differences(method, model_type):
