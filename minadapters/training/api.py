@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..composition import Fuse, parse_composition
+from ..configuration import LoRAConfig
 from ..errors import ConfigError
 from ..outputs import ModelOutput
 from .engine import forward_backward
@@ -79,12 +80,17 @@ class TrainingMixin:
         for name in sorted(names):
             refs = (self.adapter_param_refs(name) if name in self.adapters_config.adapters else
                     self.fusion_param_refs(name))
+            frozen_shared = trainable_only and self._is_vera(name)
             for key, (d, leaf) in refs.items():
-                # VeRA's shared A / B stay frozen in training (adapters' train_adapter)
-                if not (trainable_only and key.startswith("shared_parameters.")):
+                # VeRA's shared A / B stay frozen in training (adapters' train_adapter); other shared ones train
+                if not (frozen_shared and key.startswith("shared_parameters.")):
                     yield key, d[leaf]
         for key, (d, leaf) in self._head_param_refs().items():
             yield key, d[leaf]
+
+    def _is_vera(self, name) -> bool:
+        return any(isinstance(c.get("vera_d"), float) or isinstance(c.get("vera_b"), float)
+                   for c in self.adapters_config.members(name, LoRAConfig))
 
     def trainable_parameters(self) -> dict:
         """name -> array of what takes gradients: the adapters named in train_adapter and the heads (adapters

@@ -71,7 +71,7 @@ def check_trainable(model, setup) -> None:
             raise ConfigError(f"training adapter {name!r}: {type(cfg).__name__} has no backward in minadapters yet "
                               "(trainable: bottleneck, LoRA, IA3, prefix tuning, prompt tuning).")
         for cfg in ac.members(name, BnConfig):
-            for field in ("phm_layer", "inv_adapter"):
+            for field in ("inv_adapter",):
                 if cfg.get(field):
                     raise ConfigError(f"training adapter {name!r}: {type(cfg).__name__}.{field}={cfg.get(field)!r} "
                                       "has no backward in minadapters yet; allowed: a false value.")

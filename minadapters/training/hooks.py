@@ -18,7 +18,9 @@ from ..functional import lora as LF
 from ..functional.backward import linear_backward
 from ..functional.gate import mean_gate, mean_gate_backward
 from ..functional.prefix import combine_prompt, combine_prompt_backward, prepend_prefix, prepend_prefix_backward
+from ..functional.phm import factor_product_backward, kron_sum_backward
 from ..hooks import Hook
+from ..methods.phm import _weights as phm_factors, phm_weight
 from .compose import BnComposer, LoraComposer, LoraState
 
 
@@ -57,10 +59,19 @@ class TrainState:
 
 
     def add_bottleneck(self, layer, mod, grads: dict) -> None:
-        """A bottleneck module's gradients (bn_adapter_backward names) under its state-dict keys."""
+        """A bottleneck module's gradients (bn_adapter_backward names) under its state-dict keys; PHM projections
+        pass theirs on to the rule and W factors (shared ones under ``shared_parameters.<name>.``)."""
         for leaf, gk in bn_grad_leaves(mod).items():
             if gk in grads:
                 self.add(mod.name, f"{layer.path}.{layer.container}.{mod.name}.{leaf}", grads[gk])
+        if mod.config["phm_layer"]:
+            for which, prefix, gw, gb in (("down", mod.info["down_prefix"], "wd", "bd"),
+                                          ("up", "adapter_up", "wu", "bu")):
+                for key, g in phm_grads(self.model, mod, prefix, which, grads[gw]):
+                    self.add(mod.name, key if key.startswith("shared_parameters.")
+                             else f"{layer.path}.{layer.container}.{mod.name}.{key}", g)
+                if mod.params.get(f"{prefix}.b") is not None:
+                    self.add(mod.name, f"{layer.path}.{layer.container}.{mod.name}.{prefix}.b", grads[gb])
 
     def add_fusion(self, layer, fusion: str, grads: dict) -> None:
         """A fusion layer's gradients under ``<path>.adapter_fusion_layer.<fusion>.<leaf>``."""
@@ -229,7 +240,8 @@ class TrainLayerHooks:
                 return d, (d if x is not None else None)
             self.cache[key] = back
             return y
-        y, back = BnComposer(layer, self.state, layer_norm, bn_params).forward(setup, h, x)
+        y, back = BnComposer(layer, self.state, layer_norm, lambda mod: bn_params(mod, layer.model)).forward(setup, h,
+                                                                                                        x)
         self.cache[key] = back
         return y
 
@@ -296,11 +308,45 @@ def unscaled_delta_w(mod, shared):
     return p["lora_B"] @ p["lora_A"]
 
 
-def bn_params(mod):
-    """Arrays and flags of one bottleneck module for bn_block_forward / _backward. Spec: GRAD-BN-2."""
+def phm_grads(model, mod, prefix, which, d_weight):
+    """(key, gradient) of the PHM factors behind one projection's effective (out, in) weight gradient: the rule
+    (or its left / right factors) and W (or W_left / W_right), per layer or shared. Spec: GRAD-PHM."""
+    cfg, p = mod.config, mod.params
+    shared = model.model_level["shared"].get(mod.name) if (cfg["shared_phm_rule"] or cfg["shared_W_phm"]) else {}
+    rule, W, _ = phm_factors(model, mod, prefix, which)
+    d_rule, d_W = kron_sum_backward(d_weight.T, rule, W)             # the effective weight is Hᵀ
+    out = []
+    sp = f"shared_parameters.{mod.name}."
+    if cfg["shared_W_phm"]:
+        names = (sp + f"W_{which}_left", sp + f"W_{which}_right") if cfg["factorized_phm_W"] else (sp + f"W_{which}",)
+        src = shared
+        leaves = [n[len(sp):] for n in names]
+    else:
+        names = leaves = (f"{prefix}.W_left", f"{prefix}.W_right") if cfg["factorized_phm_W"] else (f"{prefix}.W",)
+        src = p
+    if len(names) == 2:
+        out += list(zip(names, factor_product_backward(d_W, src[leaves[0]], src[leaves[1]])))
+    else:
+        out.append((names[0], d_W))
+    rsrc, rpre, rkey = (shared, "", sp) if cfg["shared_phm_rule"] else (p, prefix + ".", prefix + ".")
+    if cfg["factorized_phm_rule"]:
+        dl, dr = factor_product_backward(d_rule, rsrc[rpre + "phm_rule_left"], rsrc[rpre + "phm_rule_right"])
+        out += [(rkey + "phm_rule_left", dl), (rkey + "phm_rule_right", dr)]
+    else:
+        out.append((rkey + "phm_rule", d_rule))
+    return out
+
+
+def bn_params(mod, model):
+    """Arrays and flags of one bottleneck module for bn_block_forward / _backward (PHM projections as their
+    effective (out, in) weights, PHM-1). Spec: GRAD-BN-2."""
     cfg, p = mod.config, mod.params
     dp = mod.info["down_prefix"]
-    arrays = {"wd": p[dp + ".weight"], "bd": p[dp + ".bias"], "wu": p["adapter_up.weight"], "bu": p["adapter_up.bias"],
+    if cfg["phm_layer"]:
+        (wd, bd), (wu, bu) = phm_weight(model, mod, dp, "down"), phm_weight(model, mod, "adapter_up", "up")
+    else:
+        wd, bd, wu, bu = p[dp + ".weight"], p[dp + ".bias"], p["adapter_up.weight"], p["adapter_up.bias"]
+    arrays = {"wd": wd, "bd": bd, "wu": wu, "bu": bu,
               "ln_before": (p["adapter_down.0.weight"], p["adapter_down.0.bias"]) if cfg["ln_before"] else None,
               "ln_after": (p["adapter_norm_after.weight"], p["adapter_norm_after.bias"]) if cfg["ln_after"] else None,
               "gate": (p["gate.weight"], p["gate.bias"]) if cfg["use_gating"] else None}
@@ -315,8 +361,9 @@ def bn_params(mod):
 def bn_grad_leaves(mod) -> dict:
     """State-dict leaf -> gradient name of bn_block_backward."""
     dp = mod.info["down_prefix"]
-    out = {dp + ".weight": "wd", dp + ".bias": "bd", "adapter_up.weight": "wu", "adapter_up.bias": "bu",
-           "adapter_norm_after.weight": "ln_after_g", "adapter_norm_after.bias": "ln_after_b"}
+    out = {"adapter_norm_after.weight": "ln_after_g", "adapter_norm_after.bias": "ln_after_b"}
+    if not mod.config["phm_layer"]:            # PHM projections: see phm_grads
+        out.update({dp + ".weight": "wd", dp + ".bias": "bd", "adapter_up.weight": "wu", "adapter_up.bias": "bu"})
     if mod.config["use_gating"]:
         out.update({"gate.weight": "gate_w", "gate.bias": "gate_b"})
     if mod.config["ln_before"]:                  # adapter_down.0 is the LayerNorm, adapter_down.1 the linear

@@ -65,6 +65,12 @@ METHODS = {
                             "shared_gating": True},
     "unipelt": "unipelt",
     "vera": "vera",
+    "compacter": "compacter[reduction_factor=5]",
+    "compacter_pp_shared_W": "compacter++[reduction_factor=5,shared_W_phm=True,phm_rank=2,factorized_phm_rule=True]",
+    "phm_unshared": {"mh_adapter": False, "output_adapter": True, "reduction_factor": 4, "non_linearity": "gelu",
+                     "original_ln_before": True, "original_ln_after": True, "residual_before_ln": True,
+                     "phm_layer": True, "phm_dim": 2, "shared_phm_rule": False, "factorized_phm_W": False,
+                     "learn_phm": False},
     "dora": {"architecture": "lora", "r": 4, "alpha": 8, "use_dora": True, "intermediate_lora": True},
     "dora_vera_gated": {"architecture": "lora", "r": 3, "vera_d": 0.5, "vera_b": 0.2, "use_dora": True,
                         "use_gating": True, "init_weights": "vera"},
@@ -201,7 +207,7 @@ def _ours_name(n, prefix):
 @pytest.mark.spec("TRAIN-1", "TRAIN-2", "TRAIN-ENC", "GRAD-LINEAR", "GRAD-LN", "GRAD-ACT", "GRAD-ATTN", "GRAD-BN-1",
                   "GRAD-BN-2", "GRAD-BN-3", "GRAD-LORA", "GRAD-IA3", "GRAD-PREFIX", "GRAD-HEAD", "LOSS-CE",
                   "LOSS-MSE", "LOSS-BCE", "GRAD-PROMPT", "TRAIN-DEC", "GRAD-RMS", "GRAD-ROPE", "LOSS-LM",
-                  "LOSS-QA", "LOSS-MC", "GRAD-GATE", "GRAD-VERA", "GRAD-DORA")
+                  "LOSS-QA", "LOSS-MC", "GRAD-GATE", "GRAD-VERA", "GRAD-DORA", "GRAD-PHM")
 @pytest.mark.parametrize("model_type,method,head", CASES, ids=["-".join(c) for c in CASES])
 def test_gradients_equal_autograd(model_type, method, head, tmp_path):
     up, ours = setups(model_type, method, head, str(tmp_path))

@@ -90,7 +90,6 @@ def test_refusals_name_what_is_wrong():
 
 @pytest.mark.spec("TRAIN-1")
 @pytest.mark.parametrize("config,field", [("mtl_lora", "MTLLoRAConfig"), ("loreft", "ReftConfig"),
-                                          ("compacter[reduction_factor=2,phm_dim=2]", "phm_layer"),
                                           ("seq_bn_inv", "inv_adapter"), ("lora[dropout=0.1]", "dropout")])
 def test_methods_without_backward_are_refused(config, field):
     model = trained(config)

@@ -12,6 +12,7 @@ from minadapters.functional import backward as FB
 from minadapters.functional import bottleneck as BN
 from minadapters.functional import fusion as FU
 from minadapters.functional import heads as H
+from minadapters.functional import phm as PH
 from minadapters.functional.gate import mean_gate, mean_gate_backward
 from minadapters.functional import lora as LF
 from minadapters.functional import losses as LS
@@ -445,3 +446,21 @@ def test_mean_gate_backward():
     check(dx, f, x, "dx")
     check(dw, f, w, "dW")
     check(db, f, b, "db")
+
+
+@pytest.mark.spec("GRAD-PHM")
+def test_kron_sum_and_factor_product_backward():
+
+    r = rng(23)
+    rule, W = r.standard_normal((2, 2, 2)), r.standard_normal((2, 3, 4))
+    R = r.standard_normal((6, 8))
+    f = lambda: (R * PH.kron_sum(rule, W)).sum()  # noqa: E731
+    drule, dW = PH.kron_sum_backward(R, rule, W)
+    check(drule, f, rule, "d rule")
+    check(dW, f, W, "dW")
+    left, right = r.standard_normal((2, 3, 1)), r.standard_normal((2, 1, 4))
+    R2 = r.standard_normal((2, 3, 4))
+    g = lambda: (R2 * PH.factor_product(left, right)).sum()  # noqa: E731
+    dl, dr = PH.factor_product_backward(R2, left, right)
+    check(dl, g, left, "d left")
+    check(dr, g, right, "d right")

@@ -68,6 +68,16 @@ METHODS = {
     "unipelt": "unipelt",
     "vera": "vera[r=3,attn_matrices=['q','k','v']]",
     "dora": "lora[r=2,alpha=3,use_dora=True,intermediate_lora=True]",
+    "compacter": "compacter[reduction_factor=2,phm_dim=2]",
+    "compacter_pp": "compacter++[reduction_factor=2,phm_dim=2]",
+    "phm_unshared_factorized_rule": {"mh_adapter": False, "output_adapter": True, "reduction_factor": 2,
+                                     "non_linearity": "gelu", "original_ln_before": True, "original_ln_after": True,
+                                     "residual_before_ln": True, "phm_layer": True, "phm_dim": 2,
+                                     "shared_phm_rule": False, "factorized_phm_rule": True,
+                                     "factorized_phm_W": False, "phm_c_init": "uniform"},
+    "phm_shared_W": {"mh_adapter": False, "output_adapter": True, "reduction_factor": 2, "non_linearity": "relu",
+                     "original_ln_before": True, "original_ln_after": True, "residual_before_ln": True,
+                     "phm_layer": True, "phm_dim": 4, "shared_W_phm": True, "phm_rank": 2},
     "dora_vera": {"architecture": "lora", "r": 2, "vera_d": 0.5, "vera_b": 0.2, "use_dora": True,
                   "init_weights": "vera"},
     "prompt_tuning_after_bos": {"architecture": "prompt_tuning", "prompt_length": 2, "combine": "prefix_after_bos"},
@@ -75,7 +85,7 @@ METHODS = {
 
 
 @pytest.mark.spec("TRAIN-2", "TRAIN-ENC", "GRAD-BN-1", "GRAD-BN-2", "GRAD-BN-3", "GRAD-LORA", "GRAD-IA3",
-                  "GRAD-PREFIX", "GRAD-PROMPT", "GRAD-GATE", "GRAD-VERA", "GRAD-DORA", "GRAD-HEAD",
+                  "GRAD-PREFIX", "GRAD-PROMPT", "GRAD-GATE", "GRAD-VERA", "GRAD-DORA", "GRAD-PHM", "GRAD-HEAD",
                   "LOSS-CE")
 @pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])
