@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .activations import activation_backward, get_activation
 from .linalg import mm
 
 from ..errors import ShapeError
@@ -138,3 +139,45 @@ def scatter_rows(x, idx, src):
     rows = np.broadcast_to(np.arange(x.shape[0])[:, None], idx.shape)
     out[rows, idx] = src
     return out
+
+
+# ---- backward (training). Spec: GRAD-REFT (spec/training.md) -----------------------------------------------------
+def reft_unit_backward(dout, h, W, b, R, act_name, subtract_projection: bool):
+    """Gradients of Φ(h) = h + (act(h Wᵀ + b) − [subtract]·h Rᵀ) R (REFT-1). Spec: GRAD-REFT.
+
+        s = act(z) − [sub] h Rᵀ;   ds = dout Rᵀ;   dR = sᵀ dout − [sub] dsᵀ h
+        dz = act'(z) ⊙ ds;   dW = dzᵀ h;   db = Σ dz;   dh = dout + dz W − [sub] ds R
+    -> dh (B, P, D), dW (r, D), db (r,), dR (r, D)"""
+    z = mm(h, W.T) + b
+    s = get_activation(act_name)(z)
+    if subtract_projection:
+        s = s - mm(h, R.T)
+    ds = mm(dout, R.T)                                                # (B, P, r)
+    rows = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731
+    dR = rows(s).T @ rows(dout)
+    dz = activation_backward(act_name, z, ds)
+    dh = dout + mm(dz, W)
+    if subtract_projection:
+        dR = dR - rows(ds).T @ rows(h)
+        dh = dh - mm(ds, R)
+    return dh, rows(dz).T @ rows(h), rows(dz).sum(0), dR
+
+
+def gather_rows_backward(dg, idx, T):
+    """Adjoint of gather_rows: dg (B, P, D) summed into a (B, T, D) zero array at idx. Spec: GRAD-REFT."""
+    out = np.zeros((dg.shape[0], T, dg.shape[2]), dg.dtype)
+    rows = np.broadcast_to(np.arange(dg.shape[0])[:, None], idx.shape)
+    np.add.at(out, (rows, idx), dg)
+    return out
+
+
+def scatter_owner(B, T, writes):
+    """Which write lands last at each position: ``writes`` a list of (B, n) index arrays applied in order; returns
+    (owner (B, T) of write number or -1, slot (B, T) of the column inside that write). Spec: GRAD-REFT."""
+    owner = np.full((B, T), -1, np.int64)
+    slot = np.zeros((B, T), np.int64)
+    for w, idx in enumerate(writes):
+        for j in range(idx.shape[1]):
+            owner[np.arange(B), idx[:, j]] = w
+            slot[np.arange(B), idx[:, j]] = j
+    return owner, slot

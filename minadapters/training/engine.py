@@ -68,8 +68,10 @@ def check_trainable(model, setup) -> None:
     ac = model.adapters_config
     for name in sorted(setup.flatten()):
         for cfg in ac.members(name, ReftConfig):
-            raise ConfigError(f"training adapter {name!r}: {type(cfg).__name__} has no backward in minadapters yet "
-                              "(trainable: bottleneck, LoRA, IA3, prefix tuning, prompt tuning).")
+            if cfg["orthogonality"]:
+                raise ConfigError(f"training adapter {name!r}: {type(cfg).__name__}.orthogonality=True (LoReFT's "
+                                  "orthogonal parametrization) has no backward in minadapters yet; NoReFT and DiReFT "
+                                  "(orthogonality=False) train.")
         for cfg in ac.members(name, BnConfig):
             for field in ("inv_adapter",):
                 if cfg.get(field):
@@ -79,7 +81,7 @@ def check_trainable(model, setup) -> None:
             if type(cfg).__name__ == "MTLLoRAConfig":
                 raise ConfigError(f"training adapter {name!r}: MTLLoRAConfig has no backward in minadapters yet; "
                                   "trainable: LoRA, IA3, VeRA, DoRA.")
-        for cfg in ac.members(name, LoRAConfig) + ac.members(name, PrefixTuningConfig):
+        for cfg in ac.members(name, LoRAConfig) + ac.members(name, PrefixTuningConfig) + ac.members(name, ReftConfig):
             if model.training and cfg.get("dropout", 0.0) > 0:
                 raise ConfigError(f"training adapter {name!r}: {type(cfg).__name__}.dropout={cfg['dropout']!r}; "
                                   "dropout is not implemented in minadapters' training yet: use 0.0 (or model.eval()).")

@@ -18,7 +18,10 @@ from ..functional import lora as LF
 from ..functional.backward import linear_backward
 from ..functional.gate import mean_gate, mean_gate_backward
 from ..functional.prefix import combine_prompt, combine_prompt_backward, prepend_prefix, prepend_prefix_backward
+from ..functional.activations import get_activation
 from ..functional.phm import factor_product_backward, kron_sum_backward
+from ..functional.reft import (gather_rows, gather_rows_backward, reft_positions, reft_unit, reft_unit_backward,
+                               scatter_owner, scatter_rows)
 from ..hooks import Hook
 from ..methods.phm import _weights as phm_factors, phm_weight
 from .compose import BnComposer, LoraComposer, LoraState
@@ -292,12 +295,70 @@ class TrainLayerHooks:
         acc[mod.info["prefix_id"]] = np.stack([dPKb.sum(0), dPVb.sum(0)])                # (2, H, P, Dh)
         return dK, dV, dx
 
-    # ---- layer output (ReFT: refused before the forward) -----------------------------------------------------------
+    # ---- layer output (ReFT) ---------------------------------------------------------------------------------------
     def layer_output(self, x):
+        """The setup's first adapter's ReFT intervention on the layer output (REFT-4), with its cache.
+        Spec: GRAD-REFT."""
+        layer = self.table.get(Hook.LAYER_OUTPUT)
+        setup = None if layer is None else layer.active_setup(self.state.fwd)
+        if setup is None or setup.first() not in layer.modules:
+            self.cache[Hook.LAYER_OUTPUT] = None
+            return x
+        mod = layer.modules[setup.first()]
+        cfg, p = mod.config, mod.params
+        B, T, _ = x.shape
+        npre, nsuf = cfg["prefix_positions"], cfg["suffix_positions"]
+        pref, suff = reft_positions(self.state.fwd.attention_mask, B, T, npre, nsuf)
+        units = [(p[f"units.{k}.learned_source.weight"], p[f"units.{k}.learned_source.bias"],
+                  p[f"units.{k}.projection.weight"]) for k in range(mod.info["n_units"])]
+        act, sub = get_activation(cfg["non_linearity"]), mod.info["subtract"]
+        prefix, suffix = gather_rows(x, pref), gather_rows(x, suff)
+        if len(units) == 1:
+            inputs = [np.concatenate([prefix, suffix], 1)]
+        else:
+            inputs = [prefix, suffix]
+        outs = [reft_unit(h, *u, act, sub).astype(x.dtype) for h, u in zip(inputs, units)]
+        out = np.concatenate(outs, 1)
+        writes, starts = [], []
+        if npre > 0:
+            x = scatter_rows(x, pref, out[:, :pref.shape[1]])
+            writes.append(pref)
+            starts.append(0)
+        if nsuf > 0:
+            # COMPAT(adapters): the suffix window starts at len(out) − s (spec REFT-4 note), as the inference path
+            start = max(out.shape[1] - nsuf, 0)
+            x = scatter_rows(x, suff, out[:, start:start + suff.shape[1]])
+            writes.append(suff)
+            starts.append(start)
+        self.cache[Hook.LAYER_OUTPUT] = (layer, mod, pref, suff, inputs, units, out.shape, writes, starts)
         return x
 
     def layer_output_backward(self, dy):
-        return dy
+        """dL/d(layer output before ReFT): overwritten positions route to the units, then back to their gathered
+        inputs. Spec: GRAD-REFT."""
+        c = self.cache.pop(Hook.LAYER_OUTPUT, None)
+        if c is None:
+            return dy
+        layer, mod, pref, suff, inputs, units, out_shape, writes, starts = c
+        B, T, _ = dy.shape
+        owner, slot = scatter_owner(B, T, writes)
+        d_out = np.zeros(out_shape, dy.dtype)
+        b_idx, t_idx = np.nonzero(owner >= 0)
+        cols = np.asarray(starts, np.int64)[owner[b_idx, t_idx]] + slot[b_idx, t_idx]
+        np.add.at(d_out, (b_idx, cols), dy[b_idx, t_idx])
+        dx = dy * (owner < 0)[..., None]
+        sizes = [h.shape[1] for h in inputs]
+        d_ins = []
+        for k, (h, u, d) in enumerate(zip(inputs, units, np.split(d_out, np.cumsum(sizes)[:-1], axis=1))):
+            dh, dW, db, dR = reft_unit_backward(d, h, *u, mod.config["non_linearity"], mod.info["subtract"])
+            key = f"{layer.path}.{layer.container}.{mod.name}.units.{k}."
+            self.state.add(mod.name, key + "learned_source.weight", dW)
+            self.state.add(mod.name, key + "learned_source.bias", db)
+            self.state.add(mod.name, key + "projection.weight", dR)
+            d_ins.append(dh)
+        d_all = np.concatenate(d_ins, 1)
+        P = pref.shape[1]
+        return dx + gather_rows_backward(d_all[:, :P], pref, T) + gather_rows_backward(d_all[:, P:], suff, T)
 
 
 def unscaled_delta_w(mod, shared):

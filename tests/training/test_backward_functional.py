@@ -13,6 +13,7 @@ from minadapters.functional import bottleneck as BN
 from minadapters.functional import fusion as FU
 from minadapters.functional import heads as H
 from minadapters.functional import phm as PH
+from minadapters.functional import reft as RF
 from minadapters.functional.gate import mean_gate, mean_gate_backward
 from minadapters.functional import lora as LF
 from minadapters.functional import losses as LS
@@ -464,3 +465,17 @@ def test_kron_sum_and_factor_product_backward():
     dl, dr = PH.factor_product_backward(R2, left, right)
     check(dl, g, left, "d left")
     check(dr, g, right, "d right")
+
+
+@pytest.mark.spec("GRAD-REFT")
+@pytest.mark.parametrize("subtract", [True, False])
+def test_reft_unit_backward(subtract):
+
+    r = rng(24)
+    h, W, b, R_ = r.standard_normal((2, 3, 5)), r.standard_normal((2, 5)), r.standard_normal(2), r.standard_normal((2, 5))
+    G = r.standard_normal(h.shape)
+    act = A.get_activation("tanh")
+    f = lambda: (G * RF.reft_unit(h, W, b, R_, act, subtract)).sum()  # noqa: E731
+    dh, dW, db, dR = RF.reft_unit_backward(G, h, W, b, R_, "tanh", subtract)
+    for g, arr, n in ((dh, h, "dh"), (dW, W, "dW"), (db, b, "db"), (dR, R_, "dR")):
+        check(g, f, arr, n)
