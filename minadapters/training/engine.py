@@ -73,10 +73,9 @@ def check_trainable(model, setup) -> None:
                                   "orthogonal parametrization) has no backward in minadapters yet; NoReFT and DiReFT "
                                   "(orthogonality=False) train.")
         for cfg in ac.members(name, BnConfig):
-            for field in ("inv_adapter",):
-                if cfg.get(field):
-                    raise ConfigError(f"training adapter {name!r}: {type(cfg).__name__}.{field}={cfg.get(field)!r} "
-                                      "has no backward in minadapters yet; allowed: a false value.")
+            if cfg.get("inv_adapter") not in (None, "nice"):
+                raise ConfigError(f"training adapter {name!r}: {type(cfg).__name__}.inv_adapter="
+                                  f"{cfg.get('inv_adapter')!r} has no backward in minadapters yet; allowed: 'nice'.")
         for cfg in ac.members(name, LoRAConfig):
             if type(cfg).__name__ == "MTLLoRAConfig":
                 raise ConfigError(f"training adapter {name!r}: MTLLoRAConfig has no backward in minadapters yet; "

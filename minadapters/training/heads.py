@@ -51,6 +51,9 @@ def head_loss(model, head, fields, targets: dict, attention_mask, grads: dict, t
     if model.training and head_dropout(model, head) > 0:
         raise ConfigError(f"training head {head.name!r}: dropout {head_dropout(model, head)} (head dropout_prob / "
                           "config.json) is not implemented in minadapters yet; set it to 0.0 or call model.eval().")
+    if htype in ("causal_lm", "masked_lm") and model._lm_inverse() is not None:
+        raise ConfigError(f"training head {head.name!r}: an LM head behind an invertible adapter (MAD-X inverse "
+                          "coupling) has no backward in minadapters yet.")
     h = fields["last_hidden_state"]
     d_hidden = np.zeros_like(h)
     per_token = htype in ("tagging", "question_answering", "causal_lm", "masked_lm")

@@ -19,6 +19,7 @@ from ..functional.backward import linear_backward
 from ..functional.gate import mean_gate, mean_gate_backward
 from ..functional.prefix import combine_prompt, combine_prompt_backward, prepend_prefix, prepend_prefix_backward
 from ..functional.activations import get_activation
+from ..functional.invertible import nice_coupling, nice_coupling_backward
 from ..functional.phm import factor_product_backward, kron_sum_backward
 from ..functional.reft import (gather_rows, gather_rows_backward, reft_positions, reft_unit, reft_unit_backward,
                                scatter_owner, scatter_rows)
@@ -87,15 +88,22 @@ class TrainHooks:
 
     def __init__(self, model, state: TrainState):
         self.model, self.state, self.ops = model, state, model.ops
-        self.prompt = None
+        self.prompt = self.inv = None
 
     def embeddings(self, stack, x, mask):
-        """Prompt tuning of the setup's first adapter (first stack only, as the inference forward); invertible
-        adapters are refused before the forward runs. Spec: GRAD-PROMPT."""
-        self.prompt = None
+        """The setup's first adapter's invertible adapter (NICE), then its prompt (first stack only, in adapters'
+        order, as the inference forward). Spec: GRAD-INV, GRAD-PROMPT."""
+        self.prompt = self.inv = None
         setup = self.state.fwd.setup
         if stack != self.model.arch.stacks[0].name or setup is None:
             return x, mask
+        blk = self.model.model_level["invertible"].blocks.get(setup.first())
+        if blk is not None:
+            if blk["kind"] != "nice":
+                raise ConfigError(f"training adapter {setup.first()!r}: inv_adapter={blk['kind']!r} has no backward in "
+                                  "minadapters yet; allowed: 'nice'.")
+            self.inv = (setup.first(), blk, x)
+            x = nice_coupling(blk["params"], x, get_activation(blk["act"]), ops=self.ops).astype(x.dtype, copy=False)
         mod = self.model.model_level["prompt"].modules.get(setup.first())
         if mod is None:
             return x, mask
@@ -107,11 +115,17 @@ class TrainHooks:
 
     def embeddings_backward(self, stack, dx):
         """dL/d prompt from dL/d (prompted embeddings); returns dL/d (embedded input). Spec: GRAD-PROMPT."""
-        if self.prompt is None or stack != self.model.arch.stacks[0].name:
+        if stack != self.model.arch.stacks[0].name:
             return dx
-        mod, combine, P = self.prompt
-        d_prompt, dx = combine_prompt_backward(dx, P, combine=combine)
-        self.state.add(mod.name, f"prompt_tuning.prompt_tunings.{mod.name}.prompt_embedding.weight", d_prompt)
+        if self.prompt is not None:
+            mod, combine, P = self.prompt
+            d_prompt, dx = combine_prompt_backward(dx, P, combine=combine)
+            self.state.add(mod.name, f"prompt_tuning.prompt_tunings.{mod.name}.prompt_embedding.weight", d_prompt)
+        if self.inv is not None:
+            name, blk, x = self.inv
+            dx, grads = nice_coupling_backward(dx, blk["params"], x, blk["act"], ops=self.ops)
+            for leaf, g in grads.items():
+                self.state.add(name, f"invertible_adapters.{name}.{leaf}", g)
         return dx
 
     def layer(self, stack, i):

@@ -65,6 +65,8 @@ METHODS = {
                             "shared_gating": True},
     "unipelt": "unipelt",
     "vera": "vera",
+    "seq_bn_inv": "seq_bn_inv",
+    "double_seq_bn_inv": "double_seq_bn_inv",
     "noreft": "noreft[r=2,dropout=0.0,prefix_positions=2,suffix_positions=2]",
     "direft_tied_overlap": "direft[r=3,dropout=0.0,prefix_positions=3,suffix_positions=4,tied_weights=True]",
     "compacter": "compacter[reduction_factor=5]",
@@ -216,7 +218,7 @@ def _ours_name(n, prefix):
 @pytest.mark.spec("TRAIN-1", "TRAIN-2", "TRAIN-ENC", "GRAD-LINEAR", "GRAD-LN", "GRAD-ACT", "GRAD-ATTN", "GRAD-BN-1",
                   "GRAD-BN-2", "GRAD-BN-3", "GRAD-LORA", "GRAD-IA3", "GRAD-PREFIX", "GRAD-HEAD", "LOSS-CE",
                   "LOSS-MSE", "LOSS-BCE", "GRAD-PROMPT", "TRAIN-DEC", "GRAD-RMS", "GRAD-ROPE", "LOSS-LM",
-                  "LOSS-QA", "LOSS-MC", "GRAD-GATE", "GRAD-VERA", "GRAD-DORA", "GRAD-PHM", "GRAD-REFT")
+                  "LOSS-QA", "LOSS-MC", "GRAD-GATE", "GRAD-VERA", "GRAD-DORA", "GRAD-PHM", "GRAD-REFT", "GRAD-INV")
 @pytest.mark.parametrize("model_type,method,head", CASES, ids=["-".join(c) for c in CASES])
 def test_gradients_equal_autograd(model_type, method, head, tmp_path):
     up, ours = setups(model_type, method, head, str(tmp_path))

@@ -90,7 +90,8 @@ def test_refusals_name_what_is_wrong():
 
 @pytest.mark.spec("TRAIN-1")
 @pytest.mark.parametrize("config,field", [("mtl_lora", "MTLLoRAConfig"), ("loreft", "ReftConfig"),
-                                          ("seq_bn_inv", "inv_adapter"), ("lora[dropout=0.1]", "dropout")])
+                                          ("seq_bn_inv[inv_adapter='glow']", "inv_adapter"),
+                                          ("lora[dropout=0.1]", "dropout")])
 def test_methods_without_backward_are_refused(config, field):
     model = trained(config)
     with pytest.raises(ConfigError, match=field):

@@ -12,6 +12,7 @@ from minadapters.functional import backward as FB
 from minadapters.functional import bottleneck as BN
 from minadapters.functional import fusion as FU
 from minadapters.functional import heads as H
+from minadapters.functional import invertible as IV
 from minadapters.functional import phm as PH
 from minadapters.functional import reft as RF
 from minadapters.functional.gate import mean_gate, mean_gate_backward
@@ -479,3 +480,21 @@ def test_reft_unit_backward(subtract):
     dh, dW, db, dR = RF.reft_unit_backward(G, h, W, b, R_, "tanh", subtract)
     for g, arr, n in ((dh, h, "dh"), (dW, W, "dW"), (db, b, "db"), (dR, R_, "dR")):
         check(g, f, arr, n)
+
+
+@pytest.mark.spec("GRAD-INV")
+def test_nice_coupling_backward():
+
+    r = rng(25)
+    E, hdim = 6, 4
+    p = {}
+    for pre, d_in, d_out in (("F", 3, 3), ("G", 3, 3)):
+        p[pre + ".0.weight"], p[pre + ".0.bias"] = r.standard_normal((hdim, d_in)), r.standard_normal(hdim)
+        p[pre + ".2.weight"], p[pre + ".2.bias"] = r.standard_normal((d_out, hdim)), r.standard_normal(d_out)
+    x = r.standard_normal((2, 3, E))
+    R = r.standard_normal(x.shape)
+    f = lambda: (R * IV.nice_coupling(p, x, A.get_activation("relu"), ops=OPS)).sum()  # noqa: E731
+    dx, g = IV.nice_coupling_backward(R, p, x, "relu", ops=OPS)
+    check(dx, f, x, "dx")
+    for k, v in g.items():
+        check(v, f, p[k], k)

@@ -68,6 +68,7 @@ METHODS = {
     "unipelt": "unipelt",
     "vera": "vera[r=3,attn_matrices=['q','k','v']]",
     "dora": "lora[r=2,alpha=3,use_dora=True,intermediate_lora=True]",
+    "seq_bn_inv": "seq_bn_inv",
     "noreft": "noreft[r=2,dropout=0.0,prefix_positions=2,suffix_positions=2]",
     "direft_tied_overlap": "direft[r=3,dropout=0.0,prefix_positions=3,suffix_positions=2,tied_weights=True]",
     "compacter": "compacter[reduction_factor=2,phm_dim=2]",
@@ -87,7 +88,7 @@ METHODS = {
 
 
 @pytest.mark.spec("TRAIN-2", "TRAIN-ENC", "GRAD-BN-1", "GRAD-BN-2", "GRAD-BN-3", "GRAD-LORA", "GRAD-IA3",
-                  "GRAD-PREFIX", "GRAD-PROMPT", "GRAD-GATE", "GRAD-VERA", "GRAD-DORA", "GRAD-PHM", "GRAD-REFT", "GRAD-HEAD",
+                  "GRAD-PREFIX", "GRAD-PROMPT", "GRAD-GATE", "GRAD-VERA", "GRAD-DORA", "GRAD-PHM", "GRAD-REFT", "GRAD-INV", "GRAD-HEAD",
                   "LOSS-CE")
 @pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])
