@@ -62,13 +62,16 @@ class AttnCache(NamedTuple):
     k: np.ndarray         # (B, N, Tk, Dh)
     v: np.ndarray         # (B, N, Tk, Dh)
     probs: np.ndarray     # (B, N, Tq, Tk)
+    keep: object = None   # (B, N, Tq, Tk) scaled dropout mask of the probabilities, or None
 
 
-def attention_forward(q, k, v, mask, *, ops):
-    """ctx = softmax(q kᵀ / √Dh + mask) v. Spec: GRAD-ATTN.  (B, N, Tq, Dh), (B, N, Tk, Dh) x2 -> (B, N, Tq, Dh)"""
+def attention_forward(q, k, v, mask, *, ops, dropout=None):
+    """ctx = drop(softmax(q kᵀ / √Dh + mask)) v. Spec: GRAD-ATTN, GRAD-DROPOUT.
+    (B, N, Tq, Dh), (B, N, Tk, Dh) x2 -> (B, N, Tq, Dh); ``dropout(shape, dtype)`` gives a scaled mask or None."""
     scores = ops.matmul(q, np.swapaxes(k, -1, -2)) / np.sqrt(q.shape[-1]).astype(q.dtype)
     probs = ops.softmax(scores if mask is None else scores + mask, axis=-1)
-    return ops.matmul(probs, v), AttnCache(q, k, v, probs)
+    keep = None if dropout is None else dropout(probs.shape, probs.dtype)
+    return ops.matmul(probs if keep is None else probs * keep, v), AttnCache(q, k, v, probs, keep)
 
 
 def softmax_backward(dp, p):
@@ -81,10 +84,19 @@ def attention_backward(dctx, cache: AttnCache):
 
         dP = dctx Vᵀ;   dV = Pᵀ dctx;   dS = P ⊙ (dP − Σ_j dP P) / √Dh;   dQ = dS K;   dK = dSᵀ Q
     The additive mask is a constant: masked keys have P = 0, so they get no gradient."""
-    q, k, v, p = cache
-    dv = np.swapaxes(p, -1, -2) @ dctx
-    ds = softmax_backward(dctx @ np.swapaxes(v, -1, -2), p) / np.sqrt(q.shape[-1]).astype(q.dtype)
+    q, k, v, p, keep = cache
+    dv = np.swapaxes(p if keep is None else p * keep, -1, -2) @ dctx
+    dp = dctx @ np.swapaxes(v, -1, -2)
+    ds = softmax_backward(dp if keep is None else dp * keep, p) / np.sqrt(q.shape[-1]).astype(q.dtype)
     return ds @ k, np.swapaxes(ds, -1, -2) @ q, dv
+
+
+def dropout_mask(rng, shape, p: float, dtype):
+    """Inverted dropout's scaled mask: 1[u ≥ p] / (1 − p), u ~ U[0, 1) from ``rng`` (a NumPy Generator).
+    Spec: GRAD-DROPOUT.  y = x ⊙ mask;  dx = dy ⊙ mask"""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability {p!r}; expected a number in [0, 1).")
+    return ((rng.random(shape) >= p) / (1.0 - p)).astype(dtype)
 
 
 class LayerNormFn:

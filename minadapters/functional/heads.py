@@ -111,9 +111,16 @@ def parse_scores(hidden, word_starts, pad_token_id, arc_weight, rel_weight):
 
 # ---- backward (training). Spec: GRAD-HEAD (spec/training.md) -------------------------------------------------------
 def run_body_forward(x, steps, ops):
-    """HEAD-1 with the input of every step kept for the backward. Spec: GRAD-HEAD.  -> y, [step inputs]"""
+    """HEAD-1 with the input of every step kept for the backward. Spec: GRAD-HEAD.  -> y, [step inputs]
+
+    Training adds ("drop", mask_maker) steps (the head's dropouts, GRAD-DROPOUT): x ⊙ mask, the mask kept."""
     inputs = []
     for step in steps:
+        if step[0] == "drop":
+            m = step[1](x.shape, x.dtype)
+            inputs.append(m)
+            x = x * m
+            continue
         inputs.append(x)
         x = run_body(x, [step], ops)
     return x, inputs
@@ -126,7 +133,9 @@ def run_body_backward(dy, steps, inputs):
     grads = {}
     for i in range(len(steps) - 1, -1, -1):
         step, x = steps[i], inputs[i]
-        if step[0] == "linear":
+        if step[0] == "drop":
+            dy = dy * x                                # x is the step's scaled mask
+        elif step[0] == "linear":
             dy, dw, db = linear_backward(dy, x, step[1], has_bias=step[2] is not None)
             grads[i] = (dw, db)
         elif step[0] == "act":

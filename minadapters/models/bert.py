@@ -179,25 +179,29 @@ def encoder_layer_train(x, mask, lp, hk, cfg: EncoderConfig, ops):
     k = hk.linear(Hook.ATTN_K, x, *lp.linear("attention.self.key"))
     v = hk.linear(Hook.ATTN_V, x, *lp.linear("attention.self.value"))
     K, V, mask = hk.prefix(Hook.SELF_PREFIX, split_heads(k, n), split_heads(v, n), mask, x)   # Tk = T + P
-    ctx, attn = attention_forward(split_heads(q, n), K, V, mask, ops=ops)                  # (B, N, T, Dh)
-    a = ops.linear(merge_heads(ctx), *lp.linear("attention.output.dense"))
+    ctx, attn = attention_forward(split_heads(q, n), K, V, mask, ops=ops,
+                                  dropout=hk.attention_dropout("attention_probs_dropout_prob"))   # (B, N, T, Dh)
+    a, m1 = hk.dropout(ops.linear(merge_heads(ctx), *lp.linear("attention.output.dense")), "hidden_dropout_prob")
     x = hk.residual_block(Hook.MH_ADAPTER, a, x, LayerNormFn(*lp.linear("attention.output.LayerNorm"), eps, ops))
     i0 = hk.linear(Hook.INTERMEDIATE, x, *lp.linear("intermediate.dense"))
-    f = hk.linear(Hook.OUTPUT, ops.activation(cfg.hidden_act)(i0), *lp.linear("output.dense"))
+    f, m2 = hk.dropout(hk.linear(Hook.OUTPUT, ops.activation(cfg.hidden_act)(i0), *lp.linear("output.dense")),
+                       "hidden_dropout_prob")
     x = hk.residual_block(Hook.OUTPUT_ADAPTER, f, x, LayerNormFn(*lp.linear("output.LayerNorm"), eps, ops))
-    return hk.layer_output(x), (attn, i0)
+    return hk.layer_output(x), (attn, i0, m1, m2)
 
 
 def encoder_layer_backward(dy, cache, lp, hk, cfg: EncoderConfig):
     """Reverse of encoder_layer_train: dL/dx from dL/dy, hook backwards adding the adapters' gradients.
     Spec: TRAIN-ENC (GRAD-LINEAR, GRAD-LN via the residual blocks, GRAD-ACT, GRAD-ATTN)."""
-    attn, i0 = cache
+    attn, i0, m1, m2 = cache
     n = cfg.num_attention_heads
     dy = hk.layer_output_backward(dy)
     df, dx1 = hk.residual_block_backward(Hook.OUTPUT_ADAPTER, dy)
+    df = df if m2 is None else df * m2                                   # GRAD-DROPOUT
     di = activation_backward(cfg.hidden_act, i0, hk.linear_backward(Hook.OUTPUT, df))
     dx1 = dx1 + hk.linear_backward(Hook.INTERMEDIATE, di)
     da, dx = hk.residual_block_backward(Hook.MH_ADAPTER, dx1)
+    da = da if m1 is None else da * m1
     dctx = linear_backward(da, None, lp["attention.output.dense.weight"], need_weight=False)[0]
     dq, dK, dV = attention_backward(split_heads(dctx, n), attn)
     dk, dv, dx_gate = hk.prefix_backward(Hook.SELF_PREFIX, dK, dV)       # gated prefixes read x
@@ -211,6 +215,7 @@ def train_forward(p, cfg: EncoderConfig, hooks, ops, dtype, *, input_ids=None, a
     """ENC-4 for training (embeddings frozen, no pooler gradient here). Spec: TRAIN-ENC.  -> fields, cache"""
     x = embeddings(p, cfg, input_ids, token_type_ids, ops, positions=position_ids,
                    inputs_embeds=inputs_embeds).astype(dtype, copy=False)
+    x, _ = hooks.dropout(x, "hidden_dropout_prob")                      # BertEmbeddings' dropout (frozen below)
     if attention_mask is None:
         attention_mask = np.ones(x.shape[:2], np.int64)
     x, attention_mask = hooks.embeddings(ENCODER, x, attention_mask)

@@ -168,26 +168,30 @@ def block_train(i, x, mask, lp, hk, cfg: Config, ops):
     q, k, v = (dc.split_heads(qkv[..., j * D:(j + 1) * D], N, Dh) for j in range(3))
     K, V, m = hk.prefix(Hook.SELF_PREFIX, k, v, mask, h)
     c = (1.0 if cfg.scale_attn_weights else float(np.sqrt(Dh))) / (i + 1 if cfg.scale_attn_by_inverse_layer_idx else 1)
-    ctx, attn = attention_forward(q * q.dtype.type(c) if c != 1.0 else q, K, V, m, ops=ops)
-    a = ops.linear(dc.merge_heads(ctx), *lp.linear("attn.c_proj"))
+    ctx, attn = attention_forward(q * q.dtype.type(c) if c != 1.0 else q, K, V, m, ops=ops,
+                                  dropout=hk.attention_dropout("attn_pdrop"))
+    a, m1 = hk.dropout(ops.linear(dc.merge_heads(ctx), *lp.linear("attn.c_proj")), "resid_pdrop")
     x = hk.residual_block(Hook.MH_ADAPTER, a, x, None)
     h2, ln2 = layer_norm_forward(x, *lp.linear("ln_2"), eps, ops=ops)
     i0 = hk.linear(Hook.INTERMEDIATE, h2, *lp.linear("mlp.c_fc"))
-    f = hk.linear(Hook.OUTPUT, get_activation(cfg.hidden_act)(i0), *lp.linear("mlp.c_proj"))
+    f, m2 = hk.dropout(hk.linear(Hook.OUTPUT, get_activation(cfg.hidden_act)(i0), *lp.linear("mlp.c_proj")),
+                       "resid_pdrop")
     x = hk.residual_block(Hook.OUTPUT_ADAPTER, f, x, None)
-    return hk.layer_output(x), (ln1, attn, c, ln2, i0)
+    return hk.layer_output(x), (ln1, attn, c, ln2, i0, m1, m2)
 
 
 def block_backward(dy, cache, lp, hk, cfg: Config):
     """Reverse of block_train. Spec: TRAIN-DEC (GRAD-LN, GRAD-ATTN, GRAD-ACT, GRAD-LORA via the fused qkv hook)."""
-    ln1, attn, c, ln2, i0 = cache
+    ln1, attn, c, ln2, i0, m1, m2 = cache
     N = cfg.num_attention_heads
     dy = hk.layer_output_backward(dy)
     df, dx = hk.residual_block_backward(Hook.OUTPUT_ADAPTER, dy)
+    df = df if m2 is None else df * m2                                   # GRAD-DROPOUT
     di = activation_backward(cfg.hidden_act, i0, hk.linear_backward(Hook.OUTPUT, df))
     dx = dx + layer_norm_backward(hk.linear_backward(Hook.INTERMEDIATE, di), ln2, lp["ln_2.weight"],
                                   need_params=False)[0]
     da, dx = hk.residual_block_backward(Hook.MH_ADAPTER, dx)
+    da = da if m1 is None else da * m1
     dctx = linear_backward(da, None, lp["attn.c_proj.weight"], need_weight=False)[0]
     dq, dK, dV = attention_backward(dc.split_heads(dctx, N, cfg.head_dim), attn)
     dk, dv, dh_gate = hk.prefix_backward(Hook.SELF_PREFIX, dK, dV)       # gated prefixes read h = LN₁(x)
@@ -206,7 +210,7 @@ def train_forward(p, cfg: Config, hooks, ops, dtype, *, input_ids=None, attentio
     x = words + ops.take(p["wpe.weight"], position_ids)
     if token_type_ids is not None:
         x = x + ops.take(p["wte.weight"], token_type_ids)
-    x = x.astype(dtype, copy=False)
+    x, _ = hooks.dropout(x.astype(dtype, copy=False), "embd_pdrop")   # GPT2Model.drop (adapters hook after it)
     if attention_mask is None:
         attention_mask = np.ones((B, T), np.int64)
     x, attention_mask = hooks.embeddings(DECODER, x, attention_mask)

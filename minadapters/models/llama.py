@@ -174,7 +174,8 @@ def decoder_layer_train(x, mask, rope, lp, hk, cfg: Config, ops):
     q, k, v = dc.split_heads(q, N, Dh), dc.split_heads(k, Nkv, Dh), dc.split_heads(v, Nkv, Dh)
     q, k = ops.rope(q, *rope), ops.rope(k, *rope)
     K, V, m = hk.prefix(Hook.SELF_PREFIX, k, v, mask, h)
-    ctx, attn = attention_forward(q, dc.repeat_kv(K, N // Nkv), dc.repeat_kv(V, N // Nkv), m, ops=ops)
+    ctx, attn = attention_forward(q, dc.repeat_kv(K, N // Nkv), dc.repeat_kv(V, N // Nkv), m, ops=ops,
+                                  dropout=hk.attention_dropout("attention_dropout"))
     a = ops.linear(dc.merge_heads(ctx), *lp.linear("self_attn.o_proj"))
     x = hk.residual_block(Hook.MH_ADAPTER, a, x, None)
     h2, n2 = rms_norm_forward(x, lp["post_attention_layernorm.weight"], eps, ops=ops)

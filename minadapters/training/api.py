@@ -22,8 +22,23 @@ class TrainingMixin:
     model_frozen = False
     _trained: frozenset = frozenset()
 
+    _dropout_rng = None
+    dropout_seed = 0
+
+    def manual_seed(self, seed: int) -> None:
+        """Restart the dropout generator (numpy.random.default_rng(seed)) of train()-mode training. Spec: GRAD-DROPOUT."""
+        self.dropout_seed = int(seed)
+        self._dropout_rng = np.random.default_rng(self.dropout_seed)
+
+    def dropout_generator(self):
+        """The generator train()-mode masks are drawn from (default_rng(dropout_seed), created on first use)."""
+        if self._dropout_rng is None:
+            self._dropout_rng = np.random.default_rng(self.dropout_seed)
+        return self._dropout_rng
+
     def train(self, mode: bool = True):
-        """Training mode (dropout would apply: refused while > 0, spec TRAIN-1). Returns the model. Spec: TRAIN-1."""
+        """Training mode: forward_backward applies the family's dropout (seeded, GRAD-DROPOUT); the inference
+        forward never drops. Returns the model. Spec: TRAIN-1."""
         self.training = bool(mode)
         return self
 

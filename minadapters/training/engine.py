@@ -18,6 +18,11 @@ def _contains_parallel(block) -> bool:
     return isinstance(block, Parallel) or (not isinstance(block, str) and any(_contains_parallel(c) for c in block))
 
 
+# config.json dropout keys each family's training forward applies (GRAD-DROPOUT)
+DROPOUT_KEYS = {"bert": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+                "gpt2": ("resid_pdrop", "embd_pdrop", "attn_pdrop"), "llama": ("attention_dropout",)}
+
+
 def _fuse_names(block) -> set:
     if isinstance(block, str):
         return set()
@@ -49,10 +54,15 @@ def check_trainable(model, setup) -> None:
         raise CompositionError(f"training under {setup!r}: Parallel composition is for inference only (adapters "
                                "documents it so); train each adapter on its own, or with BatchSplit.")
     if model.training:
-        drops = {k: v for k, v in model_dropouts(model).items() if v > 0}
+        drops = {k: v for k, v in model_dropouts(model).items() if v > 0 and k not in DROPOUT_KEYS[model.arch.name]}
         if drops:
-            raise ConfigError(f"training: dropout is not implemented in minadapters yet, and model.train() would apply "
-                              f"config.json's {drops}; set them to 0.0, or call model.eval() to train without dropout.")
+            raise ConfigError(f"training: model.train() would apply config.json's {drops}, which minadapters' "
+                              f"{model.arch.name} training forward does not implement; set them to 0.0 or call "
+                              "model.eval() to train without dropout.")
+        fuse_p = model.raw_config.get("attention_probs_dropout_prob") or 0.0
+        if _fuse_names(setup) and fuse_p > 0:
+            raise ConfigError(f"training under a Fuse in train() mode: AdapterFusion's score dropout "
+                              f"(attention_probs_dropout_prob={fuse_p}) is not implemented; call model.eval().")
     for fname in sorted(_fuse_names(setup)):
         fcfg = model.adapters_config.fusions[fname][0]
         if fcfg["temperature"]:
@@ -80,7 +90,8 @@ def check_trainable(model, setup) -> None:
             if type(cfg).__name__ == "MTLLoRAConfig":
                 raise ConfigError(f"training adapter {name!r}: MTLLoRAConfig has no backward in minadapters yet; "
                                   "trainable: LoRA, IA3, VeRA, DoRA.")
-        for cfg in ac.members(name, LoRAConfig) + ac.members(name, PrefixTuningConfig) + ac.members(name, ReftConfig):
+        for cfg in (ac.members(name, LoRAConfig) + ac.members(name, PrefixTuningConfig) + ac.members(name, ReftConfig)
+                    + ac.members(name, BnConfig)):
             if model.training and cfg.get("dropout", 0.0) > 0:
                 raise ConfigError(f"training adapter {name!r}: {type(cfg).__name__}.dropout={cfg['dropout']!r}; "
                                   "dropout is not implemented in minadapters' training yet: use 0.0 (or model.eval()).")
@@ -133,12 +144,13 @@ def forward_backward(model, inputs: dict, setup, trainable: frozenset, grads: di
     fwd = ForwardState(setup=setup, skip_layers=frozenset(model.adapters_config.skip_layers or ()),
                        original_batch_size=rows)
     fwd.attention_mask = inputs.get("attention_mask")
-    state = TrainState(model, fwd, trainable, grads)
+    state = TrainState(model, fwd, trainable, grads, rng=model.dropout_generator() if model.training else None)
     hooks = TrainHooks(model, state)
     prefix_caches = _prefix_forward(model, state)
     fields, cache = model.arch.training.forward(model.params, model.config, hooks, model.ops, model.dtype, **inputs)
     fields["prompt_tokens_length"] = fwd.prompt_tokens_length
     fields["input_ids"] = inputs.get("input_ids")
+    fields["dropout_rng"] = state.rng
     loss, d_hidden, extra = loss_and_grad(fields)
     model.arch.training.backward(d_hidden.astype(model.dtype, copy=False), cache, model.params, model.config, hooks,
                                  model.ops)

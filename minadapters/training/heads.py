@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
-from ..functional.backward import linear_backward
+from ..functional.backward import dropout_mask, linear_backward
 from ..functional.heads import last_token_index, run_body_backward, run_body_forward
 from ..functional.losses import IGNORE_INDEX, bce_with_logits, cross_entropy, mse
 
@@ -13,12 +13,18 @@ TRAINABLE_HEADS = ("classification", "multilabel_classification", "tagging", "mu
                    "causal_lm", "masked_lm")
 
 
-def head_steps(model, head):
-    """(steps, layout indices) of the head body without its dropouts (identity at p = 0); a tied LM projection
-    reads the (frozen) input embedding matrix."""
+def head_steps(model, head, rng=None):
+    """(steps, layout indices) of the head body; its dropouts become ("drop", mask maker) steps when ``rng`` is
+    given (train() mode) and the head's probability is > 0, else they are left out (identity); a tied LM
+    projection reads the (frozen) input embedding matrix."""
     steps, index = [], []
+    p = head_dropout(model, head)
     for i, m in enumerate(head.layout):
-        if m[0] == "linear":
+        if m[0] == "drop":
+            if rng is None or p == 0.0:
+                continue
+            steps.append(("drop", lambda shape, dtype: dropout_mask(rng, shape, p, dtype)))
+        elif m[0] == "linear":
             w = model.params[head.tied_key] if (i == head.out_index and head.tied_key) else head.params[f"{i}.weight"]
             steps.append(("linear", w, head.params.get(f"{i}.bias")))
         elif m[0] == "act":
@@ -48,9 +54,6 @@ def head_loss(model, head, fields, targets: dict, attention_mask, grads: dict, t
     if htype not in TRAINABLE_HEADS:
         raise ConfigError(f"training head {head.name!r}: head type {htype!r} has no loss backward in minadapters yet; "
                           f"trainable: {', '.join(TRAINABLE_HEADS)}.")
-    if model.training and head_dropout(model, head) > 0:
-        raise ConfigError(f"training head {head.name!r}: dropout {head_dropout(model, head)} (head dropout_prob / "
-                          "config.json) is not implemented in minadapters yet; set it to 0.0 or call model.eval().")
     if htype in ("causal_lm", "masked_lm") and model._lm_inverse() is not None:
         raise ConfigError(f"training head {head.name!r}: an LM head behind an invertible adapter (MAD-X inverse "
                           "coupling) has no backward in minadapters yet.")
@@ -68,7 +71,7 @@ def head_loss(model, head, fields, targets: dict, attention_mask, grads: dict, t
         x = fields["pooler_output"]
     else:
         x = h[rows, last] if last is not None else h[:, 0]
-    steps, index = head_steps(model, head)
+    steps, index = head_steps(model, head, fields.get("dropout_rng"))
     logits, inputs = run_body_forward(x, steps, model.ops)
     labels = np.asarray(targets.get("labels"))
     if htype == "question_answering":

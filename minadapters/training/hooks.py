@@ -15,7 +15,7 @@ import numpy as np
 from ..composition import Stack
 from ..errors import CompositionError, ConfigError
 from ..functional import lora as LF
-from ..functional.backward import linear_backward
+from ..functional.backward import dropout_mask, linear_backward
 from ..functional.gate import mean_gate, mean_gate_backward
 from ..functional.prefix import combine_prompt, combine_prompt_backward, prepend_prefix, prepend_prefix_backward
 from ..functional.activations import get_activation
@@ -45,11 +45,28 @@ def single_adapter(layer, setup):
 
 
 class TrainState:
-    """Per-step training facts: the forward state, which adapters take gradients, the gradient sums."""
+    """Per-step training facts: the forward state, which adapters take gradients, the gradient sums, the dropout
+    generator (train() mode only)."""
 
-    def __init__(self, model, fwd, trainable: frozenset, grads: dict):
+    def __init__(self, model, fwd, trainable: frozenset, grads: dict, rng=None):
         self.model, self.fwd, self.trainable, self.grads = model, fwd, trainable, grads
         self.prefix_grads: dict = {}          # (name, location) -> (L, 2, H, P, Dh) gradient of the prefix states
+        self.rng = rng                        # None: no dropout (eval() mode)
+
+    def dropout_p(self, key: str) -> float:
+        """config.json's dropout probability ``key`` when training with dropout, else 0."""
+        if self.rng is None:
+            return 0.0
+        v = self.model.raw_config.get(key)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0
+
+    def dropout_fn(self, key: str):
+        """A mask maker ``(shape, dtype) -> scaled mask`` for config.json's ``key``, or None at p = 0.
+        Spec: GRAD-DROPOUT."""
+        p = self.dropout_p(key)
+        if p == 0.0:
+            return None
+        return lambda shape, dtype: dropout_mask(self.rng, shape, p, dtype)
 
     def add(self, name: str, key: str, g) -> None:
         """grads[key] += g when adapter ``name`` is trained (frozen ones get none)."""
@@ -85,6 +102,19 @@ class TrainState:
 
 class TrainHooks:
     """Training counterpart of ModelHooks: ``layer(stack, i)`` gives that layer's caching view."""
+
+    def dropout(self, x, key: str):
+        """(x ⊙ mask, mask | None): inverted dropout with config.json's probability ``key`` (train() mode).
+        Spec: GRAD-DROPOUT."""
+        fn = self.state.dropout_fn(key)
+        if fn is None:
+            return x, None
+        m = fn(x.shape, x.dtype)
+        return x * m, m
+
+    def attention_dropout(self, key: str):
+        """The mask maker for attention probabilities (attention_forward's ``dropout``), or None."""
+        return self.state.dropout_fn(key)
 
     def __init__(self, model, state: TrainState):
         self.model, self.state, self.ops = model, state, model.ops
@@ -138,6 +168,9 @@ class TrainLayerHooks:
     def __init__(self, table, state: TrainState, ops):
         self.table, self.state, self.ops = table, state, ops
         self.cache: dict = {}
+
+    dropout = TrainHooks.dropout
+    attention_dropout = TrainHooks.attention_dropout
 
     def _name(self, key):
         layer = self.table[key]

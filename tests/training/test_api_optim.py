@@ -79,9 +79,11 @@ def test_refusals_name_what_is_wrong():
     with pytest.raises(CompositionError, match="Split over LoRA modules is not implemented"):
         model.forward_backward(ids, mask, labels=y)
     model.train_adapter("a")
-    model.raw_config = dict(model.raw_config, hidden_dropout_prob=0.1)
-    with pytest.raises(ConfigError, match="hidden_dropout_prob"):
-        model.forward_backward(ids, mask, labels=y)
+    model.add_adapter_fusion(["a", "b"])
+    model.raw_config = dict(model.raw_config, attention_probs_dropout_prob=0.1)
+    model.train_adapter_fusion(ma.Fuse("a", "b"))
+    with pytest.raises(ConfigError, match="attention_probs_dropout_prob"):
+        model.forward_backward(ids, mask, labels=y)            # AdapterFusion's score dropout: not implemented
     model.eval()
     model.forward_backward(ids, mask, labels=y)                # eval(): no dropout, trains
     with pytest.raises(ConfigError, match="train_embeddings"):
