@@ -110,18 +110,19 @@ def cmd_train(args, model_class, tokenizer_class, resolve) -> int:
     model.add_adapter(args.name, config=args.config)
     model.add_classification_head(args.name, num_labels=len(labels), id2label=dict(enumerate(labels)))
     model.train_adapter(args.name)
-    model.eval()              # dropout is not implemented in training yet (spec TRAIN-1): train without it
+    model.manual_seed(args.seed)          # train() mode: config.json's dropout with seeded masks (GRAD-DROPOUT)
     limit = min(tok.model_max_length, args.max_length)
 
     def encode(texts):
         enc = tok(texts, padding=True, truncation=True, max_length=int(limit))
         return {k: enc[k] for k in ("input_ids", "attention_mask")}
     print(f"training {args.name!r} ({args.config}) + classification head ({len(labels)} labels) on {len(train)} rows; "
-          f"{len(held_out)} held out; dropout off", file=sys.stderr)
+          f"{len(held_out)} held out", file=sys.stderr)
     losses = fit(model, encode, train, label2id, name=args.name, epochs=args.epochs, batch_size=args.batch_size,
                  lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, max_grad_norm=args.max_grad_norm,
                  seed=args.seed)
     result = {"steps": len(losses), "first_loss": losses[0], "last_loss": losses[-1]}
+    model.eval()
     if held_out:
         result["eval_accuracy"] = accuracy(model, encode, held_out, label2id, args.batch_size)
     if args.output:
