@@ -181,3 +181,42 @@ def scatter_owner(B, T, writes):
             owner[np.arange(B), idx[:, j]] = w
             slot[np.arange(B), idx[:, j]] = j
     return owner, slot
+
+
+def orthogonal_weight_backward(dR, original, base):
+    """Gradient of orthogonal_weight (REFT-2) with respect to ``original`` for r < D (torch's Householder map;
+    ``base`` is a frozen buffer; the sign factor trunc(diag X) is a constant, as torch's ``.int()``). Spec: GRAD-REFT.
+
+        R = (base · (M ⊙ sign))ᵀ,  M = H_0 ⋯ H_{k−1} I[:, :k],  H_i = I − τ_i v_i v_iᵀ,  τ_i = 2 / (1 + ‖A[i+1:, i]‖²)
+    Each step M' = M − τ v wᵀ, w = Mᵀ v, run backwards: dM += v dwᵀ + dM'; dv = −τ dM' w + M dw; dτ = −vᵀ dM' w,
+    dw = −τ dM'ᵀ v; then dA[j, i] = dv[j] − 4 dτ A[j, i] / (1 + s_i)² for j > i.  dR (r, D) -> d original (r, D)"""
+    X = np.asarray(original, np.float64).T                           # (n, k) = (D, r), tall
+    n, k = X.shape
+    if n == k:
+        raise ValueError("training: LoReFT with r == hidden size (the matrix-exponential map) has no backward in "
+                         "minadapters yet; use r < hidden size.")
+    A = np.tril(X, -1)
+    s = (A * A).sum(axis=0)
+    tau = 2.0 / (1.0 + s)
+    Ms = [np.eye(n, k)]
+    vs = {}
+    for i in range(k - 1, -1, -1):                                    # forward, keeping every M
+        v = np.zeros(n)
+        v[i] = 1.0
+        v[i + 1:] = A[i + 1:, i]
+        vs[i] = v
+        Ms.append(Ms[-1] - tau[i] * np.outer(v, v @ Ms[-1]))
+    sign = np.trunc(np.diagonal(X))
+    dQ2 = np.asarray(dR, np.float64).T                               # R = Q2ᵀ
+    dM = (np.asarray(base, np.float64).T @ dQ2) * sign[None, :]       # Q2 = base (M ⊙ sign)
+    dA = np.zeros_like(A)
+    for step, i in enumerate(range(k)):                               # reverse order of the forward loop
+        M_before = Ms[k - 1 - step]
+        v = vs[i]
+        w = M_before.T @ v
+        dw = -tau[i] * (dM.T @ v)
+        dv = -tau[i] * (dM @ w) + M_before @ dw
+        dtau = -(v @ dM @ w)
+        dM = dM + np.outer(v, dw)
+        dA[i + 1:, i] += dv[i + 1:] - 4.0 * dtau * A[i + 1:, i] / (1.0 + s[i]) ** 2
+    return dA.T.astype(np.asarray(original).dtype)

@@ -98,8 +98,11 @@ class TrainingMixin:
             frozen_shared = trainable_only and self._is_vera(name)
             for key, (d, leaf) in refs.items():
                 # VeRA's shared A / B stay frozen in training (adapters' train_adapter); other shared ones train
-                if not (frozen_shared and key.startswith("shared_parameters.")):
-                    yield key, d[leaf]
+                if frozen_shared and key.startswith("shared_parameters."):
+                    continue
+                if trainable_only and key.endswith(".parametrizations.weight.0.base"):
+                    continue                  # LoReFT's orthogonal base is a buffer in torch, not a parameter
+                yield key, d[leaf]
         for key, (d, leaf) in self._head_param_refs().items():
             yield key, d[leaf]
 

@@ -78,10 +78,10 @@ def check_trainable(model, setup) -> None:
     ac = model.adapters_config
     for name in sorted(setup.flatten()):
         for cfg in ac.members(name, ReftConfig):
-            if cfg["orthogonality"]:
-                raise ConfigError(f"training adapter {name!r}: {type(cfg).__name__}.orthogonality=True (LoReFT's "
-                                  "orthogonal parametrization) has no backward in minadapters yet; NoReFT and DiReFT "
-                                  "(orthogonality=False) train.")
+            if cfg["orthogonality"] and cfg["r"] >= model.hidden_size:
+                raise ConfigError(f"training adapter {name!r}: {type(cfg).__name__}.r={cfg['r']} >= hidden size: the "
+                                  "orthogonal parametrization's matrix-exponential map has no backward in minadapters "
+                                  "yet; use r < hidden size.")
         for cfg in ac.members(name, BnConfig):
             if cfg.get("inv_adapter") not in (None, "nice"):
                 raise ConfigError(f"training adapter {name!r}: {type(cfg).__name__}.inv_adapter="

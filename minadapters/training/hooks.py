@@ -21,10 +21,11 @@ from ..functional.prefix import combine_prompt, combine_prompt_backward, prepend
 from ..functional.activations import get_activation
 from ..functional.invertible import nice_coupling, nice_coupling_backward
 from ..functional.phm import factor_product_backward, kron_sum_backward
-from ..functional.reft import (gather_rows, gather_rows_backward, reft_positions, reft_unit, reft_unit_backward,
-                               scatter_owner, scatter_rows)
+from ..functional.reft import (gather_rows, gather_rows_backward, orthogonal_weight_backward, reft_positions,
+                               reft_unit, reft_unit_backward, scatter_owner, scatter_rows)
 from ..hooks import Hook
 from ..methods.phm import _weights as phm_factors, phm_weight
+from ..methods.reft import BASE as REFT_BASE, ORIG as REFT_ORIG
 from .compose import BnComposer, LoraComposer, LoraState
 
 
@@ -357,7 +358,7 @@ class TrainLayerHooks:
         npre, nsuf = cfg["prefix_positions"], cfg["suffix_positions"]
         pref, suff = reft_positions(self.state.fwd.attention_mask, B, T, npre, nsuf)
         units = [(p[f"units.{k}.learned_source.weight"], p[f"units.{k}.learned_source.bias"],
-                  p[f"units.{k}.projection.weight"]) for k in range(mod.info["n_units"])]
+                  layer.projection(mod, k).astype(x.dtype, copy=False)) for k in range(mod.info["n_units"])]
         act, sub = get_activation(cfg["non_linearity"]), mod.info["subtract"]
         prefix, suffix = gather_rows(x, pref), gather_rows(x, suff)
         if len(units) == 1:
@@ -401,7 +402,12 @@ class TrainLayerHooks:
             key = f"{layer.path}.{layer.container}.{mod.name}.units.{k}."
             self.state.add(mod.name, key + "learned_source.weight", dW)
             self.state.add(mod.name, key + "learned_source.bias", db)
-            self.state.add(mod.name, key + "projection.weight", dR)
+            orig = mod.params.get(f"units.{k}.{REFT_ORIG}")
+            if orig is None:
+                self.state.add(mod.name, key + "projection.weight", dR)
+            else:                                     # LoReFT: through torch's orthogonal parametrization (REFT-2)
+                self.state.add(mod.name, key + REFT_ORIG,
+                               orthogonal_weight_backward(dR, orig, mod.params[f"units.{k}.{REFT_BASE}"]))
             d_ins.append(dh)
         d_all = np.concatenate(d_ins, 1)
         P = pref.shape[1]

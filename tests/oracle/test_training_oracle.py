@@ -67,6 +67,8 @@ METHODS = {
     "vera": "vera",
     "seq_bn_inv": "seq_bn_inv",
     "double_seq_bn_inv": "double_seq_bn_inv",
+    "loreft": "loreft[r=3,dropout=0.0,prefix_positions=2,suffix_positions=2]",
+    "loreft_tied": "loreft[r=2,dropout=0.0,prefix_positions=1,suffix_positions=1,tied_weights=True]",
     "noreft": "noreft[r=2,dropout=0.0,prefix_positions=2,suffix_positions=2]",
     "direft_tied_overlap": "direft[r=3,dropout=0.0,prefix_positions=3,suffix_positions=4,tied_weights=True]",
     "compacter": "compacter[reduction_factor=5]",

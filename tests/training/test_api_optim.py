@@ -91,7 +91,7 @@ def test_refusals_name_what_is_wrong():
 
 
 @pytest.mark.spec("TRAIN-1")
-@pytest.mark.parametrize("config,field", [("mtl_lora", "MTLLoRAConfig"), ("loreft", "ReftConfig"),
+@pytest.mark.parametrize("config,field", [("mtl_lora", "MTLLoRAConfig"), ("loreft[r=8]", "orthogonal"),
                                           ("seq_bn_inv[inv_adapter='glow']", "inv_adapter"),
                                           ("lora[dropout=0.1]", "dropout")])
 def test_methods_without_backward_are_refused(config, field):

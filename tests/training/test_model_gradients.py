@@ -69,6 +69,7 @@ METHODS = {
     "vera": "vera[r=3,attn_matrices=['q','k','v']]",
     "dora": "lora[r=2,alpha=3,use_dora=True,intermediate_lora=True]",
     "seq_bn_inv": "seq_bn_inv",
+    "loreft": "loreft[r=2,dropout=0.0,prefix_positions=1,suffix_positions=2]",
     "noreft": "noreft[r=2,dropout=0.0,prefix_positions=2,suffix_positions=2]",
     "direft_tied_overlap": "direft[r=3,dropout=0.0,prefix_positions=3,suffix_positions=2,tied_weights=True]",
     "compacter": "compacter[reduction_factor=2,phm_dim=2]",
