@@ -10,8 +10,10 @@ import numpy as np
 
 from ..composition import Fuse, parse_composition
 from ..configuration import LoRAConfig
+from ..context import AdapterSetup
 from ..errors import ConfigError
 from ..outputs import ModelOutput
+from ..validation import check_forward_inputs
 from .engine import forward_backward
 
 
@@ -146,6 +148,11 @@ class TrainingMixin:
         inputs = self._training_inputs({"input_ids": input_ids, "attention_mask": attention_mask,
                                         "token_type_ids": token_type_ids, **kwargs})
         inputs = self._check_inputs(**inputs)
+        check_forward_inputs(inputs.get("input_ids", np.zeros((1, 1), np.int64)), inputs.get("attention_mask"),
+                             inputs.get("token_type_ids"), inputs.get("position_ids"),
+                             type_vocab_size=getattr(self.config, "type_vocab_size", None))
+        if "past_key_values" in inputs:
+            raise ValueError("forward_backward(): past_key_values (a KV cache) is not supported in training.")
         if "attention_mask" in inputs:
             inputs["attention_mask"] = inputs["attention_mask"].astype(np.int64)
         if "grads" not in vars(self):
@@ -153,8 +160,12 @@ class TrainingMixin:
         targets = {"labels": labels, "start_positions": start_positions, "end_positions": end_positions}
         fn = self._loss_fn({k: v for k, v in targets.items() if v is not None}, inputs.get("attention_mask"),
                            grad_output)
-        loss, fields, extra = forward_backward(self, inputs, self.adapters_config.active_setup, self._trained,
-                                               self.grads, fn)
+        ctx = AdapterSetup.get_context()                  # AdapterSetup overrides the active setup, as in forward
+        setup = ctx.adapter_setup if ctx is not None and ctx.adapter_setup is not None else \
+            self.adapters_config.active_setup
+        if ctx is not None and setup is not None:
+            self._check_names(setup)
+        loss, fields, extra = forward_backward(self, inputs, setup, self._trained, self.grads, fn)
         out = ModelOutput(loss=loss, **extra)
         out.last_hidden_state = fields["last_hidden_state"]
         return out

@@ -169,3 +169,21 @@ def test_a_few_steps_reduce_the_loss():
         losses.append(model.forward_backward(ids, mask, labels=y).loss)
         opt.step(model.grads)
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.spec("TRAIN-2")
+def test_adapter_setup_context_overrides_the_trained_setup():
+    model = tiny()
+    model.add_adapter("a", config="lora")
+    model.add_adapter("b", config="lora")
+    model.add_classification_head("h", num_labels=2)
+    to64(model, "a")
+    to64(model, "b")
+    model.train_adapter(ma.Stack("a", "b"))
+    model.active_head = "h"
+    ids, mask = batch()
+    with ma.AdapterSetup("b"):
+        model.forward_backward(ids, mask, labels=np.array([0, 1, 1]))
+    assert model.grads and not any(".a." in k for k in model.grads) and any(".b." in k for k in model.grads)
+    with pytest.raises(ValueError, match="attention_mask holds 2"):
+        model.forward_backward(ids, mask * 2, labels=np.array([0, 1, 1]))
