@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .activations import activation_backward
+from .activations import activation_backward, get_activation
 from .backward import LNCache, layer_norm_backward, linear_backward
+from .invertible import nice_coupling, nice_inverse_backward
 
 
 def run_body(x, steps, ops):
@@ -121,6 +122,10 @@ def run_body_forward(x, steps, ops):
             inputs.append(m)
             x = x * m
             continue
+        if step[0] == "inverse":                      # ("inverse", params, act, ops): MAD-X's inverse NICE coupling
+            inputs.append(x)
+            x = nice_coupling(step[1], x, get_activation(step[2]), rev=True, ops=ops).astype(x.dtype, copy=False)
+            continue
         inputs.append(x)
         x = run_body(x, [step], ops)
     return x, inputs
@@ -135,6 +140,8 @@ def run_body_backward(dy, steps, inputs):
         step, x = steps[i], inputs[i]
         if step[0] == "drop":
             dy = dy * x                                # x is the step's scaled mask
+        elif step[0] == "inverse":
+            dy, grads[i] = nice_inverse_backward(dy, step[1], x, step[2], ops=step[3])
         elif step[0] == "linear":
             dy, dw, db = linear_backward(dy, x, step[1], has_bias=step[2] is not None)
             grads[i] = (dw, db)

@@ -85,3 +85,19 @@ def nice_coupling_backward(dy, p, x, act_name, *, ops):
     df_in, gf = subnet_backward(dy1, p, "F", x2, act_name, ops)
     grads.update(gf)
     return np.concatenate([dy1, dy2 + df_in], -1), grads
+
+
+def nice_inverse_backward(dy, p, x, act_name, *, ops):
+    """Gradients of the NICE inverse y2 = x2 − G(x1), y1 = x1 − F(y2) (INV-1, MAD-X LM heads). Spec: GRAD-INV.
+
+        dy2' = dy2 − Fᵀ(dy1);   dx2 = dy2';   dx1 = dy1 − Gᵀ(dy2')          -> dx, {leaf: grad}"""
+    act = get_activation(act_name)
+    E1 = x.shape[-1] // 2
+    x1, x2 = x[..., :E1], x[..., E1:]
+    y2 = x2 - subnet(p, "G", x1, act, ops)
+    dy1, dy2 = dy[..., :E1], dy[..., E1:]
+    df_in, grads = subnet_backward(-dy1, p, "F", y2, act_name, ops)
+    dy2 = dy2 + df_in
+    dg_in, gg = subnet_backward(-dy2, p, "G", x1, act_name, ops)
+    grads.update(gg)
+    return np.concatenate([dy1 + dg_in, dy2], -1), grads

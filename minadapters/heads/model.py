@@ -155,9 +155,14 @@ class ModelWithHeads(AdapterModel):
             raise ValueError(f"forward_backward(): head {used[0]!r} ({head.head_type}) needs "
                              f"{' and '.join(k + '=' for k in missing)} to compute its loss.")
 
-        trainable = frozenset(self._head_param_refs())
+        trainable = frozenset(self._head_param_refs()) | frozenset(self.trainable_parameters())
+        inv = self.model_level["invertible"]
+        setup = self.active_adapters                   # HEAD-6 reads the active setup (as _lm_inverse)
+        inverse = None if setup is None or setup.first() not in inv.blocks else (setup.first(),
+                                                                                 inv.blocks[setup.first()])
 
         def fn(fields):
+            fields["inverse_adapter"] = inverse
             loss, logits, d_hidden = head_loss(self, head, fields, targets, attention_mask, self.grads, trainable)
             if head.head_type == "question_answering":
                 return loss, d_hidden, {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}

@@ -54,9 +54,6 @@ def head_loss(model, head, fields, targets: dict, attention_mask, grads: dict, t
     if htype not in TRAINABLE_HEADS:
         raise ConfigError(f"training head {head.name!r}: head type {htype!r} has no loss backward in minadapters yet; "
                           f"trainable: {', '.join(TRAINABLE_HEADS)}.")
-    if htype in ("causal_lm", "masked_lm") and model._lm_inverse() is not None:
-        raise ConfigError(f"training head {head.name!r}: an LM head behind an invertible adapter (MAD-X inverse "
-                          "coupling) has no backward in minadapters yet.")
     h = fields["last_hidden_state"]
     d_hidden = np.zeros_like(h)
     per_token = htype in ("tagging", "question_answering", "causal_lm", "masked_lm")
@@ -72,6 +69,14 @@ def head_loss(model, head, fields, targets: dict, attention_mask, grads: dict, t
     else:
         x = h[rows, last] if last is not None else h[:, 0]
     steps, index = head_steps(model, head, fields.get("dropout_rng"))
+    inv_name = None
+    if htype in ("causal_lm", "masked_lm") and fields.get("inverse_adapter") is not None:
+        inv_name, blk = fields["inverse_adapter"]      # HEAD-6: the inverse coupling before the projection
+        if blk["kind"] != "nice":
+            raise ConfigError(f"training head {head.name!r}: the inverse of inv_adapter={blk['kind']!r} has no "
+                              "backward in minadapters yet; allowed: 'nice'.")
+        steps.insert(len(steps) - 1, ("inverse", blk["params"], blk["act"], model.ops))
+        index.insert(len(index) - 1, None)
     logits, inputs = run_body_forward(x, steps, model.ops)
     labels = np.asarray(targets.get("labels"))
     if htype == "question_answering":
@@ -99,7 +104,14 @@ def head_loss(model, head, fields, targets: dict, attention_mask, grads: dict, t
     else:
         loss, dlogits = cross_entropy(logits, labels.reshape(-1).astype(np.int64))
     dx, g = run_body_backward(dlogits.reshape(logits.shape), steps, inputs)
-    for j, (dw, db) in g.items():
+    for j, gj in g.items():
+        if index[j] is None:                            # the inverse coupling: the adapter's own parameters
+            for leaf, grad in gj.items():
+                key = f"invertible_adapters.{inv_name}.{leaf}"
+                if key in trainable:
+                    _add(grads, key, grad)
+            continue
+        dw, db = gj
         for leaf, grad in (("weight", dw), ("bias", db)):
             key = f"heads.{head.name}.{index[j]}.{leaf}"
             if grad is not None and key in trainable:

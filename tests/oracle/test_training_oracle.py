@@ -109,7 +109,8 @@ CASES = ([("bert", m, "classification") for m in METHODS]
          + [("roberta", m, "classification") for m in ("seq_bn", "double_seq_bn", "lora_qv", "ia3", "prefix_tuning")]
          + [("bert", m, h) for m in ("seq_bn", "lora_qv") for h in HEADS
             if h != "classification" and not h.startswith("causal_lm")]
-         + [("bert", "prompt_tuning", "tagging"), ("bert", "prompt_tuning_after_bos", "tagging")]
+         + [("bert", "prompt_tuning", "tagging"), ("bert", "prompt_tuning_after_bos", "tagging"),
+            ("bert", "seq_bn_inv", "masked_lm"), ("roberta", "double_seq_bn_inv", "masked_lm")]
          + [(mt, m, h) for mt in DECODERS for m in DEC_METHODS for h in ("causal_lm", "classification")]
          + [(mt, "lora_qv", "causal_lm_1layer") for mt in DECODERS])
 

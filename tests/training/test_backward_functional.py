@@ -512,3 +512,19 @@ def test_orthogonal_weight_backward():
     num = numeric_grad(f, orig) * (1 - np.eye(3, 7))
     assert np.abs(g - num).max() <= 1e-5 * np.abs(num).max(), "Householder backward"
     assert not np.diagonal(g).any()
+
+
+@pytest.mark.spec("GRAD-INV")
+def test_nice_inverse_backward():
+    r = rng(27)
+    p = {}
+    for pre in ("F", "G"):
+        p[pre + ".0.weight"], p[pre + ".0.bias"] = r.standard_normal((4, 3)), r.standard_normal(4)
+        p[pre + ".2.weight"], p[pre + ".2.bias"] = r.standard_normal((3, 4)), r.standard_normal(3)
+    x = r.standard_normal((2, 3, 6))
+    R = r.standard_normal(x.shape)
+    f = lambda: (R * IV.nice_coupling(p, x, A.get_activation("tanh"), rev=True, ops=OPS)).sum()  # noqa: E731
+    dx, g = IV.nice_inverse_backward(R, p, x, "tanh", ops=OPS)
+    check(dx, f, x, "dx")
+    for k, v in g.items():
+        check(v, f, p[k], k)
