@@ -22,6 +22,7 @@ from ..functional.bottleneck import (bn_adapter_backward, bn_adapter_train, bn_p
                                      bn_pre_backward, bn_pre_train)
 from ..functional.fusion import fusion_attention_backward, fusion_attention_forward
 from ..functional.gate import mean_gate, mean_gate_backward
+from ..functional.prefix import left_pad_keys, prepend_prefix, prepend_prefix_backward
 
 
 def _plus(a, b):
@@ -446,3 +447,106 @@ class LoraComposer:
             return _sum_grads([b({"H": g["H"] * c, "x": g.get("x") if i == 0 else None})
                                for i, (c, (_, b)) in enumerate(zip(coef, res))])
         return LoraState(S.x, H, res[-1][0].last), back
+
+
+# ---- prefix tuning -------------------------------------------------------------------------------------------------
+class PrefixState(NamedTuple):
+    K: np.ndarray                 # (B, H, Tk, Dh)
+    V: np.ndarray
+    x: np.ndarray                 # the attention input (gates read it)
+    mask: Optional[np.ndarray]
+
+
+class PrefixComposer:
+    """Prefix tuning at one attention module for training: a name, Stack (each prefix prepended in turn),
+    BatchSplit (rows per child, shorter key axes left-padded with masked keys, PREFIX-4). Spec: TRAIN-COMP."""
+
+    def __init__(self, layer, state):
+        self.layer, self.state, self.ops = layer, state, layer.ops
+
+    def compose(self, block, S, lvl=0):
+        if isinstance(block, str):
+            return self.single(block, S) if block in self.layer.modules else (S, _identity)
+        if isinstance(block, Stack):
+            backs = []
+            for child in block:
+                if isinstance(child, str) and child not in self.layer.modules:
+                    continue
+                S, b = self.compose(child, S, lvl + 1)
+                backs.append(b)
+
+            def back(g):
+                for b in reversed(backs):
+                    g = b(g)
+                return g
+            return S, back
+        if isinstance(block, BatchSplit):
+            return self._batch_split(block, S, lvl)
+        why = "trainable (inference only)" if isinstance(block, (Parallel, MultiTask)) else "implemented"
+        raise CompositionError(f"training under {block!r}: {type(block).__name__} over prefix tuning is not {why}.")
+
+    def single(self, name, S):
+        """Gate and prepend one adapter's prefix (PREFIX-2, PREFIX-3). Spec: GRAD-PREFIX, GRAD-GATE."""
+        layer, mod = self.layer, self.layer.modules[name]
+        kv = self.state.fwd.prefix_states[name][layer.location_key][mod.info["prefix_id"]]     # (2, H, P, Dh)
+        B = S.K.shape[0]
+        PK = np.broadcast_to(kv[0], (B,) + kv[0].shape)
+        PV = np.broadcast_to(kv[1], (B,) + kv[1].shape)
+        gate = None
+        if mod.params:                                # PREFIX-3: gates on the attention input scale P_K and P_V
+            gate = mean_gate(S.x, mod.params["weight"], mod.params["bias"], ops=self.ops)           # (B, 1|2)
+            PK = PK * gate[:, 0, None, None, None].astype(PK.dtype)
+            PV = PV * gate[:, -1, None, None, None].astype(PV.dtype)
+        K, V, mask = prepend_prefix(S.K, S.V, S.mask, PK, PV, ops=self.ops)
+        P = kv.shape[2]
+
+        def back(g):
+            dK, dV, dPK, dPV = prepend_prefix_backward(g["K"], g["V"], P, per_row=True)   # (B, H, P, Dh) each
+            dx = g.get("x")
+            if gate is not None:
+                dg = np.zeros_like(gate)
+                dg[:, 0] += (dPK * kv[0]).sum(axis=(1, 2, 3))
+                dg[:, -1] += (dPV * kv[1]).sum(axis=(1, 2, 3))
+                dPK = dPK * gate[:, 0, None, None, None]
+                dPV = dPV * gate[:, -1, None, None, None]
+                gx, dw, db = mean_gate_backward(dg, S.x, mod.params["weight"], mod.params["bias"])
+                self.state.add(name, f"{layer.path}.{layer.container}.{name}.weight", dw)
+                self.state.add(name, f"{layer.path}.{layer.container}.{name}.bias", db)
+                dx = _plus(dx, gx)
+            acc = self.state.prefix_grads.setdefault((name, layer.location_key), {})
+            d = np.stack([dPK.sum(0), dPV.sum(0)])                                           # (2, H, P, Dh)
+            acc[mod.info["prefix_id"]] = _plus(acc.get(mod.info["prefix_id"]), d)
+            return {"K": dK, "V": dV, "x": dx}
+        return PrefixState(K, V, S.x, mask), back
+
+    def _batch_split(self, block, S, lvl):
+        parts, backs, slices = [], [], []
+        for rows, child in self.layer.row_partition(block, S.K.shape[0], self.state.fwd):
+            part = PrefixState(S.K[rows], S.V[rows], S.x[rows], None if S.mask is None else S.mask[rows])
+            sub, b = self.compose(child, part, lvl + 1)
+            parts.append(sub)
+            backs.append(b)
+            slices.append(rows)
+        Tk = max(p.K.shape[2] for p in parts)
+        pads = [Tk - p.K.shape[2] for p in parts]
+        need_mask = any(p.mask is not None for p in parts) or any(pads)
+        padded = []
+        for p, n in zip(parts, pads):
+            m = p.mask if (p.mask is not None or not need_mask) else np.zeros((p.K.shape[0], 1, 1, p.K.shape[2]),
+                                                                                p.K.dtype)
+            padded.append(left_pad_keys(p.K, p.V, m, n, ops=self.ops))
+        out = PrefixState(np.concatenate([q[0] for q in padded], 0), np.concatenate([q[1] for q in padded], 0), S.x,
+                          np.concatenate([q[2] for q in padded], 0) if need_mask else None)
+
+        def back(g):
+            dK, dV = np.zeros_like(S.K), np.zeros_like(S.V)
+            dx = g.get("x")
+            dx = np.zeros_like(S.x) if dx is None else dx.copy()
+            for rows, b, n in zip(slices, backs, pads):
+                gi = b({"K": g["K"][rows][:, :, n:], "V": g["V"][rows][:, :, n:], "x": None})
+                dK[rows] += gi["K"]
+                dV[rows] += gi["V"]
+                if gi.get("x") is not None:
+                    dx[rows] += gi["x"]
+            return {"K": dK, "V": dV, "x": dx}
+        return out, back

@@ -16,8 +16,7 @@ from ..composition import Stack
 from ..errors import CompositionError, ConfigError
 from ..functional import lora as LF
 from ..functional.backward import dropout_mask, linear_backward
-from ..functional.gate import mean_gate, mean_gate_backward
-from ..functional.prefix import combine_prompt, combine_prompt_backward, prepend_prefix, prepend_prefix_backward
+from ..functional.prefix import combine_prompt, combine_prompt_backward
 from ..functional.activations import get_activation
 from ..functional.invertible import nice_coupling, nice_coupling_backward
 from ..functional.phm import factor_product_backward, kron_sum_backward
@@ -26,7 +25,7 @@ from ..functional.reft import (gather_rows, gather_rows_backward, orthogonal_wei
 from ..hooks import Hook
 from ..methods.phm import _weights as phm_factors, phm_weight
 from ..methods.reft import BASE as REFT_BASE, ORIG as REFT_ORIG
-from .compose import BnComposer, LoraComposer, LoraState
+from .compose import BnComposer, LoraComposer, LoraState, PrefixComposer, PrefixState
 
 
 def single_adapter(layer, setup):
@@ -302,46 +301,25 @@ class TrainLayerHooks:
 
     # ---- prefix tuning -------------------------------------------------------------------------------------------
     def prefix(self, key, k, v, mask, attn_input):
-        """[P_K ; K], [P_V ; V], mask [0 ; m] with the prefix states of the pool's network. Spec: GRAD-PREFIX."""
-        layer, name = self._name(key)
-        if name is None:
+        """[P ; K], [P ; V], mask [0 ; m] for the setup's prefixes (a name, Stack, BatchSplit; PREFIX-2..4).
+        Spec: GRAD-PREFIX, TRAIN-COMP."""
+        layer = self.table[key]
+        setup = layer.active_setup(self.state.fwd)
+        if setup is None:
             self.cache[key] = None
             return k, v, mask
-        mod = layer.modules[name]
-        kv = self.state.fwd.prefix_states[name][layer.location_key][mod.info["prefix_id"]]   # (2, H, P, Dh)
-        B = k.shape[0]
-        PK = np.broadcast_to(kv[0], (B,) + kv[0].shape)
-        PV = np.broadcast_to(kv[1], (B,) + kv[1].shape)
-        g = None
-        if mod.params:                                # PREFIX-3: gates on the attention input scale P_K and P_V
-            g = mean_gate(attn_input, mod.params["weight"], mod.params["bias"], ops=self.ops)          # (B, 1|2)
-            PK = PK * g[:, 0, None, None, None].astype(PK.dtype)
-            PV = PV * g[:, -1, None, None, None].astype(PV.dtype)
-        self.cache[key] = (layer, mod, kv, g, attn_input)
-        return prepend_prefix(k, v, mask, PK, PV, ops=self.ops)
+        S, back = PrefixComposer(layer, self.state).compose(setup, PrefixState(k, v, attn_input, mask))
+        self.cache[key] = back
+        return S.K, S.V, S.mask
 
     def prefix_backward(self, key, dK, dV):
-        """(dK, dV, d attn_input | None) of the un-prefixed keys and values; the prefix part goes to the pool's
-        gradient, the gate's to its parameters and the attention input. Spec: GRAD-PREFIX, GRAD-GATE."""
-        c = self.cache.pop(key)
-        if c is None:
+        """(dK, dV, d attn_input | None) of the un-prefixed keys and values; the prefixes' part goes to the pool's
+        gradient, the gates' to their parameters and the attention input. Spec: GRAD-PREFIX, GRAD-GATE."""
+        back = self.cache.pop(key)
+        if back is None:
             return dK, dV, None
-        layer, mod, kv, g, attn_input = c
-        P = kv.shape[2]
-        dK, dV, dPKb, dPVb = prepend_prefix_backward(dK, dV, P, per_row=True)       # (B, H, P, Dh) each
-        dx = None
-        if g is not None:
-            dg = np.zeros_like(g)
-            dg[:, 0] += (dPKb * kv[0]).sum(axis=(1, 2, 3))
-            dg[:, -1] += (dPVb * kv[1]).sum(axis=(1, 2, 3))
-            dPKb = dPKb * g[:, 0, None, None, None]
-            dPVb = dPVb * g[:, -1, None, None, None]
-            dx, dw, db = mean_gate_backward(dg, attn_input, mod.params["weight"], mod.params["bias"])
-            self.state.add(mod.name, f"{layer.path}.{layer.container}.{mod.name}.weight", dw)
-            self.state.add(mod.name, f"{layer.path}.{layer.container}.{mod.name}.bias", db)
-        acc = self.state.prefix_grads.setdefault((mod.name, layer.location_key), {})
-        acc[mod.info["prefix_id"]] = np.stack([dPKb.sum(0), dPVb.sum(0)])                # (2, H, P, Dh)
-        return dK, dV, dx
+        g = back({"K": dK, "V": dV})
+        return g["K"], g["V"], g.get("x")
 
     # ---- layer output (ReFT) ---------------------------------------------------------------------------------------
     def layer_output(self, x):

@@ -321,6 +321,8 @@ def _blocks(c):
         "batchsplit_bn": (("seq_bn", "par_bn"), c.BatchSplit("x", "y", batch_sizes=[1, 2]), "adapter"),
         "batchsplit_lora": (("lora", "lora[r=3,alpha=5]"), c.BatchSplit("x", "y", batch_sizes=[2, 1]), "adapter"),
         "average_bn": (("seq_bn", "seq_bn[reduction_factor=2]"), c.Average("x", "y", weights=[0.3, 0.7]), "adapter"),
+        "stack_prefix": (("prefix_tuning[prefix_length=2]", "prefix_tuning[prefix_length=3,use_gating=True]"),
+                         c.Stack("x", "y"), "adapter"),
         "average_lora": (("lora", "lora[r=2]"), c.Average("x", "y", weights=[2.0, 1.0]), "adapter"),
         "split_bn": (("double_seq_bn", "double_seq_bn[reduction_factor=8]"), c.Split("x", "y", splits=[4, 5]),
                      "adapter"),
