@@ -6,7 +6,8 @@ points in reverse. Caches live in the layer's view (one entry per hook: each hoo
 of trainable parameters are added to ``TrainState.grads`` under adapters' state-dict keys.
 
 Compositions run through training/compose.py (Stack, Fuse, Split, BatchSplit, Average for bottlenecks; Stack,
-BatchSplit, Average for LoRA / IA³); the fused q|k|v layer and prefix tuning take one adapter per location.
+BatchSplit, Average for LoRA / IA³ / VeRA / DoRA; Stack, BatchSplit for prefix tuning); GPT-2's fused q|k|v layer
+takes one adapter per location. Model-level methods (invertible adapters, prompt tuning) run at the embedding hook.
 """
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ import numpy as np
 from ..composition import Stack
 from ..errors import CompositionError, ConfigError
 from ..functional import lora as LF
-from ..functional.backward import dropout_mask, linear_backward
-from ..functional.prefix import combine_prompt, combine_prompt_backward
 from ..functional.activations import get_activation
+from ..functional.backward import dropout_mask, linear_backward
 from ..functional.invertible import nice_coupling, nice_coupling_backward
 from ..functional.phm import factor_product_backward, kron_sum_backward
+from ..functional.prefix import combine_prompt, combine_prompt_backward
 from ..functional.reft import (gather_rows, gather_rows_backward, orthogonal_weight_backward, reft_positions,
                                reft_unit, reft_unit_backward, scatter_owner, scatter_rows)
 from ..hooks import Hook
@@ -34,8 +35,9 @@ def single_adapter(layer, setup):
         return None
     children = [setup] if isinstance(setup, str) else (list(setup) if isinstance(setup, Stack) else None)
     if children is None or not all(isinstance(c, str) for c in children):
-        raise CompositionError(f"training under {setup!r} is not implemented in minadapters yet; train one adapter "
-                               "(a name, or a Stack of names with at most one module per location).")
+        raise CompositionError(f"training under {setup!r} over GPT-2's fused q|k|v LoRA is not implemented in "
+                               "minadapters yet; train one adapter there (a name, or a Stack of names with at most "
+                               "one module per location).")
     present = [c for c in children if c in layer.modules]
     if len(present) > 1:
         raise CompositionError(f"training under {setup!r}: {present} all have modules at layer {layer.layer_idx} "
@@ -171,10 +173,6 @@ class TrainLayerHooks:
 
     dropout = TrainHooks.dropout
     attention_dropout = TrainHooks.attention_dropout
-
-    def _name(self, key):
-        layer = self.table[key]
-        return layer, single_adapter(layer, layer.active_setup(self.state.fwd))
 
     # ---- linear (LoRA, IA³) ------------------------------------------------------------------------------------
     def linear(self, key, x, w, b=None):
