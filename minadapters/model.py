@@ -34,6 +34,7 @@ from .methods.shared import SharedParameters
 from .models import LayerKey, architecture
 from .ops import get_backend, get_ops
 from .outputs import ModelOutput
+from .training.api import TrainingMixin
 from .validation import check_adapter_fits_model, check_forward_inputs, check_model_config
 
 METHOD_OF_CONFIG = ((BnConfig, "bottleneck"), (LoRAConfig, "lora"), (MTLLoRAConfig, "mtl_lora"),
@@ -53,8 +54,8 @@ def _methods_of(config) -> set:
     return out
 
 
-class AdapterModel:
-    """A base transformer (HF checkpoint) with adapters 1.3.0's adapter API. Spec: API-1."""
+class AdapterModel(TrainingMixin):
+    """A base transformer (HF checkpoint) with adapters 1.3.0's adapter API (training: TrainingMixin). Spec: API-1."""
 
     def __init__(self, arch, config, params, *, dtype=np.float32, backend="numpy", name_or_path="", seed=None):
         self.arch = arch

@@ -112,6 +112,16 @@ class LayerStack:
         return {k: v for k, v in table.items() if v is not None}
 
 
+class Training(NamedTuple):
+    """A family's training forward and explicit backward. Spec: TRAIN-2.
+
+    forward(params, config, hooks, ops, dtype, **inputs) -> (fields, cache) computes what ``Architecture.forward``
+    computes, through training hooks (training/hooks.py) that keep caches; backward(d_last_hidden_state, cache,
+    params, config, hooks, ops) walks the layers in reverse, calling each hook's ``*_backward``."""
+    forward: Callable
+    backward: Callable
+
+
 @dataclass(frozen=True, eq=False)
 class Architecture:
     """Everything the model needs to know about a family, declared once. Spec: ARCH-1.
@@ -134,6 +144,7 @@ class Architecture:
     is_causal: bool = False                   # decoder-only: generate() and the KV cache apply
     pooler: tuple = ()                        # optional base weights kept when present (BERT's pooler)
     notes: Mapping = field(default_factory=dict)
+    training: Training | None = None          # explicit backward (spec/training.md); None: training is refused
 
     def __post_init__(self):
         names = [s.name for s in self.stacks]

@@ -292,8 +292,9 @@ def blocks_for(model_types) -> frozenset:
     return ALL_BLOCKS - {b.__name__ for b, types in SUPPORTED_MODELS.items() if not set(model_types) <= set(types)}
 
 
-def declare(fam: LlamaLike) -> Architecture:
-    """The Architecture record of a LLaMA-like family. Spec: ARCH-1, FAM-LL-1."""
+def declare(fam: LlamaLike, training=None) -> Architecture:
+    """The Architecture record of a LLaMA-like family (``training``: its explicit backward, spec TRAIN-2, if it has
+    one). Spec: ARCH-1, FAM-LL-1."""
     stack = stack_for(fam)
     config_class = type(f"{fam.name.title().replace('_', '')}Config", (), {
         "from_dict": staticmethod(lambda d: config_from_dict(fam, d)), "__doc__": f"config.json of {fam.name}."})
@@ -306,7 +307,7 @@ def declare(fam: LlamaLike) -> Architecture:
         base_model_prefix={mt: fam.base_model_prefix for mt in fam.model_types},
         inputs=frozenset({"input_ids", "attention_mask", "position_ids", "past_key_values", "inputs_embeds"}),
         methods=methods, blocks=blocks_for(fam.model_types), embed_key="embed_tokens.weight", is_causal=True,
-        notes={"family": fam})
+        notes={"family": fam}, training=training)
 
 
 MISTRAL = LlamaLike(name="mistral", model_types=("mistral",), model_class="MistralModel", attention_bias="none",
