@@ -119,10 +119,9 @@ def decoder_layer(i, x, mask, rope, lp, hk, cfg: Config, ops, cache, probs=None)
     if cache is not None:
         k, v = cache.update(i, k, v)
     K, V, m = hk.prefix(Hook.SELF_PREFIX, k, v, mask, h)                 # (B, Nkv, P+Tk, Dh), after RoPE
-    K, V = dc.repeat_kv(K, N // Nkv), dc.repeat_kv(V, N // Nkv)
     if probs is not None:
-        probs.append(attention_probs(q, K, m, ops))                         # (B, N, T, Tk)
-    ctx = ops.attention(q, K, V, m)
+        probs.append(attention_probs(q, dc.repeat_kv(K, N // Nkv), m, ops))  # (B, N, T, Tk)
+    ctx = ops.attention(q, K, V, m)                                     # GQA inside OPS-2: K, V never repeated
     a = ops.linear(dc.merge_heads(ctx), *lp.linear("self_attn.o_proj"))
     x = hk.residual_block(Hook.MH_ADAPTER, a, x, None)
     h2 = rms_norm(x, lp["post_attention_layernorm.weight"], cfg.rms_norm_eps, ops)

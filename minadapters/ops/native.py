@@ -29,7 +29,7 @@ from ..errors import ShapeError
 from ..functional import activations as act
 from .numpy import NumpyOps, check_bottleneck, check_ids, check_lora, check_segments, scalar
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 # Batched matmul entries with fewer multiply-adds than this run through NumPy (measured: AdapterFusion's
 # (8·128) x (3, 768) @ (768, 1) products take ~5x longer as one GEMM call per entry).
 SMALL_BATCHED_PRODUCT = 1 << 14
@@ -209,13 +209,17 @@ class NativeOps:
         return y
 
     def attention(self, q, k, v, mask):
-        """softmax(q kᵀ / √Dh + mask) v. Spec: OPS-2.  (B, N, Tq, Dh), (B, N, Tk, Dh) x2, additive mask
-        broadcastable to (B, N, Tq, Tk) -> (B, N, Tq, Dh), a view of a (B, Tq, N, Dh) buffer."""
+        """softmax(q kᵀ / √Dh + mask) v. Spec: OPS-2.  (B, N, Tq, Dh), (B, Nkv, Tk, Dh) x2 (Nkv divides N: GQA,
+        never repeated), additive mask broadcastable to (B, N, Tq, Tk) -> (B, N, Tq, Dh), a view of a
+        (B, Tq, N, Dh) buffer.  One fused C call (ma_attention_ex_f32: online softmax over key blocks, the scores
+        never formed); the mask is read through its broadcast strides (a (B, 1, Tq, Tk) or (B, 1, 1, Tk) mask
+        is never expanded over heads or rows)."""
         if not (_is_f32(q, k, v, mask) and q.ndim == 4 and k.ndim == 4 and k.shape == v.shape
-                and q.shape[:2] == k.shape[:2] and q.shape[3] == k.shape[3]):
+                and q.shape[0] == k.shape[0] and q.shape[3] == k.shape[3]
+                and 0 < k.shape[1] <= q.shape[1] and q.shape[1] % k.shape[1] == 0):
             return self._np.attention(q, k, v, mask)
         B, N, Tq, Dh = q.shape
-        Tk = k.shape[2]
+        Nkv, Tk = k.shape[1], k.shape[2]
         (q, sq), (k, sk), (v, sv) = _head_strides(q), _head_strides(k), _head_strides(v)
         sm, mptr, keep = [0, 0, 0], ffi.NULL, None
         if mask is not None:
@@ -229,8 +233,8 @@ class NativeOps:
         buf = np.empty((B, Tq, N, Dh), np.float32)
         out = buf.transpose(0, 2, 1, 3)
         strides = ffi.new("int64_t[15]", [s // 4 for s in out.strides[:3]] + sq + sk + sv + sm)
-        _check(lib.ma_attention_f32(_addr(out), _addr(q), _addr(k), _addr(v), mptr, strides, B, N, Tq, Tk, Dh,
-                                    float(1.0 / np.sqrt(np.float32(Dh))) if Dh else 1.0), "attention")
+        _check(lib.ma_attention_ex_f32(_addr(out), _addr(q), _addr(k), _addr(v), mptr, strides, B, N, Nkv, Tq, Tk,
+                                       Dh, float(1.0 / np.sqrt(np.float32(Dh))) if Dh else 1.0, 0, 0), "attention")
         return out
 
     def softmax(self, x, axis=-1):

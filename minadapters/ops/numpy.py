@@ -71,6 +71,14 @@ def check_segments(y, x, a, b, seg_start, seg_adapter, scales):
     return seg_start, seg_adapter, scales
 
 
+def repeat_kv_heads(q, kv):
+    """GQA for OPS-2: kv (B, Nkv, T, Dh) repeated to q's N heads (head h reads kv head h // (N / Nkv)) when both are
+    4-D and Nkv divides N; kv unchanged otherwise (equal heads, or shapes np.matmul broadcasts or refuses)."""
+    if q.ndim == 4 and kv.ndim == 4 and 0 < kv.shape[1] < q.shape[1] and q.shape[1] % kv.shape[1] == 0:
+        return np.repeat(kv, q.shape[1] // kv.shape[1], axis=1)
+    return kv
+
+
 def check_ids(table, ids, op: str = "take"):
     """ids as an integer ndarray with every value in [0, V) (V = len(table)); TypeError / IndexError otherwise.
     Negative ids are errors, never counted from the end."""
@@ -106,8 +114,11 @@ class NumpyOps:
         return np.matmul(a, b)
 
     def attention(self, q, k, v, mask):
-        """softmax(q kᵀ / √Dh + mask) v. Spec: OPS-2.  (B, N, Tq, Dh), (B, N, Tk, Dh) x2, mask broadcastable
-        to (B, N, Tq, Tk) and additive -> (B, N, Tq, Dh).  Tk = 0: zeros (an empty weighted sum)."""
+        """softmax(q kᵀ / √Dh + mask) v. Spec: OPS-2.  (B, N, Tq, Dh), (B, Nkv, Tk, Dh) x2, mask broadcastable
+        to (B, N, Tq, Tk) and additive -> (B, N, Tq, Dh).  Tk = 0: zeros (an empty weighted sum).
+        GQA: with 4-D k / v of Nkv heads, Nkv dividing N and Nkv ≠ N, query head h reads kv head h // (N / Nkv)
+        (k and v repeated per head here, the reference)."""
+        k, v = repeat_kv_heads(q, k), repeat_kv_heads(q, v)
         if k.shape[-2] == 0:
             return np.zeros(np.broadcast_shapes(q.shape[:-2], v.shape[:-2]) + (q.shape[-2], v.shape[-1]),
                             np.result_type(q, k, v))

@@ -171,6 +171,40 @@ MA_AVX2_FN static void softmax_row_avx2(float *y, const float *x, int64_t n)
         y[i] *= 1.0f / s;
 }
 
+/* ---------------------------------------------------------------- online-softmax helper (attention) */
+
+MA_AVX2_FN static float exp_shift_avx2(float *p, const float *s, int64_t n, float m)
+{
+    int64_t i = 0;
+    __m256 vm = _mm256_set1_ps(m), vs = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp_v(_mm256_sub_ps(_mm256_loadu_ps(s + i), vm));
+        _mm256_storeu_ps(p + i, e);
+        vs = _mm256_add_ps(vs, e);
+    }
+    float tmp[8], sum = 0.0f;
+    _mm256_storeu_ps(tmp, vs);
+    for (int j = 0; j < 8; j++)
+        sum += tmp[j];
+    for (; i < n; i++) {
+        p[i] = exp_s(s[i] - m);
+        sum += p[i];
+    }
+    return sum;
+}
+
+float ma__exp_shift_row(float *p, const float *s, int64_t n, float m, int isa)
+{
+    if (isa >= MA_ISA_AVX2)
+        return exp_shift_avx2(p, s, n, m);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        p[i] = exp_s(s[i] - m);
+        sum += p[i];
+    }
+    return sum;
+}
+
 /* ---------------------------------------------------------------- dispatch + rows */
 
 static void softmax_row_portable(float *y, const float *x, int64_t n)

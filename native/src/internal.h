@@ -28,5 +28,7 @@ int ma__gemm_nt(float *C, int64_t ldc, const float *A, int64_t lda, const float 
 /* Row-wise helpers used by several kernels (single-threaded on one row). */
 void ma__softmax_row(float *y, const float *x, int64_t n, int isa);
 void ma__act_span(float *y, const float *x, int64_t n, int act, int isa);
+/* p[i] = exp(s[i] - m) for i < n (p may equal s); returns the float32 sum of p (online softmax). */
+float ma__exp_shift_row(float *p, const float *s, int64_t n, float m, int isa);
 
 #endif

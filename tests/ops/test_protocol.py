@@ -84,9 +84,11 @@ def _matmul(rng, case):
 
 
 def _attention(rng, case):
-    B, N, Tq, Tk, Dh, mk = [(1, 1, 1, 1, 1, 0), (2, 3, 5, 7, 9, 1), (2, 2, 4, 4, 8, 2), (1, 2, 0, 3, 4, 1),
-                            (2, 1, 3, 0, 4, 0), (1, 4, 17, 33, 16, 1), (2, 2, 9, 130, 64, 2)][case]
-    q, k, v = f32(rng, B, N, Tq, Dh), f32(rng, B, N, Tk, Dh), f32(rng, B, N, Tk, Dh)
+    B, N, Tq, Tk, Dh, mk, Nkv = [(1, 1, 1, 1, 1, 0, 1), (2, 3, 5, 7, 9, 1, 3), (2, 2, 4, 4, 8, 2, 2),
+                                 (1, 2, 0, 3, 4, 1, 2), (2, 1, 3, 0, 4, 0, 1), (1, 4, 17, 33, 16, 1, 4),
+                                 (2, 2, 9, 130, 64, 2, 2), (2, 6, 70, 300, 16, 2, 2),   # GQA, across the kernel's blocks
+                                 (1, 4, 1, 9, 8, 1, 1)][case]                          # MQA, one query (decode)
+    q, k, v = f32(rng, B, N, Tq, Dh), f32(rng, B, Nkv, Tk, Dh), f32(rng, B, Nkv, Tk, Dh)
     mask = None
     if mk == 1:                                                        # padding mask (B, 1, 1, Tk)
         mask = np.where(rng.random((B, 1, 1, Tk)) < 0.3, np.finfo(np.float32).min, 0).astype(np.float32)
@@ -173,7 +175,7 @@ def _repeat_batch(rng, case):
 OPS = {
     "linear": (_linear, 6, (RTOL, ATOL), None),
     "matmul": (_matmul, 14, (RTOL, ATOL), None),
-    "attention": (_attention, 7, (RTOL, ATOL), None),
+    "attention": (_attention, 9, (RTOL, ATOL), None),
     "softmax": (_softmax, 7, (RTOL, ATOL), None),
     "layer_norm": (_layer_norm, 7, (RTOL, ATOL), None),
     "rms_norm": (_rms_norm, 7, (RTOL, ATOL), None),

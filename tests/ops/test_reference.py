@@ -62,6 +62,27 @@ def _attention(nat, ref, rng):
         close(out, ref.attention(q, k, v, mask))
 
 
+def _attention_ex(nat, ref, rng):
+    """ma_ref_attention_ex_f32 (GQA, causal, sliding window) vs NumpyOps with the same rules as an additive mask."""
+    for B, N, Nkv, Tq, Tk, Dh, causal, window in [(2, 4, 2, 5, 7, 9, 1, 3), (1, 3, 1, 4, 4, 8, 0, 0),
+                                                   (1, 2, 2, 3, 6, 4, 1, 0), (2, 6, 3, 1, 11, 8, 1, 4)]:
+        q, k, v = f32(rng, B, N, Tq, Dh), f32(rng, B, Nkv, Tk, Dh), f32(rng, B, Nkv, Tk, Dh)
+        mask = np.where(rng.random((B, 1, 1, Tk)) < 0.3, np.finfo(np.float32).min, 0).astype(np.float32)
+        mask[..., -1] = 0                                      # the newest key is always visible
+        pos = Tk - Tq + np.arange(Tq)[:, None]
+        j = np.arange(Tk)[None, :]
+        seen = ((j <= pos) if causal else np.ones((Tq, Tk), bool)) & ((j > pos - window) if window else True)
+        full = np.where(seen, mask, -np.inf).astype(np.float32)      # (B, 1, Tq, Tk): unseen keys weigh 0
+        out = np.full(q.shape, np.nan, np.float32)
+        m4 = np.ascontiguousarray(np.broadcast_to(mask, (B, N, Tq, Tk)))
+        strides = [s // 4 for t in (out, q, k, v, m4) for s in t.strides[:3]]
+        st = nat.lib.ma_ref_attention_ex_f32(nat._ptr(out), nat._ptr(q), nat._ptr(k), nat._ptr(v), nat._ptr(m4),
+                                             nat.ffi.new("int64_t[15]", strides), B, N, Nkv, Tq, Tk, Dh,
+                                             float(1 / np.sqrt(np.float32(Dh))), causal, window)
+        assert st == 0
+        close(out, ref.attention(q, k, v, full))
+
+
 def _softmax(nat, ref, rng):
     for rows, n in [(0, 4), (1, 1), (5, 37)]:
         x, y = f32(rng, rows, n, scale=4), np.full((rows, n), np.nan, np.float32)
@@ -142,6 +163,7 @@ def _rope(nat, ref, rng):
 
 
 REFERENCES = {"ma_ref_linear_f32": _linear, "ma_ref_matmul_f32": _matmul, "ma_ref_attention_f32": _attention,
+              "ma_ref_attention_ex_f32": _attention_ex,
               "ma_ref_softmax_f32": _softmax, "ma_ref_layer_norm_f32": _layer_norm, "ma_ref_rms_norm_f32": _rms_norm,
               "ma_ref_activation_f32": _activation, "ma_ref_bottleneck_f32": _bottleneck,
               "ma_ref_lora_add_f32": _lora_add, "ma_ref_sgmv_lora_add_f32": _sgmv_lora_add,
