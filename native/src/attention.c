@@ -4,8 +4,8 @@
  * it walks the keys in blocks of KB, computes the QB x KB score block with a single-threaded packed GEMM
  * (S = scale q k^T), adds the additive mask (any broadcast through zero strides), applies the causal /
  * sliding-window rule, and folds the block into a running row max m, row sum l and output accumulator acc
- * (online softmax: acc and l are rescaled by exp(m_old - m_new) when the max grows), then acc += P v through
- * a transposed copy of the key block's values.  Scratch per thread: QB x KB + QB x Dh + Dh x KB floats.
+ * (online softmax: acc and l are rescaled by exp(m_old - m_new) when the max grows), then acc += P v with v
+ * read in place (a packed GEMM with B stored (K, N)).  Scratch per thread: QB x KB + QB x Dh floats.
  *
  * GQA: query head h reads key/value head h / (heads / kv_heads); K and V are never repeated.
  * Causal (causal != 0): query row i sees key j only when j <= i + (Tk - Tq) (the last Tq of Tk positions);
@@ -17,7 +17,7 @@
 #include <string.h>
 #include "internal.h"
 
-#define QB 64
+#define QB 128
 #define KB 256
 
 typedef struct {
@@ -45,7 +45,7 @@ static void key_range(const attn_job *j, int64_t i, int64_t *lo, int64_t *hi)
         *hi = *lo;
 }
 
-static int one_block(const attn_job *j, int64_t unit, float *S, float *acc, float *Vt)
+static int one_block(const attn_job *j, int64_t unit, float *S, float *acc)
 {
     int64_t bn = unit / j->n_qblocks, q0 = (unit % j->n_qblocks) * QB;
     int64_t b = bn / j->heads, h = bn % j->heads, hk = h / j->group;
@@ -72,9 +72,6 @@ static int one_block(const attn_job *j, int64_t unit, float *S, float *acc, floa
         int st = ma__gemm_nt(S, KB, q, s[5], k + k0 * s[8], s[8], NULL, nq, nk, dh, j->scale, 0, j->isa, 0);
         if (st)
             return st;
-        for (int64_t t = 0; t < nk; t++)
-            for (int64_t d = 0; d < dh; d++)
-                Vt[d * KB + t] = v[(k0 + t) * s[11] + d];
         for (int64_t i = 0; i < nq; i++) {
             float *row = S + i * KB;
             int64_t a = lo[i] - k0, e = hi[i] - k0;          /* allowed columns of this block: [a, e) */
@@ -84,14 +81,7 @@ static int one_block(const attn_job *j, int64_t unit, float *S, float *acc, floa
                 memset(row, 0, (size_t)nk * sizeof(float));
                 continue;
             }
-            if (mrow0) {
-                const float *mk = mrow0 + i * s[14] + k0;
-                for (int64_t c = a; c < e; c++)
-                    row[c] += mk[c];
-            }
-            float mx = -INFINITY;
-            for (int64_t c = a; c < e; c++)
-                mx = row[c] > mx ? row[c] : mx;
+            float mx = ma__add_max_row(row + a, mrow0 ? mrow0 + i * s[14] + k0 + a : NULL, e - a, j->isa);
             float mnew = mx > m[i] ? mx : m[i];
             if (mnew == -INFINITY) {                          /* every score so far is -inf: nothing to add */
                 memset(row, 0, (size_t)nk * sizeof(float));
@@ -108,7 +98,7 @@ static int one_block(const attn_job *j, int64_t unit, float *S, float *acc, floa
             l[i] += ma__exp_shift_row(row + a, row + a, e - a, mnew, j->isa);
             memset(row + e, 0, (size_t)(nk - e) * sizeof(float));
         }
-        st = ma__gemm_nt(acc, dh, S, KB, Vt, KB, NULL, nq, dh, nk, 1.0f, 1, j->isa, 0);
+        st = ma__gemm_nn(acc, dh, S, KB, v + k0 * s[11], s[11], nq, dh, nk, 1.0f, 1, j->isa);
         if (st)
             return st;
     }
@@ -163,14 +153,14 @@ int ma_attention_ex_f32(float *out, const float *q, const float *k, const float 
 #pragma omp parallel if (units > 1 && tq * tk * head_dim > 4096)
 #endif
     {
-        float *S = malloc((size_t)(QB * KB + QB * head_dim + head_dim * KB) * sizeof(float));
+        float *S = malloc((size_t)(QB * KB + QB * head_dim) * sizeof(float));
         int mine = S ? MA_OK : MA_ERR_NOMEM;
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
         for (int64_t u = 0; u < units; u++)
             if (!mine)
-                mine = one_block(&job, u, S, S + QB * KB, S + QB * KB + QB * head_dim);
+                mine = one_block(&job, u, S, S + QB * KB);
         free(S);
         if (mine) {
 #ifdef _OPENMP

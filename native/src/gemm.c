@@ -416,6 +416,12 @@ int ma__gemm_nt(float *C, int64_t ldc, const float *A, int64_t lda, const float 
     return gemm(C, ldc, A, lda, B, ldb, bias, M, N, K, alpha, accumulate, isa, parallel, 0);
 }
 
+int ma__gemm_nn(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,
+                int64_t M, int64_t N, int64_t K, float alpha, int accumulate, int isa)
+{
+    return gemm(C, ldc, A, lda, B, ldb, NULL, M, N, K, alpha, accumulate, isa, 0, 1);
+}
+
 /* MA_OK when (batch - 1) * stride + size, one past the last element a batched operand touches, fits int64. */
 static int check_extent(int64_t batch, int64_t stride, int64_t size)
 {
