@@ -289,7 +289,9 @@ static void test_rope(int64_t B, int64_t N, int64_t T, int64_t Dh, int shared)
 int main(void)
 {
     static const int64_t lin[][3] = {{0, 5, 3}, {1, 1, 1}, {1, 768, 33}, {7, 9, 13}, {6, 16, 16}, {5, 0, 4},
-                                     {3, 4, 0}, {97, 257, 129}, {130, 64, 31}, {200, 300, 70}, {2, 1025, 5}};
+                                     {3, 4, 0}, {97, 257, 129}, {130, 64, 31}, {200, 300, 70}, {2, 1025, 5},
+                                     /* GEMV shapes (1..8 rows, K >= 64): the dot-product paths, K across DOT_KC */
+                                     {3, 100, 9}, {8, 300, 70}, {5, 64, 4}, {7, 1030, 13}, {1, 2049, 6}, {9, 64, 5}};
     for (size_t i = 0; i < sizeof lin / sizeof lin[0]; i++)
         for (int bias = 0; bias < 2; bias++)
             test_linear(lin[i][0], lin[i][1], lin[i][2], bias);
