@@ -123,6 +123,13 @@ int ma_sgmv_lora_add_f32(float *y, const float *x, const float *a, const float *
                          int64_t rows, int64_t k, int64_t r, int64_t m, int64_t n_seg,
                          int64_t n_adapters);
 
+/* OPS-9 with the adapters given as one pointer each (a[i] (ranks[i], k), b[i] (m, ranks[i]), row-major) instead of
+ * one stacked array: no copy of the adapters per call, and mixed ranks in one call (BatchSplit of many LoRAs). */
+int ma_sgmv_lora_add_ptr_f32(float *y, const float *x, const float *const *a, const float *const *b,
+                             const int64_t *ranks, const int64_t *seg_start, const int64_t *seg_adapter,
+                             const float *scales, int64_t rows, int64_t k, int64_t m, int64_t n_seg,
+                             int64_t n_adapters);
+
 /* OPS-13  rotary position embedding:  y = x * cos + rotate_half(x) * sin, rotate_half([x1, x2]) = [-x2, x1]
  * (x2 = the last dh - dh/2 values).  x, y: (batch, heads, t, dh) contiguous; cos, sin: (batch, t, dh) with
  * batch element stride cs_stride (t * dh, or 0 to share one table), broadcast over heads.  y may not alias x. */
@@ -158,5 +165,9 @@ int ma_ref_sgmv_lora_add_f32(float *y, const float *x, const float *a, const flo
                              const int64_t *seg_start, const int64_t *seg_adapter, const float *scales,
                              int64_t rows, int64_t k, int64_t r, int64_t m, int64_t n_seg,
                              int64_t n_adapters);
+int ma_ref_sgmv_lora_add_ptr_f32(float *y, const float *x, const float *const *a, const float *const *b,
+                                 const int64_t *ranks, const int64_t *seg_start, const int64_t *seg_adapter,
+                                 const float *scales, int64_t rows, int64_t k, int64_t m, int64_t n_seg,
+                                 int64_t n_adapters);
 int ma_ref_rope_f32(float *y, const float *x, const float *cos, const float *sin,
                     int64_t batch, int64_t heads, int64_t t, int64_t dh, int64_t cs_stride);

@@ -329,6 +329,35 @@ int ma_ref_sgmv_lora_add_f32(float *y, const float *x, const float *a, const flo
     return MA_OK;
 }
 
+/* OPS-9, one pointer and one rank per adapter */
+int ma_ref_sgmv_lora_add_ptr_f32(float *y, const float *x, const float *const *a, const float *const *b,
+                                 const int64_t *ranks, const int64_t *seg_start, const int64_t *seg_adapter,
+                                 const float *scales, int64_t rows, int64_t k, int64_t m, int64_t n_seg,
+                                 int64_t n_adapters)
+{
+    if (!sizes_ok(rows, k, m, 0) || n_seg < 0 || n_adapters < 0)
+        return MA_ERR_SIZE;
+    if (!seg_start || (n_seg && !seg_adapter) || (n_adapters && (!scales || !ranks || !a || !b)))
+        return MA_ERR_NULL;
+    for (int64_t i = 0; i < n_adapters; i++)
+        if (ranks[i] < 0)
+            return MA_ERR_SIZE;
+    if (seg_start[0] != 0 || seg_start[n_seg] != rows)
+        return MA_ERR_ARG;
+    for (int64_t s = 0; s < n_seg; s++)
+        if (seg_start[s + 1] < seg_start[s] || seg_adapter[s] < -1 || seg_adapter[s] >= n_adapters)
+            return MA_ERR_ARG;
+    for (int64_t s = 0; s < n_seg; s++) {
+        int64_t i0 = seg_start[s], n = seg_start[s + 1] - i0, ad = seg_adapter[s];
+        if (ad < 0 || n == 0 || m == 0)
+            continue;
+        int st = ma_ref_lora_add_f32(y + i0 * m, x + i0 * k, a[ad], b[ad], n, k, ranks[ad], m, scales[ad]);
+        if (st)
+            return st;
+    }
+    return MA_OK;
+}
+
 /* OPS-13  y = x cos + rotate_half(x) sin, each product rounded to float as NumPy's float32 arithmetic does */
 int ma_ref_rope_f32(float *y, const float *x, const float *cos, const float *sin,
                     int64_t batch, int64_t heads, int64_t t, int64_t dh, int64_t cs_stride)

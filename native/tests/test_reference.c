@@ -264,6 +264,24 @@ static void test_lora(int64_t rows, int64_t k, int64_t r, int64_t m)
              (long long)r, (long long)m);
     compare(what, ma_sgmv_lora_add_f32(y, x, a, b, starts, ads, scales, rows, k, r, m, 4, 2),
             ma_ref_sgmv_lora_add_f32(ref, x, a, b, starts, ads, scales, rows, k, r, m, 4, 2), y, ref, rows * m, 0);
+    /* pointer form, mixed ranks: adapter 0 has rank r, adapter 1 rank r + 3 (its own arrays) */
+    {
+        float *a1 = randv((r + 3) * k, 1), *b1 = randv(m * (r + 3), 1);
+        const float *ap[2] = {a, a1}, *bp[2] = {b, b1};
+        int64_t ranks[2] = {r, r + 3};
+        memcpy(y, y0, (size_t)(rows * m > 0 ? rows * m : 0) * sizeof(float));
+        memcpy(ref, y0, (size_t)(rows * m > 0 ? rows * m : 0) * sizeof(float));
+        snprintf(what, sizeof what, "sgmv_lora_add_ptr (%lld, %lld, %lld, %lld)", (long long)rows, (long long)k,
+                 (long long)r, (long long)m);
+        compare(what, ma_sgmv_lora_add_ptr_f32(y, x, ap, bp, ranks, starts, ads, scales, rows, k, m, 4, 2),
+                ma_ref_sgmv_lora_add_ptr_f32(ref, x, ap, bp, ranks, starts, ads, scales, rows, k, m, 4, 2), y, ref,
+                rows * m, 0);
+        ranks[1] = -1;
+        checks++;
+        if (ma_sgmv_lora_add_ptr_f32(y, x, ap, bp, ranks, starts, ads, scales, rows, k, m, 4, 2) != MA_ERR_SIZE)
+            failures++, printf("FAIL sgmv_lora_add_ptr accepted a negative rank\n");
+        free(a1); free(b1);
+    }
     starts[1] = rows + 1;
     checks++;
     if (ma_ref_sgmv_lora_add_f32(ref, x, a, b, starts, ads, scales, rows, k, r, m, 4, 2) != MA_ERR_ARG) {

@@ -153,6 +153,24 @@ def _sgmv_lora_add(nat, ref, rng):
                                             rows, k, r, m, 3, 2) == nat.lib.MA_ERR_ARG
 
 
+def _sgmv_lora_add_ptr(nat, ref, rng):
+    """Pointer form, mixed ranks (2 and 5), vs NumpyOps over the same per-adapter arrays."""
+    rows, k, m = 12, 9, 5
+    x, y0 = f32(rng, rows, k), f32(rng, rows, m)
+    a, b = [f32(rng, 2, k), f32(rng, 5, k)], [f32(rng, m, 2), f32(rng, m, 5)]
+    starts, ads, scales = np.array([0, 4, 4, 12]), np.array([1, 0, -1]), np.array([0.5, 2.0], np.float32)
+    ranks = np.array([2, 5], np.int64)
+    y = y0.copy()
+    st = nat.lib.ma_ref_sgmv_lora_add_ptr_f32(nat._ptr(y), nat._ptr(x),
+                                              nat.ffi.new("float *[]", [nat._ptr(t) for t in a]),
+                                              nat.ffi.new("float *[]", [nat._ptr(t) for t in b]),
+                                              nat.ffi.from_buffer("int64_t[]", ranks),
+                                              nat.ffi.from_buffer("int64_t[]", starts),
+                                              nat.ffi.from_buffer("int64_t[]", ads), nat._ptr(scales), rows, k, m, 3, 2)
+    assert st == 0
+    close(y, ref.sgmv_lora_add(y0.copy(), x, a, b, starts, ads, scales))
+
+
 def _rope(nat, ref, rng):
     for B, N, T, Dh, shared in [(2, 3, 5, 8, False), (1, 2, 7, 9, False), (2, 2, 3, 4, True)]:
         x = f32(rng, B, N, T, Dh, scale=3)
@@ -167,6 +185,7 @@ REFERENCES = {"ma_ref_linear_f32": _linear, "ma_ref_matmul_f32": _matmul, "ma_re
               "ma_ref_softmax_f32": _softmax, "ma_ref_layer_norm_f32": _layer_norm, "ma_ref_rms_norm_f32": _rms_norm,
               "ma_ref_activation_f32": _activation, "ma_ref_bottleneck_f32": _bottleneck,
               "ma_ref_lora_add_f32": _lora_add, "ma_ref_sgmv_lora_add_f32": _sgmv_lora_add,
+              "ma_ref_sgmv_lora_add_ptr_f32": _sgmv_lora_add_ptr,
               "ma_ref_rope_f32": _rope}
 
 
