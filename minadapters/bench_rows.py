@@ -136,7 +136,8 @@ def bench_decode(reps, quick, torch, log) -> list:
                 r = pairs(run_t, ours, reps)
                 r = dict(r, a=r["a"] / new, b=r["b"] / new)
                 rows.append((label, "native/torch", r))
-                note = " (adapters' LLaMA never fills its KV cache: spec/deviations.md #18)" if family == "llama" else ""
+                note = (" (adapters' LLaMA never fills its KV cache: spec/deviations.md #18)"
+                        if family == "llama" else "")
                 log(_fmt(label, r, "torch", "native", u="ms/token") + f" | tokens equal {same}{note}")
     return rows
 
