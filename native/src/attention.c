@@ -17,7 +17,7 @@
 #include <string.h>
 #include "internal.h"
 
-#define QB 128
+#define QB 256
 #define KB 256
 
 typedef struct {

@@ -127,7 +127,7 @@ static void test_attention(int64_t B, int64_t N, int64_t Tq, int64_t Tk, int64_t
 /* The fused kernel with GQA, causal / sliding-window rules and mask layouts against ma_ref_attention_ex_f32:
  * out written (B, Tq, N, Dh) as NativeOps lays it out; mask 0 none, 1 (B, 1, Tq, Tk) broadcast over heads,
  * 2 per head (B, N, Tq, Tk), 3 key padding (B, 1, 1, Tk) with -FLT_MAX at padded keys (stride 0 over rows),
- * 4 kind 1 with a first row of -FLT_MAX.  Sizes cross the query (64) and key (256) blocks. */
+ * 4 kind 1 with a first row of -FLT_MAX.  Sizes cross the query (256) and key (256) blocks. */
 static void test_attention_ex(int64_t B, int64_t N, int64_t Nkv, int64_t Tq, int64_t Tk, int64_t Dh, int mask_kind,
                               int causal, int64_t window)
 {
@@ -330,7 +330,7 @@ int main(void)
     /* B, N, Nkv, Tq, Tk, Dh, window */
     static const int64_t ax[][7] = {{1, 1, 1, 1, 1, 1, 0}, {2, 4, 2, 5, 7, 9, 3}, {1, 6, 1, 70, 300, 16, 0},
                                     {1, 4, 4, 1, 513, 64, 100}, {2, 2, 1, 9, 4, 8, 2}, {1, 3, 3, 130, 130, 33, 40},
-                                    {1, 2, 2, 0, 4, 8, 0}, {1, 2, 1, 3, 0, 4, 0}};
+                                    {1, 2, 2, 0, 4, 8, 0}, {1, 2, 1, 3, 0, 4, 0}, {1, 2, 1, 260, 270, 16, 100}};
     for (size_t i = 0; i < sizeof ax / sizeof ax[0]; i++)
         for (int mk = 0; mk < 5; mk++)
             for (int causal = 0; causal < 2; causal++)
