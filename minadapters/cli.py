@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from . import bench, conformance_cli
+from . import bench_rows, conformance_cli
 from .composition import BLOCKS, Fuse, Parallel, Stack
 from .hub import resolve_model_dir
 from .io.files import read_json
@@ -224,7 +224,7 @@ def cmd_train(args) -> int:
 
 
 # Subcommands with their own argument parsers: main() hands them the rest of the command line.
-DELEGATES = {"conformance": conformance_cli.main, "bench": bench.main}
+DELEGATES = {"conformance": conformance_cli.main, "bench": bench_rows.main}
 def _model_args(p):
     p.add_argument("--model", required=True, help="HF model directory or Hugging Face id (config.json, weights, "
                    "tokenizer.json)")

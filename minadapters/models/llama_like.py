@@ -215,10 +215,9 @@ def decoder_layer(fam, i, x, mask, rope, lp, hk, cfg: Config, ops, cache, probs=
         mask = sliding_window_mask(mask, cfg.windows[i], mask.dtype)
     if not fam.plugin:
         k, v, mask = hk.prefix(Hook.SELF_PREFIX, k, v, mask, h)          # (B, Nkv, P+Tk, Dh), after RoPE
-    k, v = dc.repeat_kv(k, N // Nkv), dc.repeat_kv(v, N // Nkv)
     if probs is not None:
-        probs.append(attention_probs(q, k, mask, ops))                     # (B, N, T, Tk)
-    ctx = ops.attention(q, k, v, mask)
+        probs.append(attention_probs(q, dc.repeat_kv(k, N // Nkv), mask, ops))   # (B, N, T, Tk)
+    ctx = ops.attention(q, k, v, mask)                                  # GQA inside OPS-2: k, v never repeated
     a = ops.linear(dc.merge_heads(ctx), *lp.linear("self_attn.o_proj"))
     x = _close(fam, hk, Hook.MH_ADAPTER, a, x)
     h2 = rms_norm(x, lp["post_attention_layernorm.weight"], eps, fam.norm_offset, ops)
