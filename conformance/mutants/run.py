@@ -41,11 +41,15 @@ def _env(**extra):
 
 def record(timeout):
     """Step 1: the whole suite on the clean driver with recorders; returns {target: [node ids]}."""
-    cmd = [sys.executable, "-m", "pytest", "conformance", f"--driver={RECORDER}"] + BASE
+    cmd = [sys.executable, "-m", "pytest", "conformance", f"--driver={RECORDER}", "-rf"] + BASE
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(**{REACH_ENV: REACH}), capture_output=True, text=True,
                           timeout=timeout)
+    with open(REACH + ".log", "w", encoding="utf-8") as f:
+        f.write(proc.stdout + proc.stderr)
     if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+        lines = (proc.stdout + proc.stderr).splitlines()
+        tail = "\n".join([ln for ln in lines if ln.startswith(("FAILED", "WRONG_", "ERROR", "NOT_"))][:20]
+                         + lines[-3:])
         raise SystemExit(f"the recording run (clean driver) did not pass (exit {proc.returncode}):\n{tail}")
     with open(REACH, encoding="utf-8") as f:
         return json.load(f)
