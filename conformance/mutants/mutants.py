@@ -4,8 +4,9 @@
 
 A mutant is one small semantic change to a minadapters function (a wrong scaling, a swapped axis, a missing
 residual, ...). It is active only while the mutant driver's own methods run, so the reference driver (the
-same minadapters, in the same process) stays clean. Each mutant names the tests (a ``-k`` expression) the
-runner gives it, to keep one run within a minute on a shared 2-core machine.
+same minadapters, in the same process) stays clean. The runner (run.py) gives each mutant the tests that
+reached its target function in a recorded clean run (RecordingDriver); a mutant's ``select`` only says where one
+would look first and is not used to choose tests.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class Mutant:
     target: str          # "module:function" or "module:Class.method"
     what: str            # the semantic change, in words
     wrap: Callable       # (orig, args, kwargs) -> result
-    select: str = ""     # kept for reading only: the runner selects by recorded reachability (see run.py)
+    select: str = ""     # where one would look first (not used: the runner selects by recorded reachability)
     excluded: str = ""   # non-empty: not counted, with the reason ("equivalent: ..." or "out of scope: ...")
 
 

@@ -58,7 +58,7 @@ def record(timeout):
 def run_one(m, tests, timeout):
     if not tests:
         return "SURVIVED (not reached)", 0.0, ""
-    cmd = [sys.executable, "-m", "pytest", f"--driver={DRIVER}", "-x"] + BASE + list(tests)
+    cmd = [sys.executable, "-m", "pytest", f"--driver={DRIVER}", "-x", "-rf"] + BASE + list(tests)
     t0 = time.time()
     try:
         proc = subprocess.run(cmd, cwd=ROOT, env=_env(**{ENV: m.id}), capture_output=True, text=True,
@@ -66,11 +66,11 @@ def run_one(m, tests, timeout):
     except subprocess.TimeoutExpired:
         return "INVALID (timeout)", time.time() - t0, ""
     out = proc.stdout + proc.stderr
-    first = next((line for line in out.splitlines() if line.startswith(("WRONG_", "NOT_", "ERROR", "FAILED",
-                                                                         "UNREADABLE"))), "")
-    test = next((line.split()[1] for line in out.splitlines() if line.startswith("FAILED ")), "")
+    failed = next((line for line in out.splitlines() if line.startswith("FAILED ")), "")
+    test = failed.split()[1].split("::")[-1] if failed else ""
+    kind = failed.split(" - ", 1)[1].split()[0] if " - " in failed else ""
     verdict = {0: "SURVIVED", 1: "KILLED"}.get(proc.returncode, f"INVALID (pytest exit {proc.returncode})")
-    return verdict, time.time() - t0, (test.split("::")[-1] + " " + first[:90]).strip()
+    return verdict, time.time() - t0, f"`{test}` {kind}".strip() if test else ""
 
 
 def main(argv=None):
