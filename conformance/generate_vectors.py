@@ -67,7 +67,46 @@ SUITES = {
         (["PROMPT-1"], "prompt tuning length 3", [("a", {"architecture": "prompt_tuning", "prompt_length": 3})], ST("a"), []),
         (["REFT-1"], "loreft", [("a", "loreft")], ST("a"), []),
     ],
+    # decoders (GPT-2 with its fused c_attn and Conv1D layout, LLaMA with GQA and RoPE), right-padded batches
+    "decoders": [
+        (["BN-1", "BN-2"], "seq_bn preset", [("a", "seq_bn")], ST("a"), []),
+        (["BN-1", "BN-2"], "double_seq_bn with gating", [("a", "double_seq_bn[use_gating=True]")], ST("a"), []),
+        (["BN-4"], "par_bn", [("a", "par_bn")], ST("a"), []),
+        (["LORA-1"], "lora q,v", [("a", "lora[r=4, alpha=8]")], ST("a"), []),
+        (["LORA-1"], "lora all targets, gated", [("a", {"architecture": "lora", "r": 2, "alpha": 4, "selfattn_lora": True, "intermediate_lora": True, "output_lora": True, "attn_matrices": ["q", "k", "v"], "use_gating": True})], ST("a"), []),
+        (["LORA-3"], "ia3 preset", [("a", "ia3")], ST("a"), []),
+        (["PREFIX-1"], "prefix MLP", [("a", {"architecture": "prefix_tuning", "prefix_length": 3, "bottleneck_size": 8})], ST("a"), []),
+        (["REFT-1"], "loreft", [("a", "loreft")], ST("a"), []),
+        (["PHM-1", "PHM-2"], "compacter", [("a", "compacter[reduction_factor=5, phm_dim=2]")], ST("a"), []),
+        (["INV-1", "INV-4"], "seq_bn_inv (NICE)", [("a", "seq_bn_inv")], ST("a"), []),
+        (["CFG-3"], "union seq_bn | lora", [("a", "seq_bn|lora[r=4]")], ST("a"), []),
+        (["COMP-STACK"], "Stack of two bottlenecks", [("a", "seq_bn"), ("b", "double_seq_bn")], blk("Stack", [L("a"), L("b")]), []),
+        (["COMP-BATCHSPLIT"], "BatchSplit 1+2 (bottleneck)", [("a", "seq_bn"), ("b", "seq_bn")], blk("BatchSplit", [L("a"), L("b")], batch_sizes=[1, 2]), []),
+    ],
+    # LoRA-family methods and LoRA under blocks other than Stack (BERT and LLaMA; GPT-2's c_attn refuses them)
+    "lora_family": [
+        (["LORA-4"], "vera on q", [("a", {"architecture": "lora", "r": 4, "alpha": 8, "attn_matrices": ["q"], "init_weights": "vera", "vera_d": 0.1, "vera_b": 0.0})], ST("a"), []),
+        (["LORA-5"], "dora q,v", [("a", {"architecture": "lora", "r": 4, "alpha": 8, "use_dora": True})], ST("a"), []),
+        (["LORA-5", "LORA-4"], "dvora on q", [("a", {"architecture": "lora", "r": 4, "alpha": 8, "attn_matrices": ["q"], "init_weights": "vera", "vera_d": 0.1, "vera_b": 0.0, "use_dora": True})], ST("a"), []),
+        (["LORA-6", "COMP-MULTITASK"], "MTL-LoRA under MultiTask", [("a", {"architecture": "mtl_lora", "r": 2, "alpha": 4, "n_up_projection": 2}), ("b", {"architecture": "mtl_lora", "r": 2, "alpha": 4, "n_up_projection": 2})], blk("MultiTask", [L("a"), L("b")]), ["TaskIds"]),
+        (["COMP-BATCHSPLIT"], "LoRA BatchSplit 2+1", [("a", "lora[r=2]"), ("b", "lora[r=3]")], blk("BatchSplit", [L("a"), L("b")], batch_sizes=[2, 1]), []),
+        (["COMP-AVERAGE"], "LoRA Average 1:3", [("a", "lora[r=2]"), ("b", "lora[r=2]")], blk("Average", [L("a"), L("b")], weights=[0.25, 0.75]), []),
+        (["COMP-MULTITASK"], "LoRA MultiTask", [("a", "lora[r=2]"), ("b", "lora[r=2]")], blk("MultiTask", [L("a"), L("b")]), ["TaskIds"]),
+        (["LORA-3", "COMP-BATCHSPLIT"], "IA3 BatchSplit 1+2", [("a", "ia3"), ("b", "ia3")], blk("BatchSplit", [L("a"), L("b")], batch_sizes=[1, 2]), []),
+    ],
+    # Compacter, invertible adapters and config unions on the encoders
+    "families": [
+        (["PHM-1", "PHM-2", "PHM-3"], "compacter", [("a", "compacter[reduction_factor=5, phm_dim=2]")], ST("a"), []),
+        (["PHM-1", "PHM-2"], "compacter++ with phm_bias, factorised W", [("a", "compacter++[reduction_factor=5, phm_dim=4, phm_bias=True]")], ST("a"), []),
+        (["INV-1", "INV-4"], "seq_bn_inv (NICE)", [("a", "seq_bn_inv")], ST("a"), []),
+        (["INV-1", "INV-4"], "double_seq_bn_inv (NICE; GLOW crashes upstream, deviations #16)", [("a", "double_seq_bn_inv")], ST("a"), []),
+        (["CFG-3"], "union seq_bn | lora", [("a", "seq_bn|lora[r=4]")], ST("a"), []),
+        (["CFG-3"], "MAM (prefix + parallel bottleneck)", [("a", "mam")], ST("a"), []),
+        (["CFG-3", "GATE-1"], "UniPELT (gated lora, prefix, bottleneck)", [("a", "unipelt")], ST("a"), []),
+        (["CFG-3", "COMP-STACK"], "Stack of two unions", [("a", "seq_bn|lora[r=2]"), ("b", "par_bn|lora[r=3]")], blk("Stack", [L("a"), L("b")]), []),
+    ],
 }
+SUITE_ARCHS = {"decoders": ("gpt2", "llama"), "lora_family": ("bert", "llama")}   # default: bert, roberta
 NOTES = {"ZeroUp": {"kind": "EDGE_CASE", "description": "adapter_up weight and bias are 0: output equals the base model"},
          "TaskIds": {"kind": "INPUT", "description": "forwardKwargs.task_ids routes rows"},
          "Fusion": {"kind": "INPUT", "description": "fusions lists add_adapter_fusion calls with their weights"}}
@@ -114,6 +153,7 @@ def _generate_case(tc, arch, model_dir, spec, comment, adapters_, setup, flags, 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "vectors"))
+    ap.add_argument("--suites", nargs="*", default=None, help="only these suites (default: all)")
     args = ap.parse_args(argv)
     import adapters
     import torch
@@ -121,8 +161,10 @@ def main(argv=None):
     torch.manual_seed(0)
     tmp = tempfile.mkdtemp()
     for suite, cases in SUITES.items():
+        if args.suites is not None and suite not in args.suites:
+            continue
         arrays, groups, tc = {}, [], 0
-        for arch in ("bert", "roberta"):
+        for arch in SUITE_ARCHS.get(suite, ("bert", "roberta")):
             model_dir = write_model(os.path.join(tmp, arch), arch, seed=5)
             with open(os.path.join(model_dir, "model.safetensors"), "rb") as f:
                 sha = hashlib.sha256(f.read()).hexdigest()

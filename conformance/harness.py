@@ -80,12 +80,13 @@ class declined_by:
         return False
 
 
-def add_perturbed(primary: Built, others, specs, seed):
-    """Add each (name, cfg) to every model; weights = primary's fresh weights + seeded noise, shared by all."""
+def add_perturbed(primary: Built, others, specs, seed, scale=0.3):
+    """Add each (name, cfg) to every model; weights = primary's fresh weights + seeded noise (std ``scale``),
+    shared by all."""
     out = {}
     for i, (name, cfg) in enumerate(specs):
         primary.add(name, cfg)
-        w = perturb(primary.weights(name), seed + 7919 * i)
+        w = perturb(primary.weights(name), seed + 7919 * i, scale=scale)
         primary.drv.set_adapter_weights(primary.model, name, w)
         for o in others:
             o.add(name, cfg, w)

@@ -645,7 +645,8 @@ def _node(draw, kind, names, blocks, B, T, level, info):
         kwargs["batch_sizes"] = sizes
     elif kind == "Average":
         w = [draw(st.sampled_from([1.0, 2.0, 0.5, 3.0]), label="weight") for _ in range(n)]
-        kwargs["weights"] = [x / sum(w) for x in w]
+        kwargs["weights"] = w             # raw: the block normalises them unless normalize_weights=False
+        kwargs["normalize_weights"] = draw(st.booleans(), label="normalize_weights")
     elif kind == "MultiTask":
         info["task_ids"] = [draw(st.integers(0, n - 1), label="task_id") for _ in range(B)]
     return block(kind, children, **kwargs)

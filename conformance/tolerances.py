@@ -4,7 +4,8 @@ spec/00-notation.md prints the same table; ``tests/test_tolerances.py`` parses i
 Op-level bounds of the native kernels against the NumPy reference are a separate table, in spec/ops.md.
 
 Two rules:
-  ``elementwise``  |actual − expected| ≤ atol + rtol·|expected| at every element (conformance checks);
+  ``elementwise``  |actual − expected| ≤ atol·s + rtol·|expected| at every element (conformance checks), with
+                   s = max(1, RMS of the expected vector along the last axis) (outcomes.vector_scale);
   ``scaled``       max|actual − expected| ≤ rtol·max|expected| over the tensor (oracle tests, atol 0).
 """
 from __future__ import annotations

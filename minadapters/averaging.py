@@ -29,44 +29,45 @@ HASH_IGNORE = ("dropout", "init_weights")
 
 
 # ---- inputs ----------------------------------------------------------------------------------------
-def resolve_weights(adapter_list, weights=None, normalize_weights=True):
+def resolve_weights(adapter_list, weights=None, normalize_weights=True, *, what="average_adapter", noun="adapter"):
     """(names, weights). Default: 1/N each (``normalize_weights`` is then irrelevant, as upstream); given weights are
-    divided by their sum if ``normalize_weights``. A dict maps names to weights. Spec: API-5 (weights)."""
+    divided by their sum if ``normalize_weights``. A dict maps names to weights. Spec: API-5 (weights).
+    ``what`` / ``noun`` name the calling operation in messages (average_head shares the rule, HEAD-13)."""
     if isinstance(adapter_list, dict):
         if weights is not None:
-            raise ValueError("average_adapter: pass the weights either as a dict adapter_list or as weights=, "
+            raise ValueError(f"{what}: pass the weights either as a dict {noun}_list or as weights=, "
                              "not both.")
         names, weights = list(adapter_list), list(adapter_list.values())
     elif isinstance(adapter_list, (list, tuple)):
         names = list(adapter_list)
     else:
-        raise TypeError(f"average_adapter: adapter_list must be a list of adapter names or a dict name -> weight; "
+        raise TypeError(f"{what}: {noun}_list must be a list of {noun} names or a dict name -> weight; "
                         f"got {type(adapter_list).__name__} {adapter_list!r}.")
     if not names:
-        raise ValueError("No adapters to average. Please provide at least one adapter to average.")
+        raise ValueError(f"No {noun}s to average. Please provide at least one {noun} to average.")
     for n in names:
         if not isinstance(n, str):
-            raise TypeError(f"average_adapter: adapter_list entry {n!r} is not an adapter name (str).")
+            raise TypeError(f"{what}: {noun}_list entry {n!r} is not a {noun} name (str).")
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ValueError(f"average_adapter: adapter_list names {dup} more than once; list each adapter once "
+        raise ValueError(f"{what}: {noun}_list names {dup} more than once; list each {noun} once "
                          "(give it a larger weight instead).")
     if weights is None:
         return names, [1.0 / len(names)] * len(names)
     if isinstance(weights, (str, bytes)) or not hasattr(weights, "__len__"):
-        raise TypeError(f"average_adapter: weights must be a list of numbers; got {weights!r}.")
+        raise TypeError(f"{what}: weights must be a list of numbers; got {weights!r}.")
     weights = list(weights)
     if len(weights) != len(names):
-        raise ValueError(f"average_adapter: {len(weights)} weights {weights} for {len(names)} adapters {names}; "
-                         "give one weight per adapter.")
+        raise ValueError(f"{what}: {len(weights)} weights {weights} for {len(names)} {noun}s {names}; "
+                         f"give one weight per {noun}.")
     for w in weights:
         if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(float(w)):
-            raise ValueError(f"average_adapter: weight {w!r} is not a finite number.")
+            raise ValueError(f"{what}: weight {w!r} is not a finite number.")
     weights = [float(w) for w in weights]
     if normalize_weights:
         total = sum(weights)
         if total == 0:
-            raise ValueError(f"average_adapter: weights {weights} sum to 0 and cannot be normalized; pass "
+            raise ValueError(f"{what}: weights {weights} sum to 0 and cannot be normalized; pass "
                              "normalize_weights=False or other weights.")
         weights = [w / total for w in weights]
     return names, weights

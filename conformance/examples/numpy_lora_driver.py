@@ -109,6 +109,7 @@ class NumpyLoraDriver:
             mods[m][leaf] = np.asarray(v, np.float64)
 
     def set_active(self, model, setup):
+        self.reset(model)           # a new active setup undoes a merge first (as adapters' set_active_adapters)
         while setup is not None and setup["type"] == "Stack" and len(setup["children"]) == 1:
             setup = setup["children"][0]
         if setup is None:

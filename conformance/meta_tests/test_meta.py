@@ -66,7 +66,7 @@ def test_union_presets_have_their_members():
 def test_trees_cover_every_block_and_nesting():
     seen_blocks, seen_pairs = set(), set()
 
-    @settings(max_examples=300, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=600, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
     @given(tree=composition_trees(["a", "b", "c"], set(BLOCKS), 4, 6))
     def run(tree):
         seen_blocks.update(tree_blocks(tree["setup"]))

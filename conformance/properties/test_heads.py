@@ -105,10 +105,12 @@ def test_head_differential(driver, reference, model_dirs, arch, data):
     shape = data.draw(batch_shapes(min_len=2), label="batch")
     seed = data.draw(seeds, label="seed")
     note(f"arch={arch} head={cfg} batch={shape} seed={seed}")
+    # an invertible adapter (MAD-X) puts its inverse coupling before LM heads (HEAD-5, INV-1): drawn as well
+    adapter = data.draw(st.sampled_from(["seq_bn", "seq_bn_inv"]), label="adapter config")
     ref, dut = HeadBuilt(reference, model_dirs[arch]), HeadBuilt(driver, model_dirs[arch])
-    w = perturb(_fresh_adapter(ref, "h"), seed + 1)
+    w = perturb(_fresh_adapter(ref, "h", adapter), seed + 1)
     reference.set_adapter_weights(ref.model, "h", w)
-    dut.add("h", "seq_bn", w)
+    dut.add("h", adapter, w)
     _add_perturbed_head(ref, [dut], "h", cfg, seed)
     ids, mask = _inputs(arch, cfg, seed, shape)
     record("heads", cfg["head_type"], arch)
@@ -117,8 +119,8 @@ def test_head_differential(driver, reference, model_dirs, arch, data):
              f"{arch} {cfg['head_type']}")
 
 
-def _fresh_adapter(built, name):
-    built.add(name, "seq_bn")
+def _fresh_adapter(built, name, config="seq_bn"):
+    built.add(name, config)
     return built.weights(name)
 
 
@@ -172,3 +174,11 @@ def test_head_files_roundtrip(driver, model_dirs, arch, data, tmp_path_factory):
     record("heads", "files", arch)
     rtol, atol = tolerance("metamorphic", driver)
     _compare(b.heads(single("t"), ids, mask), want, rtol, atol, f"{arch} {cfg['head_type']} files")
+    # the directory saved from a model with heads also loads into a bare model (its head files are ignored
+    # there): the same hidden states as the adapter added to a bare model with the saved weights
+    bare, direct = Built(driver, model_dirs[arch]), Built(driver, model_dirs[arch])
+    assert driver.load_adapter(bare.model, d) == "t"
+    direct.add("t", "seq_bn", w)
+    ids2, mask2 = batch(arch, seed, shape)
+    assert_close(bare.run(single("t"), ids2, mask2), direct.run(single("t"), ids2, mask2), rtol=rtol, atol=atol,
+                 what="bare model's output of the head model's file", context=f"{arch} {cfg['head_type']} files")

@@ -90,6 +90,33 @@ def test_merge_equals_unmerged_and_reset_restores(driver, model_dirs, arch, meth
     _close(m.run(None, ids, mask), base, driver, "output after reset (no adapter active)", ctx, group="merge")
 
 
+@pytest.mark.spec("LORA-9", "COMP-1")
+@pytest.mark.conformance(block="merge-switch")
+@pytest.mark.parametrize("method", METHODS)
+@given(data=st.data())
+def test_merge_then_switch_unmerges(driver, model_dirs, arch, method, data):
+    """merge('a'), then a new active setup without an explicit reset: set_active undoes the merge first
+    (adapters' set_active_adapters calls reset_adapter), so Stack('b') then equals 'b' alone and no setup
+    equals the base model."""
+    if method.mergeable is None:
+        pytest.skip(f"{method.name} is not mergeable")
+    need(driver, "op:merge")
+    m, cfgs, shape, seed = _setup(driver, model_dirs, arch, method, data, n=2)
+    cfgs = [c if method.mergeable(c) else dict(c, use_gating=False) for c in cfgs]
+    specs = list(zip("ab", cfgs))
+    ctx = describe_case(method.name, arch, specs, single("b"), shape, seed) + " after merge('a')"
+    ids, mask = batch(arch, seed, shape)
+    base = m.run(None, ids, mask)
+    add_perturbed(m, [], specs, seed)
+    alone_b = m.run(single("b"), ids, mask)
+    m.run(single("a"), ids, mask)
+    m.drv.merge(m.model, "a")
+    record(method.name, "merge-switch", arch)
+    _close(m.run(single("b"), ids, mask), alone_b, driver, "Stack('b') after merge('a')", ctx, group="merge")
+    m.drv.merge(m.model, "b")
+    _close(m.run(None, ids, mask), base, driver, "no adapter after merge('b')", ctx, group="merge")
+
+
 @pytest.mark.spec("PREFIX-6")
 @pytest.mark.conformance(block="eject")
 @pytest.mark.parametrize("method", METHODS)
@@ -315,6 +342,40 @@ def test_save_load_identity(driver, model_dirs, arch, method, data, tmp_path_fac
         if k in got:
             _close(got[k], v, driver, f"reloaded weight {k}", ctx)
     _close(fresh.run(single(name), ids, mask), before, driver, "output after save -> load", ctx)
+
+
+def _renamed(key, old, new):
+    return ".".join(new if part == old else part for part in key.split("."))
+
+
+@pytest.mark.spec("IO-11", "API-1")
+@pytest.mark.conformance(block="load_as")
+@pytest.mark.parametrize("method", METHODS)
+@given(data=st.data())
+def test_load_as_renames(driver, model_dirs, arch, method, data, tmp_path_factory):
+    """load_adapter(dir, load_as='c') of an adapter saved as 'a': the name is 'c', every weight key has 'c'
+    where the saved one had 'a' (same values), and Stack('c') gives the output 'a' gave."""
+    need(driver, "io:roundtrip")
+    m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data)
+    ctx = describe_case(method.name, arch, [("a", cfg)], single("a"), shape, seed) + " load_as='c'"
+    w = add_perturbed(m, [], [("a", cfg)], seed)["a"]
+    ids, mask = batch(arch, seed, shape)
+    before = m.run(single("a"), ids, mask)
+    d = os.path.join(str(tmp_path_factory.mktemp("loadas")), "a")
+    m.drv.save_adapter(m.model, "a", d)
+    fresh = Built(driver, model_dirs[arch])
+    name = fresh.drv.load_adapter(fresh.model, d, load_as="c")
+    record(method.name, "load_as", arch)
+    if name != "c":
+        raise WrongValue(f"load_adapter(load_as='c') returned {name!r}, but should be 'c' [{ctx}]")
+    got = fresh.weights("c")
+    want = {_renamed(k, "a", "c"): v for k, v in w.items()}
+    missing = sorted(set(want) - set(got))
+    if missing:
+        raise WrongValue(f"weights after load_as='c' lack {missing[:3]} (have {sorted(got)[:3]} ...) [{ctx}]")
+    for k, v in want.items():
+        _close(got[k], v, driver, f"reloaded weight {k}", ctx)
+    _close(fresh.run(single("c"), ids, mask), before, driver, "Stack('c') after load_as='c'", ctx)
 
 
 @pytest.mark.spec("ENC-3")

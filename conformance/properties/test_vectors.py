@@ -24,7 +24,10 @@ def _caps(doc, t):
         if arch is None:
             caps.add("method:bottleneck")
         elif arch == "lora":
-            caps.add("method:ia3" if c.get("composition_mode") == "scale" else "method:lora")
+            vera, dora = c.get("init_weights") == "vera", bool(c.get("use_dora"))
+            caps.add("method:ia3" if c.get("composition_mode") == "scale" else
+                     "method:dvora" if vera and dora else "method:vera" if vera else
+                     "method:dora" if dora else "method:lora")
         else:
             caps.add(f"method:{arch}")
     caps |= {f"block:{b}" for b in tree_blocks(t["setup"])}

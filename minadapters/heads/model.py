@@ -6,6 +6,7 @@ themselves are declared in heads/types.py.
 """
 from __future__ import annotations
 
+import copy
 import os
 
 import numpy as np
@@ -16,7 +17,8 @@ from ..configuration import get_adapter_config_hash
 from ..context import AdapterSetup
 from ..errors import CompositionError, ConfigError
 from ..functional import heads as F
-from .. import generate as _generate, loading, setup_files
+from ..functional.averaging import weighted_sum
+from .. import averaging, generate as _generate, loading, setup_files
 from ..model import AdapterModel, load_pretrained
 from ..models import architecture
 from ..outputs import ModelOutput, MultiHeadOutput
@@ -255,6 +257,41 @@ class ModelWithHeads(AdapterModel):
                   layer_norm=True, bias=True)
 
     @mutates
+    @mutates
+    def average_head(self, head_name, head_list, weights=None, normalize_weights=True, overwrite_ok=False,
+                     set_active=False):
+        """Add ``head_name`` whose every parameter is Σ_i w_i · (the same parameter of head i). Spec: HEAD-13.
+
+        ``head_list``: head names (``weights`` one per head; default 1/N each) or a dict name -> weight. Weights
+        are divided by their sum when ``normalize_weights``. The heads must be of one type with equal configs
+        (``dropout_prob`` aside); the new head copies the first one's config (labels included). A projection tied
+        to the input embeddings stays tied (adapters re-ties it after loading the averaged state dict)."""
+        names, ws = averaging.resolve_weights(head_list, weights, normalize_weights, what="average_head",
+                                              noun="head")
+        missing = [n for n in names if n not in self.heads]
+        if missing:
+            raise KeyError(f"average_head: unknown head {missing[0]!r}; heads: "
+                           f"{', '.join(map(repr, self.heads)) or 'none'}.")
+        first = self.heads[names[0]]
+        ref = get_adapter_config_hash(first.config, ignore_params=["dropout_prob"])
+        for n in names[1:]:
+            other = self.heads[n]
+            if other.type is not first.type:
+                raise ValueError(f"Cannot average heads of different classes: {names[0]!r} is a {first.head_type} "
+                                 f"head, {n!r} a {other.head_type} head.")
+            if get_adapter_config_hash(other.config, ignore_params=["dropout_prob"]) != ref:
+                raise ValueError(f"Cannot average heads with different configurations: {names[0]!r} has "
+                                 f"{first.config}, {n!r} has {other.config}.")
+        if head_name in self.heads and not overwrite_ok:
+            raise ValueError(f"Model already contains a head with name {head_name!r}. Use overwrite_ok=True to "
+                             "force overwrite.")
+        # computed before the model changes, so average_head("a", ["a", "b"], overwrite_ok=True) works
+        params = {k: weighted_sum([self.heads[n].params[k] for n in names], ws).astype(v.dtype)
+                  for k, v in first.params.items()}
+        new = copy.copy(first)
+        new.name, new.config, new.params = head_name, copy.deepcopy(first.config), params
+        self.add_prediction_head(new, overwrite_ok=overwrite_ok, set_active=set_active)
+
     def delete_head(self, head_name: str) -> None:
         if head_name not in self.heads:
             return

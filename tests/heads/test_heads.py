@@ -465,3 +465,66 @@ def test_family_without_class_gets_one_from_its_record(bert_dir, monkeypatch, tm
     assert "multiple_choice" in m.head_types and "masked_lm" in m.head_types
     with pytest.raises(ValueError, match="model_type='t5'"):
         hm.adapter_model_class("t5")
+
+
+# ---- average_head (HEAD-13) ------------------------------------------------------------------------------
+@pytest.mark.spec("HEAD-13")
+def test_average_head_of_one_layer_heads_averages_their_logits(model):
+    """A 1-layer classification head is linear in its parameters: the averaged head's logits are Σ w_i logits_i
+    (weights normalised), and it is added without being activated, with the first head's config."""
+    rng = np.random.default_rng(4)
+    for n in "abc":
+        model.add_classification_head(n, num_labels=3, layers=1)
+        perturb(model.heads[n], rng)
+    ids, mask = ids_mask()
+    logits = {n: model(ids, attention_mask=mask, head=n).logits for n in "abc"}
+    model.active_head = "a"
+    model.average_head("avg", ["a", "b", "c"], weights=[1.0, 3.0, 0.5])
+    assert model.active_head == "a" and model.heads["avg"].config == model.heads["a"].config
+    want = sum(w * logits[n] for n, w in zip("abc", [1 / 4.5, 3 / 4.5, 0.5 / 4.5]))
+    np.testing.assert_allclose(model(ids, attention_mask=mask, head="avg").logits, want, rtol=1e-5, atol=1e-6)
+    model.average_head("raw", {"a": 1.0, "b": 3.0}, normalize_weights=False, set_active=True)
+    assert model.active_head == "raw"
+    np.testing.assert_allclose(model(ids, attention_mask=mask).logits, logits["a"] + 3 * logits["b"],
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.spec("HEAD-13")
+def test_average_head_keeps_a_tied_projection_tied(model):
+    """Masked LM heads tied to the input embeddings: the averaged head reads the (unchanged) embedding matrix,
+    its other parameters (dense, LayerNorm, output bias) are the weighted sums."""
+    rng = np.random.default_rng(5)
+    for n in "ab":
+        model.add_masked_lm_head(n)
+        perturb(model.heads[n], rng)
+    emb = model.params[model.arch.embed_key].copy()
+    model.average_head("avg", ["a", "b"], weights=[0.25, 0.75])
+    head = model.heads["avg"]
+    assert head.tied_key == model.arch.embed_key
+    np.testing.assert_array_equal(model.params[model.arch.embed_key], emb)
+    for k in head.params:
+        np.testing.assert_allclose(head.params[k], 0.25 * model.heads["a"].params[k] + 0.75 * model.heads["b"].params[k],
+                                   rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.spec("HEAD-13")
+def test_average_head_refusals_and_overwrite(model):
+    model.add_classification_head("a", num_labels=3)
+    model.add_classification_head("b", num_labels=3)
+    model.add_classification_head("four", num_labels=4)
+    model.add_tagging_head("tag", num_labels=3)
+    with pytest.raises(ValueError, match="different configurations"):
+        model.average_head("x", ["a", "four"])
+    with pytest.raises(ValueError, match="different classes"):
+        model.average_head("x", ["a", "tag"])
+    with pytest.raises(KeyError, match="unknown head 'zz'"):
+        model.average_head("x", ["a", "zz"])
+    with pytest.raises(ValueError, match="No heads to average"):
+        model.average_head("x", [])
+    with pytest.raises(ValueError, match="already contains a head with name 'b'"):
+        model.average_head("b", ["a", "b"])
+    assert "x" not in model.heads
+    before = {k: v.copy() for k, v in model.heads["a"].params.items()}
+    model.average_head("a", ["a", "b"], weights=[1.0, 0.0], overwrite_ok=True)   # computed before replacing 'a'
+    for k, v in before.items():
+        np.testing.assert_allclose(model.heads["a"].params[k], v, rtol=1e-6)

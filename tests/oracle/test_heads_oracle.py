@@ -452,3 +452,74 @@ def test_static_head_saved_with_adapter_converts(model_type, cls_name, tmp_path)
         warnings.simplefilter("always")
         ma.AutoModel.from_pretrained(mdir).load_adapter(adir)
     assert any("not loaded" in str(x.message) for x in w) == (cls_name == "BertForSequenceClassification")
+
+
+# ---- average_head (HEAD-13) ------------------------------------------------------------------------------
+AVG_CASES = [
+    ("bert", "add_classification_head", dict(num_labels=3), ["logits"]),
+    ("bert", "add_tagging_head", dict(num_labels=4, layers=2, activation_function="gelu"), ["logits"]),
+    ("bert", "add_qa_head", dict(), ["start_logits", "end_logits"]),
+    ("bert", "add_masked_lm_head", dict(), ["logits"]),          # projection tied to the embeddings
+    ("roberta", "add_classification_head", dict(num_labels=2, layers=1, use_pooler=False), ["logits"]),
+    ("gpt2", "add_causal_lm_head", dict(), ["logits"]),          # tied
+    ("llama", "add_causal_lm_head", dict(layers=1), ["logits"]),  # untied (tie_word_embeddings false)
+    ("llama", "add_classification_head", dict(num_labels=3), ["logits"]),
+]
+
+
+@pytest.mark.spec("HEAD-13")
+@pytest.mark.parametrize("normalize", [True, False], ids=["normalized", "raw"])
+@pytest.mark.parametrize("case", AVG_CASES, ids=[f"{c[0]}-{c[1][4:]}" for c in AVG_CASES])
+def test_average_head_equals_adapters(case, normalize, tmp_path):
+    """Three perturbed heads of one config, averaged with weights 1, 3, 0.5 by adapters 1.3.0 and by us (the heads
+    moved over through head files): the same logits with the averaged head active, the same head parameters."""
+    model_type, method, kw, fields = case
+    mdir = base_dir(model_type, str(tmp_path))
+    up = upstream(mdir)
+    up.add_adapter("t", config=ADAPTER[model_type])
+    perturb_adapter(up, "t")
+    for i, n in enumerate("abc"):
+        getattr(up, method)(n, **kw)
+        perturb_head(up, n, seed=3 + i)
+    ours = ma.AutoAdapterModel.from_pretrained(mdir)
+    adir = os.path.join(str(tmp_path), "t")
+    up.save_adapter(adir, "t")
+    ours.load_adapter(adir)
+    for n in "abc":
+        hdir = os.path.join(str(tmp_path), "head_" + n)
+        up.save_head(hdir, n)
+        ours.load_head(hdir)
+    weights = [1.0, 3.0, 0.5]
+    up.average_head("avg", ["a", "b", "c"], weights=weights, normalize_weights=normalize)
+    ours.average_head("avg", ["a", "b", "c"], weights=weights, normalize_weights=normalize)
+    theirs_sd = {f"heads.avg.{k}": v.detach().numpy() for k, v in up.heads["avg"].state_dict().items()}
+    ours_sd = ours.head_state_dict("avg")
+    assert sorted(ours_sd) == sorted(theirs_sd)
+    for k, v in theirs_sd.items():
+        assert_close(ours_sd[k], v, rtol=1e-6, what=k)
+    up.set_active_adapters("t")
+    up.active_head = "avg"
+    ours.set_active_adapters("t")
+    ours.active_head = "avg"
+    ids, mask = inputs(model_type, "x")
+    compare(ours(ids, attention_mask=mask), run_upstream(up, ids, mask), fields, f"{model_type} average_head")
+
+
+@pytest.mark.spec("HEAD-13")
+def test_average_head_refusals_match_adapters(tmp_path):
+    """Different configs and different head classes: ValueError on both sides; an unknown head: KeyError on both.
+    Upstream note: a dict head_list (allowed by adapters' docstring) raises KeyError upstream; we accept it."""
+    mdir = base_dir("bert", str(tmp_path))
+    up, ours = upstream(mdir), ma.AutoAdapterModel.from_pretrained(mdir)
+    for m in (up, ours):
+        m.add_classification_head("a", num_labels=3)
+        m.add_classification_head("four", num_labels=4)
+        m.add_tagging_head("tag", num_labels=3)
+        for lst, err in ((["a", "four"], ValueError), (["a", "tag"], ValueError), (["a", "zz"], KeyError)):
+            with pytest.raises(err):
+                m.average_head("x", lst)
+    with pytest.raises(KeyError):
+        up.average_head("x", {"a": 1.0, "a2": 1.0})
+    ours.add_classification_head("a2", num_labels=3)
+    ours.average_head("x", {"a": 1.0, "a2": 1.0})
+    assert "x" in ours.heads
