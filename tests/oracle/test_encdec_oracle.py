@@ -16,6 +16,7 @@ from minadapters.models.encdec_common import EncDecCache
 pytest.importorskip("adapters", reason="oracle: needs adapters==1.3.0 and torch (pip install -e .[oracle])")
 import torch  # noqa: E402
 import adapters  # noqa: E402
+import transformers  # noqa: E402
 import adapters.composition as ac  # noqa: E402
 from encdec_oracle_utils import (EncDecEnv, compare_encdec, encdec_batch, hf_encdec, relink_pool,  # noqa: E402
                                  torch_encdec)
@@ -411,3 +412,18 @@ def test_untied_config_follows_the_checkpoint(tmp_path):
     assert np.abs(theirs - exp).max() > 1e-2, "adapters' AdapterModel now loads untied BART checkpoints: revisit"
     assert_close(ma.AutoAdapterModel.from_pretrained(str(tmp_path))(ids, mask, dec, dmask).last_hidden_state, exp,
                  rtol=1e-5, what="ours = the checkpoint's model")
+
+
+@pytest.mark.spec("ENCDEC-5")
+def test_tiny_bart_directory_is_a_transformers_checkpoint(tmp_path):
+    """`minadapters tiny-model --arch bart` writes a checkpoint transformers loads; its greedy tokens (forced eos
+    from config.json) equal ours."""
+    from minadapters.tiny import write_tiny_bart
+    d = write_tiny_bart(str(tmp_path))
+    m = transformers.BartForConditionalGeneration.from_pretrained(d, attn_implementation="eager").eval()
+    ids, mask, _, _ = encdec_batch(pad_side="right", seed=2, vocab=m.config.vocab_size)
+    with torch.no_grad():
+        exp = m.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=9,
+                         do_sample=False, num_beams=1).numpy()
+    np.testing.assert_array_equal(ma.AutoModel.from_pretrained(d).generate(ids, attention_mask=mask, max_new_tokens=9),
+                                  exp)
