@@ -427,3 +427,16 @@ def test_tiny_bart_directory_is_a_transformers_checkpoint(tmp_path):
                          do_sample=False, num_beams=1).numpy()
     np.testing.assert_array_equal(ma.AutoModel.from_pretrained(d).generate(ids, attention_mask=mask, max_new_tokens=9),
                                   exp)
+
+
+@pytest.mark.spec("ENCDEC-3")
+def test_adapter_summary_counts_both_stacks(tmp_path):
+    """adapter_summary: parameters per adapter (prefix pools of three locations, cross adapters, LoRA on both
+    attentions) and the base model's count equal adapters 1.3.0's."""
+    env = EncDecEnv("bart", str(tmp_path))
+    for cfg in ("prefix_tuning", "seq_bn[cross_adapter=True, mh_adapter=True]", "lora[attn_matrices=['q','k','v']]",
+                "seq_bn_inv", "mam"):
+        env.add(cfg)
+    want = {r["name"]: r["#param"] for r in env.torch_model.adapter_summary(as_dict=True)}
+    got = {r["name"]: r["#param"] for r in env.ours.adapter_summary(as_dict=True)}
+    assert got == want
