@@ -18,8 +18,8 @@ import torch  # noqa: E402
 import adapters  # noqa: E402
 import transformers  # noqa: E402
 import adapters.composition as ac  # noqa: E402
-from encdec_oracle_utils import (EncDecEnv, compare_encdec, encdec_batch, hf_encdec, ours_block, relink_pool,  # noqa: E402
-                                 torch_encdec)
+from encdec_oracle_utils import (EncDecEnv, compare_encdec, encdec_batch, hf_encdec, ours_block,  # noqa: E402
+                                 relink_pool, torch_encdec)
 from oracle_utils import assert_close, perturb_adapter, save_model  # noqa: E402
 
 FAMILIES = ["bart", "mbart", "plbart"]
@@ -87,7 +87,8 @@ def test_default_decoder_inputs_and_encoder_outputs_reuse(model_type, tmp_path):
 
 METHOD_CONFIGS = [
     ("seq_bn", "seq_bn"),
-    ("bn_all_locations", adapters.SeqBnConfig(mh_adapter=True, output_adapter=True, cross_adapter=True, reduction_factor=4)),
+    ("bn_all_locations", adapters.SeqBnConfig(mh_adapter=True, output_adapter=True, cross_adapter=True,
+                                              reduction_factor=4)),
     ("double_seq_bn_cross", adapters.DoubleSeqBnConfig(cross_adapter=True)),
     ("par_bn", "par_bn"),
     ("seq_bn_gated_leave_out", adapters.SeqBnConfig(cross_adapter=True, use_gating=True, leave_out=[0, 3])),
@@ -143,7 +144,8 @@ def test_composition_blocks_through_both_stacks(case, tmp_path):
     bn = adapters.SeqBnConfig(mh_adapter=True, cross_adapter=True, reduction_factor=4)
     if case == "parallel_prefix":
         # equal lengths: adapters pads shorter prefixes with attended keys (spec PREFIX-4, upstream deviation)
-        a, b = env.add(adapters.PrefixTuningConfig(prefix_length=4)), env.add(adapters.PrefixTuningConfig(prefix_length=4))
+        a = env.add(adapters.PrefixTuningConfig(prefix_length=4))
+        b = env.add(adapters.PrefixTuningConfig(prefix_length=4))
         env.compare(ac.Parallel(a, b), what=case, decoder_mask=False)
         _parallel_with_decoder_mask_equals_channels(env, a, b)
         return
