@@ -493,3 +493,23 @@ def test_parallel_classification_heads(tmp_path):
     assert len(got) == len(exp) == 2
     for i in range(2):
         assert_close(got[i].logits, exp[i].logits.numpy(), what=f"head {i}")
+
+
+@pytest.mark.spec("ENCDEC-3")
+def test_reft_suffix_positions_count_encoder_tokens(tmp_path):
+    """ReFT's suffix positions come from the encoder's attention mask in both stacks (adapters' context.seqlens):
+    decoder rows at least as long as the encoder's agree with upstream; shorter ones fail in both (ours: ShapeError
+    naming the positions)."""
+    env = EncDecEnv("bart", str(tmp_path))
+    a = env.add(adapters.LoReftConfig(r=3, prefix_positions=1, suffix_positions=2))
+    env.torch_model.set_active_adapters(a)
+    env.ours.active_adapters = a
+    for S, T in ((9, 9), (9, 12)):
+        ids, mask, dec, dmask = encdec_batch(S=S, T=T, pad_side="right", seed=1)
+        compare_encdec(env.ours(ids, mask, dec, dmask), torch_encdec(env.torch_model, ids, mask, dec, dmask),
+                       f"reft S={S} T={T}")
+    ids, mask, dec, dmask = encdec_batch(S=9, T=6, pad_side="right", seed=1)
+    with pytest.raises(RuntimeError):
+        torch_encdec(env.torch_model, ids, mask, dec, dmask)
+    with pytest.raises(ma.ShapeError, match="suffix positions"):
+        env.ours(ids, mask, dec, dmask)
