@@ -358,7 +358,7 @@ class ModelWithHeads(AdapterModel):
         used = self._used_heads(head)
         if not used:
             return base if return_dict else base.to_tuple()
-        hidden = base.last_hidden_state
+        hidden = self._head_input(base)
         cls = self._cls_rows(base, inputs.get("input_ids"), hidden.shape[0])
         inverse = self._lm_inverse()
         ws = None if word_starts is None else np.asarray(word_starts)
@@ -452,6 +452,11 @@ class ModelWithHeads(AdapterModel):
             if n not in self.heads:
                 raise ValueError(f"Unknown head_name {n!r}; heads: {', '.join(map(repr, self.heads)) or 'none'}.")
         return names
+
+    def _head_input(self, base):
+        """The states the heads read: the base model's last hidden state (a family's AdapterModel class may
+        rescale it, as adapters' T5AdapterModel does for tied embeddings). Spec: HEAD-7."""
+        return base.last_hidden_state
 
     def _cls_rows(self, base, input_ids, rows):
         """The sequence representation per row: last non-padding token (decoders), else [CLS] / pooler (the

@@ -136,6 +136,8 @@ class Architecture:
     embed_key: str | None = None              # input embedding matrix (a tied LM head reads it)
     is_causal: bool = False                   # decoder-only: generate() and the KV cache apply
     invertible_base: str | None = None        # adapters' invertible_adapters_base_name ("encoder": BART, T5)
+    # config -> factor on the decoder state before a *tied* LM projection (T5: d_model ** -0.5); None: none
+    tied_lm_scale: Callable | None = None
     is_encoder_decoder: bool = False          # two stacks: seq2seq generate(), encoder_outputs reuse (ENCDEC-1)
     # positional order of __call__ (transformers' forward signature of the family's base model)
     call_order: tuple = ("input_ids", "attention_mask", "token_type_ids")

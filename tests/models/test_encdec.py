@@ -183,3 +183,16 @@ def test_lm_logits_add_the_checkpoint_bias(model):
     model.lm_head_bias = np.arange(model.config.vocab_size, dtype=np.float32)
     np.testing.assert_allclose(gen.lm_logits(model, h, W) - base, np.broadcast_to(model.lm_head_bias, base.shape),
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.spec("ENCDEC-5")
+def test_tied_lm_scale_rescales_only_a_tied_projection(model):
+    """A family's tied_lm_scale (T5: d_model ** -0.5) multiplies the decoder state before the tied projection."""
+    import dataclasses
+    h = np.random.default_rng(1).normal(size=(2, model.hidden_size)).astype(np.float32)
+    W = gen.lm_head_weight(model)
+    base = gen.lm_logits(model, h, W)
+    model.arch = dataclasses.replace(model.arch, tied_lm_scale=lambda cfg: 0.25)
+    np.testing.assert_allclose(gen.lm_logits(model, h, W), 0.25 * base, rtol=1e-5, atol=1e-6)
+    model.config = dataclasses.replace(model.config, tie_word_embeddings=False)
+    np.testing.assert_allclose(gen.lm_logits(model, h, W), base, rtol=1e-6)
