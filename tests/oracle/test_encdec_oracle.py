@@ -535,3 +535,24 @@ def test_our_adapter_with_head_loads_into_upstream(tmp_path):
     ids, mask, dec, dmask = encdec_batch(seed=13)
     assert_close(ours(ids, mask, dec, dmask).logits, torch_encdec(m, ids, mask, dec, dmask).logits.numpy(),
                  what="our adapter + head in upstream")
+
+
+@pytest.mark.spec("API-3")
+@pytest.mark.parametrize("preset", ["facebook/bart-base", "facebook/mbart-large-cc25", "uclanlp/plbart-base"])
+def test_summary_presets_count_what_adapters_counts(preset):
+    """`minadapters summary --arch` presets of the BART family (config alone) count adapters' numbers on the real
+    shapes (meta device): cross adapters, prefixes of three locations, LoRA on both attentions, the base model."""
+    from minadapters.summary import ARCH_PRESETS
+    from minadapters.tiny import shell_model
+    raw = dict(ARCH_PRESETS[preset])
+    ours = shell_model(raw)
+    configs = [("l", "lora[r=8, intermediate_lora=True]"), ("b", "seq_bn[cross_adapter=True]"), ("i", "ia3"),
+               ("p", "prefix_tuning[prefix_length=20]")]
+    with torch.device("meta"):
+        m = transformers.AutoModel.from_config(transformers.AutoConfig.for_model(**raw))
+        adapters.init(m)
+        for name, config in configs:
+            m.add_adapter(name, config=config)
+            ours.add_adapter(name, config=config)
+    want = {r["name"]: r["#param"] for r in m.adapter_summary(as_dict=True)}
+    assert {r["name"]: r["#param"] for r in ours.adapter_summary(as_dict=True)} == want
