@@ -556,3 +556,22 @@ def test_summary_presets_count_what_adapters_counts(preset):
             ours.add_adapter(name, config=config)
     want = {r["name"]: r["#param"] for r in m.adapter_summary(as_dict=True)}
     assert {r["name"]: r["#param"] for r in ours.adapter_summary(as_dict=True)} == want
+
+
+@pytest.mark.spec("FUSION-1")
+def test_fusion_files_from_upstream(tmp_path):
+    """A fusion over cross adapters saved by adapters (fusion layers at mh_adapter and cross_adapter locations of
+    the decoder, perturbed) loads into ours: same keys, same outputs."""
+    env = EncDecEnv("bart", str(tmp_path))
+    bn = adapters.SeqBnConfig(mh_adapter=True, cross_adapter=True, output_adapter=False, reduction_factor=4)
+    a, b = env.add(bn), env.add(bn)
+    env.torch_model.add_adapter_fusion([a, b])
+    perturb_adapter(env.torch_model, f"{a},{b}", seed=5)
+    env.torch_model.eval()
+    d = os.path.join(str(tmp_path), "fusion")
+    env.torch_model.save_adapter_fusion(d, [a, b])
+    assert env.ours.load_adapter_fusion(d) == f"{a},{b}"
+    keys = {k for k in env.torch_model.state_dict() if "adapter_fusion_layer" in k}
+    assert any(".cross_attention_adapters.adapter_fusion_layer." in k for k in keys)
+    assert set(env.ours.fusion_state_dict(f"{a},{b}")) == keys
+    env.compare(ac.Fuse(a, b), what="fusion from upstream's files")
