@@ -30,6 +30,7 @@ METHOD_MODULES = {
     "method:reft": "minadapters.methods.reft",
     "arch:gpt2": "minadapters.models.gpt2",
     "arch:llama": "minadapters.models.llama",
+    "arch:bart": "minadapters.models.bart",
 }
 BLOCKS = ("Stack", "Fuse", "Split", "BatchSplit", "Parallel", "MultiTask", "Average")
 

@@ -16,7 +16,9 @@ from conformance.strategies import batch_shapes, perturb, seeds
 ENCODER = ("classification", "multilabel_classification", "tagging", "multiple_choice", "question_answering",
            "masked_lm", "causal_lm")
 DECODER = ("classification", "multilabel_classification", "tagging", "question_answering", "causal_lm")
-HEAD_TYPES = {"bert": ENCODER, "roberta": ENCODER, "gpt2": DECODER, "llama": DECODER}
+# BART's sentence heads read the last <eos> of input_ids (the drawn batches hold none): QA and seq2seq LM only
+HEAD_TYPES = {"bert": ENCODER, "roberta": ENCODER, "gpt2": DECODER, "llama": DECODER,
+              "bart": ("question_answering", "seq2seq_lm")}
 ACTS = st.sampled_from(["tanh", "relu", "gelu", None])
 
 
@@ -24,7 +26,7 @@ ACTS = st.sampled_from(["tanh", "relu", "gelu", None])
 def head_configs(draw, arch):
     """One head config of a type ``arch`` offers, every field drawn within its valid range."""
     ht = draw(st.sampled_from(HEAD_TYPES[arch]), label="head_type")
-    if ht in ("masked_lm", "causal_lm"):
+    if ht in ("masked_lm", "causal_lm", "seq2seq_lm"):
         return {"head_type": ht, "layers": draw(st.integers(1, 3), label="layers"),
                 "activation_function": draw(ACTS, label="activation_function"),
                 "layer_norm": draw(st.booleans(), label="layer_norm"), "bias": draw(st.booleans(), label="bias")}

@@ -21,6 +21,7 @@ from conformance.tinymodels import PAD_ID
 
 # state-dict prefix of layer i's modules, per base architecture
 LAYER_PREFIX = {"bert": "encoder.layer.{i}.", "roberta": "encoder.layer.{i}.", "gpt2": "h.{i}.",
+                "bart": "encoder.layers.{i}.",    # leave_out 0 / 1: encoder layers (the decoder's is 2)
                 "llama": "layers.{i}."}
 
 METHODS = [pytest.param(e, id=e.name, marks=pytest.mark.spec(*e.spec)) for e in REGISTRY.values()]
