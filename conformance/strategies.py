@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import numpy as np
 from hypothesis import strategies as st
 
-from .tinymodels import ARCHS, DECODERS, ENCODER_DECODERS, ENCODERS, SIZES
+from .tinymodels import ARCHS, DECODERS, ENCODER_DECODERS, ENCODERS, LLAMA_LIKE, SIZES
 
 D, L = SIZES["hidden_size"], SIZES["num_hidden_layers"]
 ACTIVATIONS = ["relu", "swish", "gelu", "gelu_new", "tanh", "sigmoid", "quick_gelu", "relu6", "leakyrelu", "mish"]
@@ -296,15 +296,22 @@ def _lora_composable(c):
 
 
 def _lora_fit(c, arch, tree):
-    """LLaMA (GQA): k/v project to N_kv·Dh = 12 != 24, so a LoRA Stack (which chains deltas, in == out) can
+    """LLaMA, Mistral, Qwen2 (GQA): k/v project to N_kv·Dh = 12 != 24, so a LoRA Stack (which chains deltas, in == out) can
     only run on q. VeRA shares one A/B shaped by the first adapted linear: q with k or v breaks upstream."""
-    if arch != "llama" or not c.get("selfattn_lora"):
+    if arch not in LLAMA_LIKE or not c.get("selfattn_lora"):
         return c
     if tree and c.get("architecture") in ("lora", "mtl_lora") and c.get("composition_mode") != "scale":
         return dict(c, attn_matrices=["q"])
     if c.get("vera_d") is not None and "q" in c["attn_matrices"] and len(c["attn_matrices"]) > 1:
         return dict(c, attn_matrices=[m for m in c["attn_matrices"] if m != "q"])
     return c
+
+
+# Families adapters 1.3.0 reaches through its AdapterModelInterface: no prefix / prompt tuning, no Parallel
+# (composition.SUPPORTED_MODELS), bottlenecks hooked on the projections (spec/families.md FAM-LL-3).
+PLUGIN_ARCHS = frozenset({"qwen2"})
+ARCH_REFUSED_BLOCKS = {"qwen2": frozenset({"Parallel"})}
+_NO_PLUGIN = frozenset(ARCHS) - PLUGIN_ARCHS
 
 
 # GPT-2's fused c_attn (LoRAMergedLinear) runs single adapters only: any block touching it raises ValueError
@@ -331,12 +338,16 @@ def _union_composable(c):
 
 def _bn_fit(c, arch, tree):
     """Pre-LN decoders have no LayerNorm after the sub-layer: residual_before_ln="post_add" cannot apply there
-    (upstream UnboundLocalError, ours ValueError: BN-2), so it becomes True. Encoder-decoders also get a cross
-    adapter wherever the draw put an mh_adapter (no extra draw, so other architectures' examples are unchanged)."""
+    (upstream UnboundLocalError, ours ValueError: BN-2), so it becomes True. Plugin-interface families (Qwen2)
+    refuse original_ln_after=False (adapters' LAYER_HOOK_UNSUPPORTED), so it becomes True there. Encoder-decoders
+    also get a cross adapter wherever the draw put an mh_adapter (no extra draw: other architectures' examples are
+    unchanged)."""
     if arch in DECODERS and c.get("residual_before_ln") == "post_add":
-        return dict(c, residual_before_ln=True)
+        c = dict(c, residual_before_ln=True)
+    if arch in PLUGIN_ARCHS and c.get("original_ln_after") is False:
+        c = dict(c, original_ln_after=True)
     if arch in ENCODER_DECODERS and "mh_adapter" in c:
-        return dict(c, cross_adapter=bool(c["mh_adapter"]))
+        c = dict(c, cross_adapter=bool(c["mh_adapter"]))
     return c
 
 
@@ -346,7 +357,12 @@ def _member_fit(m, arch, tree):
 
 
 def _union_fit(c, arch, tree):
-    return dict(c, configs=[_member_fit(m, arch, tree) for m in c["configs"]])
+    """Members fit to ``arch``; on a plugin-interface family a prefix-tuning member (refused there) is dropped
+    (the union keeps at least one member: the draws have two or more, and at most one prefix tuning)."""
+    members = [_member_fit(m, arch, tree) for m in c["configs"]]
+    if arch in PLUGIN_ARCHS:
+        members = [m for m in members if m.get("architecture") != "prefix_tuning"]
+    return dict(c, configs=members)
 
 
 def _union_blocks(c):
@@ -414,14 +430,17 @@ REGISTRY = {e.name: e for e in [
     # MTL-LoRA: its point is MultiTask with task_ids (each row through its task's adapter)
     MethodEntry("mtl_lora", lambda: lora_configs("mtl"), ("MTLLoRAConfig",), ("LORA-6",), _ALL_BUT_FUSE_SPLIT,
                 zero_weights=_zero(lambda k: k.endswith("lora_B")), composable=_lora_composable,
-                location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL, quirks=_LORA_QUIRKS, archs=_NO_GPT2,
-                arch_fit=_lora_fit, notes={"gpt2": "MTL-LoRA on GPT-2's fused c_attn is not supported upstream"}),
+                location_fields=_LORA_LOC, tree_exclusions=_LORA_EXCL, quirks=_LORA_QUIRKS,
+                archs=_NO_GPT2 - PLUGIN_ARCHS, arch_fit=_lora_fit,
+                notes={"gpt2": "MTL-LoRA on GPT-2's fused c_attn is not supported upstream",
+                       "qwen2": "no AdapterModelInterface lists mtl_lora among its adapter_methods"}),
     MethodEntry("prefix_tuning", prefix_configs, ("PrefixTuningConfig",), ("PREFIX-1", "PREFIX-2", "PREFIX-3"),
                 frozenset({"Stack", "BatchSplit", "Parallel", "MultiTask"}), ejectable=True,
-                composable=lambda c: dict(c, leave_out=[])),
+                composable=lambda c: dict(c, leave_out=[]), archs=_NO_PLUGIN),
     MethodEntry("prompt_tuning", prompt_configs, ("PromptTuningConfig",), ("PROMPT-1", "PROMPT-2"), frozenset({"Stack"}),
-                extra_tokens=lambda c: c["prompt_length"], archs=frozenset(ENCODERS),
-                notes={"decoders": "adapters 1.3.0 rejects prompt tuning on GPT-2 / LLaMA (add_adapter ValueError)"}),
+                extra_tokens=lambda c: c["prompt_length"], archs=frozenset(ENCODERS) - {"distilbert"},
+                notes={"decoders": "adapters 1.3.0 rejects prompt tuning on GPT-2 / LLaMA (add_adapter ValueError)",
+                       "distilbert": "adapters 1.3.0's DistilBERT block fails in the forward (FAM-DB-2)"}),
     MethodEntry("reft", reft_configs, ("ReftConfig", "LoReftConfig", "NoReftConfig", "DiReftConfig"), ("REFT-1", "REFT-3", "REFT-4"),
                 frozenset({"Stack"}), min_tokens=lambda c: c["prefix_positions"] + c["suffix_positions"]),
     # unions: every adapter of a tree gets the first one's member list (same locations, same prefix lengths)
@@ -431,18 +450,18 @@ REGISTRY = {e.name: e for e in [
                 tree_exclusions=_LORA_EXCL, quirks=_LORA_QUIRKS, arch_blocks=_GPT2_SINGLE),
     MethodEntry("mam", mam_configs, ("MAMConfig",), ("CFG-5", "BN-4", "PREFIX-1"),
                 frozenset({"Stack", "BatchSplit", "MultiTask"}), composable=_union_composable, arch_fit=_union_fit,
-                multitask_separable=False, location_fields=("configs",),
+                multitask_separable=False, location_fields=("configs",), archs=_NO_PLUGIN,
                 notes={"Parallel": "a parallel bottleneck under Parallel crashes upstream (deviations row 12)"}),
     MethodEntry("unipelt", unipelt_configs, ("UniPELTConfig",), ("CFG-5", "GATE-1"),
                 frozenset({"Stack", "BatchSplit", "Parallel", "MultiTask"}), composable=_union_composable,
                 arch_fit=_union_fit, multitask_separable=False, location_fields=("configs",),
-                tree_exclusions=_LORA_EXCL, quirks=_LORA_QUIRKS, arch_blocks=_GPT2_SINGLE),
+                tree_exclusions=_LORA_EXCL, quirks=_LORA_QUIRKS, arch_blocks=_GPT2_SINGLE, archs=_NO_PLUGIN),
 ]}
 
 
 def blocks_for(entry, arch="bert", cfg=None) -> set:
     """Blocks adapters 1.3.0 runs for ``entry`` on ``arch`` (and for the drawn ``cfg``, e.g. a union's members)."""
-    out = set(entry.blocks) & set(entry.arch_blocks.get(arch, entry.blocks))
+    out = (set(entry.blocks) & set(entry.arch_blocks.get(arch, entry.blocks))) - ARCH_REFUSED_BLOCKS.get(arch, set())
     allowed = entry.config_blocks(cfg) if cfg is not None else None
     return out if allowed is None else out & set(allowed)
 

@@ -5,10 +5,17 @@ The suite needs a base model that every driver can load: ``config.json`` plus ``
 deliberately awkward (hidden 20 with 4 heads of 5, FFN 37, vocab 53, two layers) so layout bugs show.
 Weights are float32 draws from a seeded generator, including non-zero biases and LayerNorm affine parts.
 
-Decoders (transformers' ``GPT2Model`` / ``LlamaModel``, loaded with ``attn_implementation="eager"``):
+DeBERTa-v2 (``DebertaV2Model``, deberta-v3's options: no absolute positions, relative attention with c2p and p2c,
+log position buckets 8 of max_relative_positions 40, LayerNorm on the relative embeddings; own pos_key/pos_query
+projections, ``share_att_key`` off) keeps hidden 20 / 4 heads / FFN 37 and pads on the right.
+
+Decoders (transformers' ``GPT2Model`` / ``LlamaModel`` / ``MistralModel`` / ``Qwen2Model``, loaded with
+``attn_implementation="eager"``):
 GPT-2 keeps hidden 20 / 4 heads / FFN 37 and stores its Conv1D weights ``(in, out)`` as the checkpoints do;
 LLaMA has hidden 24 with 4 query heads and 2 key-value heads of 6 (GQA; RoPE needs an even head size),
-SwiGLU FFN 37. Decoder batches are padded on the left or the right (``pad_side``).
+SwiGLU FFN 37; Mistral and Qwen2 are LLaMA's sizes with a sliding window of 5 (Mistral: every layer; Qwen2: layers
+>= 1) and, for Qwen2, q/k/v biases. DistilBERT (encoder) has BERT's sizes under its own names, no token types.
+Decoder batches are padded on the left or the right (``pad_side``).
 
 Encoder-decoders (transformers' ``BartModel``): hidden 20, 4 heads, FFN 37 / 29 (encoder / decoder), 2 encoder layers
 and 1 decoder layer (adapters numbers it 2; one decoder layer keeps the float32 error of the 3 layers plus
@@ -26,12 +33,18 @@ import numpy as np
 
 SIZES = dict(hidden_size=20, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, vocab_size=53,
              max_position_embeddings=40)
-ARCHS = ("bert", "roberta", "gpt2", "llama", "bart")
-ENCODERS = ("bert", "roberta")
-DECODERS = ("gpt2", "llama")
+ARCHS = ("bert", "roberta", "gpt2", "llama", "distilbert", "mistral", "qwen2", "deberta-v2", "bart")
+ENCODERS = ("bert", "roberta", "distilbert", "deberta-v2")
+DECODERS = ("gpt2", "llama", "mistral", "qwen2")
 ENCODER_DECODERS = ("bart",)
-PAD_ID = {"bert": 0, "roberta": 1, "gpt2": 0, "llama": 0, "bart": 1}
+LLAMA_LIKE = ("llama", "mistral", "qwen2")          # GQA decoders with LLaMA's module names
+PAD_ID = {"bert": 0, "roberta": 1, "gpt2": 0, "llama": 0, "distilbert": 0, "mistral": 0, "qwen2": 0,
+          "deberta-v2": 0, "bart": 1}
+DEBERTA_V2 = dict(relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=8, max_relative_positions=-1,
+                  norm_rel_ebd="layer_norm", share_att_key=False, position_biased_input=False, type_vocab_size=0,
+                  layer_norm_eps=1e-7)
 LLAMA_SIZES = dict(SIZES, hidden_size=24, num_key_value_heads=2)
+SLIDING_WINDOW = 5      # Mistral / Qwen2 (layers >= 1): shorter than the longest drawn batch (9), so it cuts
 
 
 def write_safetensors(path: str, tensors: dict) -> None:
@@ -63,6 +76,18 @@ def hf_config(arch: str) -> dict:
     if arch == "bart":
         return _bart_config()
     s = dict(SIZES)
+    if arch == "distilbert":
+        return {"architectures": ["DistilBertModel"], "model_type": "distilbert", "dim": s["hidden_size"],
+                "n_layers": s["num_hidden_layers"], "n_heads": s["num_attention_heads"],
+                "hidden_dim": s["intermediate_size"], "vocab_size": s["vocab_size"],
+                "max_position_embeddings": s["max_position_embeddings"], "activation": "gelu",
+                "sinusoidal_pos_embds": False, "dropout": 0.1, "attention_dropout": 0.1, "pad_token_id": 0,
+                "initializer_range": 0.02, "torch_dtype": "float32", "_attn_implementation": "eager"}
+    if arch == "deberta-v2":
+        return {"architectures": ["DebertaV2Model"], "model_type": arch, "hidden_act": "gelu",
+                "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "initializer_range": 0.02,
+                "pad_token_id": PAD_ID[arch], "torch_dtype": "float32", "_attn_implementation": "eager",
+                **DEBERTA_V2, **s}
     cls = {"bert": "BertModel", "roberta": "RobertaModel"}[arch]
     cfg = {"architectures": [cls], "model_type": arch, "hidden_act": "gelu", "layer_norm_eps": 1e-12,
            "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "initializer_range": 0.02,
@@ -84,7 +109,12 @@ def _decoder_config(arch: str) -> dict:
                 "layer_norm_epsilon": 1e-5, "resid_pdrop": 0.1, "embd_pdrop": 0.1, "attn_pdrop": 0.1,
                 "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "use_cache": False, **common}
     s = dict(LLAMA_SIZES)
-    return {"architectures": ["LlamaModel"], "model_type": "llama", "hidden_size": s["hidden_size"],
+    if arch == "mistral":
+        common.update(sliding_window=SLIDING_WINDOW)
+    elif arch == "qwen2":
+        common.update(use_sliding_window=True, sliding_window=SLIDING_WINDOW, max_window_layers=1)
+    cls = {"llama": "LlamaModel", "mistral": "MistralModel", "qwen2": "Qwen2Model"}[arch]
+    return {"architectures": [cls], "model_type": arch, "hidden_size": s["hidden_size"],
             "num_hidden_layers": s["num_hidden_layers"], "num_attention_heads": s["num_attention_heads"],
             "num_key_value_heads": s["num_key_value_heads"], "intermediate_size": s["intermediate_size"],
             "max_position_embeddings": s["max_position_embeddings"], "hidden_act": "silu", "rms_norm_eps": 1e-6,
@@ -144,6 +174,7 @@ def _gpt2_weights(cfg: dict, nrm) -> dict:
 
 
 def _llama_weights(cfg: dict, nrm) -> dict:
+    """LLaMA / Mistral / Qwen2 base weights; Qwen2 has q/k/v biases."""
     D, F, N, Nkv = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     Dh = D // N
     w = {"embed_tokens.weight": nrm(cfg["vocab_size"], D, s=1.0), "norm.weight": 1 + nrm(D, s=0.1)}
@@ -153,8 +184,48 @@ def _llama_weights(cfg: dict, nrm) -> dict:
                              "self_attn.v_proj": (Nkv * Dh, D), "self_attn.o_proj": (D, N * Dh),
                              "mlp.gate_proj": (F, D), "mlp.up_proj": (F, D), "mlp.down_proj": (D, F)}.items():
             w[p + name + ".weight"] = nrm(o, n, s=1.0 / np.sqrt(n))
+            if cfg["model_type"] == "qwen2" and name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
+                w[p + name + ".bias"] = nrm(o, s=0.1)
         w[p + "input_layernorm.weight"] = 1 + nrm(D, s=0.1)
         w[p + "post_attention_layernorm.weight"] = 1 + nrm(D, s=0.1)
+    return w
+
+
+def _distilbert_weights(cfg: dict, nrm) -> dict:
+    """DistilBERT base weights (q_lin/k_lin/v_lin/out_lin, sa_layer_norm, ffn.lin1/lin2, output_layer_norm)."""
+    D, F = cfg["dim"], cfg["hidden_dim"]
+    ln = lambda: (1 + nrm(D, s=0.1), nrm(D, s=0.1))  # noqa: E731
+    w = {"embeddings.word_embeddings.weight": nrm(cfg["vocab_size"], D, s=1.0),
+         "embeddings.position_embeddings.weight": nrm(cfg["max_position_embeddings"], D, s=0.5)}
+    w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"] = ln()
+    for i in range(cfg["n_layers"]):
+        p = f"transformer.layer.{i}."
+        for name, (o, n) in {"attention.q_lin": (D, D), "attention.k_lin": (D, D), "attention.v_lin": (D, D),
+                             "attention.out_lin": (D, D), "ffn.lin1": (F, D), "ffn.lin2": (D, F)}.items():
+            w[p + name + ".weight"] = nrm(o, n, s=1.0 / np.sqrt(n))
+            w[p + name + ".bias"] = nrm(o, s=0.1)
+        for lname in ("sa_layer_norm", "output_layer_norm"):
+            w[p + lname + ".weight"], w[p + lname + ".bias"] = ln()
+    return w
+
+
+def _deberta_v2_weights(cfg: dict, nrm) -> dict:
+    D, F = cfg["hidden_size"], cfg["intermediate_size"]
+    ln = lambda: (1 + nrm(D, s=0.1), nrm(D, s=0.1))  # noqa: E731
+    w = {"embeddings.word_embeddings.weight": nrm(cfg["vocab_size"], D, s=1.0),
+         "encoder.rel_embeddings.weight": nrm(2 * cfg["position_buckets"], D, s=1.0)}
+    w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"] = ln()
+    w["encoder.LayerNorm.weight"], w["encoder.LayerNorm.bias"] = ln()
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"encoder.layer.{i}."
+        for name, (o, n) in {"attention.self.query_proj": (D, D), "attention.self.key_proj": (D, D),
+                             "attention.self.value_proj": (D, D), "attention.self.pos_key_proj": (D, D),
+                             "attention.self.pos_query_proj": (D, D), "attention.output.dense": (D, D),
+                             "intermediate.dense": (F, D), "output.dense": (D, F)}.items():
+            w[p + name + ".weight"] = nrm(o, n, s=1.0 / np.sqrt(n))
+            w[p + name + ".bias"] = nrm(o, s=0.1)
+        for lname in ("attention.output.LayerNorm", "output.LayerNorm"):
+            w[p + lname + ".weight"], w[p + lname + ".bias"] = ln()
     return w
 
 
@@ -166,8 +237,12 @@ def random_weights(cfg: dict, seed: int) -> dict:
         return (_gpt2_weights if cfg["model_type"] == "gpt2" else _llama_weights)(cfg, nrm)
     if cfg["model_type"] == "bart":
         return _bart_weights(cfg, lambda *shape, s=0.2: (rng.standard_normal(shape) * s).astype(np.float32))
-    D, F, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
     nrm = lambda *shape, s=0.2: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
+    if cfg["model_type"] == "deberta-v2":
+        return _deberta_v2_weights(cfg, nrm)
+    if cfg["model_type"] == "distilbert":
+        return _distilbert_weights(cfg, nrm)
+    D, F, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
     ln = lambda: (1 + nrm(D, s=0.1), nrm(D, s=0.1))  # noqa: E731
     w = {"embeddings.word_embeddings.weight": nrm(cfg["vocab_size"], D, s=1.0),
          "embeddings.position_embeddings.weight": nrm(cfg["max_position_embeddings"], D, s=0.5),

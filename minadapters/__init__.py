@@ -22,6 +22,7 @@ from .heads import (AutoAdapterModel, BertAdapterModel, GPT2AdapterModel, LlamaA
 from .outputs import ModelOutput, MultiHeadOutput  # noqa: F401
 from .ops import get_backend, set_backend  # noqa: F401
 from .tokenizer import AutoTokenizer, BatchEncoding, Tokenizer  # noqa: F401
+from .training import AdamW, LinearSchedule, clip_grad_norm_, get_linear_schedule_with_warmup  # noqa: F401
 
 __all__ = ["AutoModel", "AutoTokenizer", "Tokenizer", "BatchEncoding", "set_backend", "get_backend", "AdapterModel",
            "ModelOutput", "MultiHeadOutput", "AutoAdapterModel", "BertAdapterModel", "RobertaAdapterModel",
@@ -30,4 +31,4 @@ __all__ = ["AutoModel", "AutoTokenizer", "Tokenizer", "BatchEncoding", "set_back
            "parse_composition", "AdapterError", "AdapterNotFoundError", "BackendUnavailableError",
            "CompositionError", "CompositionIndexError", "ConfigError", "ConfigKeyError", "FusionNotFoundError",
            "HubFileNotFoundError", "ConfigTypeError", "ShapeError", "UnsafePickleError", "WeightsError",
-           *_config_all]
+           "AdamW", "LinearSchedule", "clip_grad_norm_", "get_linear_schedule_with_warmup", *_config_all]

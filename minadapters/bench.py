@@ -1,7 +1,10 @@
 """Benchmark: native vs numpy backend (and any extra runner, e.g. adapters+torch from
 benchmarks/bench.py) on a random BERT-base-shaped model, plus SGEMM GFLOP/s.  Spec: spec/ops.md.
 
-    python -m minadapters bench [--quick] [--layers N] [--reps N] [--threads N]
+    python -m minadapters bench [--quick] [--layers N] [--reps N] [--threads N] [--rows gemm,models,decode,...]
+
+Rows (--rows, comma-separated; default gemm,models): gemm (SGEMM GFLOP/s), models (BERT-base shapes x adapter
+setups), and the rows of minadapters/bench_rows.py: decode, batchsplit, long (or "all").
 
 Every comparison interleaves A B A B ... pairs and reports the median time of each side and the
 median (min, max) of the per-pair ratios B/A (< 1: B is faster).  Pairs cancel slow drift
@@ -24,15 +27,17 @@ from .models import bert
 from .ops import get_ops
 
 SHAPES = {"8x128": (8, 128), "1x32": (1, 32)}
+ROW_NAMES = ("decode", "batchsplit", "long")          # minadapters/bench_rows.py (kept equal to bench_rows.ROWS)
 GEMMS = [(1024, 768, 768), (1024, 768, 3072)]
 
 
-def write_random_bert(directory, layers=12, hidden=768, heads=12, ffn=3072, vocab=1000, seed=0) -> str:
+def write_random_bert(directory, layers=12, hidden=768, heads=12, ffn=3072, vocab=1000, seed=0,
+                      max_positions=512) -> str:
     """A random BERT checkpoint (config.json + model.safetensors via minadapters.io). vocab is small:
     the embedding lookup does not depend on it."""
     raw = {"model_type": "bert", "architectures": ["BertModel"], "hidden_size": hidden,
            "num_hidden_layers": layers, "num_attention_heads": heads, "intermediate_size": ffn,
-           "vocab_size": vocab, "max_position_embeddings": 512, "type_vocab_size": 2, "layer_norm_eps": 1e-12,
+           "vocab_size": vocab, "max_position_embeddings": max_positions, "type_vocab_size": 2, "layer_norm_eps": 1e-12,
            "hidden_act": "gelu", "pad_token_id": 0, "position_embedding_type": "absolute"}
     rng = np.random.default_rng(seed)
     weights = {}
@@ -182,12 +187,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="OpenMP threads for native (default: OMP_NUM_THREADS or all cores)")
     p.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), help="batch shapes (default both)")
     p.add_argument("--no-models", action="store_true", help="only the SGEMM rows")
+    p.add_argument("--rows", default="gemm,models",
+                   help=f"comma-separated rows: gemm, models, {', '.join(ROW_NAMES)}, or all (default gemm,models)")
     return p
 
 
+def parse_rows(text: str) -> list:
+    """--rows as a list of known row names; ValueError naming the unknown ones and what is allowed."""
+    allowed = ("gemm", "models") + ROW_NAMES
+    names = [r.strip() for r in str(text).split(",") if r.strip()]
+    if names == ["all"]:
+        return list(allowed)
+    bad = [n for n in names if n not in allowed]
+    if bad or not names:
+        raise ValueError(f"--rows={text!r}: unknown row(s) {bad}; allowed: {', '.join(allowed)} or all")
+    return names
+
+
 def main(argv=None, extra_runners=None) -> int:
-    """Run the benchmark; ``extra_runners`` maps a name to factory(path, setup: Setup, ids, mask) -> callable."""
+    """Run the gemm / models rows; ``extra_runners`` maps a name to factory(path, setup: Setup, ids, mask) ->
+    callable.  The other rows: bench_rows.main (the ``minadapters bench`` entry), which calls this first."""
     args = build_parser().parse_args(argv)
+    try:
+        rows = parse_rows(args.rows)
+    except ValueError as e:
+        build_parser().error(str(e))
     nat = get_ops("native")                       # BackendUnavailableError names the reason
     from .ops.native import tune_malloc           # deferred: importing ops.native loads the compiled extension
     tuned = tune_malloc()                         # opt-in allocator tuning (spec OPS-0); printed below
@@ -200,8 +224,9 @@ def main(argv=None, extra_runners=None) -> int:
     print(f"native: isa {info['isa']}, openmp {info['openmp']}, threads {info['threads']}, malloc tuned {tuned}; "
           f"model: {layers} layers, hidden {args.hidden}, heads {args.hidden // 64}, ffn {4 * args.hidden}")
     print(LEGEND)
-    bench_gemm(reps, print)
-    if not args.no_models:
+    if "gemm" in rows:
+        bench_gemm(reps, print)
+    if "models" in rows and not args.no_models:
         with tempfile.TemporaryDirectory() as d:
             write_random_bert(d, layers=layers, hidden=args.hidden, heads=max(1, args.hidden // 64),
                               ffn=4 * args.hidden)

@@ -1,4 +1,4 @@
-"""The ``minadapters`` command: run, embed, summary, tiny-model, conformance, bench. Spec: API-4."""
+"""The ``minadapters`` command: run, embed, summary, tiny-model, train, conformance, bench. Spec: API-4."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from . import bench, conformance_cli
+from . import bench_rows, conformance_cli
 from .composition import BLOCKS, Fuse, Parallel, Stack
 from .hub import resolve_model_dir
 from .io.files import read_json
@@ -20,6 +20,7 @@ from .outputs import MultiHeadOutput
 from .summary import ARCH_PRESETS, SUMMARY_COLUMNS
 from .tiny import shell_model, write_demo_adapter, write_tiny_model
 from .tokenizer import AutoTokenizer
+from .training import fit as training_fit
 
 PREVIEW_VALUES = 6  # `run` prints the first few values of each row's output vector
 PREVIEW_CHARS = 40  # ... next to the first characters of its text
@@ -35,6 +36,7 @@ examples:
   minadapters run --model DIR --add "x=lora[r=4]" --setup "Parallel(demo, x)" --adapter DIR/demo_adapter "text"
   minadapters embed --model sentence-transformers/all-MiniLM-L6-v2 --input texts.txt --output emb.npy
   minadapters summary --arch bert-base-uncased --config lora seq_bn "prefix_tuning[prefix_length=20]"
+  minadapters train --model DIR --config "lora[r=8]" --data rows.jsonl --output DIR/trained   # adapter + head
   minadapters conformance --driver minadapters
 """
 
@@ -242,8 +244,14 @@ def cmd_tiny_model(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    """Fine-tune an adapter + classification head (training/fit.py). Spec: TRAIN-CLI."""
+    training_fit.check_positive(args)
+    return training_fit.cmd_train(args, AutoAdapterModel, AutoTokenizer, resolve_model_dir)
+
+
 # Subcommands with their own argument parsers: main() hands them the rest of the command line.
-DELEGATES = {"conformance": conformance_cli.main, "bench": bench.main}
+DELEGATES = {"conformance": conformance_cli.main, "bench": bench_rows.main}
 def _model_args(p):
     p.add_argument("--model", required=True, help="HF model directory or Hugging Face id (config.json, weights, "
                    "tokenizer.json)")
@@ -296,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--adapter", default="seq_bn|lora[r=4]", help="config of a random demo adapter saved to "
                    "DIR/demo_adapter ('' for none)")
     t.set_defaults(fn=cmd_tiny_model)
+    training_fit.add_train_parser(sub)
+    sub.choices["train"].set_defaults(fn=cmd_train)
     c = sub.add_parser("conformance", help="run the conformance suite against a driver", add_help=False)
     c.set_defaults(fn=None)  # main() hands "conformance ..." to DELEGATES before parsing
     b = sub.add_parser("bench", help="benchmarks (native vs numpy vs adapters+torch)", add_help=False)

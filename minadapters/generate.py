@@ -20,7 +20,8 @@ def lm_head_weight(model):
     key = model.arch.embed_key
     if not (model.arch.is_causal or model.arch.is_encoder_decoder):
         raise ConfigError(f"generate(): model_type={model.model_type!r} is not a decoder model (nor an "
-                          "encoder-decoder); it cannot generate.")
+                          "encoder-decoder); generation needs a decoder family (gpt2, gptj, llama, ...) or an "
+                          "encoder-decoder (bart, ...).")
     if getattr(model.config, "tie_word_embeddings", False):
         return model.params[key]
     if model.lm_head_weight is None:
@@ -75,7 +76,8 @@ def lm_logits(model, hidden, W):
     if scale is not None and getattr(model.config, "tie_word_embeddings", False):
         hidden = hidden * np.asarray(scale(model.config), hidden.dtype)
     logits = model.ops.linear(hidden, W)
-    return logits if model.lm_head_bias is None else logits + model.lm_head_bias
+    return logits if model.lm_head_bias is None else logits + model.lm_head_bias    # GPT-J's lm_head bias, BART's
+                                                                                    # final_logits_bias
 
 
 def generate(model, input_ids, max_new_tokens=20, attention_mask=None, use_cache=True, eos_token_id="config",

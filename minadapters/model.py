@@ -14,7 +14,7 @@ from . import averaging, generate as _generate, loading, sentence, setup_files, 
 from .adapters_config import ModelAdaptersConfig
 from .composition import AdapterCompositionBlock, Fuse, parse_composition
 from .configuration import (ADAPTERFUSION_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, DEFAULT_ADAPTERFUSION_CONFIG,
-                            AdapterConfig, AdapterFusionConfig, BnConfig, ConfigUnion, LoRAConfig,
+                            AdapterConfig, AdapterFusionConfig, BnConfig, ConfigUnion, LoRAConfig, MTLLoRAConfig,
                             PrefixTuningConfig, PromptTuningConfig, ReftConfig)
 from .concurrency import mutates, reads   # IO-18: forwards share the model, adapter-set changes are exclusive
 from .context import AdapterSetup, ForwardState
@@ -34,10 +34,11 @@ from .methods.shared import SharedParameters
 from .models import LayerKey, architecture
 from .ops import get_backend, get_ops
 from .outputs import ModelOutput
+from .training.api import TrainingMixin
 from .validation import check_adapter_fits_model, check_forward_inputs, check_model_config
 
-METHOD_OF_CONFIG = ((BnConfig, "bottleneck"), (LoRAConfig, "lora"), (PrefixTuningConfig, "prefix_tuning"),
-                    (PromptTuningConfig, "prompt_tuning"), (ReftConfig, "reft"))
+METHOD_OF_CONFIG = ((BnConfig, "bottleneck"), (LoRAConfig, "lora"), (MTLLoRAConfig, "mtl_lora"),
+                    (PrefixTuningConfig, "prefix_tuning"), (PromptTuningConfig, "prompt_tuning"), (ReftConfig, "reft"))
 # Inputs forward() validates itself; a family may declare more (passed through as arrays).
 KNOWN_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds",
                           "past_key_values", "decoder_input_ids", "decoder_attention_mask", "encoder_outputs"})
@@ -53,8 +54,8 @@ def _methods_of(config) -> set:
     return out
 
 
-class AdapterModel:
-    """A base transformer (HF checkpoint) with adapters 1.3.0's adapter API. Spec: API-1."""
+class AdapterModel(TrainingMixin):
+    """A base transformer (HF checkpoint) with adapters 1.3.0's adapter API (training: TrainingMixin). Spec: API-1."""
 
     def __init__(self, arch, config, params, *, dtype=np.float32, backend="numpy", name_or_path="", seed=None):
         self.arch = arch
@@ -67,7 +68,7 @@ class AdapterModel:
         self.rng = np.random.default_rng(seed)
         self.adapters_config = ModelAdaptersConfig()
         self.lm_head_weight = None          # decoders: untied LM head from the checkpoint (generate)
-        self.lm_head_bias = None            # BART family: the checkpoint's final_logits_bias (generate)
+        self.lm_head_bias = None            # its bias, where the family has one (GPT-J; BART's final_logits_bias)
         self.model_dir = None               # the checkpoint directory (prompt tuning's from_string reads its tokenizer)
         self.tokenizer_name_or_path = None  # overrides where from_string / encode find a tokenizer
         self.parameter_shares: dict = {}    # share_parameters groups (MTL-LoRA)
@@ -432,7 +433,9 @@ class AdapterModel:
                                     past_key_values=past_key_values, **kwargs)
         check_forward_inputs(inputs.get("input_ids", np.zeros((1, 1), np.int64)), inputs.get("attention_mask"),
                              inputs.get("token_type_ids"), inputs.get("position_ids"),
-                             type_vocab_size=getattr(self.config, "type_vocab_size", None))   # Spec: API-2, IO-16
+                             # type_vocab_size 0 (DeBERTa's default): no token types, the ids are ignored as
+                             # transformers ignores them
+                             type_vocab_size=getattr(self.config, "type_vocab_size", None) or None)   # API-2, IO-16
         if "decoder_input_ids" in inputs or "decoder_attention_mask" in inputs:
             check_forward_inputs(inputs.get("decoder_input_ids", np.zeros((1, 1), np.int64)),
                                  inputs.get("decoder_attention_mask"))
@@ -512,10 +515,10 @@ class AdapterModel:
             embeds = np.asarray(embeds)
             if embeds.ndim == 2:
                 embeds = embeds[None]
-            if embeds.ndim != 3 or embeds.shape[-1] != self.hidden_size or not np.issubdtype(embeds.dtype,
-                                                                                              np.floating):
+            E = getattr(self.config, "embedding_size", None) or self.hidden_size   # word-embedding width
+            if embeds.ndim != 3 or embeds.shape[-1] != E or not np.issubdtype(embeds.dtype, np.floating):
                 raise ShapeError(f"inputs_embeds has shape {embeds.shape} and dtype {embeds.dtype}; expected floats "
-                                 f"of shape (batch, tokens, {self.hidden_size}).")
+                                 f"of shape (batch, tokens, {E}).")
             given["inputs_embeds"] = np.ascontiguousarray(embeds, dtype=self.dtype)
             shape = embeds.shape[:2]
         if "attention_mask" in given:
@@ -716,7 +719,7 @@ def load_pretrained(model_class, path, *, dtype=np.float32, backend=None, seed=N
     all_weights = read_model_weights(path)
     weights = arch.normalize_keys(all_weights, raw["model_type"])
     lm_head = weights.pop("lm_head.weight", None)
-    lm_bias = weights.pop("lm_head.bias", None)      # a family's normalize_keys names its LM logits bias so
+    lm_bias = weights.pop("lm_head.bias", None)      # GPT-J's lm_head bias; BART's final_logits_bias (normalize_keys)
     params = _check_params(weights, arch.expected_shapes(config), path, dtype)
     if class_for is not None:
         model_class = class_for(raw["model_type"])
@@ -725,7 +728,7 @@ def load_pretrained(model_class, path, *, dtype=np.float32, backend=None, seed=N
     model.raw_config = raw
     if lm_head is not None:
         model.lm_head_weight = np.ascontiguousarray(lm_head, dtype=dtype)
-    if lm_bias is not None:
+    if lm_bias is not None:                          # BART: a bias beside a tied projection (no lm_head.weight)
         model.lm_head_bias = np.ascontiguousarray(np.reshape(lm_bias, -1), dtype=dtype)
     model.model_dir = path      # prompt tuning's from_string init reads <model_dir>/tokenizer.json
     gen_path = os.path.join(path, "generation_config.json")

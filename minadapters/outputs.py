@@ -12,7 +12,9 @@ import numpy as np
 
 @dataclass
 class ModelOutput:
-    """Outputs of one forward. Encoder-decoder stacks fill the ``encoder_*`` fields; heads fill ``logits``."""
+    """Outputs of one forward. Encoder-decoder stacks fill the ``encoder_*`` fields; heads fill ``logits``;
+    ``loss`` is set by a training step (forward_backward, spec TRAIN-2)."""
+    loss: float | None = None
     last_hidden_state: np.ndarray | None = None
     pooler_output: np.ndarray | None = None
     logits: np.ndarray | None = None

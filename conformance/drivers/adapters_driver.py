@@ -26,7 +26,9 @@ class AdaptersDriver:
         methods = ("bottleneck", "compacter", "invertible", "lora", "ia3", "vera", "dora", "dvora", "mtl_lora",
                    "prefix_tuning", "prompt_tuning", "reft", "union", "mam", "unipelt")
         self.capabilities = frozenset(
-            {"arch:bert", "arch:roberta", "arch:gpt2", "arch:llama", "arch:bart", "io:save", "io:load", "op:merge", "op:reset",
+            {"arch:bert", "arch:roberta", "arch:gpt2", "arch:llama", "arch:distilbert", "arch:mistral", "arch:qwen2",
+             "arch:deberta-v2", "arch:bart",
+             "io:save", "io:load", "op:merge", "op:reset",
              "op:eject", "op:fusion", "op:task_ids", "config:strings", "op:heads",
              # known upstream crashes (bare BertModel): Parallel over LoRA-family adapters does not replicate the
              # attention mask / unadapted projections -> RuntimeError

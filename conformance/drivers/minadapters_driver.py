@@ -30,6 +30,10 @@ METHOD_MODULES = {
     "method:reft": "minadapters.methods.reft",
     "arch:gpt2": "minadapters.models.gpt2",
     "arch:llama": "minadapters.models.llama",
+    "arch:distilbert": "minadapters.models.distilbert",
+    "arch:mistral": "minadapters.models.llama_like",
+    "arch:qwen2": "minadapters.models.llama_like",
+    "arch:deberta-v2": "minadapters.models.deberta",
     "arch:bart": "minadapters.models.bart",
 }
 BLOCKS = ("Stack", "Fuse", "Split", "BatchSplit", "Parallel", "MultiTask", "Average")

@@ -21,8 +21,9 @@ from conformance.tinymodels import PAD_ID
 
 # state-dict prefix of layer i's modules, per base architecture
 LAYER_PREFIX = {"bert": "encoder.layer.{i}.", "roberta": "encoder.layer.{i}.", "gpt2": "h.{i}.",
-                "bart": "encoder.layers.{i}.",    # leave_out 0 / 1: encoder layers (the decoder's is 2)
-                "llama": "layers.{i}."}
+                "llama": "layers.{i}.", "distilbert": "transformer.layer.{i}.", "mistral": "layers.{i}.",
+                "qwen2": "layers.{i}.", "deberta-v2": "encoder.layer.{i}.",
+                "bart": "encoder.layers.{i}."}    # bart: leave_out 0 / 1 are encoder layers (the decoder's is 2)
 
 METHODS = [pytest.param(e, id=e.name, marks=pytest.mark.spec(*e.spec)) for e in REGISTRY.values()]
 
@@ -323,6 +324,9 @@ def test_save_load_identity(driver, model_dirs, arch, method, data, tmp_path_fac
 @given(data=st.data())
 def test_padding_invariance(driver, model_dirs, arch, method, data):
     """Extra right padding leaves every real token's output unchanged."""
+    if arch == "deberta-v2" and method.name == "prompt_tuning":
+        pytest.skip("not applicable: adapters' DeBERTa prompt rows attend the padding keys (spec DEB-4), so extra "
+                    "padding changes the output upstream too")
     m, (cfg,), shape, seed = _setup(driver, model_dirs, arch, method, data, max_T=7)
     cfg = without_gating(cfg)   # gates average over all T positions, padding included (upstream too)
     extra = data.draw(st.integers(1, 3), label="extra pad")

@@ -115,3 +115,50 @@ def get_activation(name):
     if key not in ACTIVATIONS:
         raise ValueError(f"non_linearity={name!r} is not a known activation; allowed: {', '.join(sorted(ACTIVATIONS))}.")
     return ACTIVATIONS[key]
+
+
+# ---- derivatives (training) -------------------------------------------------------------------------------------
+def _gelu_grad(x):
+    """Φ(x) + x φ(x)."""
+    x64 = np.asarray(x, np.float64)
+    cdf = 0.5 * (1.0 + erf(x64 / np.sqrt(2.0)))
+    return cdf + x64 * np.exp(-0.5 * x64 * x64) / np.sqrt(2.0 * np.pi)
+
+
+def _gelu_tanh_grad(x, c0=0.7978845608028654, c1=0.044715):
+    """d/dx 0.5x(1 + tanh(u)), u = c0 (x + c1 x³)."""
+    x64 = np.asarray(x, np.float64)
+    t = np.tanh(c0 * (x64 + c1 * x64 ** 3))
+    return 0.5 * (1.0 + t) + 0.5 * x64 * (1.0 - t * t) * c0 * (1.0 + 3.0 * c1 * x64 * x64)
+
+
+def _sigmoid_grad(x):
+    s = sigmoid(np.asarray(x, np.float64))
+    return s * (1.0 - s)
+
+
+def _silu_grad(x):
+    s = sigmoid(np.asarray(x, np.float64))
+    return s * (1.0 + np.asarray(x, np.float64) * (1.0 - s))
+
+
+# activation name -> f'(x) as a function of the activation's input (float64 where it matters)
+ACTIVATION_GRADS = {
+    "relu": lambda x: (x > 0).astype(x.dtype), "gelu": _gelu_grad, "gelu_python": _gelu_grad,
+    "gelu_new": _gelu_tanh_grad, "gelu_pytorch_tanh": _gelu_tanh_grad, "gelu_accurate": _gelu_tanh_grad,
+    "gelu_python_tanh": _gelu_tanh_grad, "gelu_fast": _gelu_tanh_grad, "tanh": lambda x: 1.0 - np.tanh(x) ** 2,
+    "sigmoid": _sigmoid_grad, "swish": _silu_grad, "silu": _silu_grad, "linear": lambda x: np.ones_like(x),
+    "leaky_relu": lambda x: np.where(x >= 0, 1.0, 0.01).astype(x.dtype),
+    "leakyrelu": lambda x: np.where(x >= 0, 1.0, 0.01).astype(x.dtype),
+}
+
+
+def activation_backward(name, x, dy):
+    """dL/dx = dy ⊙ f'(x) of the activation called ``name`` at its input x. Spec: GRAD-ACT.
+
+    ValueError naming the activation when minadapters has no derivative for it (those in ACTIVATION_GRADS do)."""
+    key = "linear" if name is None else str(name).lower()
+    if key not in ACTIVATION_GRADS:
+        raise ValueError(f"training: no derivative for activation {name!r}; minadapters trains through "
+                         f"{', '.join(sorted(ACTIVATION_GRADS))}.")
+    return (dy * ACTIVATION_GRADS[key](x)).astype(dy.dtype, copy=False)

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .activations import activation_backward, get_activation
+from .backward import LNCache, layer_norm_backward, linear_backward
+from .invertible import nice_coupling, nice_inverse_backward
+
 
 def run_body(x, steps, ops):
     """The head's layers in order: linear, activation, LayerNorm. Spec: HEAD-1."""
@@ -125,3 +129,49 @@ def parse_scores(hidden, word_starts, pad_token_id, arc_weight, rel_weight):
     arcs = biaffine(words, arc_weight, heads, True, False)[:, 0]
     rels = biaffine(words, rel_weight, heads, True, True).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(arcs), np.ascontiguousarray(rels)
+
+
+# ---- backward (training). Spec: GRAD-HEAD (spec/training.md) -------------------------------------------------------
+def run_body_forward(x, steps, ops):
+    """HEAD-1 with the input of every step kept for the backward. Spec: GRAD-HEAD.  -> y, [step inputs]
+
+    Training adds ("drop", mask_maker) steps (the head's dropouts, GRAD-DROPOUT): x ⊙ mask, the mask kept."""
+    inputs = []
+    for step in steps:
+        if step[0] == "drop":
+            m = step[1](x.shape, x.dtype)
+            inputs.append(m)
+            x = x * m
+            continue
+        if step[0] == "inverse":                      # ("inverse", params, act, ops): MAD-X's inverse NICE coupling
+            inputs.append(x)
+            x = nice_coupling(step[1], x, get_activation(step[2]), rev=True, ops=ops).astype(x.dtype, copy=False)
+            continue
+        inputs.append(x)
+        x = run_body(x, [step], ops)
+    return x, inputs
+
+
+def run_body_backward(dy, steps, inputs):
+    """Gradients of the head body, steps in reverse. Spec: GRAD-HEAD.
+
+    Returns (dx, {step index: (dW, db)}) for the linear steps (LayerNorm steps: (dg, db))."""
+    grads = {}
+    for i in range(len(steps) - 1, -1, -1):
+        step, x = steps[i], inputs[i]
+        if step[0] == "drop":
+            dy = dy * x                                # x is the step's scaled mask
+        elif step[0] == "inverse":
+            dy, grads[i] = nice_inverse_backward(dy, step[1], x, step[2], ops=step[3])
+        elif step[0] == "linear":
+            dy, dw, db = linear_backward(dy, x, step[1], has_bias=step[2] is not None)
+            grads[i] = (dw, db)
+        elif step[0] == "act":
+            dy = activation_backward(step[1], x, dy)
+        else:
+            _, g, b, eps = step
+            mu = x.mean(-1, keepdims=True)
+            rstd = 1.0 / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + x.dtype.type(eps))
+            dy, dg, dbeta = layer_norm_backward(dy, LNCache((x - mu) * rstd, rstd), g)
+            grads[i] = (dg, dbeta)
+    return dy, grads

@@ -81,3 +81,66 @@ def scatter_thirds(x, enabled, fill):
             out[..., third * mo:(third + 1) * mo] = x[..., j * mo:(j + 1) * mo]
             j += 1
     return out
+
+
+# ---- backward (training). Spec: GRAD-LORA, GRAD-IA3 (spec/training.md) ---------------------------------------------
+def lora_backward(dd, x, A, B, *, scale):
+    """Gradients of δ = s · (x Aᵀ) Bᵀ (LORA-1) with respect to x, A and B. Spec: GRAD-LORA.
+
+        g = s · dδ B  (…, r);   dx = g A;   dA = Σ_rows gᵀ x;   dB = s · Σ_rows dδᵀ (x Aᵀ)
+    dd (…, M), x (…, K), A (r, K), B (M, r) -> dx (…, K), dA (r, K), dB (M, r)"""
+    d2, x2 = dd.reshape(-1, dd.shape[-1]), x.reshape(-1, x.shape[-1])
+    g = (d2 @ B) * scale                                              # (rows, r)
+    dx = (g @ A).reshape(x.shape)
+    dA = g.T @ x2
+    dB = (d2 * scale).T @ (x2 @ A.T)
+    return dx, dA, dB
+
+
+def ia3_backward(dout, y, v):
+    """Gradients of out = y ⊙ v (LORA-3, v = alpha · l_Bᵀ) with respect to y and v. Spec: GRAD-IA3.
+
+        dy = dout ⊙ v;   dv = Σ_rows dout ⊙ y          dout, y (…, M), v (M,) -> dy (…, M), dv (M,)"""
+    return dout * v, (dout * y).reshape(-1, y.shape[-1]).sum(0)
+
+
+def gather_thirds(y, enabled):
+    """Adjoint of scatter_thirds: the enabled thirds' columns of a (…, 3·M') array, concatenated. Spec: GRAD-LORA.
+    -> (…, g·M')"""
+    mo = y.shape[-1] // 3
+    return np.concatenate([y[..., t * mo:(t + 1) * mo] for t, on in enumerate(enabled) if on], axis=-1)
+
+
+def grouped_delta_backward(dd, x, A, B, groups: int, *, scale):
+    """Gradients of s · grouped_delta (LORA-7): GRAD-LORA per group j with A_j, B_j. Spec: GRAD-LORA.
+
+    dd (…, g·M') -> dx (…, K), dA (g·r, K), dB (g·M', r)"""
+    r, mo = A.shape[0] // groups, B.shape[0] // groups
+    dx, dA, dB = np.zeros(x.shape, dd.dtype), np.zeros_like(A, dtype=dd.dtype), np.zeros_like(B, dtype=dd.dtype)
+    for j in range(groups):
+        a, b = A[j * r:(j + 1) * r], B[j * mo:(j + 1) * mo]
+        gx, dA[j * r:(j + 1) * r], dB[j * mo:(j + 1) * mo] = lora_backward(dd[..., j * mo:(j + 1) * mo], x, a, b,
+                                                                           scale=scale)
+        dx += gx
+    return dx, dA, dB
+
+
+def vera_delta_w_backward(dW, A, B, D, Bv):
+    """Gradients of ΔW = Λ_B B Λ_D A (LORA-4) with respect to the trainable Λ_D (vera_D) and Λ_B (vera_B); the
+    shared A and B are frozen. Spec: GRAD-VERA.  dW (M, K) -> dD (r, r), dBv (M, M)"""
+    return (Bv @ B).T @ dW @ A.T, dW @ (B @ D @ A).T
+
+
+def dora_backward(dout, base, H, m, n, W, dW_):
+    """Gradients of y = (m / n) ⊙ (base + H), n = ‖W + ΔW‖ per output row (LORA-5, ΔW unscaled). Spec: GRAD-DORA.
+
+        u = base + H;  du = dout ⊙ m/n;  dm = Σ_rows dout ⊙ u / n;  dn = −Σ_rows dout ⊙ m ⊙ u / n²
+        dΔW = (dn / n) ⊙ (W + ΔW)   (row-wise)
+    -> du (…, M) (the gradient of base and of H), dm (M, 1), dΔW (M, K)"""
+    u = base + H
+    mv = m.reshape(-1)
+    du = dout * (mv / n)
+    flat = (dout * u).reshape(-1, u.shape[-1]).sum(0)
+    dm = (flat / n).reshape(-1, 1)
+    dn = -flat * mv / (n * n)
+    return du, dm, (dn / n)[:, None] * (W + dW_)

@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+from .activations import activation_backward
+from .backward import linear_backward
 
 
 def prefix_mlp(wte, w0, b0, w2, b2, *, act, ops):
@@ -87,3 +89,50 @@ def combine_prompt(prompt, x, mask2d, *, combine: str, ops):
     mask2d = np.asarray(mask2d)
     ones = np.ones((mask2d.shape[0], P), dtype=mask2d.dtype)
     return out, ops.concat([ones, mask2d], 1)
+
+
+# ---- backward (training). Spec: GRAD-PREFIX (spec/training.md) ----------------------------------------------------
+def prefix_mlp_forward(wte, w0, b0, w2, b2, *, act, ops):
+    """PREFIX-1 with its cache (E, pre-activation, activation). Spec: GRAD-PREFIX.  -> (P, L·2·H·Dh), cache"""
+    z0 = ops.linear(wte, w0, b0)                                      # (P, bottleneck)
+    z = ops.activation(act)(z0)
+    return ops.linear(z, w2, b2), (z0, z)
+
+
+def prefix_mlp_backward(dkv, wte, w0, w2, cache, *, act):
+    """Gradients of the reparametrisation network. Spec: GRAD-PREFIX.
+
+        dz = dKV W2;  dW2 = dKVᵀ z;  db2 = Σ dKV;  dz₀ = act'(z₀) dz;  dW0 = dz₀ᵀ E;  db0 = Σ dz₀;  dE = dz₀ W0
+    -> dict with the state-dict leaves wte.weight, control_trans.{0,2}.{weight,bias}"""
+    z0, z = cache
+    dz, dw2, db2 = linear_backward(dkv, z, w2)
+    dz0 = activation_backward(act, z0, dz)
+    dE, dw0, db0 = linear_backward(dz0, wte, w0)
+    return {"wte.weight": dE, "control_trans.0.weight": dw0, "control_trans.0.bias": db0,
+            "control_trans.2.weight": dw2, "control_trans.2.bias": db2}
+
+
+def split_prefix_kv_backward(dkv):
+    """Transpose of split_prefix_kv: (L, 2, H, P, Dh) -> (P, L·2·H·Dh). Spec: GRAD-PREFIX."""
+    P = dkv.shape[3]
+    return np.ascontiguousarray(dkv.transpose(3, 0, 1, 2, 4)).reshape(P, -1)
+
+
+def prepend_prefix_backward(dK2, dV2, P, *, per_row=False):
+    """Gradients of K' = [P_K ; K], V' = [P_V ; V] (PREFIX-2), the prefix broadcast over the batch. Spec: GRAD-PREFIX.
+
+    dK2, dV2 (B, H, P + Tk, Dh) -> dK, dV (B, H, Tk, Dh), dP_K, dP_V (H, P, Dh) summed over the batch
+    (``per_row``: (B, H, P, Dh), for gated prefixes whose rows differ)."""
+    if per_row:
+        return dK2[:, :, P:], dV2[:, :, P:], dK2[:, :, :P], dV2[:, :, :P]
+    return dK2[:, :, P:], dV2[:, :, P:], dK2[:, :, :P].sum(0), dV2[:, :, :P].sum(0)
+
+
+def combine_prompt_backward(dout, P: int, *, combine: str):
+    """Gradients of combine_prompt (PROMPT-2): the prompt's rows summed over the batch, and the input's rows.
+    Spec: GRAD-PROMPT.  dout (B, P + T, D) -> d_prompt (P, D), dx (B, T, D)"""
+    if combine == "prefix":
+        return dout[:, :P].sum(0), dout[:, P:]
+    if combine == "prefix_after_bos":
+        return dout[:, 1:1 + P].sum(0), np.concatenate([dout[:, :1], dout[:, 1 + P:]], axis=1)
+    raise ValueError(f"combine={combine!r}; expected 'prefix' or 'prefix_after_bos'.")

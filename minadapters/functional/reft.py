@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .activations import activation_backward, get_activation
 from .linalg import mm
 
 from ..errors import ShapeError
@@ -138,3 +139,84 @@ def scatter_rows(x, idx, src):
     rows = np.broadcast_to(np.arange(x.shape[0])[:, None], idx.shape)
     out[rows, idx] = src
     return out
+
+
+# ---- backward (training). Spec: GRAD-REFT (spec/training.md) -----------------------------------------------------
+def reft_unit_backward(dout, h, W, b, R, act_name, subtract_projection: bool):
+    """Gradients of Φ(h) = h + (act(h Wᵀ + b) − [subtract]·h Rᵀ) R (REFT-1). Spec: GRAD-REFT.
+
+        s = act(z) − [sub] h Rᵀ;   ds = dout Rᵀ;   dR = sᵀ dout − [sub] dsᵀ h
+        dz = act'(z) ⊙ ds;   dW = dzᵀ h;   db = Σ dz;   dh = dout + dz W − [sub] ds R
+    -> dh (B, P, D), dW (r, D), db (r,), dR (r, D)"""
+    z = mm(h, W.T) + b
+    s = get_activation(act_name)(z)
+    if subtract_projection:
+        s = s - mm(h, R.T)
+    ds = mm(dout, R.T)                                                # (B, P, r)
+    rows = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731
+    dR = rows(s).T @ rows(dout)
+    dz = activation_backward(act_name, z, ds)
+    dh = dout + mm(dz, W)
+    if subtract_projection:
+        dR = dR - rows(ds).T @ rows(h)
+        dh = dh - mm(ds, R)
+    return dh, rows(dz).T @ rows(h), rows(dz).sum(0), dR
+
+
+def gather_rows_backward(dg, idx, T):
+    """Adjoint of gather_rows: dg (B, P, D) summed into a (B, T, D) zero array at idx. Spec: GRAD-REFT."""
+    out = np.zeros((dg.shape[0], T, dg.shape[2]), dg.dtype)
+    rows = np.broadcast_to(np.arange(dg.shape[0])[:, None], idx.shape)
+    np.add.at(out, (rows, idx), dg)
+    return out
+
+
+def scatter_owner(B, T, writes):
+    """Which write lands last at each position: ``writes`` a list of (B, n) index arrays applied in order; returns
+    (owner (B, T) of write number or -1, slot (B, T) of the column inside that write). Spec: GRAD-REFT."""
+    owner = np.full((B, T), -1, np.int64)
+    slot = np.zeros((B, T), np.int64)
+    for w, idx in enumerate(writes):
+        for j in range(idx.shape[1]):
+            owner[np.arange(B), idx[:, j]] = w
+            slot[np.arange(B), idx[:, j]] = j
+    return owner, slot
+
+
+def orthogonal_weight_backward(dR, original, base):
+    """Gradient of orthogonal_weight (REFT-2) with respect to ``original`` for r < D (torch's Householder map;
+    ``base`` is a frozen buffer; the sign factor trunc(diag X) is a constant, as torch's ``.int()``). Spec: GRAD-REFT.
+
+        R = (base · (M ⊙ sign))ᵀ,  M = H_0 ⋯ H_{k−1} I[:, :k],  H_i = I − τ_i v_i v_iᵀ,  τ_i = 2 / (1 + ‖A[i+1:, i]‖²)
+    Each step M' = M − τ v wᵀ, w = Mᵀ v, run backwards: dM += v dwᵀ + dM'; dv = −τ dM' w + M dw; dτ = −vᵀ dM' w,
+    dw = −τ dM'ᵀ v; then dA[j, i] = dv[j] − 4 dτ A[j, i] / (1 + s_i)² for j > i.  dR (r, D) -> d original (r, D)"""
+    X = np.asarray(original, np.float64).T                           # (n, k) = (D, r), tall
+    n, k = X.shape
+    if n == k:
+        raise ValueError("training: LoReFT with r == hidden size (the matrix-exponential map) has no backward in "
+                         "minadapters yet; use r < hidden size.")
+    A = np.tril(X, -1)
+    s = (A * A).sum(axis=0)
+    tau = 2.0 / (1.0 + s)
+    Ms = [np.eye(n, k)]
+    vs = {}
+    for i in range(k - 1, -1, -1):                                    # forward, keeping every M
+        v = np.zeros(n)
+        v[i] = 1.0
+        v[i + 1:] = A[i + 1:, i]
+        vs[i] = v
+        Ms.append(Ms[-1] - tau[i] * np.outer(v, v @ Ms[-1]))
+    sign = np.trunc(np.diagonal(X))
+    dQ2 = np.asarray(dR, np.float64).T                               # R = Q2ᵀ
+    dM = (np.asarray(base, np.float64).T @ dQ2) * sign[None, :]       # Q2 = base (M ⊙ sign)
+    dA = np.zeros_like(A)
+    for step, i in enumerate(range(k)):                               # reverse order of the forward loop
+        M_before = Ms[k - 1 - step]
+        v = vs[i]
+        w = M_before.T @ v
+        dw = -tau[i] * (dM.T @ v)
+        dv = -tau[i] * (dM @ w) + M_before @ dw
+        dtau = -(v @ dM @ w)
+        dM = dM + np.outer(v, dw)
+        dA[i + 1:, i] += dv[i + 1:] - 4.0 * dtau * A[i + 1:, i] / (1.0 + s[i]) ** 2
+    return dA.T.astype(np.asarray(original).dtype)

@@ -23,10 +23,13 @@ from ..outputs import ModelOutput, MultiHeadOutput
 from . import files
 from .head import PredictionHead
 from .static import convert_static_head
+from ..training.heads import head_loss
 from .types import head_type
 
 ENCODER_HEADS = ("classification", "multilabel_classification", "tagging", "multiple_choice", "question_answering",
                  "dependency_parsing", "masked_lm", "causal_lm")
+DEBERTA_HEADS = ("classification", "multilabel_classification", "tagging", "question_answering", "multiple_choice",
+                 "masked_lm")                  # adapters 1.3.0's Deberta(V2)AdapterModel.head_types
 DECODER_HEADS = ("classification", "multilabel_classification", "tagging", "question_answering", "causal_lm")
 ENCDEC_HEADS = ("classification", "multilabel_classification", "question_answering", "seq2seq_lm")
 # base-output fields an encoder-decoder's head outputs carry along (adapters copies them into its outputs)
@@ -103,6 +106,76 @@ class ModelWithHeads(AdapterModel):
             heads = [heads]
         if heads and all(h in self.heads for h in heads):
             self.active_head = heads
+
+    # ---- training (spec/training.md) -----------------------------------------------------------------
+    def _head_param_refs(self) -> dict:
+        """Every head's parameters: adapters never freezes heads (train_adapter freezes the base model and the
+        input embeddings, so an LM head's projection tied to them stays frozen)."""
+        refs = {}
+        for head in self.heads.values():
+            refs.update(head.param_refs(self))
+            if head.tied_key is not None:      # tied to the input embeddings: frozen with them
+                refs.pop(f"heads.{head.name}.{head.out_index}.weight", None)
+        for key in self._frozen_head_keys:
+            refs.pop(key, None)
+        return refs
+
+    _frozen_head_keys: frozenset = frozenset()
+
+    def train_adapter(self, adapter_setup, train_embeddings: bool = False) -> None:
+        """As the bare model; then, as adapters' freeze_embeddings, the output projection (weight and bias) of every
+        active LM head is frozen. Spec: TRAIN-1."""
+        super().train_adapter(adapter_setup, train_embeddings)
+        active = self._active_heads.children if isinstance(self._active_heads, BatchSplit) else self._active_heads
+        frozen = set()
+        for name in active or []:
+            head = self.heads[name]
+            if head.type.output == "lm":
+                i = head.out_index
+                frozen |= {f"heads.{name}.{i}.weight", f"heads.{name}.{i}.bias"}
+        self._frozen_head_keys = frozenset(frozen)
+
+    def train_adapter_fusion(self, adapter_setup, unfreeze_adapters: bool = False) -> None:
+        """As the bare model; adapters' flex models do not freeze the LM heads' projection here. Spec: TRAIN-1."""
+        super().train_adapter_fusion(adapter_setup, unfreeze_adapters)
+        self._frozen_head_keys = frozenset()
+
+    def _training_inputs(self, inputs: dict) -> dict:
+        """adapters' encoder classes flatten (B, C, T) multiple-choice inputs (as forward)."""
+        if "multiple_choice" in self.head_types:
+            return {k: _flatten_choices(k, v) for k, v in inputs.items()}
+        return inputs
+
+    def _loss_fn(self, targets, attention_mask, grad_output):
+        """The active head's loss (adapters' head losses); without a head, the bare model's. Spec: GRAD-HEAD."""
+        used = self._used_heads(None)
+        if not used:
+            return super()._loss_fn(targets, attention_mask, grad_output)
+        if isinstance(used, BatchSplit) or len(used) != 1:
+            raise ConfigError(f"forward_backward(): training with several heads ({used!r}) is not implemented in "
+                              "minadapters yet; set active_head to one head.")
+        head = self.heads[used[0]]
+        need = ("start_positions", "end_positions") if head.head_type == "question_answering" else ("labels",)
+        missing = [k for k in need if k not in targets]
+        if missing:
+            raise ValueError(f"forward_backward(): head {used[0]!r} ({head.head_type}) needs "
+                             f"{' and '.join(k + '=' for k in missing)} to compute its loss.")
+
+        trainable = frozenset(self._head_param_refs()) | frozenset(self.trainable_parameters())
+        inv = self.model_level["invertible"]
+        setup = self.active_adapters                   # HEAD-6 reads the active setup (as _lm_inverse)
+        inverse = None if setup is None or setup.first() not in inv.blocks else (setup.first(),
+                                                                                 inv.blocks[setup.first()])
+
+        def fn(fields):
+            fields["inverse_adapter"] = inverse
+            loss, logits, d_hidden = head_loss(self, head, fields, targets, attention_mask, self.grads, trainable)
+            if head.head_type == "question_answering":
+                return loss, d_hidden, {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}
+            if head.head_type == "multiple_choice":
+                return loss, d_hidden, {"logits": logits.reshape(-1, head.config["num_choices"])}
+            return loss, d_hidden, {"logits": logits}
+        return fn
 
     def _check_type(self, name):
         if name not in self.head_types:
@@ -539,6 +612,14 @@ class XLMRobertaAdapterModel(ModelWithHeads):
     head_types = ENCODER_HEADS
 
 
+class DebertaAdapterModel(ModelWithHeads):
+    head_types = DEBERTA_HEADS
+
+
+class DebertaV2AdapterModel(ModelWithHeads):
+    head_types = DEBERTA_HEADS
+
+
 class BartAdapterModel(ModelWithHeads):
     head_types = ENCDEC_HEADS
 
@@ -562,6 +643,7 @@ class LlamaAdapterModel(ModelWithHeads):
 # model_type -> AdapterModel class (a family added later registers its class here).
 ADAPTER_MODEL_CLASSES = {"bert": BertAdapterModel, "roberta": RobertaAdapterModel,
                          "xlm-roberta": XLMRobertaAdapterModel, "gpt2": GPT2AdapterModel, "llama": LlamaAdapterModel,
+                         "deberta": DebertaAdapterModel, "deberta-v2": DebertaV2AdapterModel,
                          "bart": BartAdapterModel, "mbart": MBartAdapterModel, "plbart": PLBartAdapterModel}
 
 

@@ -33,6 +33,25 @@ def _roberta_like(prefix: str) -> dict:
     }
 
 
+_DEBERTA_POOLED = {"layers": 2, "activation_function": "gelu", "use_pooler": False}   # ContextPooler + classifier
+_DEBERTA_POOLED_MODULES = (None, "pooler.dense", None, None, "classifier")
+
+
+def _deberta_like(prefix: str, multiple_choice: bool) -> dict:
+    """adapters 1.3.0's head_utils entries of Deberta / DebertaV2 (only V2 lists a multiple-choice class)."""
+    out = {
+        f"{prefix}ForSequenceClassification": (dict(_DEBERTA_POOLED, head_type="classification"),
+                                               _DEBERTA_POOLED_MODULES),
+        f"{prefix}ForTokenClassification": (_TAG, ("dropout", "classifier")),
+        f"{prefix}ForQuestionAnswering": (_QA, (None, "qa_outputs")),
+        f"{prefix}ForMaskedLM": (dict(_BERT_LM, head_type="masked_lm"), _BERT_LM_MODULES),
+    }
+    if multiple_choice:
+        out[f"{prefix}ForMultipleChoice"] = (dict(_DEBERTA_POOLED, head_type="multiple_choice"),
+                                             _DEBERTA_POOLED_MODULES)
+    return out
+
+
 # task class -> (head config, checkpoint module per head index; None: no parameters at that index)
 STATIC_HEADS = {
     "BertForSequenceClassification": (_CLS_POOLER, (None, "classifier")),
@@ -43,6 +62,8 @@ STATIC_HEADS = {
     "BertLMHeadModel": (dict(_BERT_LM, head_type="causal_lm"), _BERT_LM_MODULES),
     **_roberta_like("Roberta"),
     **_roberta_like("XLMRoberta"),
+    **_deberta_like("Deberta", multiple_choice=False),
+    **_deberta_like("DebertaV2", multiple_choice=True),
     "GPT2ForSequenceClassification": ({"head_type": "classification", "layers": 1, "activation_function": None,
                                        "bias": False}, (None, "score")),
     "GPT2LMHeadModel": ({"head_type": "causal_lm"}, ("lm_head",)),
@@ -53,6 +74,11 @@ STATIC_HEADS = {
     "LlamaForCausalLM": ({"head_type": "causal_lm"}, ("lm_head",)),
     "LlamaForQuestionAnswering": (_QA, (None, "qa_outputs")),
     "LlamaForTokenClassification": (_TAG, (None, "score")),
+    "GPTJForSequenceClassification": ({"head_type": "classification", "layers": 1, "activation_function": None,
+                                       "bias": False}, (None, "score")),
+    "GPTJForCausalLM": ({"head_type": "causal_lm", "bias": True}, ("lm_head",)),
+    "GPTJForQuestionAnswering": (_QA, (None, "qa_outputs")),
+    **_roberta_like("Xmod"),
     **{f"{p}ForSequenceClassification": ({"head_type": "classification", "layers": 2, "activation_function": "tanh"},
                                          (None, "classification_head.dense", None, None,
                                           "classification_head.out_proj")) for p in ("Bart", "MBart", "PLBart")},

@@ -16,7 +16,8 @@ import numpy as np
 from ..errors import WeightsError
 from ..jsonio import read_json
 from .atomic import atomic_write, atomic_write_bytes, atomic_write_json, fsync_dir, remove_stale_temps
-from .safetensors_io import dumps_safetensors_bytes, load_safetensors, loads_safetensors_bytes, save_safetensors
+from .safetensors_io import (dumps_safetensors_bytes, load_safetensors, loads_safetensors_bytes, mmap_enabled,
+                             save_safetensors)
 from .torch_pickle import load_torch_file, loads_torch_bytes
 from .torch_save import dumps_torch_bytes, save_torch_file
 
@@ -87,14 +88,19 @@ def _read_sharded(model_dir: str, index_name: str, reader) -> dict[str, np.ndarr
     return out
 
 
+def _mapped_safetensors(path):
+    return load_safetensors(path, mmap=True)
+
+
 def read_model_weights(model_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a Hugging Face checkpoint directory into {name: ndarray}. Spec: IO-9.
 
     Order tried (as transformers does): model.safetensors, model.safetensors.index.json
     (sharded, via weight_map), pytorch_model.bin, pytorch_model.bin.index.json."""
     model_dir = os.fspath(model_dir)
-    options = [("model.safetensors", load_safetensors, False),
-               ("model.safetensors.index.json", load_safetensors, True),
+    st = _mapped_safetensors if mmap_enabled() else load_safetensors     # IO-19: checkpoints are mapped
+    options = [("model.safetensors", st, False),
+               ("model.safetensors.index.json", st, True),
                ("pytorch_model.bin", load_torch_file, False),
                ("pytorch_model.bin.index.json", load_torch_file, True)]
     for name, reader, sharded in options:

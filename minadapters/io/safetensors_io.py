@@ -12,8 +12,10 @@ writers (transformers) put it, so `safetensors.torch.load_file` reads it.
 from __future__ import annotations
 
 import math
+import mmap as _mmap
 import os
 import struct
+import sys
 from typing import Mapping
 
 import numpy as np
@@ -116,8 +118,29 @@ def _decode(raw: bytes, code: str, shape: tuple) -> np.ndarray:
     return arr.astype(arr.dtype.newbyteorder("="), copy=True)   # own, writable, native order
 
 
-def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a safetensors file as {name: C-contiguous native ndarray}; BF16 -> float32. Spec: IO-7."""
+def mmap_enabled() -> bool:
+    """Whether model checkpoints are memory-mapped (IO-19); `MINADAPTERS_MMAP=0` turns it off."""
+    return os.environ.get("MINADAPTERS_MMAP", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _mapped(mm, start: int, code: str, shape: tuple, begin: int, end: int):
+    """A zero-copy view of one tensor in a copy-on-write map, or None when a view cannot be used.
+
+    Only for dtypes kept as they are (not BF16, which is widened) in native byte order, at an offset aligned to
+    the item size (safetensors writers align every tensor; a hand-made file may not). Spec: IO-19."""
+    dt = np.dtype(_DTYPES[code])
+    if code == "BF16" or (dt.byteorder == "<" and sys.byteorder != "little") or (start + begin) % dt.itemsize:
+        return None
+    count = (end - begin) // dt.itemsize
+    return np.frombuffer(mm, dtype=dt.newbyteorder("="), count=count, offset=start + begin).reshape(shape)
+
+
+def load_safetensors(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, np.ndarray]:
+    """Read a safetensors file as {name: C-contiguous native ndarray}; BF16 -> float32. Spec: IO-7, IO-19.
+
+    With `mmap=True` the file is mapped copy-on-write and each tensor that can be used in place is a writable
+    view of the map (no copy until a page is written; the map lives as long as any view). The header and every
+    entry are validated first, exactly as for a read."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"safetensors file '{path}' does not exist")
@@ -125,8 +148,14 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
         total = os.fstat(fp.fileno()).st_size
         header, start = _parse_header(fp.read(8), fp.read, path, total)
         data_len = total - start
+        entries = _tensor_entries(header, data_len, path)
+        mm = _mmap.mmap(fp.fileno(), 0, access=_mmap.ACCESS_COPY) if mmap and total > 0 else None
         out = {}
-        for name, code, shape, begin, end in _tensor_entries(header, data_len, path):
+        for name, code, shape, begin, end in entries:
+            view = _mapped(mm, start, code, shape, begin, end) if mm is not None else None
+            if view is not None:
+                out[name] = view
+                continue
             fp.seek(start + begin)
             out[name] = _decode(fp.read(end - begin), code, shape)
     return out

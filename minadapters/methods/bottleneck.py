@@ -99,13 +99,18 @@ class BottleneckLayer(ComposableLayer):
             return wd, bd, wu, bu
         return p[dp + ".weight"], p[dp + ".bias"], p["adapter_up.weight"], p["adapter_up.bias"]
 
-    def _adapter_forward(self, mod, a, r, fwd):
-        """(o, up): the adapter's output and its scaled up-projection (fusion's values). Spec: BN-1, BN-4."""
+    def _up(self, mod, a):
+        """The adapter's scaled up-projection of a (BN-1's branch, before the residual). Spec: BN-1."""
         cfg, p = mod.config, mod.params
         scaling = p["scaling"] if isinstance(cfg["scaling"], str) else float(cfg["scaling"])
         ln_before = (p["adapter_down.0.weight"], p["adapter_down.0.bias"]) if cfg["ln_before"] else None
-        up = bottleneck(a, *self._weights(mod), act=cfg["non_linearity"], scaling=scaling, ops=self.ops,
-                        ln_before=ln_before)
+        return bottleneck(a, *self._weights(mod), act=cfg["non_linearity"], scaling=scaling, ops=self.ops,
+                          ln_before=ln_before)
+
+    def _adapter_forward(self, mod, a, r, fwd):
+        """(o, up): the adapter's output and its scaled up-projection (fusion's values). Spec: BN-1, BN-4."""
+        cfg, p = mod.config, mod.params
+        up = self._up(mod, a)
         gate = None
         if cfg["use_gating"]:
             gate = mean_gate(a, p["gate.weight"], p["gate.bias"], ops=self.ops)[:, None, :]   # (B, 1, 1)
@@ -163,6 +168,33 @@ class BottleneckLayer(ComposableLayer):
     def compose_single(self, name, state, fwd, lvl=0):
         o, up = self._adapter_forward(self.modules[name], state.hidden_states, state.adapter_residual, fwd)
         return state._replace(hidden_states=o, bottleneck_up=up, last=name)
+
+    def compose_batch_split(self, block, state, fwd, lvl):
+        """Child i gets rows [Σ_{<i}, Σ_{≤i}); outputs concatenated on the batch axis. Spec: COMP-BATCHSPLIT.
+
+        Children that are all adapters of this location with no gate and no LN after (and the same is_parallel /
+        adapter_residual_before_ln) run row-wise into one up-projection buffer and close with one BN-1 output
+        over the whole batch: no per-child state slices and no concatenation of four (B, T, D) arrays per block.
+        Anything else takes the generic path (same results)."""
+        mods = [self.modules.get(c) if isinstance(c, str) else None for c in block]
+        flags = {(bool(m.config["is_parallel"]), m.config["adapter_residual_before_ln"]) for m in mods
+                 if m is not None}
+        if (any(m is None or m.config["use_gating"] or m.config["ln_after"] for m in mods) or len(flags) != 1
+                or self._bsz(state) == 0):
+            return super().compose_batch_split(block, state, fwd, lvl)
+        state = self.pre_block(block, state, fwd)
+        a = state.hidden_states
+        up = None
+        for (rows, _), mod in zip(self.row_partition(block, a.shape[0], fwd), mods):
+            if rows.stop > rows.start:
+                u = self._up(mod, a[rows])
+                if up is None:
+                    up = np.empty(a.shape[:1] + u.shape[1:], u.dtype)
+                up[rows] = u
+        (is_parallel, before_ln), = flags
+        o = adapter_output(up, state.adapter_residual, gate=None, is_parallel=is_parallel,
+                           residual_before_ln=before_ln, ln_after=None, ops=self.ops)
+        return state._replace(hidden_states=o, bottleneck_up=up, last=mods[-1].name)
 
     def compose_split(self, block, state, fwd, lvl):
         """Child i gets tokens [Σ_{<i}, Σ_{≤i}); concatenated on the sequence axis. Spec: COMP-SPLIT."""

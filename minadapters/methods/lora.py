@@ -167,19 +167,15 @@ class LoRALayer(LoRAMergeMixin, ComposableLayer):
         return self._sgmv(mods, [sl.stop - sl.start for sl, _ in parts], x, y)
 
     def _sgmv(self, mods, sizes, x, y):
+        """One ops.sgmv_lora_add over the children's own arrays (per-adapter form: nothing stacked or copied per
+        call, mixed ranks in the same call). Spec: OPS-9."""
         B, T, K = x.shape
         seg = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64) * T
-        if len({m.params["lora_A"].shape for m in mods}) == 1 and len({m.params["lora_B"].shape for m in mods}) == 1:
-            A = np.stack([m.params["lora_A"] for m in mods])
-            Bm = np.stack([m.params["lora_B"] for m in mods])
-            scales = np.array([m.info["scaling"] for m in mods], y.dtype)
-            self.ops.sgmv_lora_add(y.reshape(B * T, -1), x.reshape(B * T, K), A, Bm, seg,
-                                   np.arange(len(mods), dtype=np.int64), scales)
-            return y
-        y2, x2 = y.reshape(B * T, -1), x.reshape(B * T, K)        # different ranks: one fused call per child
-        for i, m in enumerate(mods):
-            sl = slice(seg[i], seg[i + 1])
-            self.ops.lora_add(y2[sl], x2[sl], m.params["lora_A"], m.params["lora_B"], m.info["scaling"])
+        y2 = y.reshape(B * T, -1)
+        A = [m.params["lora_A"] for m in mods]
+        Bm = [m.params["lora_B"] for m in mods]
+        scales = np.array([m.info["scaling"] for m in mods], y.dtype)
+        self.ops.sgmv_lora_add(y2, x.reshape(B * T, K), A, Bm, seg, np.arange(len(mods), dtype=np.int64), scales)
         return y
 
     def combine(self, state, w):

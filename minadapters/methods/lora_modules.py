@@ -195,13 +195,14 @@ def delta_w(mod, shared):
     kind = mod.info["kind"]
     p = mod.params
     if kind == "lora":
-        return p["lora_B"].astype(np.float32) @ p["lora_A"].astype(np.float32)
+        dt = np.result_type(p["lora_B"], np.float32)      # float32 at least (float16 leaves), float64 stays
+        return p["lora_B"].astype(dt) @ p["lora_A"].astype(dt)
     if kind == "vera":
         if not shared or "lora_A" not in shared:
             raise ConfigError(f"VeRA adapter {mod.name!r}: shared parameters shared_parameters.{mod.name}.lora_A/B "
                               "are missing.")
-        return F.vera_delta_w(shared["lora_A"].astype(np.float32), shared["lora_B"].astype(np.float32),
-                              p["vera_D"], p["vera_B"])
+        dt = np.result_type(shared["lora_A"], np.float32)
+        return F.vera_delta_w(shared["lora_A"].astype(dt), shared["lora_B"].astype(dt), p["vera_D"], p["vera_B"])
     if kind == "ia3":
         return p["lora_B"]
     raise ConfigError(f"adapter {mod.name!r}: MTL-LoRA has no single ΔW (3-D lora_B); it cannot be merged.")

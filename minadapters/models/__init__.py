@@ -6,12 +6,13 @@ Each family module declares one ``Architecture`` record (models/base.py); ``REGI
 from __future__ import annotations
 
 from ..errors import ConfigError
-from . import albert, bart, bert, bert_generation, distilbert, electra, gpt2, llama, llama_like
+from . import albert, bart, bert, bert_generation, deberta, distilbert, electra, gpt2, gptj, llama, llama_like, xmod
 from .base import Architecture, LayerKey, LayerStack, ParamView
 
-FAMILIES = (albert.ARCHITECTURE, bart.ARCHITECTURE, bert.ARCHITECTURE, bert_generation.ARCHITECTURE, distilbert.ARCHITECTURE, electra.ARCHITECTURE,
-            gpt2.ARCHITECTURE, llama.ARCHITECTURE,
-            *llama_like.ARCHITECTURES)
+FAMILIES = (albert.ARCHITECTURE, bart.ARCHITECTURE, bert.ARCHITECTURE, bert_generation.ARCHITECTURE,
+            distilbert.ARCHITECTURE, electra.ARCHITECTURE, *deberta.ARCHITECTURES,
+            gpt2.ARCHITECTURE, gptj.ARCHITECTURE, llama.ARCHITECTURE,
+            *llama_like.ARCHITECTURES, xmod.ARCHITECTURE)
 
 
 def _registry(families) -> dict:

@@ -20,8 +20,9 @@ from ..composition import BLOCKS
 from ..errors import ConfigError, ShapeError
 from ..hooks import Hook, KIND_OF_HOOK
 
-# adapters 1.3.0's method names (AdapterModelInterface.adapter_methods) plus prefix tuning.
-ALL_METHODS = frozenset({"bottleneck", "lora", "prefix_tuning", "prompt_tuning", "reft", "invertible"})
+# adapters 1.3.0's method names (AdapterMethod.get_from_config: AdapterModelInterface.adapter_methods, prefix tuning,
+# and a config's own architecture such as "mtl_lora", which no plugin interface lists).
+ALL_METHODS = frozenset({"bottleneck", "lora", "mtl_lora", "prefix_tuning", "prompt_tuning", "reft", "invertible"})
 ALL_BLOCKS = frozenset(BLOCKS)            # composition block class names
 
 
@@ -115,6 +116,16 @@ class LayerStack:
         return {k: v for k, v in table.items() if v is not None}
 
 
+class Training(NamedTuple):
+    """A family's training forward and explicit backward. Spec: TRAIN-2.
+
+    forward(params, config, hooks, ops, dtype, **inputs) -> (fields, cache) computes what ``Architecture.forward``
+    computes, through training hooks (training/hooks.py) that keep caches; backward(d_last_hidden_state, cache,
+    params, config, hooks, ops) walks the layers in reverse, calling each hook's ``*_backward``."""
+    forward: Callable
+    backward: Callable
+
+
 @dataclass(frozen=True, eq=False)
 class Architecture:
     """Everything the model needs to know about a family, declared once. Spec: ARCH-1.
@@ -143,6 +154,7 @@ class Architecture:
     call_order: tuple = ("input_ids", "attention_mask", "token_type_ids")
     pooler: tuple = ()                        # optional base weights kept when present (BERT's pooler)
     notes: Mapping = field(default_factory=dict)
+    training: Training | None = None          # explicit backward (spec/training.md); None: training is refused
 
     def __post_init__(self):
         names = [s.name for s in self.stacks]

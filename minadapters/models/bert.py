@@ -6,8 +6,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ShapeError
+from ..functional.activations import activation_backward
+from ..functional.backward import LayerNormFn, attention_backward, attention_forward, linear_backward
 from ..hooks import Hook
-from .base import Architecture, LayerStack, attention_probs, layer_views
+from .base import Architecture, LayerStack, Training, attention_probs, layer_views
 
 MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
 ENCODER = "encoder"
@@ -169,6 +171,74 @@ def forward(p, cfg: EncoderConfig, hooks, ops, dtype, *, input_ids=None, attenti
             "attentions": tuple(probs) if probs is not None else None}
 
 
+# ---- training: the same layer with caches, and its explicit backward. Spec: TRAIN-ENC (spec/training.md) -----------
+def encoder_layer_train(x, mask, lp, hk, cfg: EncoderConfig, ops):
+    """ENC-2 through training hooks, keeping what encoder_layer_backward reads. Spec: TRAIN-ENC.  -> (B, T, D), cache"""
+    n, eps = cfg.num_attention_heads, cfg.layer_norm_eps
+    q = hk.linear(Hook.ATTN_Q, x, *lp.linear("attention.self.query"))
+    k = hk.linear(Hook.ATTN_K, x, *lp.linear("attention.self.key"))
+    v = hk.linear(Hook.ATTN_V, x, *lp.linear("attention.self.value"))
+    K, V, mask = hk.prefix(Hook.SELF_PREFIX, split_heads(k, n), split_heads(v, n), mask, x)   # Tk = T + P
+    ctx, attn = attention_forward(split_heads(q, n), K, V, mask, ops=ops,
+                                  dropout=hk.attention_dropout("attention_probs_dropout_prob"))   # (B, N, T, Dh)
+    a, m1 = hk.dropout(ops.linear(merge_heads(ctx), *lp.linear("attention.output.dense")), "hidden_dropout_prob")
+    x = hk.residual_block(Hook.MH_ADAPTER, a, x, LayerNormFn(*lp.linear("attention.output.LayerNorm"), eps, ops))
+    i0 = hk.linear(Hook.INTERMEDIATE, x, *lp.linear("intermediate.dense"))
+    f, m2 = hk.dropout(hk.linear(Hook.OUTPUT, ops.activation(cfg.hidden_act)(i0), *lp.linear("output.dense")),
+                       "hidden_dropout_prob")
+    x = hk.residual_block(Hook.OUTPUT_ADAPTER, f, x, LayerNormFn(*lp.linear("output.LayerNorm"), eps, ops))
+    return hk.layer_output(x), (attn, i0, m1, m2)
+
+
+def encoder_layer_backward(dy, cache, lp, hk, cfg: EncoderConfig):
+    """Reverse of encoder_layer_train: dL/dx from dL/dy, hook backwards adding the adapters' gradients.
+    Spec: TRAIN-ENC (GRAD-LINEAR, GRAD-LN via the residual blocks, GRAD-ACT, GRAD-ATTN)."""
+    attn, i0, m1, m2 = cache
+    n = cfg.num_attention_heads
+    dy = hk.layer_output_backward(dy)
+    df, dx1 = hk.residual_block_backward(Hook.OUTPUT_ADAPTER, dy)
+    df = df if m2 is None else df * m2                                   # GRAD-DROPOUT
+    di = activation_backward(cfg.hidden_act, i0, hk.linear_backward(Hook.OUTPUT, df))
+    dx1 = dx1 + hk.linear_backward(Hook.INTERMEDIATE, di)
+    da, dx = hk.residual_block_backward(Hook.MH_ADAPTER, dx1)
+    da = da if m1 is None else da * m1
+    dctx = linear_backward(da, None, lp["attention.output.dense.weight"], need_weight=False)[0]
+    dq, dK, dV = attention_backward(split_heads(dctx, n), attn)
+    dk, dv, dx_gate = hk.prefix_backward(Hook.SELF_PREFIX, dK, dV)       # gated prefixes read x
+    dx = dx + hk.linear_backward(Hook.ATTN_Q, merge_heads(dq)) + (0.0 if dx_gate is None else dx_gate)
+    dx = dx + hk.linear_backward(Hook.ATTN_K, merge_heads(dk))
+    return dx + hk.linear_backward(Hook.ATTN_V, merge_heads(dv))
+
+
+def train_forward(p, cfg: EncoderConfig, hooks, ops, dtype, *, input_ids=None, attention_mask=None,
+                  token_type_ids=None, position_ids=None, inputs_embeds=None):
+    """ENC-4 for training (embeddings frozen, no pooler gradient here). Spec: TRAIN-ENC.  -> fields, cache"""
+    x = embeddings(p, cfg, input_ids, token_type_ids, ops, positions=position_ids,
+                   inputs_embeds=inputs_embeds).astype(dtype, copy=False)
+    x, _ = hooks.dropout(x, "hidden_dropout_prob")                      # BertEmbeddings' dropout (frozen below)
+    if attention_mask is None:
+        attention_mask = np.ones(x.shape[:2], np.int64)
+    x, attention_mask = hooks.embeddings(ENCODER, x, attention_mask)
+    mask = extended_mask(attention_mask, dtype)
+    caches = []
+    for i, lp in enumerate(layer_views(p, STACK, cfg.num_hidden_layers)):
+        hk = hooks.layer(ENCODER, i)
+        x, c = encoder_layer_train(x, mask, lp, hk, cfg, ops)
+        caches.append((hk, c))
+    pooled = None
+    if "pooler.dense.weight" in p:
+        pooled = np.tanh(ops.linear(x[:, 0], p["pooler.dense.weight"], p["pooler.dense.bias"]))
+    return {"last_hidden_state": x, "pooler_output": pooled}, caches
+
+
+def backward(d_hidden, caches, p, cfg: EncoderConfig, hooks, ops):
+    """Layers in reverse from dL/d last_hidden_state; the embeddings are frozen. Spec: TRAIN-ENC."""
+    dx = d_hidden
+    for lp, (hk, c) in reversed(list(zip(layer_views(p, STACK, cfg.num_hidden_layers), caches))):
+        dx = encoder_layer_backward(dx, c, lp, hk, cfg)
+    return hooks.embeddings_backward(ENCODER, dx)
+
+
 # adapters 1.3.0 state-dict paths of the hook locations (BertLayer's modules).
 STACK = LayerStack(ENCODER, layers="encoder.layer.{i}", num_layers="num_hidden_layers", embeddings="embeddings",
                    attn_q="attention.self.query", attn_k="attention.self.key", attn_v="attention.self.value",
@@ -182,4 +252,5 @@ ARCHITECTURE = Architecture(
     model_class={"bert": "BertModel", "roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel"},
     base_model_prefix={"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta"},
     inputs=frozenset({"input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds"}),
-    embed_key="embeddings.word_embeddings.weight", pooler=("pooler.dense.weight", "pooler.dense.bias"))
+    embed_key="embeddings.word_embeddings.weight", pooler=("pooler.dense.weight", "pooler.dense.bias"),
+    training=Training(train_forward, backward))

@@ -131,23 +131,46 @@ def apply_rope(x, cos, sin):
 # ---- KV cache --------------------------------------------------------------------------------------
 class KVCache:
     """Per-layer keys/values of the tokens seen so far (after RoPE, before prefix tuning and GQA repeat).
-    Spec: DEC-5."""
+    Spec: DEC-5.
+
+    Appending never reallocates per token: each layer keeps (B, N, capacity, Dh) buffers, grown geometrically
+    (doubled, at least to the tokens needed) when full, and ``keys[i]`` / ``values[i]`` are views of the first
+    ``length`` tokens (their last axis contiguous, so attention reads them in place).  A generation of n tokens
+    copies O(log n) times instead of n times."""
 
     def __init__(self, num_layers: int):
         self.keys = [None] * num_layers
         self.values = [None] * num_layers
+        self._kbuf = [None] * num_layers
+        self._vbuf = [None] * num_layers
 
     @property
     def length(self) -> int:
         return 0 if self.keys[0] is None else self.keys[0].shape[2]
 
+    def capacity(self, i: int) -> int:
+        """Tokens layer i can hold before its buffers grow."""
+        return 0 if self._kbuf[i] is None else self._kbuf[i].shape[2]
+
     def update(self, i: int, k, v):
-        """Append (B, N, T, Dh) keys/values of layer i; returns all keys/values of layer i."""
-        if self.keys[i] is not None:
+        """Append (B, N, T, Dh) keys/values of layer i; returns all keys/values of layer i (views of the buffers)."""
+        old = 0 if self.keys[i] is None else self.keys[i].shape[2]
+        if self.keys[i] is not None and (self.keys[i].shape[0] != k.shape[0] or self.keys[i].dtype != k.dtype
+                                         or self.keys[i].shape[1::2] != k.shape[1::2]):
             if self.keys[i].shape[0] != k.shape[0]:
                 raise ShapeError(f"KV cache of layer {i} holds batch {self.keys[i].shape[0]} but the new tokens have "
                                  f"batch {k.shape[0]}; a cache serves one batch of one size.")
-            k = np.concatenate([self.keys[i], k], axis=2)
-            v = np.concatenate([self.values[i], v], axis=2)
-        self.keys[i], self.values[i] = k, v
-        return k, v
+            raise ShapeError(f"KV cache of layer {i} holds keys {self.keys[i].shape} {self.keys[i].dtype}; the new "
+                             f"keys {k.shape} {k.dtype} differ in heads, head size or dtype.")
+        need = old + k.shape[2]
+        if self._kbuf[i] is None or need > self._kbuf[i].shape[2]:
+            cap = max(need, 2 * self.capacity(i), 16)
+            kb = np.empty(k.shape[:2] + (cap,) + k.shape[3:], k.dtype)
+            vb = np.empty(v.shape[:2] + (cap,) + v.shape[3:], v.dtype)
+            if old:
+                kb[:, :, :old], vb[:, :, :old] = self.keys[i], self.values[i]
+            self._kbuf[i], self._vbuf[i] = kb, vb
+        self._kbuf[i][:, :, old:need] = k
+        self._vbuf[i][:, :, old:need] = v
+        self.keys[i], self.values[i] = self._kbuf[i][:, :, :need], self._vbuf[i][:, :, :need]
+        return self.keys[i], self.values[i]

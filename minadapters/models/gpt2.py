@@ -10,10 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ShapeError
-from ..functional.activations import get_activation
+from ..functional.activations import activation_backward, get_activation
+from ..functional.backward import attention_backward, attention_forward, layer_norm_backward, layer_norm_forward, \
+    linear_backward
 from ..hooks import Hook
 from . import decoder_common as dc
-from .base import ALL_METHODS, Architecture, LayerStack, attention_probs, layer_views
+from .base import ALL_METHODS, Architecture, LayerStack, Training, attention_probs, layer_views
 
 MODEL_TYPES = ("gpt2",)
 DECODER = "decoder"
@@ -157,6 +159,80 @@ def forward(p, cfg: Config, hooks, ops, dtype, *, input_ids=None, attention_mask
             "attentions": tuple(probs) if probs is not None else None}
 
 
+# ---- training: the same block with caches, and its explicit backward. Spec: TRAIN-DEC (spec/training.md) ----------
+def block_train(i, x, mask, lp, hk, cfg: Config, ops):
+    """DEC-1 block through training hooks. Spec: TRAIN-DEC.  -> (B, T, D), cache"""
+    N, Dh, D, eps = cfg.num_attention_heads, cfg.head_dim, cfg.hidden_size, cfg.layer_norm_eps
+    h, ln1 = layer_norm_forward(x, *lp.linear("ln_1"), eps, ops=ops)
+    qkv = hk.linear(Hook.ATTN_QKV, h, *lp.linear("attn.c_attn"))           # (B, T, 3D)
+    q, k, v = (dc.split_heads(qkv[..., j * D:(j + 1) * D], N, Dh) for j in range(3))
+    K, V, m = hk.prefix(Hook.SELF_PREFIX, k, v, mask, h)
+    c = (1.0 if cfg.scale_attn_weights else float(np.sqrt(Dh))) / (i + 1 if cfg.scale_attn_by_inverse_layer_idx else 1)
+    ctx, attn = attention_forward(q * q.dtype.type(c) if c != 1.0 else q, K, V, m, ops=ops,
+                                  dropout=hk.attention_dropout("attn_pdrop"))
+    a, m1 = hk.dropout(ops.linear(dc.merge_heads(ctx), *lp.linear("attn.c_proj")), "resid_pdrop")
+    x = hk.residual_block(Hook.MH_ADAPTER, a, x, None)
+    h2, ln2 = layer_norm_forward(x, *lp.linear("ln_2"), eps, ops=ops)
+    i0 = hk.linear(Hook.INTERMEDIATE, h2, *lp.linear("mlp.c_fc"))
+    f, m2 = hk.dropout(hk.linear(Hook.OUTPUT, get_activation(cfg.hidden_act)(i0), *lp.linear("mlp.c_proj")),
+                       "resid_pdrop")
+    x = hk.residual_block(Hook.OUTPUT_ADAPTER, f, x, None)
+    return hk.layer_output(x), (ln1, attn, c, ln2, i0, m1, m2)
+
+
+def block_backward(dy, cache, lp, hk, cfg: Config):
+    """Reverse of block_train. Spec: TRAIN-DEC (GRAD-LN, GRAD-ATTN, GRAD-ACT, GRAD-LORA via the fused qkv hook)."""
+    ln1, attn, c, ln2, i0, m1, m2 = cache
+    N = cfg.num_attention_heads
+    dy = hk.layer_output_backward(dy)
+    df, dx = hk.residual_block_backward(Hook.OUTPUT_ADAPTER, dy)
+    df = df if m2 is None else df * m2                                   # GRAD-DROPOUT
+    di = activation_backward(cfg.hidden_act, i0, hk.linear_backward(Hook.OUTPUT, df))
+    dx = dx + layer_norm_backward(hk.linear_backward(Hook.INTERMEDIATE, di), ln2, lp["ln_2.weight"],
+                                  need_params=False)[0]
+    da, dx = hk.residual_block_backward(Hook.MH_ADAPTER, dx)
+    da = da if m1 is None else da * m1
+    dctx = linear_backward(da, None, lp["attn.c_proj.weight"], need_weight=False)[0]
+    dq, dK, dV = attention_backward(dc.split_heads(dctx, N, cfg.head_dim), attn)
+    dk, dv, dh_gate = hk.prefix_backward(Hook.SELF_PREFIX, dK, dV)       # gated prefixes read h = LN₁(x)
+    dqkv = np.concatenate([dc.merge_heads(dq * dq.dtype.type(c)), dc.merge_heads(dk), dc.merge_heads(dv)], -1)
+    dh = hk.linear_backward(Hook.ATTN_QKV, dqkv) + (0.0 if dh_gate is None else dh_gate)
+    return dx + layer_norm_backward(dh, ln1, lp["ln_1.weight"], need_params=False)[0]
+
+
+def train_forward(p, cfg: Config, hooks, ops, dtype, *, input_ids=None, attention_mask=None, token_type_ids=None,
+                  position_ids=None, inputs_embeds=None):
+    """DEC-1 forward for training (frozen embeddings, no KV cache). Spec: TRAIN-DEC.  -> fields, cache"""
+    B, T = input_ids.shape if inputs_embeds is None else inputs_embeds.shape[:2]
+    if position_ids is None:
+        position_ids = dc.default_position_ids(B, T, 0)
+    words = ops.take(p["wte.weight"], input_ids) if inputs_embeds is None else inputs_embeds
+    x = words + ops.take(p["wpe.weight"], position_ids)
+    if token_type_ids is not None:
+        x = x + ops.take(p["wte.weight"], token_type_ids)
+    x, _ = hooks.dropout(x.astype(dtype, copy=False), "embd_pdrop")   # GPT2Model.drop (adapters hook after it)
+    if attention_mask is None:
+        attention_mask = np.ones((B, T), np.int64)
+    x, attention_mask = hooks.embeddings(DECODER, x, attention_mask)
+    mask = dc.causal_padding_mask(attention_mask, x.shape[1], dtype, disallowed=-np.inf)
+    caches = []
+    for i, lp in enumerate(layer_views(p, STACK, cfg.num_hidden_layers)):
+        hk = hooks.layer(DECODER, i)
+        x, c = block_train(i, x, mask, lp, hk, cfg, ops)
+        caches.append((hk, c))
+    x, lnf = layer_norm_forward(x, p["ln_f.weight"], p["ln_f.bias"], cfg.layer_norm_eps, ops=ops)
+    return {"last_hidden_state": x}, (caches, lnf)
+
+
+def backward(d_hidden, cache, p, cfg: Config, hooks, ops):
+    """ln_f, then the blocks in reverse; embeddings frozen. Spec: TRAIN-DEC."""
+    caches, lnf = cache
+    dx = layer_norm_backward(d_hidden, lnf, p["ln_f.weight"], need_params=False)[0]
+    for lp, (hk, c) in reversed(list(zip(layer_views(p, STACK, cfg.num_hidden_layers), caches))):
+        dx = block_backward(dx, c, lp, hk, cfg)
+    return hooks.embeddings_backward(DECODER, dx)
+
+
 STACK = LayerStack(DECODER, layers="h.{i}", num_layers="num_hidden_layers", embeddings="wte",
                    attn_qkv="attn.c_attn", attn_o="attn.c_proj", intermediate="mlp.c_fc", output="mlp.c_proj",
                    mh_adapter="attention_adapters", output_adapter="output_adapters", self_prefix="attn.prefix_tuning")
@@ -167,4 +243,5 @@ ARCHITECTURE = Architecture(
     base_model_prefix={"gpt2": "transformer"},
     inputs=frozenset({"input_ids", "attention_mask", "token_type_ids", "position_ids", "past_key_values",
                       "inputs_embeds"}),
-    methods=ALL_METHODS - {"prompt_tuning"}, embed_key="wte.weight", is_causal=True)
+    methods=ALL_METHODS - {"prompt_tuning"}, embed_key="wte.weight", is_causal=True,
+    training=Training(train_forward, backward))

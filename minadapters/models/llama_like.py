@@ -2,7 +2,7 @@
 
 Spec: FAM-LL-1 .. FAM-LL-3 (on top of DEC-2 .. DEC-5). A family is a ``LlamaLike`` record (what sets it apart:
 attention biases, q/k norms, (1 + w) RMSNorm, scaled embeddings, sliding windows, how adapters 1.3.0 reaches it)
-turned into an ``Architecture`` by ``declare``. Mistral is native in adapters 1.3.0 (LLaMA's placement: LoRA
+turned into an ``Architecture`` by ``declare``. LLaMA itself is one such record (models/llama.py). Mistral is native in adapters 1.3.0 (LLaMA's placement: LoRA
 "intermediate" = ``mlp.down_proj``); Qwen2 / Qwen3 come through its ``AdapterModelInterface`` (wrappers/interfaces.py:
 "intermediate" = ``mlp.up_proj``, bottlenecks hooked on ``o_proj`` / ``down_proj`` outputs, no prefix or prompt
 tuning; composition blocks as adapters' composition.SUPPORTED_MODELS allows them per model type). Gemma has no
@@ -57,6 +57,7 @@ class LlamaLike:
     default_tie: bool = False
     plugin: bool = False
     base_model_prefix: str = "model"
+    task_prefixes: tuple = ()                 # further prefixes of task checkpoints (LLaMA's QA model: "transformer")
 
     def __post_init__(self):
         if self.attention_bias not in ATTENTION_BIAS or self.sliding not in SLIDING:
@@ -127,6 +128,10 @@ def config_from_dict(fam: LlamaLike, d: dict) -> Config:
         raise ShapeError(f"config.json: head_dim={Dh!r} must be an even integer for RoPE.")
     scaling = d.get("rope_scaling")
     dc.check_rope_scaling(scaling)
+    prf = d.get("partial_rotary_factor", 1.0)
+    if prf not in (None, 1, 1.0):
+        raise ConfigError(f"config.json: partial_rotary_factor={prf!r} is not supported by {fam.name}; only 1.0 "
+                          "(RoPE over the whole head).")
     act = d.get("hidden_act", fam.default_act)
     get_activation(act)
     bias = bool(d.get("attention_bias", False))
@@ -138,11 +143,15 @@ def config_from_dict(fam: LlamaLike, d: dict) -> Config:
                   bool(d.get("tie_word_embeddings", fam.default_tie)), d.get("pad_token_id"), d.get("eos_token_id"))
 
 
-def normalize_keys_for(prefix: str, weights: dict) -> dict:
-    """Strip '<prefix>.', drop heads and rotary buffers, keep 'lm_head.weight'. Spec: FAM-LL-1."""
+def normalize_keys_for(prefixes, weights: dict) -> dict:
+    """Strip '<prefix>.' (the base-model prefix, then any task prefix), drop heads and rotary buffers, keep
+    'lm_head.weight'. Spec: FAM-LL-1."""
+    if isinstance(prefixes, str):
+        prefixes = (prefixes,)
     out = {}
     for k, v in weights.items():
-        if k.startswith(prefix + "."):
+        prefix = next((p for p in prefixes if k.startswith(p + ".")), None)
+        if prefix is not None:
             k = k[len(prefix) + 1:]
         elif k != "lm_head.weight" and not k.startswith(("embed_tokens.", "layers.", "norm.")):
             continue
@@ -206,10 +215,9 @@ def decoder_layer(fam, i, x, mask, rope, lp, hk, cfg: Config, ops, cache, probs=
         mask = sliding_window_mask(mask, cfg.windows[i], mask.dtype)
     if not fam.plugin:
         k, v, mask = hk.prefix(Hook.SELF_PREFIX, k, v, mask, h)          # (B, Nkv, P+Tk, Dh), after RoPE
-    k, v = dc.repeat_kv(k, N // Nkv), dc.repeat_kv(v, N // Nkv)
     if probs is not None:
-        probs.append(attention_probs(q, k, mask, ops))                     # (B, N, T, Tk)
-    ctx = ops.attention(q, k, v, mask)
+        probs.append(attention_probs(q, dc.repeat_kv(k, N // Nkv), mask, ops))   # (B, N, T, Tk)
+    ctx = ops.attention(q, k, v, mask)                                  # GQA inside OPS-2: k, v never repeated
     a = ops.linear(dc.merge_heads(ctx), *lp.linear("self_attn.o_proj"))
     x = _close(fam, hk, Hook.MH_ADAPTER, a, x)
     h2 = rms_norm(x, lp["post_attention_layernorm.weight"], eps, fam.norm_offset, ops)
@@ -283,20 +291,22 @@ def blocks_for(model_types) -> frozenset:
     return ALL_BLOCKS - {b.__name__ for b, types in SUPPORTED_MODELS.items() if not set(model_types) <= set(types)}
 
 
-def declare(fam: LlamaLike) -> Architecture:
-    """The Architecture record of a LLaMA-like family. Spec: ARCH-1, FAM-LL-1."""
+def declare(fam: LlamaLike, training=None) -> Architecture:
+    """The Architecture record of a LLaMA-like family (``training``: its explicit backward, spec TRAIN-2, if it has
+    one). Spec: ARCH-1, FAM-LL-1."""
     stack = stack_for(fam)
     config_class = type(f"{fam.name.title().replace('_', '')}Config", (), {
         "from_dict": staticmethod(lambda d: config_from_dict(fam, d)), "__doc__": f"config.json of {fam.name}."})
     methods = PLUGIN_METHODS if fam.plugin else ALL_METHODS - {"prompt_tuning"}
     return Architecture(
         name=fam.name, model_types=fam.model_types, config_class=config_class, stacks=(stack,),
-        forward=make_forward(fam, stack), normalize_keys=lambda w, mt: normalize_keys_for(fam.base_model_prefix, w),
+        forward=make_forward(fam, stack),
+        normalize_keys=lambda w, mt: normalize_keys_for((fam.base_model_prefix, *fam.task_prefixes), w),
         expected_shapes=lambda cfg: shapes_for(fam, cfg), model_class={mt: fam.model_class for mt in fam.model_types},
         base_model_prefix={mt: fam.base_model_prefix for mt in fam.model_types},
         inputs=frozenset({"input_ids", "attention_mask", "position_ids", "past_key_values", "inputs_embeds"}),
         methods=methods, blocks=blocks_for(fam.model_types), embed_key="embed_tokens.weight", is_causal=True,
-        notes={"family": fam})
+        notes={"family": fam}, training=training)
 
 
 MISTRAL = LlamaLike(name="mistral", model_types=("mistral",), model_class="MistralModel", attention_bias="none",

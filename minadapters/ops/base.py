@@ -27,7 +27,8 @@ class Ops(Protocol):
         ...
 
     def attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-        """softmax(q kᵀ / √Dh + mask) v. OPS-2.  (B, N, Tq, Dh), (B, N, Tk, Dh) x2 -> (B, N, Tq, Dh)"""
+        """softmax(q kᵀ / √Dh + mask) v. OPS-2.  (B, N, Tq, Dh), (B, Nkv, Tk, Dh) x2 -> (B, N, Tq, Dh);
+        Nkv divides N (GQA: query head h reads kv head h // (N / Nkv))."""
         ...
 
     def softmax(self, x: np.ndarray, axis: int = -1) -> np.ndarray:

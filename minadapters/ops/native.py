@@ -2,13 +2,13 @@
 
 Every member of the Ops protocol, with the results of NumpyOps within the OPS tolerance table.
 C kernels: linear, matmul, attention, softmax, layer_norm, rms_norm, the activations listed below,
-bottleneck, lora_add, sgmv_lora_add and rope.  concat, take and repeat_batch are memory moves on host
-memory and use NumPy (the same code as NumpyOps).
+bottleneck, lora_add, sgmv_lora_add (stacked or per-adapter) and rope.  concat, take and repeat_batch are memory moves
+on host memory and use NumPy (the same code as NumpyOps).
 
 Float32 only: a call whose array arguments are not all float32 ndarrays (float64, float16, ints, or a
 float64 mask) goes to NumpyOps for that call, so dtype promotion stays exactly NumPy's.  Other per-call
 fallbacks to NumPy: softmax over an axis other than the last; attention whose q/k/v are not 4-D with
-matching (B, N) and head size; norms whose weights are not 1-D of the row length; matmul of a 1-D
+matching B and head size and kv heads dividing the query heads; norms whose weights are not 1-D of the row length; matmul of a 1-D
 operand; rope whose cos/sin are not (B or 1, T, Dh).  Activations (``activation(name)``) run natively
 for relu, gelu/gelu_python (exact erf), gelu_new/gelu_pytorch_tanh/gelu_accurate/gelu_fast (tanh
 form), silu/swish, quick_gelu and sigmoid; the other ACT-1 names use the NumPy functions, and a
@@ -27,9 +27,9 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..functional import activations as act
-from .numpy import NumpyOps, check_bottleneck, check_ids, check_lora, check_segments, scalar
+from .numpy import NumpyOps, check_bottleneck, check_ids, check_lora, check_segments, per_adapter, scalar
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 # Batched matmul entries with fewer multiply-adds than this run through NumPy (measured: AdapterFusion's
 # (8·128) x (3, 768) @ (768, 1) products take ~5x longer as one GEMM call per entry).
 SMALL_BATCHED_PRODUCT = 1 << 14
@@ -209,13 +209,17 @@ class NativeOps:
         return y
 
     def attention(self, q, k, v, mask):
-        """softmax(q kᵀ / √Dh + mask) v. Spec: OPS-2.  (B, N, Tq, Dh), (B, N, Tk, Dh) x2, additive mask
-        broadcastable to (B, N, Tq, Tk) -> (B, N, Tq, Dh), a view of a (B, Tq, N, Dh) buffer."""
+        """softmax(q kᵀ / √Dh + mask) v. Spec: OPS-2.  (B, N, Tq, Dh), (B, Nkv, Tk, Dh) x2 (Nkv divides N: GQA,
+        never repeated), additive mask broadcastable to (B, N, Tq, Tk) -> (B, N, Tq, Dh), a view of a
+        (B, Tq, N, Dh) buffer.  One fused C call (ma_attention_ex_f32: online softmax over key blocks, the scores
+        never formed); the mask is read through its broadcast strides (a (B, 1, Tq, Tk) or (B, 1, 1, Tk) mask
+        is never expanded over heads or rows)."""
         if not (_is_f32(q, k, v, mask) and q.ndim == 4 and k.ndim == 4 and k.shape == v.shape
-                and q.shape[:2] == k.shape[:2] and q.shape[3] == k.shape[3]):
+                and q.shape[0] == k.shape[0] and q.shape[3] == k.shape[3]
+                and 0 < k.shape[1] <= q.shape[1] and q.shape[1] % k.shape[1] == 0):
             return self._np.attention(q, k, v, mask)
         B, N, Tq, Dh = q.shape
-        Tk = k.shape[2]
+        Nkv, Tk = k.shape[1], k.shape[2]
         (q, sq), (k, sk), (v, sv) = _head_strides(q), _head_strides(k), _head_strides(v)
         sm, mptr, keep = [0, 0, 0], ffi.NULL, None
         if mask is not None:
@@ -229,8 +233,8 @@ class NativeOps:
         buf = np.empty((B, Tq, N, Dh), np.float32)
         out = buf.transpose(0, 2, 1, 3)
         strides = ffi.new("int64_t[15]", [s // 4 for s in out.strides[:3]] + sq + sk + sv + sm)
-        _check(lib.ma_attention_f32(_addr(out), _addr(q), _addr(k), _addr(v), mptr, strides, B, N, Tq, Tk, Dh,
-                                    float(1.0 / np.sqrt(np.float32(Dh))) if Dh else 1.0), "attention")
+        _check(lib.ma_attention_ex_f32(_addr(out), _addr(q), _addr(k), _addr(v), mptr, strides, B, N, Nkv, Tq, Tk,
+                                       Dh, float(1.0 / np.sqrt(np.float32(Dh))) if Dh else 1.0, 0, 0), "attention")
         return out
 
     def softmax(self, x, axis=-1):
@@ -316,8 +320,12 @@ class NativeOps:
     def sgmv_lora_add(self, y, x, a, b, seg_start, seg_adapter, scales):
         """Segmented LoRA (SGMV): rows seg_start[s]:seg_start[s+1] of x add scales[i] · (x a[i]ᵀ) b[i]ᵀ to y,
         i = seg_adapter[s] (−1: none); in place, returns y. Spec: OPS-9.
-        y (rows, M), x (rows, K), a (A, r, K), b (A, M, r), scales (A,)"""
+        y (rows, M), x (rows, K), a (A, r, K), b (A, M, r), scales (A,); or a, b as sequences of A per-adapter
+        arrays (r_i, K), (M, r_i): then one C call reads each adapter where it lies through a pointer table
+        (ma_sgmv_lora_add_ptr_f32: no stacked copy per call, mixed ranks)."""
         seg_start, seg_adapter, scales = check_segments(y, x, a, b, seg_start, seg_adapter, scales)
+        if per_adapter(a):
+            return self._sgmv_ptr(y, x, a, b, seg_start, seg_adapter, scales)
         if not (_is_f32(y, x, a, b) and y.flags.c_contiguous and y.flags.writeable):
             return self._np.sgmv_lora_add(y, x, a, b, seg_start, seg_adapter, scales)
         n_ad, r, k = a.shape
@@ -325,6 +333,22 @@ class NativeOps:
                                         ffi.from_buffer("int64_t[]", seg_start),
                                         ffi.from_buffer("int64_t[]", seg_adapter), _ptr(scales),
                                         x.shape[0], k, r, b.shape[1], seg_adapter.shape[0], n_ad), "sgmv_lora_add")
+        return y
+
+    def _sgmv_ptr(self, y, x, a, b, seg_start, seg_adapter, scales):
+        """OPS-9 over per-adapter arrays: a table of pointers and ranks, one C call (checked by check_segments)."""
+        if not (_is_f32(y, x, *a, *b) and y.flags.c_contiguous and y.flags.writeable):
+            return self._np.sgmv_lora_add(y, x, a, b, seg_start, seg_adapter, scales)
+        a = [t if t.flags.c_contiguous else np.ascontiguousarray(t) for t in a]   # kept alive until the call ends
+        b = [t if t.flags.c_contiguous else np.ascontiguousarray(t) for t in b]
+        ranks = np.array([t.shape[0] for t in a], np.int64)
+        x = _c(x)
+        _check(lib.ma_sgmv_lora_add_ptr_f32(_ptr(y), _ptr(x), ffi.new("float *[]", [_addr(t) for t in a]),
+                                            ffi.new("float *[]", [_addr(t) for t in b]),
+                                            ffi.from_buffer("int64_t[]", ranks),
+                                            ffi.from_buffer("int64_t[]", seg_start),
+                                            ffi.from_buffer("int64_t[]", seg_adapter), _ptr(scales), x.shape[0],
+                                            x.shape[1], y.shape[1], seg_adapter.shape[0], len(a)), "sgmv_lora_add")
         return y
 
     # ---------------------------------------------------------------- state and position ops

@@ -47,28 +47,57 @@ def check_lora(y, x, a, b, op: str = "lora_add") -> None:
                          f"y (..., M) += x (..., K) a (r, K)ᵀ b (M, r)ᵀ")
 
 
+def per_adapter(a) -> bool:
+    """True when an SGMV operand is a sequence of per-adapter 2-D arrays (mixed ranks allowed), not one stack."""
+    return isinstance(a, (list, tuple))
+
+
+def _sgmv_shapes_ok(y, x, a, b, seg_start, seg_adapter, scales) -> bool:
+    if not (x.ndim == 2 and y.ndim == 2 and y.shape[0] == x.shape[0] and seg_start.ndim == 1
+            and seg_adapter.ndim == 1 and seg_start.shape == (seg_adapter.shape[0] + 1,)):
+        return False
+    k, m = x.shape[1], y.shape[1]
+    if per_adapter(a) or per_adapter(b):
+        if not (per_adapter(a) and per_adapter(b) and len(a) == len(b) and scales.shape == (len(a),)):
+            return False
+        return all(ai.ndim == 2 and bi.ndim == 2 and ai.shape[1] == k and bi.shape == (m, ai.shape[0])
+                   for ai, bi in zip(a, b))
+    if a.ndim != 3 or b.ndim != 3:
+        return False
+    n_ad, r, _ = a.shape
+    return a.shape[2] == k and b.shape == (n_ad, m, r) and scales.shape == (n_ad,)
+
+
 def check_segments(y, x, a, b, seg_start, seg_adapter, scales):
     """The SGMV tables as int64 / float32 arrays, after checking them and the shapes (ShapeError for shapes,
-    ValueError for a segment table that does not rise from 0 to rows or names an adapter outside [-1, A))."""
+    ValueError for a segment table that does not rise from 0 to rows or names an adapter outside [-1, A)).
+    a, b: stacks (A, r, K), (A, M, r), or sequences of A per-adapter arrays (r_i, K), (M, r_i)."""
     seg_start = np.ascontiguousarray(seg_start, np.int64)
     seg_adapter = np.ascontiguousarray(seg_adapter, np.int64)
     scales = np.ascontiguousarray(scales, np.float32)
-    ok = x.ndim == 2 and a.ndim == 3 and b.ndim == 3 and seg_start.ndim == 1 and seg_adapter.ndim == 1
+    ok = _sgmv_shapes_ok(y, x, a, b, seg_start, seg_adapter, scales)
     if ok:
-        n_ad, r, k = a.shape
-        rows, m = x.shape[0], b.shape[1]
-        ok = (x.shape[1] == k and b.shape == (n_ad, m, r) and y.shape == (rows, m) and scales.shape == (n_ad,)
-              and seg_start.shape == (seg_adapter.shape[0] + 1,))
+        rows, n_ad = x.shape[0], len(a)
     if not ok:
-        raise ShapeError(f"sgmv_lora_add: shapes y {y.shape}, x {x.shape}, a {a.shape}, b {b.shape}, seg_start "
+        a_s = [t.shape for t in a] if per_adapter(a) else a.shape
+        b_s = [t.shape for t in b] if per_adapter(b) else b.shape
+        raise ShapeError(f"sgmv_lora_add: shapes y {y.shape}, x {x.shape}, a {a_s}, b {b_s}, seg_start "
                          f"{seg_start.shape}, seg_adapter {seg_adapter.shape}, scales {scales.shape} are inconsistent; "
-                         f"expected y (rows, M), x (rows, K), a (A, r, K), b (A, M, r), scales (A,), "
-                         f"seg_start (S + 1,), seg_adapter (S,)")
+                         f"expected y (rows, M), x (rows, K), a (A, r, K), b (A, M, r) (or A arrays (r_i, K), "
+                         f"(M, r_i)), scales (A,), seg_start (S + 1,), seg_adapter (S,)")
     if (seg_start[0] != 0 or seg_start[-1] != rows or np.any(np.diff(seg_start) < 0)
             or np.any(seg_adapter < -1) or np.any(seg_adapter >= n_ad)):
         raise ValueError(f"sgmv_lora_add: seg_start must rise from 0 to {rows} and seg_adapter values lie in "
                          f"[-1, {n_ad}); got seg_start={seg_start.tolist()}, seg_adapter={seg_adapter.tolist()}")
     return seg_start, seg_adapter, scales
+
+
+def repeat_kv_heads(q, kv):
+    """GQA for OPS-2: kv (B, Nkv, T, Dh) repeated to q's N heads (head h reads kv head h // (N / Nkv)) when both are
+    4-D and Nkv divides N; kv unchanged otherwise (equal heads, or shapes np.matmul broadcasts or refuses)."""
+    if q.ndim == 4 and kv.ndim == 4 and 0 < kv.shape[1] < q.shape[1] and q.shape[1] % kv.shape[1] == 0:
+        return np.repeat(kv, q.shape[1] // kv.shape[1], axis=1)
+    return kv
 
 
 def check_ids(table, ids, op: str = "take"):
@@ -106,8 +135,11 @@ class NumpyOps:
         return np.matmul(a, b)
 
     def attention(self, q, k, v, mask):
-        """softmax(q kᵀ / √Dh + mask) v. Spec: OPS-2.  (B, N, Tq, Dh), (B, N, Tk, Dh) x2, mask broadcastable
-        to (B, N, Tq, Tk) and additive -> (B, N, Tq, Dh).  Tk = 0: zeros (an empty weighted sum)."""
+        """softmax(q kᵀ / √Dh + mask) v. Spec: OPS-2.  (B, N, Tq, Dh), (B, Nkv, Tk, Dh) x2, mask broadcastable
+        to (B, N, Tq, Tk) and additive -> (B, N, Tq, Dh).  Tk = 0: zeros (an empty weighted sum).
+        GQA: with 4-D k / v of Nkv heads, Nkv dividing N and Nkv ≠ N, query head h reads kv head h // (N / Nkv)
+        (k and v repeated per head here, the reference)."""
+        k, v = repeat_kv_heads(q, k), repeat_kv_heads(q, v)
         if k.shape[-2] == 0:
             return np.zeros(np.broadcast_shapes(q.shape[:-2], v.shape[:-2]) + (q.shape[-2], v.shape[-1]),
                             np.result_type(q, k, v))
@@ -156,7 +188,8 @@ class NumpyOps:
     def sgmv_lora_add(self, y, x, a, b, seg_start, seg_adapter, scales):
         """Segmented LoRA (SGMV): rows seg_start[s]:seg_start[s+1] of x add scales[i] · (x a[i]ᵀ) b[i]ᵀ to y,
         i = seg_adapter[s] (−1: none); in place, returns y. Spec: OPS-9.
-        y (rows, M), x (rows, K), a (A, r, K), b (A, M, r), scales (A,)"""
+        y (rows, M), x (rows, K), a (A, r, K), b (A, M, r), scales (A,); or a, b as sequences of A per-adapter
+        arrays (r_i, K), (M, r_i) (mixed ranks, nothing stacked)"""
         seg_start, seg_adapter, scales = check_segments(y, x, a, b, seg_start, seg_adapter, scales)
         for s, i in enumerate(seg_adapter.tolist()):
             lo, hi = int(seg_start[s]), int(seg_start[s + 1])

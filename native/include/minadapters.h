@@ -12,7 +12,7 @@
  */
 
 enum {
-    MA_ABI_VERSION = 3
+    MA_ABI_VERSION = 4
 };
 
 enum ma_status {
@@ -75,6 +75,15 @@ int ma_attention_f32(float *out, const float *q, const float *k, const float *v,
                      const int64_t *strides, int64_t batch, int64_t heads, int64_t tq, int64_t tk,
                      int64_t head_dim, float scale);
 
+/* OPS-2, fused and blocked (online softmax over key blocks; the (Tq, Tk) scores are never formed), with
+ * GQA: k, v hold kv_heads heads (kv_heads divides heads, MA_ERR_ARG otherwise) and query head h reads kv head
+ * h / (heads / kv_heads); the k and v strides are over kv heads.  causal != 0: query row i sees key j only
+ * when j <= i + tk - tq; window > 0: only when j > i + tk - tq - window (0: no window).  Unseen keys weigh
+ * exactly 0; a row that sees no key gives 0.  ma_attention_f32 is this with kv_heads = heads, no rule. */
+int ma_attention_ex_f32(float *out, const float *q, const float *k, const float *v, const float *mask,
+                        const int64_t *strides, int64_t batch, int64_t heads, int64_t kv_heads, int64_t tq,
+                        int64_t tk, int64_t head_dim, float scale, int causal, int64_t window);
+
 /* OPS-3  row-wise softmax over the last axis of (rows, n). */
 int ma_softmax_f32(float *y, const float *x, int64_t rows, int64_t n);
 
@@ -114,6 +123,13 @@ int ma_sgmv_lora_add_f32(float *y, const float *x, const float *a, const float *
                          int64_t rows, int64_t k, int64_t r, int64_t m, int64_t n_seg,
                          int64_t n_adapters);
 
+/* OPS-9 with the adapters given as one pointer each (a[i] (ranks[i], k), b[i] (m, ranks[i]), row-major) instead of
+ * one stacked array: no copy of the adapters per call, and mixed ranks in one call (BatchSplit of many LoRAs). */
+int ma_sgmv_lora_add_ptr_f32(float *y, const float *x, const float *const *a, const float *const *b,
+                             const int64_t *ranks, const int64_t *seg_start, const int64_t *seg_adapter,
+                             const float *scales, int64_t rows, int64_t k, int64_t m, int64_t n_seg,
+                             int64_t n_adapters);
+
 /* OPS-13  rotary position embedding:  y = x * cos + rotate_half(x) * sin, rotate_half([x1, x2]) = [-x2, x1]
  * (x2 = the last dh - dh/2 values).  x, y: (batch, heads, t, dh) contiguous; cos, sin: (batch, t, dh) with
  * batch element stride cs_stride (t * dh, or 0 to share one table), broadcast over heads.  y may not alias x. */
@@ -132,6 +148,9 @@ int ma_ref_matmul_f32(float *y, const float *a, const float *b, const float *bia
 int ma_ref_attention_f32(float *out, const float *q, const float *k, const float *v, const float *mask,
                          const int64_t *strides, int64_t batch, int64_t heads, int64_t tq, int64_t tk,
                          int64_t head_dim, float scale);
+int ma_ref_attention_ex_f32(float *out, const float *q, const float *k, const float *v, const float *mask,
+                            const int64_t *strides, int64_t batch, int64_t heads, int64_t kv_heads, int64_t tq,
+                            int64_t tk, int64_t head_dim, float scale, int causal, int64_t window);
 int ma_ref_softmax_f32(float *y, const float *x, int64_t rows, int64_t n);
 int ma_ref_layer_norm_f32(float *y, const float *x, const float *g, const float *b,
                           int64_t rows, int64_t n, float eps);
@@ -146,5 +165,9 @@ int ma_ref_sgmv_lora_add_f32(float *y, const float *x, const float *a, const flo
                              const int64_t *seg_start, const int64_t *seg_adapter, const float *scales,
                              int64_t rows, int64_t k, int64_t r, int64_t m, int64_t n_seg,
                              int64_t n_adapters);
+int ma_ref_sgmv_lora_add_ptr_f32(float *y, const float *x, const float *const *a, const float *const *b,
+                                 const int64_t *ranks, const int64_t *seg_start, const int64_t *seg_adapter,
+                                 const float *scales, int64_t rows, int64_t k, int64_t m, int64_t n_seg,
+                                 int64_t n_adapters);
 int ma_ref_rope_f32(float *y, const float *x, const float *cos, const float *sin,
                     int64_t batch, int64_t heads, int64_t t, int64_t dh, int64_t cs_stride);

@@ -110,3 +110,49 @@ int ma_sgmv_lora_add_f32(float *y, const float *x, const float *a, const float *
     free(h);
     return st;
 }
+
+/* OPS-9 with one pointer per adapter and per-adapter ranks (no stacked copy; mixed ranks in one call). */
+int ma_sgmv_lora_add_ptr_f32(float *y, const float *x, const float *const *a, const float *const *b,
+                             const int64_t *ranks, const int64_t *seg_start, const int64_t *seg_adapter,
+                             const float *scales, int64_t rows, int64_t k, int64_t m, int64_t n_seg,
+                             int64_t n_adapters)
+{
+    int64_t nx, ny, rmax = 0, nh, tmp;
+    int st;
+    if (n_seg < 0 || n_adapters < 0)
+        return MA_ERR_SIZE;
+    if ((st = ma__mul(rows, k, &nx)) || (st = ma__mul(rows, m, &ny)))
+        return st;
+    if (!seg_start || (n_seg && !seg_adapter) || (n_adapters && (!scales || !ranks || !a || !b)))
+        return MA_ERR_NULL;
+    for (int64_t i = 0; i < n_adapters; i++) {
+        if (ranks[i] < 0)
+            return MA_ERR_SIZE;
+        if ((st = ma__mul(ranks[i], k, &tmp)) || (st = ma__mul(ranks[i], m, &tmp)))
+            return st;
+        if (ranks[i] && ((k && !a[i]) || (m && !b[i])))
+            return MA_ERR_NULL;
+        rmax = ranks[i] > rmax ? ranks[i] : rmax;
+    }
+    if ((st = ma__mul(rows, rmax, &nh)) || (st = check_ptrs3(y, ny, x, nx, NULL, 0)))
+        return st;
+    if ((st = check_segments(seg_start, seg_adapter, rows, n_seg, n_adapters)))
+        return st;
+    if (ny == 0)
+        return MA_OK;
+    int isa = ma_best_isa();
+    float *h = malloc((size_t)(nh + 1) * sizeof(float));
+    if (!h)
+        return MA_ERR_NOMEM;
+    for (int64_t s = 0; s < n_seg && !st; s++) {
+        int64_t i0 = seg_start[s], n = seg_start[s + 1] - i0, ad = seg_adapter[s];
+        if (ad < 0 || n == 0 || ranks[ad] == 0)
+            continue;
+        int64_t r = ranks[ad];
+        st = ma__gemm_nt(h, r, x + i0 * k, k, a[ad], k, NULL, n, r, k, scales[ad], 0, isa, 1);
+        if (!st)
+            st = ma__gemm_nt(y + i0 * m, m, h, r, b[ad], r, NULL, n, m, r, 1.0f, 1, isa, 1);
+    }
+    free(h);
+    return st;
+}

@@ -171,6 +171,77 @@ MA_AVX2_FN static void softmax_row_avx2(float *y, const float *x, int64_t n)
         y[i] *= 1.0f / s;
 }
 
+/* ---------------------------------------------------------------- online-softmax helper (attention) */
+
+MA_AVX2_FN static float exp_shift_avx2(float *p, const float *s, int64_t n, float m)
+{
+    int64_t i = 0;
+    __m256 vm = _mm256_set1_ps(m), vs = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp_v(_mm256_sub_ps(_mm256_loadu_ps(s + i), vm));
+        _mm256_storeu_ps(p + i, e);
+        vs = _mm256_add_ps(vs, e);
+    }
+    float tmp[8], sum = 0.0f;
+    _mm256_storeu_ps(tmp, vs);
+    for (int j = 0; j < 8; j++)
+        sum += tmp[j];
+    for (; i < n; i++) {
+        p[i] = exp_s(s[i] - m);
+        sum += p[i];
+    }
+    return sum;
+}
+
+MA_AVX2_FN static float add_max_avx2(float *row, const float *mask, int64_t n)
+{
+    int64_t i = 0;
+    __m256 vm = _mm256_set1_ps(-INFINITY);
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(row + i);
+        if (mask) {
+            x = _mm256_add_ps(x, _mm256_loadu_ps(mask + i));
+            _mm256_storeu_ps(row + i, x);
+        }
+        vm = _mm256_max_ps(vm, x);
+    }
+    float tmp[8], mx = -INFINITY;
+    _mm256_storeu_ps(tmp, vm);
+    for (int j = 0; j < 8; j++)
+        mx = tmp[j] > mx ? tmp[j] : mx;
+    for (; i < n; i++) {
+        if (mask)
+            row[i] += mask[i];
+        mx = row[i] > mx ? row[i] : mx;
+    }
+    return mx;
+}
+
+float ma__add_max_row(float *row, const float *mask, int64_t n, int isa)
+{
+    if (isa >= MA_ISA_AVX2)
+        return add_max_avx2(row, mask, n);
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        if (mask)
+            row[i] += mask[i];
+        mx = row[i] > mx ? row[i] : mx;
+    }
+    return mx;
+}
+
+float ma__exp_shift_row(float *p, const float *s, int64_t n, float m, int isa)
+{
+    if (isa >= MA_ISA_AVX2)
+        return exp_shift_avx2(p, s, n, m);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        p[i] = exp_s(s[i] - m);
+        sum += p[i];
+    }
+    return sum;
+}
+
 /* ---------------------------------------------------------------- dispatch + rows */
 
 static void softmax_row_portable(float *y, const float *x, int64_t n)

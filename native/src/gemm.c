@@ -342,6 +342,92 @@ static int gemm_dot(gemm_job *t, const float *B, int64_t ldb, int parallel)
     return MA_OK;
 }
 
+/* ---- GEMV-shaped products on AVX2 (M <= GEMV_MAX_M): the same dot-product scheme as above, 2 x 4 tiles ------
+ * Decode (1 to 8 rows against a weight) reads each weight row once from memory, straight from where it lies;
+ * the packed path would copy the whole weight into a packed buffer first (three passes over it). */
+#define GEMV_MAX_M 8
+
+MA_AVX2_FN static inline float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_hadd_ps(s, s);
+    s = _mm_hadd_ps(s, s);
+    return _mm_cvtss_f32(s);
+}
+
+/* part[i*4 + j] += dot(a_i[0:kc], b_j[0:kc]) for i < 2, j < 4; a_i / b_j may repeat (tails). */
+MA_AVX2_FN static void dot_tile_avx2(float *part, const float *const *a, const float *const *b, int64_t kc)
+{
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    int64_t p = 0;
+    for (; p + 8 <= kc; p += 8) {
+        __m256 b0 = _mm256_loadu_ps(b[0] + p), b1 = _mm256_loadu_ps(b[1] + p);
+        __m256 b2 = _mm256_loadu_ps(b[2] + p), b3 = _mm256_loadu_ps(b[3] + p), t;
+        t = _mm256_loadu_ps(a[0] + p);
+        c00 = _mm256_fmadd_ps(t, b0, c00); c01 = _mm256_fmadd_ps(t, b1, c01);
+        c02 = _mm256_fmadd_ps(t, b2, c02); c03 = _mm256_fmadd_ps(t, b3, c03);
+        t = _mm256_loadu_ps(a[1] + p);
+        c10 = _mm256_fmadd_ps(t, b0, c10); c11 = _mm256_fmadd_ps(t, b1, c11);
+        c12 = _mm256_fmadd_ps(t, b2, c12); c13 = _mm256_fmadd_ps(t, b3, c13);
+    }
+    float r[8] = {hsum8(c00), hsum8(c01), hsum8(c02), hsum8(c03), hsum8(c10), hsum8(c11), hsum8(c12), hsum8(c13)};
+    for (; p < kc; p++)
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 4; j++)
+                r[i * 4 + j] += a[i][p] * b[j][p];
+    for (int q = 0; q < 8; q++)
+        part[q] += r[q];
+}
+
+/* Columns [j0, j1) of C, all M <= GEMV_MAX_M rows, K walked in DOT_KC chunks (four B rows stay in L1). */
+static void dot_cols_avx2(const gemm_job *t, const float *B, int64_t ldb, int64_t j0, int64_t j1)
+{
+    float part[4 * GEMV_MAX_M];
+    for (int64_t j = j0; j < j1; j += 4) {
+        int64_t nj = j1 - j < 4 ? j1 - j : 4;
+        const float *b[4];
+        for (int q = 0; q < 4; q++)
+            b[q] = B + (j + (q < nj ? q : 0)) * ldb;
+        memset(part, 0, sizeof part);
+        for (int64_t p0 = 0; p0 < t->K; p0 += DOT_KC) {
+            int64_t kc = t->K - p0 < DOT_KC ? t->K - p0 : DOT_KC;
+            const float *bp[4] = {b[0] + p0, b[1] + p0, b[2] + p0, b[3] + p0};
+            for (int64_t i = 0; i < t->M; i += 2) {
+                const float *a[2] = {t->A + i * t->lda + p0, t->A + (i + 1 < t->M ? i + 1 : i) * t->lda + p0};
+                dot_tile_avx2(part + i * 4, a, bp, kc);
+            }
+        }
+        for (int64_t i = 0; i < t->M; i++)
+            store_row(t->C + i * t->ldc + j, part + i * 4, nj, t->alpha, !t->accumulate,
+                      t->bias ? t->bias + j : NULL);
+    }
+}
+
+static int gemv_avx2(gemm_job *t, const float *B, int64_t ldb, int parallel)
+{
+    int nt = 1;
+#ifdef _OPENMP
+    if (parallel && (double)t->M * (double)t->N * (double)t->K > 131072.0 && !omp_in_parallel())
+        nt = omp_get_max_threads();
+#endif
+    (void)parallel;
+    (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        int id = 0, n = 1;
+#ifdef _OPENMP
+        id = omp_get_thread_num();
+        n = omp_get_num_threads();
+#endif
+        int64_t j0, j1;
+        share(t->N, 4, id, n, &j0, &j1);
+        dot_cols_avx2(t, B, ldb, j0, j1);
+    }
+    return MA_OK;
+}
+
 static int gemm(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,
                 const float *bias, int64_t M, int64_t N, int64_t K, float alpha, int accumulate,
                 int isa, int parallel, int b_kn)
@@ -355,6 +441,10 @@ static int gemm(float *C, int64_t ldc, const float *A, int64_t lda, const float 
     if (isa == MA_ISA_AVX512 && M <= DOT_MAX_M && K >= 64 && parallel && !b_kn) {
         gemm_job d = {C, ldc, A, lda, NULL, bias, M, N, K, 0, alpha, accumulate, 0, NULL, 0};
         return gemm_dot(&d, B, ldb, parallel);
+    }
+    if (isa == MA_ISA_AVX2 && M <= GEMV_MAX_M && K >= 64 && parallel && !b_kn) {
+        gemm_job d = {C, ldc, A, lda, NULL, bias, M, N, K, 0, alpha, accumulate, 0, NULL, 0};
+        return gemv_avx2(&d, B, ldb, parallel);
     }
     int nr = isa == MA_ISA_AVX512 ? 32 : 16;
     kern_fn kern = isa == MA_ISA_AVX512 ? kern_avx512 : isa == MA_ISA_AVX2 ? kern_avx2 : kern_portable;
@@ -414,6 +504,12 @@ int ma__gemm_nt(float *C, int64_t ldc, const float *A, int64_t lda, const float 
                 int isa, int parallel)
 {
     return gemm(C, ldc, A, lda, B, ldb, bias, M, N, K, alpha, accumulate, isa, parallel, 0);
+}
+
+int ma__gemm_nn(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,
+                int64_t M, int64_t N, int64_t K, float alpha, int accumulate, int isa)
+{
+    return gemm(C, ldc, A, lda, B, ldb, NULL, M, N, K, alpha, accumulate, isa, 0, 1);
 }
 
 /* MA_OK when (batch - 1) * stride + size, one past the last element a batched operand touches, fits int64. */

@@ -126,6 +126,60 @@ int ma_ref_attention_f32(float *out, const float *q, const float *k, const float
     return MA_OK;
 }
 
+/* OPS-2 with GQA (query head h reads kv head h / (heads / kv_heads)), causal and sliding-window rules:
+ * key j is seen by query row i only when (causal: j <= i + Tk - Tq) and (window w > 0: j > i + Tk - Tq - w);
+ * unseen keys get weight 0; a row that sees no key gives 0, a row whose every seen score is -inf gives NaN. */
+int ma_ref_attention_ex_f32(float *out, const float *q, const float *k, const float *v, const float *mask,
+                            const int64_t *strides, int64_t batch, int64_t heads, int64_t kv_heads, int64_t tq,
+                            int64_t tk, int64_t head_dim, float scale, int causal, int64_t window)
+{
+    const int64_t *s = strides;
+    if (!s)
+        return MA_ERR_NULL;
+    if (!sizes_ok(batch, heads, tq, tk) || head_dim < 0 || kv_heads < 0 || window < 0)
+        return MA_ERR_SIZE;
+    if (heads > 0 && (kv_heads == 0 || heads % kv_heads))
+        return MA_ERR_ARG;
+    for (int i = 0; i < 15; i++)
+        if (s[i] < 0)
+            return MA_ERR_SIZE;
+    if (!batch || !heads || !tq || !head_dim)
+        return MA_OK;
+    if (!out || !q || (tk && (!k || !v)))
+        return MA_ERR_NULL;
+    double *w = malloc((size_t)(tk + 1) * sizeof(double));
+    if (!w)
+        return MA_ERR_NOMEM;
+    int64_t group = heads / kv_heads;
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t h = 0; h < heads; h++)
+            for (int64_t i = 0; i < tq; i++) {
+                const float *qi = q + b * s[3] + h * s[4] + i * s[5];
+                const float *mi = mask ? mask + b * s[12] + h * s[13] + i * s[14] : NULL;
+                float *oi = out + b * s[0] + h * s[1] + i * s[2];
+                int64_t hk = h / group, pos = i + tk - tq, seen = 0;
+                double mx = -INFINITY, sum = 0.0;
+                for (int64_t j = 0; j < tk; j++) {
+                    int ok = (!causal || j <= pos) && (window == 0 || j > pos - window);
+                    w[j] = ok ? score_ref(qi, k + b * s[6] + hk * s[7] + j * s[8], mi ? mi + j : NULL, head_dim,
+                                          scale) : NAN;
+                    seen += ok;
+                    if (ok)
+                        mx = w[j] > mx ? w[j] : mx;
+                }
+                for (int64_t j = 0; j < tk; j++)
+                    sum += (w[j] = w[j] == w[j] ? exp(w[j] - mx) : 0.0);
+                for (int64_t e = 0; e < head_dim; e++) {
+                    double acc = 0.0;
+                    for (int64_t j = 0; j < tk; j++)
+                        acc += w[j] * v[b * s[9] + hk * s[10] + j * s[11] + e];
+                    oi[e] = seen == 0 ? 0.0f : (float)(acc / sum);
+                }
+            }
+    free(w);
+    return MA_OK;
+}
+
 /* OPS-3  softmax over rows of length n */
 int ma_ref_softmax_f32(float *y, const float *x, int64_t rows, int64_t n)
 {
@@ -269,6 +323,35 @@ int ma_ref_sgmv_lora_add_f32(float *y, const float *x, const float *a, const flo
         if (ad < 0 || n == 0 || m == 0)
             continue;
         int st = ma_ref_lora_add_f32(y + i0 * m, x + i0 * k, a + ad * r * k, b + ad * m * r, n, k, r, m, scales[ad]);
+        if (st)
+            return st;
+    }
+    return MA_OK;
+}
+
+/* OPS-9, one pointer and one rank per adapter */
+int ma_ref_sgmv_lora_add_ptr_f32(float *y, const float *x, const float *const *a, const float *const *b,
+                                 const int64_t *ranks, const int64_t *seg_start, const int64_t *seg_adapter,
+                                 const float *scales, int64_t rows, int64_t k, int64_t m, int64_t n_seg,
+                                 int64_t n_adapters)
+{
+    if (!sizes_ok(rows, k, m, 0) || n_seg < 0 || n_adapters < 0)
+        return MA_ERR_SIZE;
+    if (!seg_start || (n_seg && !seg_adapter) || (n_adapters && (!scales || !ranks || !a || !b)))
+        return MA_ERR_NULL;
+    for (int64_t i = 0; i < n_adapters; i++)
+        if (ranks[i] < 0)
+            return MA_ERR_SIZE;
+    if (seg_start[0] != 0 || seg_start[n_seg] != rows)
+        return MA_ERR_ARG;
+    for (int64_t s = 0; s < n_seg; s++)
+        if (seg_start[s + 1] < seg_start[s] || seg_adapter[s] < -1 || seg_adapter[s] >= n_adapters)
+            return MA_ERR_ARG;
+    for (int64_t s = 0; s < n_seg; s++) {
+        int64_t i0 = seg_start[s], n = seg_start[s + 1] - i0, ad = seg_adapter[s];
+        if (ad < 0 || n == 0 || m == 0)
+            continue;
+        int st = ma_ref_lora_add_f32(y + i0 * m, x + i0 * k, a[ad], b[ad], n, k, ranks[ad], m, scales[ad]);
         if (st)
             return st;
     }

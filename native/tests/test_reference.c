@@ -124,6 +124,57 @@ static void test_attention(int64_t B, int64_t N, int64_t Tq, int64_t Tk, int64_t
     free(q); free(k); free(v); free(mask); free(y); free(r);
 }
 
+/* The fused kernel with GQA, causal / sliding-window rules and mask layouts against ma_ref_attention_ex_f32:
+ * out written (B, Tq, N, Dh) as NativeOps lays it out; mask 0 none, 1 (B, 1, Tq, Tk) broadcast over heads,
+ * 2 per head (B, N, Tq, Tk), 3 key padding (B, 1, 1, Tk) with -FLT_MAX at padded keys (stride 0 over rows),
+ * 4 kind 1 with a first row of -FLT_MAX.  Sizes cross the query (256) and key (256) blocks. */
+static void test_attention_ex(int64_t B, int64_t N, int64_t Nkv, int64_t Tq, int64_t Tk, int64_t Dh, int mask_kind,
+                              int causal, int64_t window)
+{
+    float *q = randv(B * N * Tq * Dh, 2), *k = randv(B * Nkv * Tk * Dh, 2), *v = randv(B * Nkv * Tk * Dh, 1);
+    int64_t nm = mask_kind == 2 ? B * N * Tq * Tk : mask_kind == 3 ? B * Tk : B * Tq * Tk;
+    float *mask = mask_kind ? randv(nm, 3) : NULL;
+    int64_t ms[3] = {Tq * Tk, 0, Tk};
+    if (mask_kind == 2)
+        ms[0] = N * Tq * Tk, ms[1] = Tq * Tk;
+    if (mask_kind == 3) {
+        ms[0] = Tk, ms[2] = 0;
+        for (int64_t i = 0; i < nm; i++)
+            mask[i] = (i % 3 == 1) ? -FLT_MAX : 0.0f;
+    }
+    if (mask_kind == 4)
+        for (int64_t j = 0; j < Tk && B * Tq > 0; j++)
+            mask[j] = -FLT_MAX;
+    float *y = nanv(B * N * Tq * Dh), *r = nanv(B * N * Tq * Dh);
+    int64_t s[15] = {Tq * N * Dh, Dh, N * Dh, N * Tq * Dh, Tq * Dh, Dh, Nkv * Tk * Dh, Tk * Dh, Dh,
+                     Nkv * Tk * Dh, Tk * Dh, Dh, ms[0], ms[1], ms[2]};
+    float scale = Dh ? 1.0f / sqrtf((float)Dh) : 1.0f;
+    char what[160];
+    snprintf(what, sizeof what, "attention_ex (%lld, %lld/%lld, %lld, %lld, %lld) mask %d causal %d window %lld",
+             (long long)B, (long long)N, (long long)Nkv, (long long)Tq, (long long)Tk, (long long)Dh, mask_kind,
+             causal, (long long)window);
+    compare(what, ma_attention_ex_f32(y, q, k, v, mask, s, B, N, Nkv, Tq, Tk, Dh, scale, causal, window),
+            ma_ref_attention_ex_f32(r, q, k, v, mask, s, B, N, Nkv, Tq, Tk, Dh, scale, causal, window), y, r,
+            B * N * Tq * Dh, 0);
+    free(q); free(k); free(v); free(mask); free(y); free(r);
+}
+
+/* Statuses of the fused kernel: kv_heads not dividing heads, negative window, and a row of -inf scores = NaN. */
+static void test_attention_ex_edges(void)
+{
+    float q[8] = {1, 2, 3, 4, 5, 6, 7, 8}, o[8], mask[2] = {-INFINITY, -INFINITY};
+    int64_t s[15] = {2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0};
+    checks += 4;
+    if (ma_attention_ex_f32(o, q, q, q, NULL, s, 1, 3, 2, 1, 1, 2, 1.0f, 0, 0) != MA_ERR_ARG)
+        failures++, printf("FAIL attention_ex: heads 3 / kv_heads 2 accepted\n");
+    if (ma_attention_ex_f32(o, q, q, q, NULL, s, 1, 1, 1, 1, 1, 2, 1.0f, 0, -1) != MA_ERR_SIZE)
+        failures++, printf("FAIL attention_ex: negative window accepted\n");
+    if (ma_attention_ex_f32(o, q, q, q, mask, s, 1, 1, 1, 1, 2, 2, 1.0f, 0, 0) != MA_OK || o[0] == o[0])
+        failures++, printf("FAIL attention_ex: a row of -inf scores gives %g, not NaN\n", o[0]);
+    if (ma_attention_ex_f32(o, q, q, q, NULL, s, 1, 1, 1, 2, 1, 2, 1.0f, 1, 0) != MA_OK || o[0] != 0.0f)
+        failures++, printf("FAIL attention_ex: a causal row with no key gives %g, not 0\n", o[0]);
+}
+
 static void test_rows(int64_t rows, int64_t n)
 {
     float *x = randv(rows * n, 4), *g = randv(n, 1), *b = randv(n, 1);
@@ -213,6 +264,24 @@ static void test_lora(int64_t rows, int64_t k, int64_t r, int64_t m)
              (long long)r, (long long)m);
     compare(what, ma_sgmv_lora_add_f32(y, x, a, b, starts, ads, scales, rows, k, r, m, 4, 2),
             ma_ref_sgmv_lora_add_f32(ref, x, a, b, starts, ads, scales, rows, k, r, m, 4, 2), y, ref, rows * m, 0);
+    /* pointer form, mixed ranks: adapter 0 has rank r, adapter 1 rank r + 3 (its own arrays) */
+    {
+        float *a1 = randv((r + 3) * k, 1), *b1 = randv(m * (r + 3), 1);
+        const float *ap[2] = {a, a1}, *bp[2] = {b, b1};
+        int64_t ranks[2] = {r, r + 3};
+        memcpy(y, y0, (size_t)(rows * m > 0 ? rows * m : 0) * sizeof(float));
+        memcpy(ref, y0, (size_t)(rows * m > 0 ? rows * m : 0) * sizeof(float));
+        snprintf(what, sizeof what, "sgmv_lora_add_ptr (%lld, %lld, %lld, %lld)", (long long)rows, (long long)k,
+                 (long long)r, (long long)m);
+        compare(what, ma_sgmv_lora_add_ptr_f32(y, x, ap, bp, ranks, starts, ads, scales, rows, k, m, 4, 2),
+                ma_ref_sgmv_lora_add_ptr_f32(ref, x, ap, bp, ranks, starts, ads, scales, rows, k, m, 4, 2), y, ref,
+                rows * m, 0);
+        ranks[1] = -1;
+        checks++;
+        if (ma_sgmv_lora_add_ptr_f32(y, x, ap, bp, ranks, starts, ads, scales, rows, k, m, 4, 2) != MA_ERR_SIZE)
+            failures++, printf("FAIL sgmv_lora_add_ptr accepted a negative rank\n");
+        free(a1); free(b1);
+    }
     starts[1] = rows + 1;
     checks++;
     if (ma_ref_sgmv_lora_add_f32(ref, x, a, b, starts, ads, scales, rows, k, r, m, 4, 2) != MA_ERR_ARG) {
@@ -238,7 +307,9 @@ static void test_rope(int64_t B, int64_t N, int64_t T, int64_t Dh, int shared)
 int main(void)
 {
     static const int64_t lin[][3] = {{0, 5, 3}, {1, 1, 1}, {1, 768, 33}, {7, 9, 13}, {6, 16, 16}, {5, 0, 4},
-                                     {3, 4, 0}, {97, 257, 129}, {130, 64, 31}, {200, 300, 70}, {2, 1025, 5}};
+                                     {3, 4, 0}, {97, 257, 129}, {130, 64, 31}, {200, 300, 70}, {2, 1025, 5},
+                                     /* GEMV shapes (1..8 rows, K >= 64): the dot-product paths, K across DOT_KC */
+                                     {3, 100, 9}, {8, 300, 70}, {5, 64, 4}, {7, 1030, 13}, {1, 2049, 6}, {9, 64, 5}};
     for (size_t i = 0; i < sizeof lin / sizeof lin[0]; i++)
         for (int bias = 0; bias < 2; bias++)
             test_linear(lin[i][0], lin[i][1], lin[i][2], bias);
@@ -255,6 +326,17 @@ int main(void)
     for (size_t i = 0; i < sizeof at / sizeof at[0]; i++)
         for (int mk = 0; mk < 3; mk++)
             test_attention(at[i][0], at[i][1], at[i][2], at[i][3], at[i][4], mk);
+
+    /* B, N, Nkv, Tq, Tk, Dh, window */
+    static const int64_t ax[][7] = {{1, 1, 1, 1, 1, 1, 0}, {2, 4, 2, 5, 7, 9, 3}, {1, 6, 1, 70, 300, 16, 0},
+                                    {1, 4, 4, 1, 513, 64, 100}, {2, 2, 1, 9, 4, 8, 2}, {1, 3, 3, 130, 130, 33, 40},
+                                    {1, 2, 2, 0, 4, 8, 0}, {1, 2, 1, 3, 0, 4, 0}, {1, 2, 1, 260, 270, 16, 100}};
+    for (size_t i = 0; i < sizeof ax / sizeof ax[0]; i++)
+        for (int mk = 0; mk < 5; mk++)
+            for (int causal = 0; causal < 2; causal++)
+                test_attention_ex(ax[i][0], ax[i][1], ax[i][2], ax[i][3], ax[i][4], ax[i][5], mk, causal,
+                                  (mk + causal) % 2 ? ax[i][6] : 0);
+    test_attention_ex_edges();
 
     static const int64_t rows[][2] = {{0, 8}, {1, 1}, {1, 7}, {5, 8}, {3, 9}, {4, 33}, {2, 300}, {7, 768}, {3, 0}};
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)

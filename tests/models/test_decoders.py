@@ -197,6 +197,25 @@ def test_kv_cache_step_equals_full_forward(raw, config):
 
 
 @pytest.mark.spec("DEC-5")
+def test_kv_cache_appends_in_place_and_grows_geometrically():
+    cache = dc.KVCache(2)
+    rng = np.random.default_rng(0)
+    chunks = [rng.standard_normal((2, 3, t, 4)).astype(np.float32) for t in [5] + [1] * 40]
+    buffers = set()
+    for t, c in enumerate(chunks):
+        k, v = cache.update(1, c, -c)
+        buffers.add(id(cache._kbuf[1]))
+        assert k.base is cache._kbuf[1] and v.base is cache._vbuf[1]          # views, no per-token copy
+    want = np.concatenate(chunks, axis=2)
+    np.testing.assert_array_equal(cache.keys[1], want)
+    np.testing.assert_array_equal(cache.values[1], -want)
+    assert cache.keys[1].shape == (2, 3, 45, 4) and cache.capacity(1) == 64    # 16 -> 32 -> 64
+    assert len(buffers) == 3
+    with pytest.raises(ShapeError, match="heads, head size or dtype"):
+        cache.update(1, chunks[1][:, :2], chunks[1][:, :2])
+
+
+@pytest.mark.spec("DEC-5")
 def test_cache_mask_shape_checked():
     model = tiny(LLAMA_RAW)
     cache = dc.KVCache(model.num_layers)

@@ -24,10 +24,23 @@ RAWS = {
                    num_attention_heads=4, intermediate_size=37, vocab_size=41, max_position_embeddings=32),
     "bert-generation": dict(model_type="bert-generation", hidden_size=24, num_hidden_layers=2, num_attention_heads=4,
                             intermediate_size=37, vocab_size=41, max_position_embeddings=32),
+    "deberta": dict(model_type="deberta", hidden_size=24, num_hidden_layers=2, num_attention_heads=4,
+                    intermediate_size=37, vocab_size=41, max_position_embeddings=32, type_vocab_size=2,
+                    relative_attention=True, pos_att_type="c2p|p2c", max_relative_positions=6),
+    "deberta-v2": dict(model_type="deberta-v2", hidden_size=24, embedding_size=20, num_hidden_layers=2,
+                       num_attention_heads=4, intermediate_size=37, vocab_size=41, max_position_embeddings=32,
+                       relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=4,
+                       max_relative_positions=16, share_att_key=True, norm_rel_ebd="layer_norm",
+                       position_biased_input=False, conv_kernel_size=3),
     "mistral": dict(DEC, model_type="mistral", sliding_window=3),
     "qwen2": dict(DEC, model_type="qwen2", use_sliding_window=True, sliding_window=3, max_window_layers=1),
     "qwen3": dict(DEC, model_type="qwen3", head_dim=8),
     "gemma": dict(DEC, model_type="gemma", head_dim=6),
+    "llama": dict(DEC, model_type="llama", attention_bias=True, mlp_bias=True),
+    "gptj": dict(model_type="gptj", n_embd=24, n_layer=2, n_head=4, rotary_dim=4, n_inner=37, vocab_size=41,
+                 n_positions=32),
+    "xmod": dict(model_type="xmod", hidden_size=24, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                 vocab_size=41, max_position_embeddings=32, pad_token_id=0),
 }
 
 
@@ -199,6 +212,13 @@ def test_electra_projection_only_when_sizes_differ():
     ("gemma", dict(num_hidden_layers=0), ConfigError, "num_hidden_layers=0"),
     ("mistral", dict(hidden_act="nope"), ValueError, "nope"),
     ("qwen2", dict(rope_scaling={"rope_type": "yarn", "factor": 2.0}), ConfigError, "yarn"),
+    ("llama", dict(partial_rotary_factor=0.5), ConfigError, "partial_rotary_factor=0.5 is not supported by llama"),
+    ("gptj", dict(rotary_dim=None), ConfigError, "rotary_dim=None must be an even integer in \\[2, head_dim=6\\]"),
+    ("gptj", dict(rotary_dim=8), ConfigError, "rotary_dim=8"),
+    ("gptj", dict(rotary_dim=3), ConfigError, "rotary_dim=3"),
+    ("gptj", dict(n_head=5), ShapeError, "n_embd=24 is not a multiple of n_head=5"),
+    ("xmod", dict(adapter_layer_norm=False, adapter_reuse_layer_norm=False), ConfigError, "adapter_reuse_layer_norm"),
+    ("xmod", dict(pre_norm="yes"), ConfigError, "pre_norm='yes'"),
 ])
 def test_llama_like_config_errors(model_type, change, err, pattern):
     with pytest.raises(err, match=pattern):
@@ -273,7 +293,7 @@ def test_user_declared_family_equals_its_twin(tmp_path):
 def test_plugin_families_refuse_what_adapters_refuses(model_type, tmp_path):
     raw = RAWS[model_type]
     m = write(tmp_path, raw, weights(raw))
-    for config in ("prefix_tuning", "prompt_tuning"):
+    for config in ("prefix_tuning", "prompt_tuning", "mtl_lora"):
         with pytest.raises(ValueError, match=f"{config}.*{model_type}"):
             m.add_adapter("x", config=config)
     with pytest.raises(ValueError, match="original_ln_after=False"):
@@ -325,3 +345,40 @@ def test_albert_groups_share_weights_and_adapters(tmp_path):
                             (dict(num_hidden_groups=5), "num_hidden_groups=5 exceeds num_hidden_layers=4")):
         with pytest.raises(ConfigError, match=pattern):
             arch.config_class.from_dict(dict(raw, **change))
+
+
+@pytest.mark.spec("FAM-LL-1")
+def test_llama_is_one_llama_like_declaration():
+    """LLaMA's record comes from llama_like.declare (one forward for every LLaMA-like family); its task checkpoints'
+    'transformer.' prefix is stripped, heads dropped, lm_head kept."""
+    from minadapters.models import llama, llama_like
+    arch = architecture("llama")
+    assert arch is llama.ARCHITECTURE and arch.notes["family"] is llama.LLAMA
+    assert isinstance(llama.LLAMA, llama_like.LlamaLike) and arch.methods == architecture("mistral").methods
+    keys = arch.normalize_keys({"transformer.norm.weight": 1, "model.layers.0.x": 2, "qa_outputs.weight": 3,
+                                "lm_head.weight": 4, "model.rotary_emb.inv_freq": 5}, "llama")
+    assert keys == {"norm.weight": 1, "layers.0.x": 2, "lm_head.weight": 4}
+
+
+@pytest.mark.spec("FAM-GJ-2")
+def test_gptj_partial_rotary_by_hand():
+    """Pairs (x0, x1), (x2, x3) of the first R features rotate; the rest pass unchanged (both backends)."""
+    from minadapters.models import gptj
+    from minadapters.ops import get_ops
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 2, 3, 6)).astype(np.float32)
+    theta = np.array([1.0, 0.01], np.float32)                            # 10000^(-2j/4), j = 0, 1
+    pos = np.arange(3, dtype=np.float32)[:, None] * theta                 # (T, R/2)
+    want = x.copy()
+    for j in range(2):
+        c, s_ = np.cos(pos[:, j]), np.sin(pos[:, j])
+        want[..., 2 * j] = x[..., 2 * j] * c - x[..., 2 * j + 1] * s_
+        want[..., 2 * j + 1] = x[..., 2 * j + 1] * c + x[..., 2 * j] * s_
+    from minadapters.models import decoder_common as dc
+    cos, sin = dc.rope_cos_sin(np.arange(3)[None], dc.rope_inv_freq(4, 10000.0, None), np.float32)
+    for backend in ("numpy", "native"):
+        try:
+            ops = get_ops(backend)
+        except Exception as e:                                              # native not built here
+            pytest.skip(f"native backend unavailable: {e}")
+        np.testing.assert_allclose(gptj.partial_rotary(x, cos, sin, 4, ops), want, rtol=1e-5, atol=1e-6)

@@ -76,3 +76,23 @@ def test_fused_lora_matches_generic_and_numpy(ckpt, monkeypatch, case):
     np.testing.assert_allclose(fused, generic, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(fused, ref, rtol=1e-4, atol=1e-4)
     assert any(calls) == (case != len(CASES) - 1)      # the fused kernels ran (except the chained Stack)
+
+
+@pytest.mark.spec("OPS-9")
+def test_mixed_rank_batch_split_is_one_sgmv_call_per_projection(ckpt, native, monkeypatch):
+    calls = {"sgmv": 0, "lora_add": 0}
+    nat = type(native)
+    orig_sgmv, orig_add = nat.sgmv_lora_add, nat.lora_add
+
+    def sgmv(self, y, x, a, b, *rest):
+        calls["sgmv"] += 1
+        assert isinstance(a, list) and len({t.shape[0] for t in a}) == 3       # the children's own arrays, 3 ranks
+        return orig_sgmv(self, y, x, a, b, *rest)
+
+    def add(self, *args):
+        calls["lora_add"] += 1
+        return orig_add(self, *args)
+    monkeypatch.setattr(nat, "sgmv_lora_add", sgmv)
+    monkeypatch.setattr(nat, "lora_add", add)
+    run(build(ckpt, "native", MIXED), ma.BatchSplit("l1", "l2", "l3", batch_sizes=[2, 2, 2]))
+    assert calls == {"sgmv": 2 * 2, "lora_add": 0}      # 2 layers x (q, v); no per-child call

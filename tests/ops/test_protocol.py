@@ -84,9 +84,11 @@ def _matmul(rng, case):
 
 
 def _attention(rng, case):
-    B, N, Tq, Tk, Dh, mk = [(1, 1, 1, 1, 1, 0), (2, 3, 5, 7, 9, 1), (2, 2, 4, 4, 8, 2), (1, 2, 0, 3, 4, 1),
-                            (2, 1, 3, 0, 4, 0), (1, 4, 17, 33, 16, 1), (2, 2, 9, 130, 64, 2)][case]
-    q, k, v = f32(rng, B, N, Tq, Dh), f32(rng, B, N, Tk, Dh), f32(rng, B, N, Tk, Dh)
+    B, N, Tq, Tk, Dh, mk, Nkv = [(1, 1, 1, 1, 1, 0, 1), (2, 3, 5, 7, 9, 1, 3), (2, 2, 4, 4, 8, 2, 2),
+                                 (1, 2, 0, 3, 4, 1, 2), (2, 1, 3, 0, 4, 0, 1), (1, 4, 17, 33, 16, 1, 4),
+                                 (2, 2, 9, 130, 64, 2, 2), (2, 6, 70, 300, 16, 2, 2),   # GQA, across blocks
+                                 (1, 4, 1, 9, 8, 1, 1)][case]                          # MQA, one query (decode)
+    q, k, v = f32(rng, B, N, Tq, Dh), f32(rng, B, Nkv, Tk, Dh), f32(rng, B, Nkv, Tk, Dh)
     mask = None
     if mk == 1:                                                        # padding mask (B, 1, 1, Tk)
         mask = np.where(rng.random((B, 1, 1, Tk)) < 0.3, np.finfo(np.float32).min, 0).astype(np.float32)
@@ -138,9 +140,13 @@ def _lora_add(rng, case):
 
 
 def _sgmv_lora_add(rng, case):
-    rows, k, r, m = [(0, 4, 2, 3), (1, 1, 1, 1), (13, 20, 3, 11), (30, 64, 8, 33)][case]
+    rows, k, r, m = [(0, 4, 2, 3), (1, 1, 1, 1), (13, 20, 3, 11), (30, 64, 8, 33), (13, 20, 3, 11),
+                     (64, 96, 4, 70)][case]
     starts = [0, rows // 3, rows // 3, rows // 2, rows]                # an empty segment
     ads = [1, 0, -1, 0]
+    if case >= 4:                                                      # per-adapter arrays, mixed ranks
+        return (f32(rng, rows, m), f32(rng, rows, k), [f32(rng, r, k), f32(rng, r + 5, k)],
+                [f32(rng, m, r), f32(rng, m, r + 5)], starts, ads, [0.5, 2.0]), {}
     return (f32(rng, rows, m), f32(rng, rows, k), f32(rng, 2, r, k), f32(rng, 2, m, r), starts, ads,
             [0.5, 2.0]), {}
 
@@ -173,14 +179,14 @@ def _repeat_batch(rng, case):
 OPS = {
     "linear": (_linear, 6, (RTOL, ATOL), None),
     "matmul": (_matmul, 14, (RTOL, ATOL), None),
-    "attention": (_attention, 7, (RTOL, ATOL), None),
+    "attention": (_attention, 9, (RTOL, ATOL), None),
     "softmax": (_softmax, 7, (RTOL, ATOL), None),
     "layer_norm": (_layer_norm, 7, (RTOL, ATOL), None),
     "rms_norm": (_rms_norm, 7, (RTOL, ATOL), None),
     "activation": (_activation, len(ACT_NAMES), (RTOL, ATOL), None),
     "bottleneck": (_bottleneck, len(ACT_NAMES), (RTOL, ATOL), None),
     "lora_add": (_lora_add, 6, (RTOL, ATOL), 0),
-    "sgmv_lora_add": (_sgmv_lora_add, 4, (RTOL, ATOL), 0),
+    "sgmv_lora_add": (_sgmv_lora_add, 6, (RTOL, ATOL), 0),
     "concat": (_concat, 4, EXACT, None),
     "take": (_take, 4, EXACT, None),
     "rope": (_rope, 6, EXACT, None),

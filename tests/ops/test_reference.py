@@ -62,6 +62,27 @@ def _attention(nat, ref, rng):
         close(out, ref.attention(q, k, v, mask))
 
 
+def _attention_ex(nat, ref, rng):
+    """ma_ref_attention_ex_f32 (GQA, causal, sliding window) vs NumpyOps with the same rules as an additive mask."""
+    for B, N, Nkv, Tq, Tk, Dh, causal, window in [(2, 4, 2, 5, 7, 9, 1, 3), (1, 3, 1, 4, 4, 8, 0, 0),
+                                                   (1, 2, 2, 3, 6, 4, 1, 0), (2, 6, 3, 1, 11, 8, 1, 4)]:
+        q, k, v = f32(rng, B, N, Tq, Dh), f32(rng, B, Nkv, Tk, Dh), f32(rng, B, Nkv, Tk, Dh)
+        mask = np.where(rng.random((B, 1, 1, Tk)) < 0.3, np.finfo(np.float32).min, 0).astype(np.float32)
+        mask[..., -1] = 0                                      # the newest key is always visible
+        pos = Tk - Tq + np.arange(Tq)[:, None]
+        j = np.arange(Tk)[None, :]
+        seen = ((j <= pos) if causal else np.ones((Tq, Tk), bool)) & ((j > pos - window) if window else True)
+        full = np.where(seen, mask, -np.inf).astype(np.float32)      # (B, 1, Tq, Tk): unseen keys weigh 0
+        out = np.full(q.shape, np.nan, np.float32)
+        m4 = np.ascontiguousarray(np.broadcast_to(mask, (B, N, Tq, Tk)))
+        strides = [s // 4 for t in (out, q, k, v, m4) for s in t.strides[:3]]
+        st = nat.lib.ma_ref_attention_ex_f32(nat._ptr(out), nat._ptr(q), nat._ptr(k), nat._ptr(v), nat._ptr(m4),
+                                             nat.ffi.new("int64_t[15]", strides), B, N, Nkv, Tq, Tk, Dh,
+                                             float(1 / np.sqrt(np.float32(Dh))), causal, window)
+        assert st == 0
+        close(out, ref.attention(q, k, v, full))
+
+
 def _softmax(nat, ref, rng):
     for rows, n in [(0, 4), (1, 1), (5, 37)]:
         x, y = f32(rng, rows, n, scale=4), np.full((rows, n), np.nan, np.float32)
@@ -132,6 +153,24 @@ def _sgmv_lora_add(nat, ref, rng):
                                             rows, k, r, m, 3, 2) == nat.lib.MA_ERR_ARG
 
 
+def _sgmv_lora_add_ptr(nat, ref, rng):
+    """Pointer form, mixed ranks (2 and 5), vs NumpyOps over the same per-adapter arrays."""
+    rows, k, m = 12, 9, 5
+    x, y0 = f32(rng, rows, k), f32(rng, rows, m)
+    a, b = [f32(rng, 2, k), f32(rng, 5, k)], [f32(rng, m, 2), f32(rng, m, 5)]
+    starts, ads, scales = np.array([0, 4, 4, 12]), np.array([1, 0, -1]), np.array([0.5, 2.0], np.float32)
+    ranks = np.array([2, 5], np.int64)
+    y = y0.copy()
+    st = nat.lib.ma_ref_sgmv_lora_add_ptr_f32(nat._ptr(y), nat._ptr(x),
+                                              nat.ffi.new("float *[]", [nat._ptr(t) for t in a]),
+                                              nat.ffi.new("float *[]", [nat._ptr(t) for t in b]),
+                                              nat.ffi.from_buffer("int64_t[]", ranks),
+                                              nat.ffi.from_buffer("int64_t[]", starts),
+                                              nat.ffi.from_buffer("int64_t[]", ads), nat._ptr(scales), rows, k, m, 3, 2)
+    assert st == 0
+    close(y, ref.sgmv_lora_add(y0.copy(), x, a, b, starts, ads, scales))
+
+
 def _rope(nat, ref, rng):
     for B, N, T, Dh, shared in [(2, 3, 5, 8, False), (1, 2, 7, 9, False), (2, 2, 3, 4, True)]:
         x = f32(rng, B, N, T, Dh, scale=3)
@@ -142,9 +181,11 @@ def _rope(nat, ref, rng):
 
 
 REFERENCES = {"ma_ref_linear_f32": _linear, "ma_ref_matmul_f32": _matmul, "ma_ref_attention_f32": _attention,
+              "ma_ref_attention_ex_f32": _attention_ex,
               "ma_ref_softmax_f32": _softmax, "ma_ref_layer_norm_f32": _layer_norm, "ma_ref_rms_norm_f32": _rms_norm,
               "ma_ref_activation_f32": _activation, "ma_ref_bottleneck_f32": _bottleneck,
               "ma_ref_lora_add_f32": _lora_add, "ma_ref_sgmv_lora_add_f32": _sgmv_lora_add,
+              "ma_ref_sgmv_lora_add_ptr_f32": _sgmv_lora_add_ptr,
               "ma_ref_rope_f32": _rope}
 
 

@@ -1,5 +1,5 @@
 """Oracle: the families added by issue #15 match transformers 4.57.6 (base model, 1e-5) and adapters 1.3.0 (methods
-and blocks with perturbed weights). Spec: FAM-DB-*, FAM-LL-*.
+and blocks with perturbed weights). Spec: FAM-DB-*, FAM-LL-*, FAM-GJ-*, FAM-XM-1.
 
 Odd sizes (hidden 36/40, FFN 37/68, 4 query heads), eager attention, every base weight and bias perturbed,
 padded batches (right, left, none).
@@ -15,7 +15,8 @@ pytest.importorskip("adapters", reason="oracle: needs adapters==1.3.0 and torch 
 import torch  # noqa: E402
 import adapters.composition as ac  # noqa: E402
 from decoder_oracle_utils import batch  # noqa: E402
-from family_oracle_utils import hf_family_model  # noqa: E402
+from family_oracle_utils import Env, hf_family_model, relink_pool as _relink_pool  # noqa: E402
+from family_oracle_utils import torch_hidden as _torch_hidden  # noqa: E402
 from oracle_utils import assert_close, perturb_adapter, save_model  # noqa: E402
 
 PAD_SIDES = ["right", "left", "none"]
@@ -39,27 +40,19 @@ BASE_CASES = [
     ("qwen3", dict(attention_bias=True, head_dim=12, rope_theta=500.0)),
     ("gemma", dict(head_dim=12)),                                          # (1 + w) RMSNorm, √D, GeGLU
     ("gemma", dict(num_key_value_heads=4, attention_bias=True, hidden_act="gelu")),
+    ("xmod", {}),                                                          # post-norm: output LayerNorm twice
+    ("xmod", dict(pre_norm=True, adapter_layer_norm=True, hidden_act="gelu_new")),
+    ("gptj", {}),                                                          # rotary on 6 of 10 head features
+    ("gptj", dict(rotary_dim=10, activation_function="gelu", layer_norm_epsilon=1e-6)),
 ]
 FAMILIES = [mt for mt in dict.fromkeys(c[0] for c in BASE_CASES)]
 
 
-def _torch_hidden(model, ids, mask, **kw):
-    if model.config.model_type == "bert-generation" and model.config.is_decoder:
-        kw.setdefault("use_cache", False)   # adapters 1.3.0's layer concatenates the 4.57 Cache object: TypeError
-    with torch.no_grad():
-        out = model(input_ids=torch.tensor(ids), attention_mask=None if mask is None else torch.tensor(mask), **kw)
-    return out.last_hidden_state.numpy()
-
-
-def _relink_pool(model):
-    from adapters.methods.prefix_tuning import PrefixTuningLayer
-    for mod in model.modules():
-        if isinstance(mod, PrefixTuningLayer) and hasattr(model, "prefix_tuning"):
-            mod.set_pool(model.prefix_tuning)
-
-
 @pytest.mark.spec("FAM-DB-1")
 @pytest.mark.spec("FAM-DB-2")
+@pytest.mark.spec("FAM-GJ-1")
+@pytest.mark.spec("FAM-GJ-2")
+@pytest.mark.spec("FAM-XM-1")
 @pytest.mark.parametrize("model_type,overrides", BASE_CASES, ids=lambda c: str(c))
 def test_base_model_matches_transformers(model_type, overrides, tmp_path):
     """No adapter: every position (padding included) equals transformers' eager forward to 1e-5."""
@@ -89,36 +82,6 @@ def test_base_model_matches_transformers(model_type, overrides, tmp_path):
                  what=f"{model_type} native backend")
 
 
-class Env:
-    """One upstream model + our model loaded from its weights; adapters added to both, weights perturbed."""
-
-    def __init__(self, model_type, tmp):
-        self.model_type, self.tmp, self.n = model_type, tmp, 0
-        self.torch_model = hf_family_model(model_type)
-        save_model(self.torch_model, os.path.join(tmp, "model"))
-        _relink_pool(self.torch_model)
-        self.ours = ma.AutoModel.from_pretrained(os.path.join(tmp, "model"))
-
-    def add(self, config):
-        self.n += 1
-        name = f"a{self.n}"
-        self.torch_model.add_adapter(name, config=config)
-        perturb_adapter(self.torch_model, name, seed=self.n)
-        self.torch_model.eval()
-        d = os.path.join(self.tmp, name)
-        self.torch_model.save_adapter(d, name)
-        assert self.ours.load_adapter(d) == name
-        return name
-
-    def compare(self, theirs, ours, what="", sides=("left", "right"), B=3):
-        self.torch_model.set_active_adapters(theirs)
-        self.ours.active_adapters = ours
-        for side in sides:
-            ids, mask = batch(pad_side=side, B=B, seed=self.n)
-            got = self.ours(ids, attention_mask=mask).last_hidden_state
-            assert_close(got, _torch_hidden(self.torch_model, ids, mask), what=f"{self.model_type} {what} {side}")
-
-
 @pytest.fixture(scope="module", params=FAMILIES)
 def env(request, tmp_path_factory):
     return Env(request.param, str(tmp_path_factory.mktemp(request.param)))
@@ -131,7 +94,7 @@ SINGLE = [
     "ia3", "ia3[attn_matrices=['q','v'], intermediate_lora=True]",
     "prefix_tuning", "prefix_tuning[prefix_length=5, use_gating=True, shared_gating=False]",
     "mam", "loreft", "compacter[reduction_factor=9, shared_phm_rule=False]",
-    "seq_bn[original_ln_after=False]", "noreft[r=3, prefix_positions=2, suffix_positions=1]",
+    "seq_bn[original_ln_after=False]", "noreft[r=3, prefix_positions=2, suffix_positions=1]", "mtl_lora[r=2]",
 ]
 
 
@@ -144,6 +107,15 @@ def test_single_adapter(env, config):
         return
     if "original_ln_after=False" in config and env.ours.arch.stacks[0].bottleneck_hooked:
         _both_refuse(env, config)          # adapters' LAYER_HOOK_UNSUPPORTED
+        return
+    if config.startswith("mtl_lora"):      # no plugin interface lists "mtl_lora" among its adapter_methods
+        if "mtl_lora" not in env.ours.arch.methods:
+            _both_refuse(env, config)
+            return
+        env.ours.add_adapter("mtl_probe", config=config)     # accepted where adapters accepts it
+        env.ours.delete_adapter("mtl_probe")
+        env.torch_model.add_adapter("mtl_probe", config=config)
+        env.torch_model.delete_adapter("mtl_probe")
         return
     _compare_or_both_fail(env, config)
 
@@ -253,39 +225,23 @@ def _compare_or_both_fail(env, config, sides=("left", "right")):
 
 PRESETS = ["albert-base-v2", "distilbert-base-uncased", "distilbert-base-multilingual-cased", "google/electra-base-discriminator",
            "google/electra-small-discriminator", "google/bert_for_seq_generation_L-24_bbc_encoder",
-           "mistral-7b-v0.1", "Qwen/Qwen2.5-0.5B", "Qwen/Qwen3-0.6B", "google/gemma-2b"]
+           "mistral-7b-v0.1", "mistralai/Mistral-7B-v0.1", "Qwen/Qwen2.5-0.5B", "Qwen/Qwen3-0.6B", "google/gemma-2b",
+           "EleutherAI/gpt-j-6b", "facebook/xmod-base", "llama-2-7b", "gpt2", "bert-base-uncased", "roberta-base"]
 
 
 @pytest.mark.spec("API-3")
 @pytest.mark.parametrize("preset", PRESETS)
 def test_summary_preset_counts_equal_adapters(preset):
     """`summary --arch` presets (configs alone, no weights) count what adapters 1.3.0 counts on the real shapes."""
-    import adapters
-    import transformers
-    from minadapters.summary import ARCH_PRESETS
-    from minadapters.tiny import shell_model
-    raw = dict(ARCH_PRESETS[preset])
-    cfg = transformers.AutoConfig.for_model(**raw)
-    from family_oracle_utils import gemma_interface
-    ours = shell_model(raw)
-    configs = [("l", "lora[r=8, intermediate_lora=True]"), ("b", "seq_bn"), ("i", "ia3")]
-    if "prefix_tuning" in ours.arch.methods:
-        configs.append(("p", "prefix_tuning[prefix_length=20]"))
-    with torch.device("meta"):
-        m = transformers.AutoModel.from_config(cfg)
-        adapters.init(m, interface=gemma_interface() if raw["model_type"] == "gemma" else None)
-        for name, config in configs:
-            m.add_adapter(name, config=config)
-            ours.add_adapter(name, config=config)
-    want = {r["name"]: r["#param"] for r in m.adapter_summary(as_dict=True)}
-    got = {r["name"]: r["#param"] for r in ours.adapter_summary(as_dict=True)}
+    from family_oracle_utils import preset_counts
+    got, want = preset_counts(preset)
     assert got == want, f"{preset}: counts {got}, but should be {want}"
 
 
 N_NEW = 16
 GEN_CASES = [("mistral", dict(sliding_window=4)), ("qwen2", dict(use_sliding_window=True, sliding_window=5,
                                                                    max_window_layers=1)),
-             ("qwen3", {}), ("gemma", dict(head_dim=12))]
+             ("qwen3", {}), ("gemma", dict(head_dim=12)), ("gptj", {})]
 
 
 @pytest.mark.spec("FAM-LL-2")
@@ -310,3 +266,75 @@ def test_greedy_tokens_equal_transformers(model_type, overrides, config, tmp_pat
     for use_cache in (True, False):
         got = ours.generate(ids, N_NEW, attention_mask=mask, use_cache=use_cache, eos_token_id=None)
         np.testing.assert_array_equal(got, exp, err_msg=f"{model_type} {config} use_cache={use_cache}")
+
+
+HEAD_CASES = [("xmod", "add_classification_head", dict(num_labels=3)), ("xmod", "add_tagging_head", dict(num_labels=5)),
+              ("xmod", "add_masked_lm_head", dict()), ("gptj", "add_classification_head", dict(num_labels=3)),
+              ("gptj", "add_causal_lm_head", dict())]
+
+
+@pytest.mark.spec("FAM-XM-1")
+@pytest.mark.parametrize("model_type,method,kw", HEAD_CASES, ids=lambda c: str(c))
+def test_adapter_model_heads(model_type, method, kw, tmp_path):
+    """AutoAdapterModel gives adapters' class (XmodAdapterModel, GPTJAdapterModel); an adapter + head saved by
+    adapters 1.3.0 gives the same logits here (padded batch)."""
+    import adapters
+    from oracle_utils import perturb_adapter
+    mdir = save_model(hf_family_model(model_type), str(tmp_path / "model"))
+    up = adapters.AutoAdapterModel.from_pretrained(mdir, attn_implementation="eager")
+    up.add_adapter("t", config="seq_bn")
+    getattr(up, method)("t", **kw)
+    perturb_adapter(up, "t")
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for _, p in up.heads["t"].named_parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    up.eval()
+    up.set_active_adapters("t")
+    up.save_adapter(str(tmp_path / "t"), "t")
+    ours = ma.AutoAdapterModel.from_pretrained(mdir)
+    assert type(ours).__name__ == type(up).__name__
+    ours.load_adapter(str(tmp_path / "t"), set_active=True)
+    ids, mask = batch(pad_side="right")
+    with torch.no_grad():
+        exp = up(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.numpy()
+    assert_close(ours(ids, attention_mask=mask).logits, exp, what=f"{model_type} {method}")
+
+
+@pytest.mark.spec("FAM-XM-1")
+def test_xmod_checkpoint_with_language_adapters(tmp_path):
+    """A transformers X-MOD checkpoint carries its language adapters; adapters 1.3.0 deletes them when it wraps the
+    model, so do we: the output equals the wrapped model's, and lang_ids is refused on both sides."""
+    from family_oracle_utils import _config
+    torch.manual_seed(0)
+    cfg, cls = _config("xmod", dict(pre_norm=True, adapter_layer_norm=True))
+    m = cls(cfg)
+    with torch.no_grad():
+        for _, p in m.named_parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    m.eval()
+    m.save_pretrained(str(tmp_path), safe_serialization=True)       # before adapters.init: adapter_modules saved
+    import adapters
+    from safetensors.numpy import load_file
+    assert any(".output.adapter_modules.de_DE." in k for k in load_file(str(tmp_path / "model.safetensors")))
+    adapters.init(m)
+    ours = ma.AutoModel.from_pretrained(str(tmp_path))
+    ids, mask = batch(pad_side="left")
+    assert_close(ours(ids, attention_mask=mask).last_hidden_state, _torch_hidden(m, ids, mask), rtol=1e-5,
+                 what="xmod without language adapters")
+    for config in ("seq_bn", "lora[intermediate_lora=True]", "prefix_tuning[prefix_length=4]"):
+        name = config.split("[")[0]
+        m.add_adapter(name, config=config)
+        perturb_adapter(m, name)
+        m.eval()
+        m.save_adapter(str(tmp_path / name), name)
+        ours.load_adapter(str(tmp_path / name))
+        m.set_active_adapters(name)
+        ours.active_adapters = name
+        _relink_pool(m)
+        assert_close(ours(ids, attention_mask=mask).last_hidden_state, _torch_hidden(m, ids, mask),
+                     what=f"xmod pre_norm, adapter_layer_norm, {config}")
+    with pytest.raises(ValueError, match="lang_ids"):
+        m(input_ids=torch.tensor(ids), lang_ids=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(TypeError, match="lang_ids"):
+        ours(ids, lang_ids=np.zeros(3, np.int64))

@@ -76,7 +76,7 @@ def perturb_head(m, name, seed=3, scale=0.3):
 
 
 def inputs(model_type, head_type):
-    if model_type in ("gpt2", "llama"):
+    if model_type in ("gpt2", "llama", "gptj"):
         return dec_batch(pad_side="right")
     ids, mask = batch(model_type=model_type)
     if head_type == "multiple_choice":     # (batch 2, 3 choices, tokens)
@@ -221,8 +221,11 @@ STATIC = [("bert", n) for n in ("BertForSequenceClassification", "BertForMultipl
          [("gpt2", n) for n in ("GPT2ForSequenceClassification", "GPT2LMHeadModel", "GPT2ForTokenClassification",
                                 "GPT2ForQuestionAnswering")] + \
          [("llama", n) for n in ("LlamaForSequenceClassification", "LlamaForCausalLM", "LlamaForTokenClassification",
-                                 "LlamaForQuestionAnswering")]
-MLM = ("BertForMaskedLM", "RobertaForMaskedLM", "XLMRobertaForMaskedLM")
+                                 "LlamaForQuestionAnswering")] + \
+         [("gptj", n) for n in ("GPTJForSequenceClassification", "GPTJForCausalLM", "GPTJForQuestionAnswering")] + \
+         [("xmod", n) for n in ("XmodForSequenceClassification", "XmodForTokenClassification",
+                                "XmodForQuestionAnswering", "XmodForMultipleChoice", "XmodForMaskedLM")]
+MLM = ("BertForMaskedLM", "RobertaForMaskedLM", "XLMRobertaForMaskedLM", "XmodForMaskedLM")
 
 
 def task_model(model_type, cls_name, tmp):
@@ -237,6 +240,9 @@ def task_model(model_type, cls_name, tmp):
         cfg = transformers.GPT2Config(**GPT2_SIZES, pad_token_id=0, attn_implementation="eager", **labels)
     elif model_type == "llama":
         cfg = transformers.LlamaConfig(**LLAMA_SIZES, pad_token_id=0, attn_implementation="eager", **labels)
+    elif model_type in ("gptj", "xmod"):
+        from family_oracle_utils import _config
+        cfg, _ = _config(model_type, labels)
     else:
         kw = dict(SIZES)
         cfg_cls = {"bert": transformers.BertConfig, "roberta": transformers.RobertaConfig,
@@ -262,13 +268,14 @@ def test_static_task_head_converts(model_type, cls_name, tmp_path):
     task, d = task_model(model_type, cls_name, str(tmp_path))
     ht = "multiple_choice" if "MultipleChoice" in cls_name else "x"
     ids, mask = inputs(model_type, ht)
-    with torch.no_grad():
-        want = task(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
     ours = ma.AutoAdapterModel.from_pretrained(d)
     assert ours.active_head == "default"
     out = ours(ids, attention_mask=mask)
     fields = ["start_logits", "end_logits"] if "QuestionAnswering" in cls_name else ["logits"]
-    compare(out, want, fields, cls_name)
+    if model_type != "xmod":        # X-MOD's task model runs its language adapters, which adapters removes (FAM-XM-1)
+        with torch.no_grad():
+            want = task(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
+        compare(out, want, fields, cls_name)
     if cls_name == "LlamaForQuestionAnswering":     # its base model sits under "transformer.", which adapters'
         with pytest.raises(ValueError, match="corrupted"):   # key mapping does not expect
             upstream(d)
