@@ -16,6 +16,12 @@ LLaMA has hidden 24 with 4 query heads and 2 key-value heads of 6 (GQA; RoPE nee
 SwiGLU FFN 37; Mistral and Qwen2 are LLaMA's sizes with a sliding window of 5 (Mistral: every layer; Qwen2: layers
 >= 1) and, for Qwen2, q/k/v biases. DistilBERT (encoder) has BERT's sizes under its own names, no token types.
 Decoder batches are padded on the left or the right (``pad_side``).
+
+Encoder-decoders (transformers' ``BartModel``): hidden 20, 4 heads, FFN 37 / 29 (encoder / decoder), 2 encoder layers
+and 1 decoder layer (adapters numbers it 2; one decoder layer keeps the float32 error of the 3 layers plus
+cross-attention within the differential tolerance). The suite hands them ``input_ids`` only: the decoder
+reads them shifted right (``decoder_start_token_id`` first), and the output is the decoder's states (B, T, D).
+Their batches are right-padded (learned positions count padding).
 """
 from __future__ import annotations
 
@@ -27,12 +33,13 @@ import numpy as np
 
 SIZES = dict(hidden_size=20, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, vocab_size=53,
              max_position_embeddings=40)
-ARCHS = ("bert", "roberta", "gpt2", "llama", "distilbert", "mistral", "qwen2", "deberta-v2")
+ARCHS = ("bert", "roberta", "gpt2", "llama", "distilbert", "mistral", "qwen2", "deberta-v2", "bart")
 ENCODERS = ("bert", "roberta", "distilbert", "deberta-v2")
 DECODERS = ("gpt2", "llama", "mistral", "qwen2")
+ENCODER_DECODERS = ("bart",)
 LLAMA_LIKE = ("llama", "mistral", "qwen2")          # GQA decoders with LLaMA's module names
 PAD_ID = {"bert": 0, "roberta": 1, "gpt2": 0, "llama": 0, "distilbert": 0, "mistral": 0, "qwen2": 0,
-          "deberta-v2": 0}
+          "deberta-v2": 0, "bart": 1}
 DEBERTA_V2 = dict(relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=8, max_relative_positions=-1,
                   norm_rel_ebd="layer_norm", share_att_key=False, position_biased_input=False, type_vocab_size=0,
                   layer_norm_eps=1e-7)
@@ -66,6 +73,8 @@ def hf_config(arch: str) -> dict:
     """transformers-compatible config.json for a tiny model of ``arch``."""
     if arch in DECODERS:
         return _decoder_config(arch)
+    if arch == "bart":
+        return _bart_config()
     s = dict(SIZES)
     if arch == "distilbert":
         return {"architectures": ["DistilBertModel"], "model_type": "distilbert", "dim": s["hidden_size"],
@@ -111,6 +120,40 @@ def _decoder_config(arch: str) -> dict:
             "max_position_embeddings": s["max_position_embeddings"], "hidden_act": "silu", "rms_norm_eps": 1e-6,
             "rope_theta": 10000.0, "rope_scaling": None, "attention_bias": False, "mlp_bias": False,
             "attention_dropout": 0.0, "tie_word_embeddings": False, "use_cache": False, **common}
+
+
+def _bart_config() -> dict:
+    s = dict(SIZES)
+    return {"architectures": ["BartModel"], "model_type": "bart", "d_model": s["hidden_size"],
+            "encoder_layers": s["num_hidden_layers"], "decoder_layers": 1, "encoder_attention_heads": 4,
+            "decoder_attention_heads": 4, "encoder_ffn_dim": s["intermediate_size"], "decoder_ffn_dim": 29,
+            "vocab_size": s["vocab_size"], "max_position_embeddings": s["max_position_embeddings"],
+            "activation_function": "gelu", "scale_embedding": False, "pad_token_id": PAD_ID["bart"],
+            "bos_token_id": 0, "eos_token_id": 2, "decoder_start_token_id": 2, "forced_eos_token_id": 2,
+            "torch_dtype": "float32", "_attn_implementation": "eager", "use_cache": False, "init_std": 0.02}
+
+
+def _bart_weights(cfg: dict, nrm) -> dict:
+    """BartModel base weights: shared embedding, learned positions (+2 rows), two stacks; the decoder's layers
+    have cross-attention (encoder_attn)."""
+    D = cfg["d_model"]
+    ln = lambda: (1 + nrm(D, s=0.1), nrm(D, s=0.1))  # noqa: E731
+    w = {"shared.weight": nrm(cfg["vocab_size"], D, s=1.0)}
+    for stack, L, F in (("encoder", cfg["encoder_layers"], cfg["encoder_ffn_dim"]),
+                        ("decoder", cfg["decoder_layers"], cfg["decoder_ffn_dim"])):
+        w[f"{stack}.embed_positions.weight"] = nrm(cfg["max_position_embeddings"] + 2, D, s=0.5)
+        w[f"{stack}.layernorm_embedding.weight"], w[f"{stack}.layernorm_embedding.bias"] = ln()
+        attns = ("self_attn", "encoder_attn") if stack == "decoder" else ("self_attn",)
+        for i in range(L):
+            p = f"{stack}.layers.{i}."
+            lin = {"fc1": (F, D), "fc2": (D, F)}
+            lin.update({f"{a}.{m}_proj": (D, D) for a in attns for m in ("q", "k", "v", "out")})
+            for name, (o, n) in lin.items():       # half the encoders' scale: softer attention, so the float32
+                w[p + name + ".weight"] = nrm(o, n, s=0.5 / np.sqrt(n))    # error of 3 layers stays in bound
+                w[p + name + ".bias"] = nrm(o, s=0.1)
+            for lname in [f"{a}_layer_norm" for a in attns] + ["final_layer_norm"]:
+                w[p + lname + ".weight"], w[p + lname + ".bias"] = ln()
+    return w
 
 
 def _gpt2_weights(cfg: dict, nrm) -> dict:
@@ -192,6 +235,8 @@ def random_weights(cfg: dict, seed: int) -> dict:
     if cfg["model_type"] in DECODERS:
         nrm = lambda *shape, s=0.2: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
         return (_gpt2_weights if cfg["model_type"] == "gpt2" else _llama_weights)(cfg, nrm)
+    if cfg["model_type"] == "bart":
+        return _bart_weights(cfg, lambda *shape, s=0.2: (rng.standard_normal(shape) * s).astype(np.float32))
     nrm = lambda *shape, s=0.2: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
     if cfg["model_type"] == "deberta-v2":
         return _deberta_v2_weights(cfg, nrm)

@@ -27,7 +27,7 @@ class AdaptersDriver:
                    "prefix_tuning", "prompt_tuning", "reft", "union", "mam", "unipelt")
         self.capabilities = frozenset(
             {"arch:bert", "arch:roberta", "arch:gpt2", "arch:llama", "arch:distilbert", "arch:mistral", "arch:qwen2",
-             "arch:deberta-v2",
+             "arch:deberta-v2", "arch:bart",
              "io:save", "io:load", "op:merge", "op:reset",
              "op:eject", "op:fusion", "op:task_ids", "config:strings", "op:heads",
              # known upstream crashes (bare BertModel): Parallel over LoRA-family adapters does not replicate the

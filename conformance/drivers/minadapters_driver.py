@@ -34,6 +34,7 @@ METHOD_MODULES = {
     "arch:mistral": "minadapters.models.llama_like",
     "arch:qwen2": "minadapters.models.llama_like",
     "arch:deberta-v2": "minadapters.models.deberta",
+    "arch:bart": "minadapters.models.bart",
 }
 BLOCKS = ("Stack", "Fuse", "Split", "BatchSplit", "Parallel", "MultiTask", "Average")
 

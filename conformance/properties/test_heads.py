@@ -18,7 +18,9 @@ ENCODER = ("classification", "multilabel_classification", "tagging", "multiple_c
 DECODER = ("classification", "multilabel_classification", "tagging", "question_answering", "causal_lm")
 DEBERTA = ("classification", "multilabel_classification", "tagging", "multiple_choice", "question_answering",
            "masked_lm")                        # adapters 1.3.0's Deberta(V2)AdapterModel.head_types
-HEAD_TYPES = {"bert": ENCODER, "roberta": ENCODER, "gpt2": DECODER, "llama": DECODER, "deberta-v2": DEBERTA}
+# BART's sentence heads read the last <eos> of input_ids (the drawn batches hold none): QA and seq2seq LM only
+HEAD_TYPES = {"bert": ENCODER, "roberta": ENCODER, "gpt2": DECODER, "llama": DECODER, "deberta-v2": DEBERTA,
+              "bart": ("question_answering", "seq2seq_lm")}
 ACTS = st.sampled_from(["tanh", "relu", "gelu", None])
 
 
@@ -34,7 +36,7 @@ ACTS = st.sampled_from(["tanh", "relu", "gelu", None])
 def head_configs(draw, arch):
     """One head config of a type ``arch`` offers, every field drawn within its valid range."""
     ht = draw(st.sampled_from(HEAD_TYPES[arch]), label="head_type")
-    if ht in ("masked_lm", "causal_lm"):
+    if ht in ("masked_lm", "causal_lm", "seq2seq_lm"):
         return {"head_type": ht, "layers": draw(st.integers(1, 3), label="layers"),
                 "activation_function": draw(ACTS, label="activation_function"),
                 "layer_norm": draw(st.booleans(), label="layer_norm"), "bias": draw(st.booleans(), label="bias")}

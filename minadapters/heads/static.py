@@ -79,6 +79,13 @@ STATIC_HEADS = {
     "GPTJForCausalLM": ({"head_type": "causal_lm", "bias": True}, ("lm_head",)),
     "GPTJForQuestionAnswering": (_QA, (None, "qa_outputs")),
     **_roberta_like("Xmod"),
+    **{f"{p}ForSequenceClassification": ({"head_type": "classification", "layers": 2, "activation_function": "tanh"},
+                                         (None, "classification_head.dense", None, None,
+                                          "classification_head.out_proj")) for p in ("Bart", "MBart", "PLBart")},
+    **{f"{p}ForQuestionAnswering": (_QA, (None, "qa_outputs")) for p in ("Bart", "MBart")},
+    # adapters maps only lm_head: the converted head drops BART's final_logits_bias (spec ENCDEC-6)
+    **{f"{p}ForConditionalGeneration": ({"head_type": "seq2seq_lm"}, ("lm_head",))
+       for p in ("Bart", "MBart", "PLBart")},
 }
 
 
@@ -100,7 +107,7 @@ def static_head_config(class_name: str, label2id, num_labels=None) -> tuple:
     if config["head_type"] == "multiple_choice":
         config["num_choices"] = n
         config["label2id"] = label2id
-    elif config["head_type"] not in ("causal_lm", "masked_lm"):
+    elif config["head_type"] not in ("causal_lm", "masked_lm", "seq2seq_lm"):
         config["num_labels"] = n
         config["label2id"] = label2id
     return config, modules

@@ -6,11 +6,11 @@ Each family module declares one ``Architecture`` record (models/base.py); ``REGI
 from __future__ import annotations
 
 from ..errors import ConfigError
-from . import albert, bert, bert_generation, deberta, distilbert, electra, gpt2, gptj, llama, llama_like, xmod
+from . import albert, bart, bert, bert_generation, deberta, distilbert, electra, gpt2, gptj, llama, llama_like, xmod
 from .base import Architecture, LayerKey, LayerStack, ParamView
 
-FAMILIES = (albert.ARCHITECTURE, bert.ARCHITECTURE, bert_generation.ARCHITECTURE, distilbert.ARCHITECTURE, electra.ARCHITECTURE,
-            *deberta.ARCHITECTURES,
+FAMILIES = (albert.ARCHITECTURE, bart.ARCHITECTURE, bert.ARCHITECTURE, bert_generation.ARCHITECTURE,
+            distilbert.ARCHITECTURE, electra.ARCHITECTURE, *deberta.ARCHITECTURES,
             gpt2.ARCHITECTURE, gptj.ARCHITECTURE, llama.ARCHITECTURE,
             *llama_like.ARCHITECTURES, xmod.ARCHITECTURE)
 
