@@ -132,6 +132,8 @@ class Architecture:
     embed_key: str | None = None              # input embedding matrix (a tied LM head reads it)
     is_causal: bool = False                   # decoder-only: generate() and the KV cache apply
     pooler: tuple = ()                        # optional base weights kept when present (BERT's pooler)
+    # config -> {name: str} filled into "{name}" fields of hook paths (T5's FFN input: "wi", or "wi_1" when gated)
+    hook_vars: Callable | None = None
     notes: Mapping = field(default_factory=dict)
 
     def __post_init__(self):
@@ -158,8 +160,9 @@ class Architecture:
     def method_layer_keys(self, config):
         """(LayerKey, state-dict path of the hooked module, path of its base weights) for every declared hook
         of every layer. Spec: ARCH-1. (Unsupported methods are refused when an adapter is added.)"""
+        names = self.hook_vars(config) if self.hook_vars is not None else {}
         for s in self.stacks:
-            hooks = s.hooks()
+            hooks = {hook: sub.format(**names) for hook, sub in s.hooks().items()}
             for i in range(self.num_layers(config, s)):
                 for hook, sub in hooks.items():
                     yield (LayerKey(s.name, i, KIND_OF_HOOK[hook], hook), f"{s.layer_path(i)}.{sub}",
