@@ -1,0 +1,207 @@
+"""Oracle: T5 / MT5 match transformers 4.57.6 (base model, 1e-5) and adapters 1.3.0 (every method at its locations in
+both stacks, blocks, files both ways, merge / reset). Spec: T5-1 .. T5-5, T5-RELPOS-1, T5-RELPOS-2, T5-NORM.
+
+Awkward sizes (d_model 36, d_kv 7 with 5 heads: inner 35 ≠ d_model, d_ff 37, 8 buckets, max distance 20 < the
+23-token batch so the logarithmic buckets are used), eager attention, every base weight perturbed, padded encoder and
+decoder batches.
+"""
+import os
+
+import numpy as np
+import pytest
+
+import minadapters as ma
+
+pytest.importorskip("adapters", reason="oracle: needs adapters==1.3.0 and torch (pip install -e .[oracle])")
+import torch  # noqa: E402
+import adapters.composition as ac  # noqa: E402
+from encdec_oracle_utils import hf_t5, t5_batch  # noqa: E402
+from oracle_utils import assert_close, perturb_adapter, save_model  # noqa: E402
+
+BASE_CASES = [
+    ("t5", {}),                                                                    # ReLU FFN, tied
+    ("t5", dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False, num_decoder_layers=3)),   # v1.1
+    ("mt5", {}),                                                                   # gated-gelu, untied
+    ("mt5", dict(feed_forward_proj="gated-silu", relative_attention_num_buckets=6,
+                 relative_attention_max_distance=9, d_kv=9)),
+]
+
+
+def _torch_out(model, b, **kw):
+    with torch.no_grad():
+        return model(**{k: torch.tensor(v) for k, v in b.items() if v is not None}, **kw)
+
+
+def _ours_out(model, b, **kw):
+    return model(**{k: v for k, v in b.items() if v is not None}, **kw)
+
+
+@pytest.mark.spec("T5-1")
+@pytest.mark.spec("T5-2")
+@pytest.mark.spec("T5-3")
+@pytest.mark.spec("T5-4")
+@pytest.mark.spec("T5-NORM")
+@pytest.mark.spec("T5-RELPOS-2")
+@pytest.mark.parametrize("model_type,overrides", BASE_CASES, ids=lambda c: str(c))
+def test_base_model_matches_transformers(model_type, overrides, tmp_path):
+    """No adapter: decoder and encoder outputs equal T5Model / MT5Model's (eager) to 1e-5, for padded batches
+    (right and left padding in the encoder, padding in the decoder) and with no masks at all; both backends."""
+    m = hf_t5(model_type, **overrides)
+    save_model(m, tmp_path)
+    ours = ma.AutoModel.from_pretrained(tmp_path)
+    for seed, side in ((0, "right"), (1, "left"), (2, None)):
+        b = t5_batch(seed=seed, pad_side=side)
+        exp, got = _torch_out(m, b), _ours_out(ours, b)
+        assert_close(got.last_hidden_state, exp.last_hidden_state.numpy(), rtol=1e-5, what=f"decoder pad={side}")
+        assert_close(got.encoder_last_hidden_state, exp.encoder_last_hidden_state.numpy(), rtol=1e-5,
+                     what=f"encoder pad={side}")
+    ours.set_backend("native")
+    b = t5_batch(seed=3)
+    assert_close(_ours_out(ours, b).last_hidden_state, _torch_out(m, b).last_hidden_state.numpy(), rtol=1e-4,
+                 what="native backend")
+
+
+@pytest.mark.spec("T5-RELPOS-1")
+@pytest.mark.parametrize("num_buckets,max_distance", [(32, 128), (8, 20), (7, 13), (6, 9), (16, 100), (4, 3)])
+def test_relative_position_buckets_equal_transformers(num_buckets, max_distance):
+    """Every relative position in [-3000, 3000), both directions: our bucket equals transformers' (the float32
+    logarithm's truncation decides the edges)."""
+    from transformers.models.t5.modeling_t5 import T5Attention
+    from minadapters.functional.t5 import relative_position_bucket
+    r = torch.arange(-3000, 3000)
+    for bidirectional in (True, False):
+        exp = T5Attention._relative_position_bucket(r, bidirectional=bidirectional, num_buckets=num_buckets,
+                                                    max_distance=max_distance).numpy()
+        got = relative_position_bucket(r.numpy(), bidirectional=bidirectional, num_buckets=num_buckets,
+                                       max_distance=max_distance)
+        np.testing.assert_array_equal(got, exp, err_msg=f"bidirectional={bidirectional}")
+
+
+class Env:
+    """One upstream T5Model + ours loaded from its weights; adapters added to both, their weights perturbed."""
+
+    def __init__(self, model_type, tmp, **overrides):
+        self.model_type, self.tmp, self.n = model_type, tmp, 0
+        self.torch_model = hf_t5(model_type, **overrides)
+        save_model(self.torch_model, os.path.join(tmp, "model"))
+        self.ours = ma.AutoModel.from_pretrained(os.path.join(tmp, "model"))
+
+    def add(self, config):
+        self.n += 1
+        name = f"a{self.n}"
+        self.torch_model.add_adapter(name, config=config)
+        perturb_adapter(self.torch_model, name, seed=self.n)
+        self.torch_model.eval()
+        d = os.path.join(self.tmp, name)
+        self.torch_model.save_adapter(d, name)
+        assert self.ours.load_adapter(d) == name
+        return name
+
+    def compare(self, theirs, ours, what="", sides=("right", "left"), B=3):
+        self.torch_model.set_active_adapters(theirs)
+        self.ours.active_adapters = ours
+        for seed, side in enumerate(sides):
+            b = t5_batch(seed=self.n + seed, pad_side=side, B=B)
+            exp, got = _torch_out(self.torch_model, b), _ours_out(self.ours, b)
+            assert_close(got.last_hidden_state, exp.last_hidden_state.numpy(),
+                         what=f"{self.model_type} {what} decoder pad={side}")
+            assert_close(got.encoder_last_hidden_state, exp.encoder_last_hidden_state.numpy(),
+                         what=f"{self.model_type} {what} encoder pad={side}")
+
+
+@pytest.fixture(scope="module", params=["t5", "mt5"])
+def env(request, tmp_path_factory):
+    return Env(request.param, str(tmp_path_factory.mktemp(request.param)))
+
+
+SINGLE = [
+    "seq_bn", "double_seq_bn", "par_bn", "seq_bn[cross_adapter=True]", "double_seq_bn[cross_adapter=True]",
+    "seq_bn_inv", "scaled_par_bn", "compacter[reduction_factor=9, shared_phm_rule=False]",
+    "lora", "lora[r=4, alpha=16, attn_matrices=['q','k','v'], intermediate_lora=True, output_lora=True]",
+    "lora[r=3, selfattn_lora=False, intermediate_lora=True]", "dora[r=3, intermediate_lora=True]",
+    "ia3", "ia3[attn_matrices=['q','v'], intermediate_lora=True, output_lora=True]",
+    "prefix_tuning", "prefix_tuning[encoder_prefix=False]", "prefix_tuning[cross_prefix=False]",
+    "prefix_tuning[prefix_length=5, use_gating=True, shared_gating=False]", "prefix_tuning[flat=True]",
+    "mam", "unipelt", "loreft", "noreft[r=3, prefix_positions=2, suffix_positions=1]",
+]
+
+
+@pytest.mark.spec("T5-5")
+@pytest.mark.parametrize("config", SINGLE)
+def test_single_adapter(env, config):
+    """Each method at adapters' T5 locations (both stacks; cross-attention and cross_adapter / cross_prefix where the
+    config asks): decoder and encoder outputs equal adapters 1.3.0's."""
+    name = env.add(config)
+    env.compare(name, name, what=config)
+
+
+def test_prompt_tuning_is_refused(env):
+    """adapters 1.3.0's T5 does not support prompt tuning (support_prompt_tuning = False); we refuse it by name."""
+    with pytest.raises(ValueError):
+        env.torch_model.add_adapter("pt_up", config="prompt_tuning")
+    if "pt_up" in env.torch_model.adapters_config.adapters:
+        env.torch_model.delete_adapter("pt_up")
+    with pytest.raises(ValueError, match=f"prompt_tuning.*{env.model_type}"):
+        env.ours.add_adapter("pt", config="prompt_tuning")
+
+
+def test_union(env):
+    from adapters import ConfigUnion, LoRAConfig, PrefixTuningConfig, SeqBnConfig
+    name = env.add(ConfigUnion(LoRAConfig(r=4, alpha=4, intermediate_lora=True),
+                               PrefixTuningConfig(prefix_length=4, bottleneck_size=6),
+                               SeqBnConfig(reduction_factor=5, cross_adapter=True)))
+    env.compare(name, name, what="union lora + prefix + seq_bn")
+
+
+def test_stack_parallel_batchsplit(env):
+    a = env.add("double_seq_bn[reduction_factor=4, cross_adapter=True]")
+    b = env.add("double_seq_bn[reduction_factor=6, non_linearity='relu', use_gating=True]")
+    env.compare(ac.Stack(b, a), ma.Stack(b, a), what="Stack")
+    env.compare(ac.BatchSplit(b, a, batch_sizes=[1, 2]), ma.BatchSplit(b, a, batch_sizes=[1, 2]), what="BatchSplit")
+    env.compare(ac.Parallel(b, a), ma.Parallel(b, a), what="Parallel")
+
+
+def test_lora_and_prefix_blocks(env):
+    a = env.add("lora[r=3, intermediate_lora=True]")
+    b = env.add("lora[r=2, alpha=5, attn_matrices=['q','k','v']]")
+    env.compare(ac.Stack(a, b), ma.Stack(a, b), what="Stack lora")
+    env.compare(ac.Parallel(a, b), ma.Parallel(a, b), what="Parallel lora")
+    p, q = env.add("prefix_tuning[prefix_length=3]"), env.add("prefix_tuning[prefix_length=5, cross_prefix=False]")
+    env.compare(ac.BatchSplit(p, q, batch_sizes=[2, 1]), ma.BatchSplit(p, q, batch_sizes=[2, 1]),
+                what="BatchSplit prefix")
+
+
+def test_fuse(env):
+    a, b = env.add("seq_bn[reduction_factor=4]"), env.add("seq_bn[reduction_factor=6]")
+    env.torch_model.add_adapter_fusion([a, b], config="dynamic")
+    perturb_adapter(env.torch_model, f"{a},{b}", seed=7)
+    env.torch_model.eval()
+    d = os.path.join(env.tmp, "fusion")
+    env.torch_model.save_adapter_fusion(d, [a, b])
+    env.ours.load_adapter_fusion(d)
+    env.compare(ac.Fuse(a, b), ma.Fuse(a, b), what="Fuse")
+
+
+def test_merged_lora_equals_unmerged(env):
+    name = env.add("lora[r=3, alpha=6, attn_matrices=['q','k','v'], intermediate_lora=True, output_lora=True]")
+    env.torch_model.set_active_adapters(name)
+    b = t5_batch(seed=5)
+    exp = _torch_out(env.torch_model, b).last_hidden_state.numpy()
+    env.ours.active_adapters = name
+    env.ours.merge_adapter(name)
+    try:
+        assert_close(_ours_out(env.ours, b).last_hidden_state, exp, what="merged")
+    finally:
+        env.ours.reset_adapter()
+    assert_close(_ours_out(env.ours, b).last_hidden_state, exp, what="after reset")
+
+
+@pytest.mark.parametrize("config", ["lora[r=2, intermediate_lora=True, output_lora=True]",
+                                    "double_seq_bn[cross_adapter=True]", "prefix_tuning[prefix_length=4]"])
+def test_ours_to_adapters(env, config, tmp_path):
+    """An adapter we save loads in adapters 1.3.0 and gives the same outputs there (files both ways)."""
+    name = env.add(config)
+    d = str(tmp_path / "ours")
+    env.ours.save_adapter(d, name)
+    loaded = env.torch_model.load_adapter(d, load_as=name + "_back")
+    env.compare(loaded, name, what=f"ours->adapters {config}")
