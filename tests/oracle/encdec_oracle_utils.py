@@ -35,9 +35,9 @@ def hf_t5(model_type="t5", seed=0, scale=0.05, lm=False, **overrides):
     return model
 
 
-def t5_batch(vocab=101, B=3, T=T5_ENC_T, Td=T5_DEC_T, seed=0, pad_side="right"):
+def t5_batch(vocab=101, B=3, T=T5_ENC_T, Td=T5_DEC_T, seed=0, pad_side="right", decoder_mask=True):
     """input_ids / attention_mask (rows 1, 2 padded on ``pad_side``; None: no masks) and decoder_input_ids /
-    decoder_attention_mask (row 2 right-padded), as a dict of NumPy arrays."""
+    decoder_attention_mask (row 2 right-padded; ``decoder_mask=False``: none), as a dict of NumPy arrays."""
     rng = np.random.default_rng(seed)
     ids = rng.integers(2, vocab, size=(B, T))
     dids = rng.integers(2, vocab, size=(B, Td))
@@ -53,5 +53,8 @@ def t5_batch(vocab=101, B=3, T=T5_ENC_T, Td=T5_DEC_T, seed=0, pad_side="right"):
     dmask = np.ones((B, Td), np.int64)
     if B > 2:
         dmask[2, Td - 2:] = 0
-    return {"input_ids": np.where(mask == 1, ids, 0), "attention_mask": mask,
-            "decoder_input_ids": np.where(dmask == 1, dids, 0), "decoder_attention_mask": dmask}
+    out = {"input_ids": np.where(mask == 1, ids, 0), "attention_mask": mask,
+           "decoder_input_ids": np.where(dmask == 1, dids, 0), "decoder_attention_mask": dmask}
+    if not decoder_mask:
+        del out["decoder_attention_mask"]
+    return out
