@@ -54,7 +54,7 @@ class InvertibleAdapters(MethodObject):
         blk = self.blocks.get(name)
         if blk is not None:
             for leaf in blk["params"]:
-                yield f"{self.model.arch.invertible_path}.{name}.{leaf}", blk["params"], leaf
+                yield f"invertible_adapters.{name}.{leaf}", blk["params"], leaf
 
     def _apply(self, name, x, rev):
         blk = self.blocks[name]

@@ -132,8 +132,6 @@ class Architecture:
     embed_key: str | None = None              # input embedding matrix (a tied LM head reads it)
     is_causal: bool = False                   # decoder-only: generate() and the KV cache apply
     pooler: tuple = ()                        # optional base weights kept when present (BERT's pooler)
-    # adapters' module path of the invertible adapters (invertible_adapters_base_name: "encoder" for T5 / BART)
-    invertible_path: str = "invertible_adapters"
     # config -> {name: str} filled into "{name}" fields of hook paths (T5's FFN input: "wi", or "wi_1" when gated)
     hook_vars: Callable | None = None
     notes: Mapping = field(default_factory=dict)

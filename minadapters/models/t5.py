@@ -336,4 +336,4 @@ ARCHITECTURE = Architecture(
     inputs=frozenset({"input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask",
                       "encoder_outputs", "inputs_embeds", "decoder_inputs_embeds", "past_key_values"}),
     methods=ALL_METHODS - {"prompt_tuning"},        # adapters 1.3.0: T5ModelAdaptersMixin.support_prompt_tuning = False
-    embed_key="shared.weight", hook_vars=hook_vars, invertible_path="encoder.invertible_adapters")
+    embed_key="shared.weight", hook_vars=hook_vars, invertible_base="encoder")
