@@ -40,7 +40,7 @@ METHOD_OF_CONFIG = ((BnConfig, "bottleneck"), (LoRAConfig, "lora"), (PrefixTunin
                     (PromptTuningConfig, "prompt_tuning"), (ReftConfig, "reft"))
 # Inputs forward() validates itself; a family may declare more (passed through as arrays).
 KNOWN_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds",
-                          "past_key_values"})
+                          "past_key_values", "decoder_input_ids", "decoder_attention_mask", "encoder_outputs"})
 # Method layer class per hook kind (the fused q/k/v linear has its own LoRA layer).
 LAYER_CLASSES = {"bottleneck": BottleneckLayer, "lora": LoRALayer, "prefix": PrefixTuningLayer, "reft": ReftLayer}
 
@@ -67,6 +67,7 @@ class AdapterModel:
         self.rng = np.random.default_rng(seed)
         self.adapters_config = ModelAdaptersConfig()
         self.lm_head_weight = None          # decoders: untied LM head from the checkpoint (generate)
+        self.lm_head_bias = None            # BART family: the checkpoint's final_logits_bias (generate)
         self.model_dir = None               # the checkpoint directory (prompt tuning's from_string reads its tokenizer)
         self.tokenizer_name_or_path = None  # overrides where from_string / encode find a tokenizer
         self.parameter_shares: dict = {}    # share_parameters groups (MTL-LoRA)
@@ -400,8 +401,18 @@ class AdapterModel:
         self.model_level["prefix_pool"].eject(name)
 
     # ---- forward ---------------------------------------------------------------------------------
-    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs):
-        return self.forward(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs)
+    def __call__(self, *args, **kwargs):
+        """Positional arguments in the family's order (``arch.call_order``: transformers' base-model signature,
+        e.g. input_ids, attention_mask, decoder_input_ids, decoder_attention_mask for BART)."""
+        order = self.arch.call_order
+        if len(args) > len(order):
+            raise TypeError(f"{type(self).__name__}() takes at most {len(order)} positional arguments "
+                            f"({', '.join(order)}); got {len(args)}.")
+        for name, value in zip(order, args):
+            if name in kwargs:
+                raise TypeError(f"{type(self).__name__}() got multiple values for argument {name!r}.")
+            kwargs[name] = value
+        return self.forward(**kwargs)
 
     @reads
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, *, position_ids=None,
@@ -421,8 +432,12 @@ class AdapterModel:
         check_forward_inputs(inputs.get("input_ids", np.zeros((1, 1), np.int64)), inputs.get("attention_mask"),
                              inputs.get("token_type_ids"), inputs.get("position_ids"),
                              type_vocab_size=getattr(self.config, "type_vocab_size", None))   # Spec: API-2, IO-16
-        if "attention_mask" in inputs:
-            inputs["attention_mask"] = inputs["attention_mask"].astype(np.int64)
+        if "decoder_input_ids" in inputs or "decoder_attention_mask" in inputs:
+            check_forward_inputs(inputs.get("decoder_input_ids", np.zeros((1, 1), np.int64)),
+                                 inputs.get("decoder_attention_mask"))
+        for key in ("attention_mask", "decoder_attention_mask"):
+            if key in inputs:
+                inputs[key] = inputs[key].astype(np.int64)
         ctx = AdapterSetup.get_context()
         setup = ctx.adapter_setup if ctx is not None else self.adapters_config.active_setup
         if ctx is not None and setup is not None:
@@ -470,12 +485,18 @@ class AdapterModel:
     def _check_inputs(self, **given):
         """Validate the forward's inputs against the family's declared inputs; returns those given. Spec: API-2."""
         given = {k: v for k, v in given.items() if v is not None}
-        for k in set(given) - KNOWN_INPUTS:             # other inputs a family declares (decoder_input_ids ...)
+        for k in set(given) - KNOWN_INPUTS:             # other inputs a family declares
             given[k] = np.asarray(given[k])
         extra = sorted(set(given) - set(self.arch.inputs))
         if extra:
             raise TypeError(f"forward(): {', '.join(extra)} do not apply to model_type={self.model_type!r} "
                             f"(it takes {', '.join(sorted(self.arch.inputs))}).")
+        if self.arch.is_encoder_decoder:
+            return self._check_encdec_inputs(given)
+        return self._check_encoder_inputs(given, given["past_key_values"].length if "past_key_values" in given else 0)
+
+    def _check_encoder_inputs(self, given, past):
+        """input_ids / inputs_embeds, attention_mask (covering ``past`` cached tokens), token types, positions."""
         ids, embeds = given.get("input_ids"), given.get("inputs_embeds")
         if (ids is None) == (embeds is None):
             raise ValueError("forward() needs exactly one of input_ids (an integer array of shape (batch, tokens)) "
@@ -496,7 +517,6 @@ class AdapterModel:
                                  f"of shape (batch, tokens, {self.hidden_size}).")
             given["inputs_embeds"] = np.ascontiguousarray(embeds, dtype=self.dtype)
             shape = embeds.shape[:2]
-        past = given["past_key_values"].length if "past_key_values" in given else 0
         if "attention_mask" in given:
             given["attention_mask"] = _mask_2d(given["attention_mask"], (shape[0], shape[1] + past),
                                                "the shape of input_ids" + (f", plus {past} cached tokens" if past
@@ -513,6 +533,40 @@ class AdapterModel:
             except ValueError:
                 raise ShapeError(f"position_ids has shape {pos.shape}; expected {shape} (or broadcastable).") from None
             given["position_ids"] = pos
+        return given
+
+    def _check_encdec_inputs(self, given):
+        """Encoder-decoder inputs: the encoder's (input_ids | inputs_embeds | encoder_outputs, attention_mask) and
+        the decoder's (decoder_input_ids, decoder_attention_mask covering the cached tokens). Spec: ENCDEC-1."""
+        enc = given.pop("encoder_outputs", None)
+        if enc is not None:
+            enc = encoder_hidden_array(enc, self.hidden_size, self.dtype)
+            if "input_ids" in given or "inputs_embeds" in given:
+                given.pop("input_ids", None)           # transformers: given encoder outputs, the encoder is skipped
+                given.pop("inputs_embeds", None)
+            given["encoder_outputs"] = enc
+            if "attention_mask" in given:
+                given["attention_mask"] = _mask_2d(given["attention_mask"], enc.shape[:2],
+                                                   "the shape of encoder_outputs' hidden states (batch, tokens)")
+        else:
+            self._check_encoder_inputs(given, 0)
+        past = given["past_key_values"].length if "past_key_values" in given else 0
+        dec = given.get("decoder_input_ids")
+        if dec is not None:
+            dec = given["decoder_input_ids"] = _int_2d(dec, "decoder_input_ids", None, "(batch, tokens)")
+            V = self.config.vocab_size
+            if dec.size and (dec.min() < 0 or dec.max() >= V):
+                raise ValueError(f"decoder_input_ids contains ids outside [0, {V}) (min {dec.min()}, max {dec.max()}).")
+            if dec.shape[0] != _rows(given):
+                raise ShapeError(f"decoder_input_ids has {dec.shape[0]} rows but the encoder input has "
+                                 f"{_rows(given)}; both stacks take one batch.")
+        if "decoder_attention_mask" in given:
+            if dec is None:
+                raise ValueError("decoder_attention_mask was given without decoder_input_ids.")
+            given["decoder_attention_mask"] = _mask_2d(
+                given["decoder_attention_mask"], (dec.shape[0], dec.shape[1] + past),
+                "the shape of decoder_input_ids" + (f", plus {past} cached tokens" if past else ""),
+                "decoder_attention_mask")
         return given
 
     def generate(self, input_ids, max_new_tokens=20, attention_mask=None, use_cache=True, **kwargs):
@@ -550,8 +604,30 @@ def _has_unloaded_head(path) -> bool:
 
 
 def _rows(inputs) -> int:
-    x = inputs.get("input_ids")
-    return (x if x is not None else inputs["inputs_embeds"]).shape[0]
+    for key in ("input_ids", "inputs_embeds", "encoder_outputs"):
+        if inputs.get(key) is not None:
+            return inputs[key].shape[0]
+    raise ValueError("forward() needs input_ids, inputs_embeds or encoder_outputs.")
+
+
+def encoder_hidden_array(encoder_outputs, hidden: int, dtype):
+    """The encoder's last hidden state from ``encoder_outputs``: a ModelOutput (its encoder_last_hidden_state when
+    it is a whole encoder-decoder output, else last_hidden_state), a tuple / list (element 0, as transformers'
+    BaseModelOutput tuples) or an array (B, Ts, D). Spec: ENCDEC-1."""
+    if isinstance(encoder_outputs, ModelOutput):
+        x = (encoder_outputs.encoder_last_hidden_state if encoder_outputs.encoder_last_hidden_state is not None
+             else encoder_outputs.last_hidden_state)
+    elif isinstance(encoder_outputs, (tuple, list)):
+        if not encoder_outputs:
+            raise ValueError("encoder_outputs is an empty sequence; expected (last_hidden_state, ...).")
+        x = encoder_outputs[0]
+    else:
+        x = encoder_outputs
+    x = np.asarray(x)
+    if x.ndim != 3 or x.shape[-1] != hidden or not np.issubdtype(x.dtype, np.floating):
+        raise ShapeError(f"encoder_outputs holds an array of shape {x.shape} and dtype {x.dtype}; expected floats of "
+                         f"shape (batch, tokens, {hidden}).")
+    return np.ascontiguousarray(x, dtype=dtype)
 
 
 def _int_2d(arr, name, want, what):
@@ -567,13 +643,13 @@ def _int_2d(arr, name, want, what):
     return arr.astype(np.int64)
 
 
-def _mask_2d(mask, want, what):
+def _mask_2d(mask, want, what, name="attention_mask"):
     """The attention mask as a 2-D array of shape ``want``."""
     mask = np.asarray(mask)
     if mask.ndim == 1:
         mask = mask[None]
     if mask.shape != tuple(want):
-        raise ShapeError(f"attention_mask has shape {mask.shape}; expected {tuple(want)} ({what}).")
+        raise ShapeError(f"{name} has shape {mask.shape}; expected {tuple(want)} ({what}).")
     return mask          # values: validation.check_forward_inputs (0/1 only)
 
 
@@ -639,6 +715,7 @@ def load_pretrained(model_class, path, *, dtype=np.float32, backend=None, seed=N
     all_weights = read_model_weights(path)
     weights = arch.normalize_keys(all_weights, raw["model_type"])
     lm_head = weights.pop("lm_head.weight", None)
+    lm_bias = weights.pop("lm_head.bias", None)      # a family's normalize_keys names its LM logits bias so
     params = _check_params(weights, arch.expected_shapes(config), path, dtype)
     if class_for is not None:
         model_class = class_for(raw["model_type"])
@@ -647,6 +724,8 @@ def load_pretrained(model_class, path, *, dtype=np.float32, backend=None, seed=N
     model.raw_config = raw
     if lm_head is not None:
         model.lm_head_weight = np.ascontiguousarray(lm_head, dtype=dtype)
+    if lm_bias is not None:
+        model.lm_head_bias = np.ascontiguousarray(np.reshape(lm_bias, -1), dtype=dtype)
     model.model_dir = path      # prompt tuning's from_string init reads <model_dir>/tokenizer.json
     model.loaded_from_checkpoint(all_weights)
     return model

@@ -22,8 +22,12 @@ class ModelOutput:
     arc_preds: np.ndarray | None = None
     hidden_states: tuple | None = None
     attentions: tuple | None = None
+    decoder_hidden_states: tuple | None = None    # encoder-decoders (transformers' Seq2SeqModelOutput names)
+    decoder_attentions: tuple | None = None
+    cross_attentions: tuple | None = None
     encoder_last_hidden_state: np.ndarray | None = None
     encoder_hidden_states: tuple | None = None
+    encoder_attentions: tuple | None = None
     adapter_gating_scores: dict | None = None
     adapter_fusion_attentions: dict | None = None
 

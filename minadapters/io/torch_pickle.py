@@ -287,19 +287,29 @@ def _finish(obj, source: str) -> dict[str, np.ndarray]:
         raise WeightsError(f"{source}: expected a state dict (mapping of name -> tensor); "
                            f"got {_brief(obj)}")
     storages: dict[int, _Storage] = {}
+    views: dict[tuple, list] = {}       # identical views (same storage, offset, size, stride) are built once
     want = 0
     for k, v in obj.items():
         if not isinstance(k, str) or not isinstance(v, _PendingTensor):
             raise WeightsError(f"{source}: entry {_brief(k)} is {_brief(v)}; expected "
                                "str -> tensor (nested objects are not supported)")
         storages[id(v.storage)] = v.storage
-        want += math.prod(v.size) * (4 if v.storage.code == "bf16" else _ITEMSIZE[v.storage.code])
+        vkey = (id(v.storage), v.offset, tuple(v.size), tuple(v.stride))
+        if vkey not in views:
+            views[vkey] = [v, None]
+            want += math.prod(v.size) * (4 if v.storage.code == "bf16" else _ITEMSIZE[v.storage.code])
     have = sum(s.numel * _ITEMSIZE[s.code] for s in storages.values())
     budget = LIMITS["alias_factor"] * have + _ALIAS_SLACK
     if want > budget:
         raise WeightsError(f"{source}: the tensors would take {want} bytes from {have} bytes of "
                            f"storage; at most {LIMITS['alias_factor']}x (+1 MiB) is accepted")
-    return {k: _materialize(v) for k, v in obj.items()}
+    out = {}
+    for k, v in obj.items():
+        slot = views[(id(v.storage), v.offset, tuple(v.size), tuple(v.stride))]
+        if slot[1] is None:
+            slot[1] = _materialize(v)
+        out[k] = slot[1]          # keys that were one view in the file share one array (as torch shares storage)
+    return out
 
 
 def _zip_root(names: list[str], source: str) -> str:

@@ -109,8 +109,9 @@ class AdapterLayer(MethodObject):
 
     def __init__(self, key, path: str, model, weights_path: str | None = None):
         self.key = key
-        self.layer_idx = key.layer
-        self.location_key = model.arch.stack(key.stack).location_key(key.location)
+        stack = model.arch.stack(key.stack)
+        self.layer_idx = model.arch.adapters_layer_index(model.config, stack, key.layer)   # adapters' numbering
+        self.location_key = stack.location_key(key.location)
         self.path = path
         self.weights_path = weights_path or path
         self.model = model          # the owning model (hidden size, ops, rng, shared parameters)

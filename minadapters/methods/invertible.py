@@ -54,7 +54,13 @@ class InvertibleAdapters(MethodObject):
         blk = self.blocks.get(name)
         if blk is not None:
             for leaf in blk["params"]:
-                yield f"invertible_adapters.{name}.{leaf}", blk["params"], leaf
+                yield f"{self.path}.{name}.{leaf}", blk["params"], leaf
+
+    @property
+    def path(self) -> str:
+        """``invertible_adapters``, under adapters' invertible_adapters_base_name where the family has one."""
+        base = self.model.arch.invertible_base
+        return f"{base}.invertible_adapters" if base else "invertible_adapters"
 
     def _apply(self, name, x, rev):
         blk = self.blocks[name]

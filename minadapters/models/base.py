@@ -87,6 +87,10 @@ class LayerStack:
     # bottlenecks placed as adapters' plugin interface does (is_layer_hooked: a hook on o_proj / the output
     # projection, the model adds the residual; original_ln_after forced off, and refused when set False)
     bottleneck_hooked: bool = False
+    # config attribute added to i for adapters' layer index of layer i (leave_out, skip_layers, per-layer
+    # reduction factors, gating-score keys): BART and T5 number the decoder's layers after the encoder's
+    # (their iter_layers), adapters' EncoderDecoderModel restarts at 0 (None)
+    layer_offset: str | None = None
 
     def layer_path(self, i: int) -> str:
         return self.layers.format(i=i)
@@ -131,6 +135,10 @@ class Architecture:
     blocks: frozenset = ALL_BLOCKS
     embed_key: str | None = None              # input embedding matrix (a tied LM head reads it)
     is_causal: bool = False                   # decoder-only: generate() and the KV cache apply
+    invertible_base: str | None = None        # adapters' invertible_adapters_base_name ("encoder": BART, T5)
+    is_encoder_decoder: bool = False          # two stacks: seq2seq generate(), encoder_outputs reuse (ENCDEC-1)
+    # positional order of __call__ (transformers' forward signature of the family's base model)
+    call_order: tuple = ("input_ids", "attention_mask", "token_type_ids")
     pooler: tuple = ()                        # optional base weights kept when present (BERT's pooler)
     # config -> {name: str} filled into "{name}" fields of hook paths (T5's FFN input: "wi", or "wi_1" when gated)
     hook_vars: Callable | None = None
@@ -156,6 +164,10 @@ class Architecture:
 
     def num_layers(self, config, stack: LayerStack) -> int:
         return int(getattr(config, stack.num_layers))
+
+    def adapters_layer_index(self, config, stack: LayerStack, i: int) -> int:
+        """adapters' layer index of layer ``i`` of ``stack`` (its ``iter_layers`` numbering). Spec: ARCH-1."""
+        return i + (int(getattr(config, stack.layer_offset)) if stack.layer_offset else 0)
 
     def method_layer_keys(self, config):
         """(LayerKey, state-dict path of the hooked module, path of its base weights) for every declared hook

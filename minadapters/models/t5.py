@@ -21,7 +21,7 @@ from ..errors import ConfigError, ShapeError
 from ..functional.activations import get_activation
 from ..functional.t5 import relative_position_bias, t5_layer_norm
 from ..hooks import Hook
-from . import decoder_common as dc
+from . import decoder_common as dc, encdec_common as ed
 from .base import ALL_METHODS, Architecture, LayerStack, config_int, layer_views
 
 MODEL_TYPES = ("t5", "mt5")
@@ -146,24 +146,28 @@ def expected_shapes(cfg: T5Config) -> dict:
 
 
 def attention(h, memory, mask, bias, lp, hk, hooks: tuple, *, table, bidirectional, query_positions, cfg, ops,
-              cache=None, probs=None):
+              cache=None, i=0, probs=None):
     """One T5 attention (self when ``memory`` is None, else cross over ``memory``). Spec: T5-2.
 
         q, k, v = h W_qᵀ, m W_kᵀ, m W_vᵀ  (m = h or memory)     hooks: LoRA q/k/v, then prefix on (K, V, mask)
         bias    = reused from the previous layer if its key length matches, else
                   (table ? relative_position_bias : 0) + mask          (the first layer's table only)
         a       = softmax(q Kᵀ + bias) V W_oᵀ                         no 1/√Dh
-    ``hooks`` = (q, k, v, prefix) hook keys; returns (a, bias) — the bias the next layer receives."""
+    ``hooks`` = (q, k, v, prefix) hook keys; ``cache`` (EncDecCache, decoder): self-attention K/V appended, cross
+    K/V computed once (ENCDEC-4). Returns (a, bias) — the bias the next layer receives."""
     N, Dh = cfg.num_heads, cfg.d_kv
     kv_in = h if memory is None else memory
     q = dc.split_heads(hk.linear(hooks[0], h, *lp.linear("q")), N, Dh)                  # (B, N, T, Dh)
-    if cache is not None and cache.ready():
-        k, v = cache.get()                                                              # cross K/V computed once
+
+    def kv():
+        return (dc.split_heads(hk.linear(hooks[1], kv_in, *lp.linear("k")), N, Dh),
+                dc.split_heads(hk.linear(hooks[2], kv_in, *lp.linear("v")), N, Dh))
+    if memory is not None:
+        k, v = ed.cross_kv(cache, i, kv)                                                # cross K/V computed once
     else:
-        k = dc.split_heads(hk.linear(hooks[1], kv_in, *lp.linear("k")), N, Dh)
-        v = dc.split_heads(hk.linear(hooks[2], kv_in, *lp.linear("v")), N, Dh)
+        k, v = kv()
         if cache is not None:
-            k, v = cache.put(k, v)
+            k, v = cache.update(i, k, v)
     K, V, m = hk.prefix(hooks[3], k, v, mask, h)                                        # Tk' = P + Tk
     Tk = K.shape[2]
     scores = ops.matmul(q, np.swapaxes(K, -1, -2))                                      # (B, N, T, Tk')
@@ -233,14 +237,14 @@ def stack_forward(stack, x, mask, hooks, p, cfg: T5Config, ops, *, memory=None, 
         h = t5_layer_norm(x, sa["layer_norm.weight"], cfg.layer_norm_epsilon, ops)
         a, bias = attention(h, None, mask, bias, sa, hk, _SELF_HOOKS[stack], table=table if i == 0 else None,
                             bidirectional=stack == ENCODER, query_positions=positions, cfg=cfg, ops=ops,
-                            cache=None if cache is None else cache.self_attn(i), probs=probs)
+                            cache=cache, i=i, probs=probs)
         x = hk.residual_block(Hook.MH_ADAPTER, a, x, None)
         if memory is not None:
             ca = _Sub(lp, 1, "EncDecAttention")
             h = t5_layer_norm(x, ca["layer_norm.weight"], cfg.layer_norm_epsilon, ops)
             c, cross_bias = attention(h, memory, memory_mask, cross_bias, ca, hk, _CROSS_HOOKS, table=None,
                                       bidirectional=False, query_positions=positions, cfg=cfg, ops=ops,
-                                      cache=None if cache is None else cache.cross_attn(i), probs=cross_probs)
+                                      cache=cache, i=i, probs=cross_probs)
             x = hk.residual_block(Hook.CROSS_ADAPTER, c, x, None)
         x = feed_forward(x, _Sub(lp, 2 if memory is not None else 1), hk, cfg, ops)
         x = hk.layer_output(x)
@@ -248,12 +252,6 @@ def stack_forward(stack, x, mask, hooks, p, cfg: T5Config, ops, *, memory=None, 
     if states is not None:
         states.append(x)
     return x
-
-
-def padding_mask(mask2d, dtype):
-    """(B, Tk) of 1 = attend / 0 = padding -> additive (B, 1, 1, Tk): (1 − m) · finfo.min. Spec: T5-3."""
-    m = mask2d.astype(dtype)
-    return ((1.0 - m) * np.finfo(dtype).min).astype(dtype)[:, None, None, :]
 
 
 def encode(p, cfg: T5Config, hooks, ops, dtype, *, input_ids=None, attention_mask=None, inputs_embeds=None,
@@ -267,14 +265,13 @@ def encode(p, cfg: T5Config, hooks, ops, dtype, *, input_ids=None, attention_mas
     x, attention_mask = hooks.embeddings(ENCODER, x, attention_mask)
     states = [] if output_hidden_states else None
     probs = [] if output_attentions else None
-    x = stack_forward(ENCODER, x, padding_mask(attention_mask, dtype), hooks, p, cfg, ops,
+    x = stack_forward(ENCODER, x, ed.padding_mask(attention_mask, dtype), hooks, p, cfg, ops,
                       positions=np.arange(x.shape[1]), states=states, probs=probs)
     return x, attention_mask, states, probs
 
 
 def forward(p, cfg: T5Config, hooks, ops, dtype, *, input_ids=None, attention_mask=None, decoder_input_ids=None,
-            decoder_attention_mask=None, encoder_outputs=None, inputs_embeds=None, decoder_inputs_embeds=None,
-            past_key_values=None, output_hidden_states=False, output_attentions=False):
+            decoder_attention_mask=None, encoder_outputs=None, inputs_embeds=None, past_key_values=None, output_hidden_states=False, output_attentions=False):
     """Encoder (unless ``encoder_outputs`` is given), then the decoder over it. Spec: T5-3.
 
     -> {last_hidden_state (decoder), encoder_last_hidden_state, decoder_hidden_states, decoder_attentions,
@@ -286,16 +283,16 @@ def forward(p, cfg: T5Config, hooks, ops, dtype, *, input_ids=None, attention_ma
             inputs_embeds=inputs_embeds, output_hidden_states=output_hidden_states,
             output_attentions=output_attentions)
     else:
-        memory = np.asarray(encoder_outputs, dtype=dtype)
+        memory = encoder_outputs                                   # (B, S, D), checked at the model's edge
         if attention_mask is None:
             attention_mask = np.ones(memory.shape[:2], np.int64)
-    if decoder_input_ids is None and decoder_inputs_embeds is None:
-        raise ValueError("T5 needs decoder_input_ids (or decoder_inputs_embeds): the decoder's input tokens, e.g. "
-                         f"[[decoder_start_token_id={cfg.decoder_start_token_id}]].")
-    y = (ops.take(p["shared.weight"], decoder_input_ids) if decoder_inputs_embeds is None
-         else decoder_inputs_embeds).astype(dtype, copy=False)
+    if decoder_input_ids is None:
+        raise ValueError("forward(): T5Model / MT5Model need decoder_input_ids (the decoder's tokens, e.g. "
+                         f"[[decoder_start_token_id={cfg.decoder_start_token_id}]]), as transformers' T5Model does.")
+    y = ops.take(p["shared.weight"], decoder_input_ids).astype(dtype, copy=False)
     B, T = y.shape[:2]
     past = past_key_values.length if past_key_values is not None else 0
+    ed.check_cache(past_key_values, B)
     if decoder_attention_mask is None:
         decoder_attention_mask = np.ones((B, past + T), np.int64)
     if memory.shape[0] != B:
@@ -303,14 +300,14 @@ def forward(p, cfg: T5Config, hooks, ops, dtype, *, input_ids=None, attention_ma
     states = [] if output_hidden_states else None
     probs = [] if output_attentions else None
     cross = [] if output_attentions else None
-    y = stack_forward(DECODER, y, dc.causal_padding_mask(decoder_attention_mask, T, dtype), hooks, p, cfg, ops,
-                      memory=memory, memory_mask=padding_mask(attention_mask, dtype),
+    y = stack_forward(DECODER, y, ed.causal_padding_mask(decoder_attention_mask, T, dtype), hooks, p, cfg, ops,
+                      memory=memory, memory_mask=ed.padding_mask(attention_mask, dtype),
                       positions=np.arange(past, past + T), cache=past_key_values, states=states, probs=probs,
                       cross_probs=cross)
     tup = lambda xs: tuple(xs) if xs is not None else None  # noqa: E731
     return {"last_hidden_state": y, "encoder_last_hidden_state": memory, "decoder_hidden_states": tup(states),
             "decoder_attentions": tup(probs), "cross_attentions": tup(cross), "encoder_hidden_states": tup(enc_states),
-            "encoder_attentions": tup(enc_probs), "past_key_values": past_key_values}
+            "encoder_attentions": tup(enc_probs)}
 
 
 # adapters 1.3.0 state-dict paths of the hook locations (T5Block's modules: layer.0 self-attention,
@@ -326,7 +323,8 @@ DECODER_STACK = LayerStack(
     attn_o="layer.0.SelfAttention.o", cross_q="layer.1.EncDecAttention.q", cross_k="layer.1.EncDecAttention.k",
     cross_v="layer.1.EncDecAttention.v", intermediate="layer.2.DenseReluDense.{wi}",
     output="layer.2.DenseReluDense.wo", mh_adapter="layer.0", cross_adapter="layer.1", output_adapter="layer.2",
-    self_prefix="layer.0.SelfAttention.prefix_tuning", cross_prefix="layer.1.EncDecAttention.prefix_tuning")
+    self_prefix="layer.0.SelfAttention.prefix_tuning", cross_prefix="layer.1.EncDecAttention.prefix_tuning",
+    layer_offset="num_layers")                                  # adapters' iter_layers: decoder after encoder
 STACKS = {ENCODER: ENCODER_STACK, DECODER: DECODER_STACK}
 
 ARCHITECTURE = Architecture(
@@ -334,6 +332,7 @@ ARCHITECTURE = Architecture(
     forward=forward, normalize_keys=normalize_keys, expected_shapes=expected_shapes, model_class=MODEL_CLASS,
     base_model_prefix={"t5": "transformer", "mt5": "transformer"},
     inputs=frozenset({"input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask",
-                      "encoder_outputs", "inputs_embeds", "decoder_inputs_embeds", "past_key_values"}),
+                      "encoder_outputs", "inputs_embeds", "past_key_values"}),
     methods=ALL_METHODS - {"prompt_tuning"},        # adapters 1.3.0: T5ModelAdaptersMixin.support_prompt_tuning = False
-    embed_key="shared.weight", hook_vars=hook_vars, invertible_base="encoder")
+    embed_key="shared.weight", hook_vars=hook_vars, invertible_base="encoder",
+    is_encoder_decoder=True, call_order=("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask"))

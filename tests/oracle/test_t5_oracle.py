@@ -15,25 +15,33 @@ import minadapters as ma
 pytest.importorskip("adapters", reason="oracle: needs adapters==1.3.0 and torch (pip install -e .[oracle])")
 import torch  # noqa: E402
 import adapters.composition as ac  # noqa: E402
-from encdec_oracle_utils import hf_t5, t5_batch  # noqa: E402
+from encdec_oracle_utils import T5_BATCH, EncDecEnv, encdec_batch, hf_encdec, torch_encdec  # noqa: E402
 from oracle_utils import assert_close, perturb_adapter, save_model  # noqa: E402
 
 BASE_CASES = [
     ("t5", {}),                                                                    # ReLU FFN, tied
-    ("t5", dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False, num_decoder_layers=3)),   # v1.1
+    ("t5", dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False, num_decoder_layers=2)),   # v1.1
     ("mt5", {}),                                                                   # gated-gelu, untied
     ("mt5", dict(feed_forward_proj="gated-silu", relative_attention_num_buckets=6,
                  relative_attention_max_distance=9, d_kv=9)),
 ]
 
 
+def t5_batch(seed=0, pad_side="right", decoder_mask=True, **kw):
+    """(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask): 23 encoder tokens, 6 decoder tokens;
+    ``pad_side=None``: no masks at all; ``decoder_mask=False``: no decoder mask."""
+    ids, mask, dec, dmask = encdec_batch(seed=seed, pad_side=pad_side or "none", **dict(T5_BATCH, **kw))
+    if pad_side is None:
+        mask = dmask = None
+    return ids, mask, dec, dmask if decoder_mask else None
+
+
 def _torch_out(model, b, **kw):
-    with torch.no_grad():
-        return model(**{k: torch.tensor(v) for k, v in b.items() if v is not None}, **kw)
+    return torch_encdec(model, *b, **kw)
 
 
 def _ours_out(model, b, **kw):
-    return model(**{k: v for k, v in b.items() if v is not None}, **kw)
+    return model(*b, **kw)
 
 
 @pytest.mark.spec("T5-1")
@@ -46,7 +54,7 @@ def _ours_out(model, b, **kw):
 def test_base_model_matches_transformers(model_type, overrides, tmp_path):
     """No adapter: decoder and encoder outputs equal T5Model / MT5Model's (eager) to 1e-5, for padded batches
     (right and left padding in the encoder, padding in the decoder) and with no masks at all; both backends."""
-    m = hf_t5(model_type, **overrides)
+    m = hf_encdec(model_type, **overrides)
     save_model(m, tmp_path)
     ours = ma.AutoModel.from_pretrained(tmp_path)
     for seed, side in ((0, "right"), (1, "left"), (2, None)):
@@ -77,41 +85,9 @@ def test_relative_position_buckets_equal_transformers(num_buckets, max_distance)
         np.testing.assert_array_equal(got, exp, err_msg=f"bidirectional={bidirectional}")
 
 
-class Env:
-    """One upstream T5Model + ours loaded from its weights; adapters added to both, their weights perturbed."""
-
-    def __init__(self, model_type, tmp, **overrides):
-        self.model_type, self.tmp, self.n = model_type, tmp, 0
-        self.torch_model = hf_t5(model_type, **overrides)
-        save_model(self.torch_model, os.path.join(tmp, "model"))
-        self.ours = ma.AutoModel.from_pretrained(os.path.join(tmp, "model"))
-
-    def add(self, config):
-        self.n += 1
-        name = f"a{self.n}"
-        self.torch_model.add_adapter(name, config=config)
-        perturb_adapter(self.torch_model, name, seed=self.n)
-        self.torch_model.eval()
-        d = os.path.join(self.tmp, name)
-        self.torch_model.save_adapter(d, name)
-        assert self.ours.load_adapter(d) == name
-        return name
-
-    def compare(self, theirs, ours, what="", sides=("right", "left"), B=3, decoder_mask=True):
-        self.torch_model.set_active_adapters(theirs)
-        self.ours.active_adapters = ours
-        for seed, side in enumerate(sides):
-            b = t5_batch(seed=self.n + seed, pad_side=side, B=B, decoder_mask=decoder_mask)
-            exp, got = _torch_out(self.torch_model, b), _ours_out(self.ours, b)
-            assert_close(got.last_hidden_state, exp.last_hidden_state.numpy(),
-                         what=f"{self.model_type} {what} decoder pad={side}")
-            assert_close(got.encoder_last_hidden_state, exp.encoder_last_hidden_state.numpy(),
-                         what=f"{self.model_type} {what} encoder pad={side}")
-
-
 @pytest.fixture(scope="module", params=["t5", "mt5"])
 def env(request, tmp_path_factory):
-    return Env(request.param, str(tmp_path_factory.mktemp(request.param)))
+    return EncDecEnv(request.param, str(tmp_path_factory.mktemp(request.param)))
 
 
 SINGLE = [
@@ -145,7 +121,7 @@ def test_reft(env, config):
     env.torch_model.set_active_adapters(name)
     env.ours.active_adapters = name
     for side, T, Td in (("right", 9, 12), ("left", 9, 12), ("right", 23, 6), ("left", 23, 6)):
-        b = t5_batch(seed=env.n, pad_side=side, T=T, Td=Td)
+        b = t5_batch(seed=env.n, pad_side=side, S=T, T=Td)
         try:
             exp = _torch_out(env.torch_model, b)
         except RuntimeError:
