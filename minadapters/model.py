@@ -71,6 +71,7 @@ class AdapterModel:
         self.model_dir = None               # the checkpoint directory (prompt tuning's from_string reads its tokenizer)
         self.tokenizer_name_or_path = None  # overrides where from_string / encode find a tokenizer
         self.parameter_shares: dict = {}    # share_parameters groups (MTL-LoRA)
+        self.generation_config: dict = {}   # the checkpoint's generation_config.json (generate's defaults)
         self._build_method_layers()
 
     def set_backend(self, name: str) -> None:
@@ -727,6 +728,10 @@ def load_pretrained(model_class, path, *, dtype=np.float32, backend=None, seed=N
     if lm_bias is not None:
         model.lm_head_bias = np.ascontiguousarray(np.reshape(lm_bias, -1), dtype=dtype)
     model.model_dir = path      # prompt tuning's from_string init reads <model_dir>/tokenizer.json
+    gen_path = os.path.join(path, "generation_config.json")
+    if os.path.isfile(gen_path):    # transformers moves generation defaults (forced_bos_token_id ...) here
+        gen = read_json(gen_path, error=ConfigError)
+        model.generation_config = gen if isinstance(gen, dict) else {}
     model.loaded_from_checkpoint(all_weights)
     return model
 

@@ -45,6 +45,8 @@ class BartConfig:
     eos_token_id: int | None
     decoder_start_token_id: int | None
     tie_word_embeddings: bool
+    forced_bos_token_id: int | None = None      # generation: transformers' processors read these from the config
+    forced_eos_token_id: int | None = 2
 
     @property
     def encoder_layers(self) -> int:
@@ -68,7 +70,8 @@ class BartConfig:
                    config_int(d, "vocab_size", 50265), config_int(d, "max_position_embeddings", 1024),
                    str(d.get("activation_function", "gelu")), bool(d.get("scale_embedding", False)),
                    d.get("pad_token_id", 1), d.get("eos_token_id", 2), d.get("decoder_start_token_id", 2),
-                   bool(d.get("tie_word_embeddings", True)))
+                   bool(d.get("tie_word_embeddings", True)), d.get("forced_bos_token_id"),
+                   d.get("forced_eos_token_id", 2))
 
 
 def normalize_keys(weights: dict, model_type: str) -> dict:

@@ -89,9 +89,10 @@ def torch_encdec(model, ids, mask, dec=None, dmask=None, **kw):
 def relink_pool(model):
     """save_pretrained drops every PrefixTuningLayer's pool alias; put it back."""
     from adapters.methods.prefix_tuning import PrefixTuningLayer
+    base = model.base_model
     for mod in model.modules():
-        if isinstance(mod, PrefixTuningLayer) and hasattr(model, "prefix_tuning"):
-            mod.set_pool(model.prefix_tuning)
+        if isinstance(mod, PrefixTuningLayer) and hasattr(base, "prefix_tuning"):
+            mod.set_pool(base.prefix_tuning)
 
 
 def compare_encdec(ours_out, theirs_out, what, rtol=1e-4):

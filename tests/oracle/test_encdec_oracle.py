@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 
 import minadapters as ma
+from minadapters.models.encdec_common import EncDecCache
 
 pytest.importorskip("adapters", reason="oracle: needs adapters==1.3.0 and torch (pip install -e .[oracle])")
 import torch  # noqa: E402
 import adapters  # noqa: E402
 import adapters.composition as ac  # noqa: E402
-from encdec_oracle_utils import EncDecEnv, compare_encdec, encdec_batch, hf_encdec, torch_encdec  # noqa: E402
-from oracle_utils import assert_close, save_model  # noqa: E402
+from encdec_oracle_utils import (EncDecEnv, compare_encdec, encdec_batch, hf_encdec, relink_pool,  # noqa: E402
+                                 torch_encdec)
+from oracle_utils import assert_close, perturb_adapter, save_model  # noqa: E402
 
 FAMILIES = ["bart", "mbart", "plbart"]
 BASE_CASES = [
@@ -213,3 +215,88 @@ def test_merge_and_reset_lora_in_both_stacks(tmp_path):
     env.ours.reset_adapter()
     for k, v in base.items():
         np.testing.assert_array_equal(env.ours.params[k], v, err_msg=k)
+
+
+N_NEW = 12
+GEN_CONFIGS = [None, "seq_bn[reduction_factor=4, mh_adapter=True, cross_adapter=True]",
+               "lora[r=4, alpha=8, attn_matrices=['q','k','v'], intermediate_lora=True]",
+               "prefix_tuning[prefix_length=4, bottleneck_size=8]"]
+
+
+def _lm_setup(model_type, config, tmp, **overrides):
+    """Upstream ...ForConditionalGeneration with a perturbed adapter active; ours loaded from its files."""
+    m = hf_encdec(model_type, lm=True, scale=0.2, **overrides)             # larger weights: decisive logits
+    save_model(m, os.path.join(tmp, "model"))
+    relink_pool(m)
+    ours = ma.AutoModel.from_pretrained(os.path.join(tmp, "model"))
+    if config is not None:
+        m.add_adapter("a", config=config)
+        perturb_adapter(m, "a", scale=0.3)
+        m.set_active_adapters("a")
+        m.eval()
+        m.save_adapter(os.path.join(tmp, "a"), "a")
+        ours.load_adapter(os.path.join(tmp, "a"), set_active=True)
+    return m, ours
+
+
+def _upstream_generate(m, ids, mask, use_cache, **kw):
+    with torch.no_grad():
+        return m.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=N_NEW,
+                          do_sample=False, num_beams=1, use_cache=use_cache, **kw).numpy()
+
+
+@pytest.mark.spec("ENCDEC-4")
+@pytest.mark.spec("ENCDEC-5")
+@pytest.mark.parametrize("config", GEN_CONFIGS)
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_greedy_generation_equals_transformers(model_type, config, tmp_path):
+    """Greedy tokens (left-padded encoder batch) equal transformers' generate with the adapter active, with and
+    without our cache; eos stops rows (finished rows pad) when the config's eos is kept."""
+    if model_type != "bart" and config not in (None, GEN_CONFIGS[1]):
+        pytest.skip("covered on bart")
+    m, ours = _lm_setup(model_type, config, str(tmp_path))
+    ids, mask, _, _ = encdec_batch(pad_side="left", seed=5)
+    exp = _upstream_generate(m, ids, mask, use_cache=True, eos_token_id=None)
+    assert exp.shape == (3, N_NEW + 1)
+    np.testing.assert_array_equal(_upstream_generate(m, ids, mask, use_cache=False, eos_token_id=None), exp)
+    for cache in (True, False):
+        got = ours.generate(ids, max_new_tokens=N_NEW, attention_mask=mask, use_cache=cache, eos_token_id=None)
+        np.testing.assert_array_equal(got, exp, err_msg=f"use_cache={cache}")
+    eos = int(exp[0, 4])                      # a token row 0 emits: rows stop there (or run to the end)
+    exp = _upstream_generate(m, ids, mask, use_cache=True, eos_token_id=eos)
+    np.testing.assert_array_equal(ours.generate(ids, max_new_tokens=N_NEW, attention_mask=mask, eos_token_id=eos), exp)
+
+
+@pytest.mark.spec("ENCDEC-5")
+def test_forced_bos_and_eos_from_the_config(tmp_path):
+    """BART configs carry forced_bos_token_id / forced_eos_token_id; transformers forces them at the first and the
+    last new token, and so do we."""
+    m, ours = _lm_setup("bart", GEN_CONFIGS[1], str(tmp_path), forced_bos_token_id=0, forced_eos_token_id=2)
+    ids, mask, _, _ = encdec_batch(pad_side="right", seed=6)
+    exp = _upstream_generate(m, ids, mask, use_cache=True)
+    assert (exp[:, 1] == 0).all()
+    np.testing.assert_array_equal(ours.generate(ids, max_new_tokens=N_NEW, attention_mask=mask), exp)
+
+
+@pytest.mark.spec("ENCDEC-4")
+@pytest.mark.parametrize("model_type", ["bart", "mbart"])
+def test_cached_decoder_steps_equal_the_full_forward(model_type, tmp_path):
+    """Feeding the decoder one token at a time through our cache (encoder outputs reused, cross K/V computed once)
+    gives, at every step, upstream's full-sequence decoder state at that position; with prefix tuning (encoder,
+    self and cross prefixes), cross adapters and LoRA on the cross-attention active (a Stack of them)."""
+    env = EncDecEnv(model_type, str(tmp_path))
+    a = env.add(adapters.PrefixTuningConfig(prefix_length=3))
+    b = env.add(adapters.SeqBnConfig(mh_adapter=True, cross_adapter=True, reduction_factor=4))
+    c = env.add(adapters.LoRAConfig(r=2, attn_matrices=["q", "k", "v"]))
+    env.torch_model.set_active_adapters(ac.Stack(a, b, c))
+    env.ours.active_adapters = ma.Stack(a, b, c)
+    ids, mask, dec, _ = encdec_batch(pad_side="left", seed=9)
+    exp = torch_encdec(env.torch_model, ids, mask, dec).last_hidden_state.numpy()
+    cache = EncDecCache(env.ours.config.decoder_layers)
+    enc = None
+    for t in range(dec.shape[1]):
+        kw = dict(attention_mask=mask, decoder_input_ids=dec[:, t:t + 1], past_key_values=cache)
+        out = env.ours(ids, **kw) if enc is None else env.ours(encoder_outputs=enc, **kw)
+        enc = out.encoder_last_hidden_state
+        assert_close(out.last_hidden_state[:, 0], exp[:, t], what=f"{model_type} cached step {t}")
+    assert cache.length == dec.shape[1] and all(kv is not None for kv in cache.cross)
