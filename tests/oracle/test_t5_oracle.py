@@ -251,3 +251,39 @@ def test_parallel_replicates_the_decoder_mask(env):
     env.torch_model.set_active_adapters(ac.Parallel(a, b))
     with pytest.raises(RuntimeError):         # last: the failed forward leaves adapters' context behind
         _torch_out(env.torch_model, batch)
+
+
+N_NEW = 10
+GEN_CONFIGS = [None, "seq_bn[reduction_factor=4, mh_adapter=True, cross_adapter=True]",
+               "lora[r=4, alpha=8, attn_matrices=['q','k','v'], intermediate_lora=True]",
+               "prefix_tuning[prefix_length=4, bottleneck_size=8]"]
+GEN_MODELS = [("t5", {}), ("mt5", {}), ("t5", dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False))]
+
+
+@pytest.mark.spec("T5-3")
+@pytest.mark.parametrize("config", GEN_CONFIGS)
+@pytest.mark.parametrize("model_type,overrides", GEN_MODELS, ids=lambda c: str(c))
+def test_greedy_generation_equals_transformers(model_type, overrides, config, tmp_path):
+    """T5ForConditionalGeneration / MT5ForConditionalGeneration (tied with T5's d_model^-0.5 rescaling, or an untied
+    lm_head) under adapters 1.3.0 with the adapter active: our greedy tokens equal transformers' generate, with and
+    without our cache (self-attention keys appended, cross K/V once, relative bias at the cached position).
+    transformers' own cache cannot serve 3 decoder layers after 2 encoder layers (its DynamicCache is sized by
+    num_layers: IndexError), so upstream generates without one."""
+    m = hf_encdec(model_type, lm=True, scale=0.2, **overrides)
+    save_model(m, str(tmp_path / "model"))
+    ours = ma.AutoModel.from_pretrained(str(tmp_path / "model"))
+    if config is not None:
+        m.add_adapter("a", config=config)
+        perturb_adapter(m, "a", scale=0.3)
+        m.set_active_adapters("a")
+        m.eval()
+        m.save_adapter(str(tmp_path / "a"), "a")
+        ours.load_adapter(str(tmp_path / "a"), set_active=True)
+    ids, mask, _, _ = encdec_batch(pad_side="left", seed=5, **T5_BATCH)
+    with torch.no_grad():
+        exp = m.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=N_NEW,
+                         do_sample=False, num_beams=1, eos_token_id=None, use_cache=False).numpy()
+    assert exp.shape == (3, N_NEW + 1)
+    for cache in (True, False):
+        got = ours.generate(ids, max_new_tokens=N_NEW, attention_mask=mask, use_cache=cache, eos_token_id=None)
+        np.testing.assert_array_equal(got, exp, err_msg=f"use_cache={cache}")
