@@ -40,6 +40,27 @@ def cls_input(hidden, pooled=None, use_pooler=False, last_index=None):
     return hidden[:, 0]
 
 
+def eos_token_index(input_ids, eos_token_id, hidden_len):
+    """BART-family sentence heads (adapters' get_cls_from_eos_tokens): per row the position of the last
+    ``eos_token_id`` in the encoder's input_ids, read from the decoder's states. Spec: ENCDEC-6.
+
+    Every row must hold the same number of eos tokens (ValueError otherwise, as adapters); (B, S) -> (B,)"""
+    if input_ids is None:
+        raise ValueError("a classification head of an encoder-decoder reads the last <eos> token of input_ids; "
+                         "pass input_ids.")
+    ids = np.asarray(input_ids)
+    eos = ids == eos_token_id
+    counts = eos.sum(axis=1)
+    if len(np.unique(counts)) > 1 or not counts.size or counts[0] == 0:
+        raise ValueError("All examples must have the same number of <eos> tokens." if counts.size and counts[0]
+                         else f"input_ids hold no <eos> token (eos_token_id={eos_token_id}); the head reads the last.")
+    idx = ids.shape[1] - 1 - np.argmax(eos[:, ::-1], axis=1)
+    if idx.max() >= hidden_len:
+        raise ValueError(f"the last <eos> token of input_ids is at position {int(idx.max())}, beyond the "
+                         f"{hidden_len} decoder positions; pass decoder inputs at least as long as input_ids.")
+    return idx
+
+
 def last_token_index(input_ids, pad_token_id, rows):
     """adapters' decoder CLS position: (#tokens != pad) - 1 per row, -1 without pad id or ids. Spec: HEAD-2."""
     if pad_token_id is None or input_ids is None:

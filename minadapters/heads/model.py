@@ -28,6 +28,10 @@ from .types import head_type
 ENCODER_HEADS = ("classification", "multilabel_classification", "tagging", "multiple_choice", "question_answering",
                  "dependency_parsing", "masked_lm", "causal_lm")
 DECODER_HEADS = ("classification", "multilabel_classification", "tagging", "question_answering", "causal_lm")
+ENCDEC_HEADS = ("classification", "multilabel_classification", "question_answering", "seq2seq_lm")
+# base-output fields an encoder-decoder's head outputs carry along (adapters copies them into its outputs)
+SEQ2SEQ_FIELDS = ("decoder_hidden_states", "decoder_attentions", "cross_attentions", "encoder_last_hidden_state",
+                  "encoder_hidden_states", "encoder_attentions")
 
 
 def parse_heads_from_composition(setup):
@@ -175,6 +179,10 @@ class ModelWithHeads(AdapterModel):
     def add_masked_lm_head(self, head_name, activation_function="gelu", layers=2, overwrite_ok=False):
         """BERT-style masked LM head (transform, LayerNorm, tied projection). Spec: HEAD-6."""
         self._add("masked_lm", head_name, overwrite_ok, layers=layers, activation_function=activation_function)
+
+    def add_seq2seq_lm_head(self, head_name, layers=1, overwrite_ok=False):
+        """Sequence-to-sequence LM head over the decoder's states (tied projection, no bias). Spec: HEAD-6."""
+        self._add("seq2seq_lm", head_name, overwrite_ok, layers=layers)
 
     def add_causal_lm_head(self, head_name, activation_function="gelu", layers=2, overwrite_ok=False):
         """Causal LM head (as adapters: LayerNorm and bias on). Spec: HEAD-6."""
@@ -357,7 +365,9 @@ class ModelWithHeads(AdapterModel):
         if ws is not None and ws.ndim == 1:
             ws = ws[None]
         extra = {"hidden_states": base.hidden_states, "adapter_gating_scores": base.adapter_gating_scores,
-                 "adapter_fusion_attentions": base.adapter_fusion_attentions}
+                 "adapter_fusion_attentions": base.adapter_fusion_attentions,
+                 **{k: getattr(base, k) for k in SEQ2SEQ_FIELDS}}
+        multi = {k: extra[k] for k in ("hidden_states", "adapter_gating_scores", "adapter_fusion_attentions")}
         rows = hidden.shape[0]
         ctx = AdapterSetup.get_context()
         setup = ctx.adapter_setup if ctx is not None else self.active_adapters
@@ -369,7 +379,7 @@ class ModelWithHeads(AdapterModel):
             starts = np.cumsum([0] + list(sizes))
             outs = [self._one(self.heads[n], hidden[a:b], cls[a:b], inverse, {}, None if ws is None else ws[a:b])
                     for n, a, b in zip(head_setup.children, starts[:-1], starts[1:])]
-            return MultiHeadOutput(outs, **extra)
+            return MultiHeadOutput(outs, **multi)
         names = list(used)
         if channels > 1:
             if len(names) != channels:
@@ -378,10 +388,10 @@ class ModelWithHeads(AdapterModel):
             n = rows // channels
             outs = [self._one(self.heads[h], hidden[i * n:(i + 1) * n], cls[i * n:(i + 1) * n], inverse, {}, ws)
                     for i, h in enumerate(names)]
-            return MultiHeadOutput(outs, **extra)
+            return MultiHeadOutput(outs, **multi)
         if len(names) > 1:
             return MultiHeadOutput([self._one(self.heads[h], hidden, cls, inverse, extra, ws) for h in names],
-                                   **extra)
+                                   **multi)
         out = self._one(self.heads[names[0]], hidden, cls, inverse, extra, ws)
         return out if return_dict else out.to_tuple()
 
@@ -396,9 +406,10 @@ class ModelWithHeads(AdapterModel):
             return super().generate(input_ids, max_new_tokens, attention_mask=attention_mask, use_cache=use_cache,
                                     **kwargs)
         names = heads.children if isinstance(heads, BatchSplit) else heads
-        if len(names) != 1 or self.heads[names[0]].head_type != "causal_lm":
-            raise ConfigError(f"generate(): the active head {self.active_head!r} is not one causal_lm head; set "
-                              "active_head to a causal LM head (or to None for the checkpoint's LM projection).")
+        want = "seq2seq_lm" if self.arch.is_encoder_decoder else "causal_lm"
+        if len(names) != 1 or self.heads[names[0]].head_type != want:
+            raise ConfigError(f"generate(): the active head {self.active_head!r} is not one {want} head; set "
+                              f"active_head to a {want} head (or to None for the checkpoint's LM projection).")
 
         def logits_fn(out):
             return out.logits
@@ -445,6 +456,11 @@ class ModelWithHeads(AdapterModel):
     def _cls_rows(self, base, input_ids, rows):
         """The sequence representation per row: last non-padding token (decoders), else [CLS] / pooler (the
         head's use_pooler decides, so both are computed lazily per head). Spec: HEAD-2."""
+        if self.arch.is_encoder_decoder:
+            def eos_index():            # only sentence heads read it (an LM head needs no <eos> in input_ids)
+                idx = F.eos_token_index(input_ids, self.config.eos_token_id, base.last_hidden_state.shape[1])
+                return idx if idx.shape[0] == rows else np.tile(idx, rows // idx.shape[0])   # Parallel's rows
+            return _ClsRows(base, None, index_fn=eos_index)
         if self.arch.is_causal:
             idx = F.last_token_index(input_ids, getattr(self.config, "pad_token_id", None),
                                      rows if input_ids is None else np.asarray(input_ids).shape[0])
@@ -479,16 +495,18 @@ def _head_names(head_setup) -> list:
 class _ClsRows:
     """Rows of the sequence representation, sliced per head group; resolved by the head's use_pooler."""
 
-    def __init__(self, base, idx, rows=None):
-        self.base, self.idx, self.rows = base, idx, rows
+    def __init__(self, base, idx, rows=None, index_fn=None):
+        self.base, self.idx, self.rows, self.index_fn = base, idx, rows, index_fn
 
     def __getitem__(self, sl):
         rows = np.arange(self.base.last_hidden_state.shape[0]) if self.rows is None else self.rows
-        return _ClsRows(self.base, self.idx, rows[sl])
+        return _ClsRows(self.base, self.idx, rows[sl], self.index_fn)
 
     def resolve(self, use_pooler):
         h = self.base.last_hidden_state
         rows = np.arange(h.shape[0]) if self.rows is None else self.rows
+        if self.idx is None and self.index_fn is not None:
+            self.idx = self.index_fn()
         if self.idx is not None:
             return F.cls_input(h[rows], last_index=self.idx[rows])
         pooled = self.base.pooler_output
@@ -516,6 +534,18 @@ class XLMRobertaAdapterModel(ModelWithHeads):
     head_types = ENCODER_HEADS
 
 
+class BartAdapterModel(ModelWithHeads):
+    head_types = ENCDEC_HEADS
+
+
+class MBartAdapterModel(ModelWithHeads):
+    head_types = ENCDEC_HEADS
+
+
+class PLBartAdapterModel(ModelWithHeads):
+    head_types = ENCDEC_HEADS
+
+
 class GPT2AdapterModel(ModelWithHeads):
     head_types = DECODER_HEADS
 
@@ -526,7 +556,8 @@ class LlamaAdapterModel(ModelWithHeads):
 
 # model_type -> AdapterModel class (a family added later registers its class here).
 ADAPTER_MODEL_CLASSES = {"bert": BertAdapterModel, "roberta": RobertaAdapterModel,
-                         "xlm-roberta": XLMRobertaAdapterModel, "gpt2": GPT2AdapterModel, "llama": LlamaAdapterModel}
+                         "xlm-roberta": XLMRobertaAdapterModel, "gpt2": GPT2AdapterModel, "llama": LlamaAdapterModel,
+                         "bart": BartAdapterModel, "mbart": MBartAdapterModel, "plbart": PLBartAdapterModel}
 
 
 def adapter_model_class(model_type: str):
@@ -538,7 +569,8 @@ def adapter_model_class(model_type: str):
         base = arch.model_class[model_type]
         name = (base[:-len("Model")] if base.endswith("Model") else base) + "AdapterModel"
         ADAPTER_MODEL_CLASSES[model_type] = type(name, (ModelWithHeads,), {
-            "head_types": DECODER_HEADS if arch.is_causal else ENCODER_HEADS, "__module__": __name__})
+            "head_types": (ENCDEC_HEADS if arch.is_encoder_decoder else DECODER_HEADS if arch.is_causal
+                           else ENCODER_HEADS), "__module__": __name__})
     return ADAPTER_MODEL_CLASSES[model_type]
 
 

@@ -53,6 +53,12 @@ STATIC_HEADS = {
     "LlamaForCausalLM": ({"head_type": "causal_lm"}, ("lm_head",)),
     "LlamaForQuestionAnswering": (_QA, (None, "qa_outputs")),
     "LlamaForTokenClassification": (_TAG, (None, "score")),
+    **{f"{p}ForSequenceClassification": ({"head_type": "classification", "layers": 2, "activation_function": "tanh"},
+                                         (None, "classification_head.dense", None, None,
+                                          "classification_head.out_proj")) for p in ("Bart", "MBart", "PLBart")},
+    **{f"{p}ForQuestionAnswering": (_QA, (None, "qa_outputs")) for p in ("Bart", "MBart")},
+    # adapters maps only lm_head: the converted head drops BART's final_logits_bias (spec ENCDEC-6)
+    **{f"{p}ForConditionalGeneration": ({"head_type": "seq2seq_lm"}, ("lm_head",)) for p in ("Bart", "MBart", "PLBart")},
 }
 
 
@@ -74,7 +80,7 @@ def static_head_config(class_name: str, label2id, num_labels=None) -> tuple:
     if config["head_type"] == "multiple_choice":
         config["num_choices"] = n
         config["label2id"] = label2id
-    elif config["head_type"] not in ("causal_lm", "masked_lm"):
+    elif config["head_type"] not in ("causal_lm", "masked_lm", "seq2seq_lm"):
         config["num_labels"] = n
         config["label2id"] = label2id
     return config, modules

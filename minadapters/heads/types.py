@@ -49,6 +49,12 @@ def lm_layout(cfg: dict, dims: dict) -> list:
     return out
 
 
+def seq2seq_lm_layout(cfg: dict, dims: dict) -> list:
+    """adapters' Seq2SeqLMHead: CausalLMHead.build with embedding_size = the hidden size (its config has no
+    embedding_size). Spec: HEAD-6."""
+    return lm_layout(dict(cfg, embedding_size=dims["hidden_size"]), dims)
+
+
 def biaffine_layout(cfg: dict, dims: dict) -> list:
     """adapters' BiaffineParsingHead: an arc scorer (bias on the dependent side) and a relation scorer.
     Spec: HEAD-11."""
@@ -80,8 +86,9 @@ class HeadType:
             cfg[k] = given.get(k, default)
         if self.output == "lm":
             cfg["vocab_size"] = cfg["vocab_size"] or model.config.vocab_size
-            cfg["embedding_size"] = cfg["embedding_size"] or model.raw_config.get("embedding_size",
-                                                                                   model.hidden_size)
+            if "embedding_size" in known:
+                cfg["embedding_size"] = cfg["embedding_size"] or model.raw_config.get("embedding_size",
+                                                                                       model.hidden_size)
         id2label = given.get("id2label")
         cfg["label2id"] = {lab: int(i) for i, lab in id2label.items()} if id2label is not None else None
         _check(self, cfg)
@@ -122,6 +129,9 @@ HEAD_TYPES = {h.name: h for h in (
     HeadType("question_answering", _TOKEN, classifier_layout, "tokens", "span"),
     HeadType("dependency_parsing", (("num_labels", 2),), biaffine_layout, "tokens", "parse"),
     HeadType("causal_lm", _LM, lm_layout, "tokens", "lm", label_key=None),
+    HeadType("seq2seq_lm", (("vocab_size", None), ("layers", 1), ("activation_function", None),
+                            ("layer_norm", False), ("bias", False), ("shift_labels", False)),
+             seq2seq_lm_layout, "tokens", "lm", label_key=None),
     HeadType("masked_lm", (("vocab_size", None), ("embedding_size", None), ("layers", 2),
                            ("activation_function", "gelu"), ("layer_norm", True), ("bias", True),
                            ("shift_labels", False)),

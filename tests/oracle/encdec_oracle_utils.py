@@ -46,15 +46,20 @@ def _config(model_type, overrides):
     raise ValueError(f"no tiny config for {model_type!r}; add it to encdec_oracle_utils._config")
 
 
-def hf_encdec(model_type="bart", seed=0, lm=False, scale=0.05, init=True, **overrides):
-    """A small random transformers encoder-decoder (``lm``: the ...ForConditionalGeneration class), every parameter
-    perturbed, eval mode, adapters.init applied (unless ``init=False``)."""
+def hf_encdec(model_type="bart", seed=0, lm=False, scale=0.05, init=True, cls=None, **overrides):
+    """A small random transformers encoder-decoder (``lm``: the ...ForConditionalGeneration class; ``cls``: any
+    class taking the config, e.g. adapters' BartAdapterModel), every parameter perturbed, eval mode, adapters.init
+    applied (unless ``init=False`` or an adapters class)."""
     torch.manual_seed(seed)
     cfg, base, lm_cls = _config(model_type, overrides)
-    model = (lm_cls if lm else base)(cfg)
+    model = (cls or (lm_cls if lm else base))(cfg)
+    init = init and cls is None
     with torch.no_grad():
         for _, p in model.named_parameters():
             p.add_(torch.randn_like(p) * scale)
+        for n, b in model.named_buffers():
+            if n.endswith("final_logits_bias"):          # BART's LM bias is a buffer: make it matter too
+                b.add_(torch.randn_like(b) * scale)
     model.eval()
     if init:
         adapters.init(model)

@@ -300,3 +300,94 @@ def test_cached_decoder_steps_equal_the_full_forward(model_type, tmp_path):
         enc = out.encoder_last_hidden_state
         assert_close(out.last_hidden_state[:, 0], exp[:, t], what=f"{model_type} cached step {t}")
     assert cache.length == dec.shape[1] and all(kv is not None for kv in cache.cross)
+
+
+ADAPTER_MODELS = {"bart": "BartAdapterModel", "mbart": "MBartAdapterModel", "plbart": "PLBartAdapterModel"}
+
+
+def _flex_pair(model_type, tmp, head_fn, adapter="seq_bn[mh_adapter=True, cross_adapter=True, reduction_factor=4]"):
+    """adapters' XAdapterModel with adapter "a" and a head named "a" (added by ``head_fn``), perturbed; ours from
+    the saved model and the adapter directory (with its head), via AutoAdapterModel."""
+    m = hf_encdec(model_type, scale=0.2, cls=getattr(adapters, ADAPTER_MODELS[model_type]))
+    save_model(m, os.path.join(tmp, "model"))
+    relink_pool(m)
+    m.add_adapter("a", config=adapter)
+    head_fn(m)
+    perturb_adapter(m, "a", scale=0.3)
+    m.set_active_adapters("a")
+    m.eval()
+    m.save_adapter(os.path.join(tmp, "a"), "a")
+    ours = ma.AutoAdapterModel.from_pretrained(os.path.join(tmp, "model"))
+    assert type(ours).__name__ == ADAPTER_MODELS[model_type]
+    ours.load_adapter(os.path.join(tmp, "a"), set_active=True)
+    assert ours.active_head == "a"
+    return m, ours
+
+
+def _eos_batch(seed=7):
+    """input_ids with one <eos> (2) per row before right padding (sentence heads read the last <eos>)."""
+    ids, mask, _, _ = encdec_batch(pad_side="right", seed=seed)
+    for b in range(ids.shape[0]):
+        ids[b, mask[b].sum() - 1] = 2
+    return ids, mask
+
+
+@pytest.mark.spec("HEAD-6")
+@pytest.mark.spec("ENCDEC-5")
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_seq2seq_lm_head_logits_and_generation(model_type, tmp_path):
+    """add_seq2seq_lm_head: logits over the decoder states (tied projection, no bias) equal upstream's, the head's
+    keys and config are upstream's, and greedy generation with the head equals upstream's generate."""
+    m, ours = _flex_pair(model_type, str(tmp_path), lambda m: m.add_seq2seq_lm_head("a"))
+    assert ours.heads["a"].config == m.heads["a"].config
+    ids, mask, dec, dmask = encdec_batch(pad_side="left", seed=5)
+    exp = torch_encdec(m, ids, mask, dec, dmask)
+    got = ours(ids, mask, dec, dmask)
+    assert_close(got.logits, exp.logits.numpy(), what=f"{model_type} seq2seq_lm logits")
+    assert_close(got.encoder_last_hidden_state, exp.encoder_last_hidden_state.numpy(), what="encoder state")
+    with torch.no_grad():
+        toks = m.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=N_NEW,
+                          do_sample=False, num_beams=1).numpy()
+    for cache in (True, False):
+        np.testing.assert_array_equal(ours.generate(ids, attention_mask=mask, max_new_tokens=N_NEW, use_cache=cache),
+                                      toks, err_msg=f"use_cache={cache}")
+
+
+@pytest.mark.spec("ENCDEC-6")
+@pytest.mark.parametrize("kind", ["classification", "multilabel", "qa"])
+def test_sentence_and_span_heads(kind, tmp_path):
+    """Classification heads read the decoder state at the last <eos> of input_ids (adapters'
+    get_cls_from_eos_tokens); the QA head reads every decoder state. Logits equal upstream's."""
+    add = {"classification": lambda m: m.add_classification_head("a", num_labels=3),
+           "multilabel": lambda m: m.add_classification_head("a", num_labels=4, multilabel=True),
+           "qa": lambda m: m.add_qa_head("a")}[kind]
+    m, ours = _flex_pair("bart", str(tmp_path), add)
+    ids, mask = _eos_batch()
+    exp = torch_encdec(m, ids, mask)
+    got = ours(ids, mask)
+    fields = ("start_logits", "end_logits") if kind == "qa" else ("logits",)
+    for f in fields:
+        assert_close(getattr(got, f), getattr(exp, f).numpy(), what=f"{kind} {f}")
+    if kind == "classification":
+        bad = ids.copy()
+        bad[0, 0] = 2                                   # row 0 now has two <eos>, the others one
+        with pytest.raises(ValueError, match="same number of <eos> tokens"):
+            ours(bad, mask)
+
+
+@pytest.mark.spec("HEAD-9")
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_conditional_generation_checkpoint_becomes_a_seq2seq_head(model_type, tmp_path):
+    """A ...ForConditionalGeneration checkpoint loads into AutoAdapterModel with its lm_head as the active
+    seq2seq_lm head "default", as adapters converts it: the same logits as upstream's AutoAdapterModel, which (like
+    us) leaves out final_logits_bias; the bare model's generate keeps the bias (transformers' tokens)."""
+    m = hf_encdec(model_type, lm=True, scale=0.2, init=False)
+    save_model(m, str(tmp_path))
+    up = adapters.AutoAdapterModel.from_pretrained(str(tmp_path)).eval()
+    ours = ma.AutoAdapterModel.from_pretrained(str(tmp_path))
+    assert ours.active_head == "default" and ours.heads["default"].config["head_type"] == "seq2seq_lm"
+    ids, mask, dec, dmask = encdec_batch(seed=8)
+    exp = torch_encdec(up, ids, mask, dec, dmask).logits.numpy()
+    assert_close(ours(ids, mask, dec, dmask).logits, exp, what=f"{model_type} converted head")
+    full = torch_encdec(m, ids, mask, dec, dmask).logits.numpy()
+    assert_close(exp + m.final_logits_bias.numpy(), full, what="upstream's converted head = lm logits - bias")
