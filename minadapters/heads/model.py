@@ -359,7 +359,10 @@ class ModelWithHeads(AdapterModel):
         if not used:
             return base if return_dict else base.to_tuple()
         hidden = base.last_hidden_state
-        cls = self._cls_rows(base, inputs.get("input_ids"), hidden.shape[0])
+        cls = self._cls_rows(base, inputs.get("input_ids"), hidden.shape[0])     # sentence heads: unscaled states
+        scale = self.arch.head_scale(self.config) if self.arch.head_scale is not None else None
+        if scale is not None:           # T5 with tied embeddings: token-level heads read d_model^-0.5 · states
+            hidden = hidden * hidden.dtype.type(scale)
         inverse = self._lm_inverse()
         ws = None if word_starts is None else np.asarray(word_starts)
         if ws is not None and ws.ndim == 1:

@@ -140,6 +140,8 @@ class Architecture:
     # positional order of __call__ (transformers' forward signature of the family's base model)
     call_order: tuple = ("input_ids", "attention_mask", "token_type_ids")
     pooler: tuple = ()                        # optional base weights kept when present (BERT's pooler)
+    # config -> factor on the decoder states before the prediction heads, or None (T5 tied: d_model ** -0.5)
+    head_scale: Callable | None = None
     # config -> {name: str} filled into "{name}" fields of hook paths (T5's FFN input: "wi", or "wi_1" when gated)
     hook_vars: Callable | None = None
     notes: Mapping = field(default_factory=dict)

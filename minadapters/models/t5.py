@@ -105,6 +105,12 @@ def hook_vars(cfg: T5Config) -> dict:
     return {"wi": ffn_input(cfg)}
 
 
+def head_scale(cfg: T5Config):
+    """T5AdapterModel with tied embeddings rescales the decoder states by d_model^-0.5 before its heads (Mesh
+    TensorFlow's tied softmax); untied: none. Spec: T5-6."""
+    return cfg.d_model ** -0.5 if cfg.tie_word_embeddings else None
+
+
 def normalize_keys(weights: dict, model_type: str) -> dict:
     """Strip adapters' ``transformer.`` (T5AdapterModel); keep shared / encoder / decoder and ``lm_head.weight``;
     the tied ``embed_tokens`` copies become ``shared.weight`` when only they are present. Spec: T5-1."""
@@ -286,9 +292,10 @@ def forward(p, cfg: T5Config, hooks, ops, dtype, *, input_ids=None, attention_ma
         memory = encoder_outputs                                   # (B, S, D), checked at the model's edge
         if attention_mask is None:
             attention_mask = np.ones(memory.shape[:2], np.int64)
-    if decoder_input_ids is None:
-        raise ValueError("forward(): T5Model / MT5Model need decoder_input_ids (the decoder's tokens, e.g. "
-                         f"[[decoder_start_token_id={cfg.decoder_start_token_id}]]), as transformers' T5Model does.")
+    if decoder_input_ids is None:               # T5AdapterModel: input_ids shifted right (T5Model raises instead)
+        if input_ids is None:
+            raise ValueError("forward(): T5 needs decoder_input_ids, or input_ids to shift right into them.")
+        decoder_input_ids = ed.shift_tokens_right(input_ids, cfg.pad_token_id, cfg.decoder_start_token_id)
     y = ops.take(p["shared.weight"], decoder_input_ids).astype(dtype, copy=False)
     B, T = y.shape[:2]
     past = past_key_values.length if past_key_values is not None else 0
@@ -334,5 +341,5 @@ ARCHITECTURE = Architecture(
     inputs=frozenset({"input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask",
                       "encoder_outputs", "inputs_embeds", "past_key_values"}),
     methods=ALL_METHODS - {"prompt_tuning"},        # adapters 1.3.0: T5ModelAdaptersMixin.support_prompt_tuning = False
-    embed_key="shared.weight", hook_vars=hook_vars, invertible_base="encoder",
+    embed_key="shared.weight", hook_vars=hook_vars, head_scale=head_scale, invertible_base="encoder",
     is_encoder_decoder=True, call_order=("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask"))

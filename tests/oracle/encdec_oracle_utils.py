@@ -153,3 +153,28 @@ class EncDecEnv:
             got = self.ours(ids, mask, dec, dmask)
             compare_encdec(got, torch_encdec(self.torch_model, ids, mask, dec, dmask), f"{self.model_type} {what} "
                            f"{side}", rtol=rtol)
+
+
+ADAPTER_MODEL_CLASSES = {"bart": "BartAdapterModel", "mbart": "MBartAdapterModel", "plbart": "PLBartAdapterModel",
+                         "t5": "T5AdapterModel", "mt5": "MT5AdapterModel"}
+
+
+def flex_pair(model_type, tmp, head_fn, adapter="seq_bn[mh_adapter=True, cross_adapter=True, reduction_factor=4]",
+              **overrides):
+    """adapters' <X>AdapterModel with adapter "a" and a head named "a" (added by ``head_fn``), perturbed; ours from
+    the saved model and the adapter directory (with its head), via AutoAdapterModel."""
+    cls_name = ADAPTER_MODEL_CLASSES[model_type]
+    m = hf_encdec(model_type, scale=0.2, cls=getattr(adapters, cls_name), **overrides)
+    save_model(m, os.path.join(tmp, "model"))
+    relink_pool(m)
+    m.add_adapter("a", config=adapter)
+    head_fn(m)
+    perturb_adapter(m, "a", scale=0.3)
+    m.set_active_adapters("a")
+    m.eval()
+    m.save_adapter(os.path.join(tmp, "a"), "a")
+    ours = ma.AutoAdapterModel.from_pretrained(os.path.join(tmp, "model"))
+    assert type(ours).__name__ == cls_name
+    ours.load_adapter(os.path.join(tmp, "a"), set_active=True)
+    assert ours.active_head == "a"
+    return m, ours

@@ -14,8 +14,9 @@ import minadapters as ma
 
 pytest.importorskip("adapters", reason="oracle: needs adapters==1.3.0 and torch (pip install -e .[oracle])")
 import torch  # noqa: E402
+import adapters  # noqa: E402
 import adapters.composition as ac  # noqa: E402
-from encdec_oracle_utils import T5_BATCH, EncDecEnv, encdec_batch, hf_encdec, torch_encdec  # noqa: E402
+from encdec_oracle_utils import T5_BATCH, EncDecEnv, encdec_batch, flex_pair, hf_encdec, torch_encdec  # noqa: E402
 from oracle_utils import assert_close, perturb_adapter, save_model  # noqa: E402
 
 BASE_CASES = [
@@ -287,3 +288,65 @@ def test_greedy_generation_equals_transformers(model_type, overrides, config, tm
     for cache in (True, False):
         got = ours.generate(ids, max_new_tokens=N_NEW, attention_mask=mask, use_cache=cache, eos_token_id=None)
         np.testing.assert_array_equal(got, exp, err_msg=f"use_cache={cache}")
+
+
+HEAD_MODELS = [("t5", {}), ("mt5", {}), ("t5", dict(tie_word_embeddings=False))]
+
+
+@pytest.mark.spec("T5-6")
+@pytest.mark.spec("HEAD-6")
+@pytest.mark.parametrize("model_type,overrides", HEAD_MODELS, ids=lambda c: str(c))
+def test_seq2seq_lm_head_logits_and_generation(model_type, overrides, tmp_path):
+    """T5AdapterModel / MT5AdapterModel with add_seq2seq_lm_head: logits equal upstream's (tied: states rescaled by
+    d_model^-0.5, projection = shared embedding; untied: the head's own matrix, no rescaling); without
+    decoder_input_ids both shift input_ids right; greedy generation with the head equals upstream's generate."""
+    m, ours = flex_pair(model_type, str(tmp_path), lambda m: m.add_seq2seq_lm_head("a"), **overrides)
+    assert ours.heads["a"].config == m.heads["a"].config
+    assert (ours.heads["a"].tied_key is not None) == m.config.tie_word_embeddings
+    b = t5_batch(seed=5, pad_side="left")
+    exp, got = _torch_out(m, b), _ours_out(ours, b)
+    assert_close(got.logits, exp.logits.numpy(), what=f"{model_type} seq2seq_lm logits")
+    exp = torch_encdec(m, b[0], b[1])
+    assert_close(ours(b[0], b[1]).logits, exp.logits.numpy(), what="decoder inputs = input_ids shifted right")
+    with torch.no_grad():
+        toks = m.generate(input_ids=torch.tensor(b[0]), attention_mask=torch.tensor(b[1]), max_new_tokens=N_NEW,
+                          do_sample=False, num_beams=1, use_cache=False, eos_token_id=None).numpy()
+    for cache in (True, False):
+        got = ours.generate(b[0], attention_mask=b[1], max_new_tokens=N_NEW, use_cache=cache, eos_token_id=None)
+        np.testing.assert_array_equal(got, toks, err_msg=f"use_cache={cache}")
+
+
+@pytest.mark.spec("T5-6")
+@pytest.mark.parametrize("kind", ["classification", "qa"])
+def test_sentence_and_span_heads(kind, tmp_path):
+    """Classification reads the (unscaled) decoder state at the last <eos> of input_ids; QA reads the rescaled
+    states (tied T5). Logits equal upstream's."""
+    add = {"classification": lambda m: m.add_classification_head("a", num_labels=3),
+           "qa": lambda m: m.add_qa_head("a")}[kind]
+    m, ours = flex_pair("t5", str(tmp_path), add)
+    ids, mask, _, _ = t5_batch(seed=7)
+    for r in range(ids.shape[0]):
+        ids[r, mask[r].sum() - 1] = 1                           # one </s> (eos 1) per row, before the padding
+    exp, got = torch_encdec(m, ids, mask), ours(ids, mask)
+    for f in (("start_logits", "end_logits") if kind == "qa" else ("logits",)):
+        assert_close(getattr(got, f), getattr(exp, f).numpy(), what=f"{kind} {f}")
+
+
+@pytest.mark.spec("T5-6")
+@pytest.mark.parametrize("model_type,overrides", HEAD_MODELS, ids=lambda c: str(c))
+def test_conditional_generation_checkpoint_becomes_a_seq2seq_head(model_type, overrides, tmp_path):
+    """A T5/MT5ForConditionalGeneration checkpoint loads into AutoAdapterModel with its lm_head as the active
+    seq2seq_lm head "default": logits equal transformers' ForConditionalGeneration. adapters 1.3.0 loads the tied T5
+    the same way, and refuses untied checkpoints (ValueError "state dictionary ... corrupted"; deviation)."""
+    m = hf_encdec(model_type, lm=True, scale=0.2, init=False, **overrides)
+    save_model(m, str(tmp_path))
+    ours = ma.AutoAdapterModel.from_pretrained(str(tmp_path))
+    assert ours.active_head == "default" and ours.heads["default"].config["head_type"] == "seq2seq_lm"
+    b = t5_batch(seed=8)
+    assert_close(_ours_out(ours, b).logits, _torch_out(m, b).logits.numpy(), what=f"{model_type} converted head")
+    if m.config.tie_word_embeddings:
+        up = adapters.AutoAdapterModel.from_pretrained(str(tmp_path)).eval()
+        assert_close(_ours_out(ours, b).logits, _torch_out(up, b).logits.numpy(), what="upstream's AdapterModel")
+    else:
+        with pytest.raises(ValueError, match="corrupted"):
+            adapters.AutoAdapterModel.from_pretrained(str(tmp_path))
