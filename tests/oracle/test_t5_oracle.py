@@ -350,3 +350,22 @@ def test_conditional_generation_checkpoint_becomes_a_seq2seq_head(model_type, ov
     else:
         with pytest.raises(ValueError, match="corrupted"):
             adapters.AutoAdapterModel.from_pretrained(str(tmp_path))
+
+
+@pytest.mark.spec("T5-5")
+@pytest.mark.parametrize("config", ["unipelt", "double_seq_bn[use_gating=True, cross_adapter=True]",
+                                    "prefix_tuning[use_gating=True, prefix_length=3]"])
+def test_gating_scores(env, config):
+    """output_adapter_gating_scores: the same (adapters' layer index, location) keys as adapters 1.3.0 — the decoder's
+    layers after the encoder's — and the same gate values."""
+    name = env.add(config)
+    env.torch_model.set_active_adapters(name)
+    env.ours.active_adapters = name
+    b = t5_batch(seed=3)
+    exp = _torch_out(env.torch_model, b, output_adapter_gating_scores=True).adapter_gating_scores[name]
+    got = _ours_out(env.ours, b, output_adapter_gating_scores=True).adapter_gating_scores[name]
+    assert sorted((i, k) for i, d in got.items() for k in d) == sorted((i, k) for i, d in exp.items() for k in d)
+    assert max(exp) >= env.torch_model.config.num_layers                   # decoder layers are numbered after
+    for i, d in exp.items():
+        for k, v in d.items():
+            assert_close(got[i][k], np.asarray(v), what=f"gate {i} {k}")
