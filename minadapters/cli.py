@@ -110,6 +110,10 @@ def _channels(setup, n):
 def cmd_run(args) -> int:
     model, tok, names, fusions = _load_for_run(args)
     enc = _encode(tok, args.text, model)
+    head = model.active_head
+    if model.arch.is_encoder_decoder and (head is None or (isinstance(head, str) and
+                                                          model.heads[head].head_type == "seq2seq_lm")):
+        return _run_seq2seq(model, tok, enc, args, names, fusions)
     t0 = time.perf_counter()
     out = model(**enc)
     dt = time.perf_counter() - t0
@@ -151,6 +155,29 @@ def cmd_run(args) -> int:
     if args.output:
         np.savez(args.output, input_ids=ids, attention_mask=mask, last_hidden_state=out.last_hidden_state,
                  **({"pooler_output": out.pooler_output} if pooled else {}))
+        print(f"saved: {args.output}")
+    return 0
+
+
+def _run_seq2seq(model, tok, enc, args, names, fusions) -> int:
+    """Encoder-decoders: greedy generation from each input, printed as text (the checkpoint's LM projection, or an
+    active seq2seq_lm head). Spec: ENCDEC-5."""
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    n_new = args.max_new_tokens
+    t0 = time.perf_counter()
+    out = model.generate(ids, max_new_tokens=n_new, attention_mask=mask)
+    dt = time.perf_counter() - t0
+    layers = "+".join(str(model.arch.num_layers(model.config, s)) for s in model.arch.stacks)
+    print(f"model: {args.model} ({model.model_type}, {layers} layers, hidden {model.hidden_size}, "
+          f"backend {model.backend})")
+    print(f"adapters: {', '.join(names) or 'none'}{'; fusions: ' + ', '.join(fusions) if fusions else ''}; "
+          f"active: {model.active_adapters}")
+    print(f"input_ids: {ids.shape}; generated: {out.shape} (greedy, at most {n_new} new tokens)")
+    for b, text in enumerate(args.text):
+        print(f"[{b}] {text[:40]!r} -> {tok.decode(out[b].tolist(), skip_special_tokens=True)!r}")
+    print(f"generate time: {dt * 1000:.1f} ms")
+    if args.output:
+        np.savez(args.output, input_ids=ids, attention_mask=mask, generated=out)
         print(f"saved: {args.output}")
     return 0
 
@@ -242,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(r)
     r.add_argument("--output", help="also save input_ids, attention_mask, last_hidden_state (+ pooler_output) to "
                    "this .npz file")
+    r.add_argument("--max-new-tokens", type=int, default=20, help="encoder-decoders: generate at most this many "
+                   "tokens (default 20)")
     r.add_argument("text", nargs="+")
     r.set_defaults(fn=cmd_run)
     e = sub.add_parser("embed", help="sentence embeddings (sentence-transformers pooling / normalisation)")
@@ -262,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_summary)
     t = sub.add_parser("tiny-model", help="write a small random HF model directory (for trying things out)")
     t.add_argument("directory")
-    t.add_argument("--arch", default="bert", choices=["bert", "roberta"])
+    t.add_argument("--arch", default="bert", choices=["bert", "roberta", "bart"])
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--adapter", default="seq_bn|lora[r=4]", help="config of a random demo adapter saved to "
                    "DIR/demo_adapter ('' for none)")

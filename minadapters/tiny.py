@@ -13,10 +13,11 @@ from .io.files import atomic_write_json
 from .io.safetensors_io import save_safetensors
 from .model import AdapterModel, AutoModel
 from .models import architecture
-from .models import bert
+from .models import bart, bert
 
 DEMO_INIT_STD = 0.05  # std of the random base weights (and of the LayerNorm gains around 1) of a tiny model
 TINY_MAX_TOKENS = 64  # longest input a tiny model takes
+TINY_SEQ2SEQ_STD = 0.3  # larger weights for the tiny BART, so its layers (not only the tied embedding) pick tokens
 DEMO_ADAPTER_NOISE = 0.1  # std of the noise added to a fresh demo adapter, so that it is not the identity
 
 WORDS = ("the a an of to and in is it that for on with as was be by this are or from at hello adapters world "
@@ -41,9 +42,42 @@ def _tokenizer(directory: str, model_type: str) -> list:
     return list(vocab)
 
 
+def _random_weights(shapes: dict, seed: int, std: float = DEMO_INIT_STD) -> dict:
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for k, s in shapes.items():
+        gain = k.endswith(("LayerNorm.weight", "layer_norm.weight", "layernorm_embedding.weight"))
+        weights[k] = (1 + DEMO_INIT_STD * rng.standard_normal(s) if gain else std * rng.standard_normal(s))
+        weights[k] = weights[k].astype(np.float32)
+    return weights
+
+
+def write_tiny_bart(directory, seed: int = 0, hidden: int = 32, layers: int = 2, heads: int = 4,
+                    ffn: int = 37) -> str:
+    """Create ``directory`` with a random BART (encoder-decoder; <s>=0, <pad>=1, </s>=2 the decoder start and eos);
+    returns the directory path. Spec: ENCDEC-5 (``minadapters run`` generates with it)."""
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    vocab = _tokenizer(directory, "bart")
+    raw = {"model_type": "bart", "architectures": ["BartModel"], "d_model": hidden, "encoder_layers": layers,
+           "decoder_layers": layers, "encoder_attention_heads": heads, "decoder_attention_heads": heads,
+           "encoder_ffn_dim": ffn, "decoder_ffn_dim": ffn, "vocab_size": len(vocab),
+           "max_position_embeddings": TINY_MAX_TOKENS, "activation_function": "gelu", "scale_embedding": False,
+           "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2, "decoder_start_token_id": 2,
+           "forced_eos_token_id": 2, "tie_word_embeddings": True}
+    cfg = bart.BartConfig.from_dict(raw)
+    save_safetensors(os.path.join(directory, "model.safetensors"),
+                     _random_weights(bart.expected_shapes(cfg), seed, TINY_SEQ2SEQ_STD))
+    atomic_write_json(os.path.join(directory, "config.json"), raw)
+    return directory
+
+
 def write_tiny_model(directory, model_type: str = "bert", seed: int = 0, hidden: int = 32, layers: int = 2,
                      heads: int = 4, ffn: int = 37) -> str:
-    """Create ``directory`` with a random ``model_type`` encoder; returns the directory path."""
+    """Create ``directory`` with a random ``model_type`` model (bert, roberta; bart: ``write_tiny_bart``); returns
+    the directory path."""
+    if model_type == "bart":
+        return write_tiny_bart(directory, seed=seed, hidden=hidden, layers=layers, heads=heads, ffn=ffn)
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     vocab = _tokenizer(directory, model_type)

@@ -46,3 +46,24 @@ def test_summary_presets(capsys):
     assert "894,528" in out            # seq_bn on bert-base: 12 layers × (768·48 + 48 + 48·768 + 768)
     assert "294,912" in out            # lora r=8 on q, v: 12 × 2 × (8·768 + 768·8)
     assert main(["summary", "--arch", "nope", "--config", "seq_bn"]) == 2
+
+
+@pytest.mark.spec("ENCDEC-5")
+def test_tiny_bart_run_prints_generated_text(tmp_path, capsys):
+    """`minadapters run` on an encoder-decoder generates greedily and prints the decoded text per input; the text is
+    the tokenizer's decoding of model.generate's tokens (the demo adapter active)."""
+    d = tmp_path / "bart"
+    assert main(["tiny-model", str(d), "--arch", "bart", "--adapter", "seq_bn[cross_adapter=True]|lora[r=4]"]) == 0
+    assert main(["run", "--model", str(d), "--adapter", str(d / "demo_adapter"), "--max-new-tokens", "7",
+                 "hello adapters world", "the model"]) == 0
+    out = capsys.readouterr().out
+    assert "(bart, 2+2 layers" in out and "generated: (2, 8)" in out, out
+    m = ma.AutoModel.from_pretrained(d)
+    m.load_adapter(str(d / "demo_adapter"), set_active=True)
+    tok = ma.AutoTokenizer.from_pretrained(d)
+    enc = tok(["hello adapters world", "the model"], padding=True)
+    ids = m.generate(enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=7)
+    decoded = [tok.decode(row.tolist(), skip_special_tokens=True) for row in ids]
+    assert decoded[0].strip(), "the demo should print some words"
+    for b, text in enumerate(decoded):
+        assert f"[{b}] " in out and f"-> {text!r}" in out, (text, out)

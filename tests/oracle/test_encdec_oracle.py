@@ -16,6 +16,7 @@ from minadapters.models.encdec_common import EncDecCache
 pytest.importorskip("adapters", reason="oracle: needs adapters==1.3.0 and torch (pip install -e .[oracle])")
 import torch  # noqa: E402
 import adapters  # noqa: E402
+import transformers  # noqa: E402
 import adapters.composition as ac  # noqa: E402
 from encdec_oracle_utils import (EncDecEnv, compare_encdec, encdec_batch, hf_encdec, relink_pool,  # noqa: E402
                                  torch_encdec)
@@ -175,6 +176,9 @@ def _parallel_with_decoder_mask_equals_channels(env, a, b):
     mask: RuntimeError in _update_causal_mask); ours replicates every batch input at the edge, and channel i equals
     adapter i run alone upstream (spec/deviations.md)."""
     ids, mask, dec, dmask = encdec_batch(seed=11)
+    env.torch_model.set_active_adapters(ac.Parallel(a, b))
+    with pytest.raises(RuntimeError):                     # the reproduction: upstream cannot run this
+        torch_encdec(env.torch_model, ids, mask, dec, dmask)
     env.ours.active_adapters = ma.Parallel(a, b)
     got = env.ours(ids, mask, dec, dmask)
     for i, n in enumerate((a, b)):
@@ -391,3 +395,48 @@ def test_conditional_generation_checkpoint_becomes_a_seq2seq_head(model_type, tm
     assert_close(ours(ids, mask, dec, dmask).logits, exp, what=f"{model_type} converted head")
     full = torch_encdec(m, ids, mask, dec, dmask).logits.numpy()
     assert_close(exp + m.final_logits_bias.numpy(), full, what="upstream's converted head = lm logits - bias")
+
+
+@pytest.mark.spec("BART-1")
+def test_untied_config_follows_the_checkpoint(tmp_path):
+    """tie_word_embeddings=False: transformers 4.57's BartModel still reads both stacks' embed_tokens from `shared`
+    (the only table it saves); adapters' BartAdapterModel leaves encoder/decoder embed_tokens random (its
+    _tied_weights_keys skip the tie), so its outputs differ from the checkpoint's. Ours follow the checkpoint
+    (spec/deviations.md)."""
+    m = hf_encdec("bart", init=False, tie_word_embeddings=False)
+    m.save_pretrained(str(tmp_path))
+    up = adapters.BartAdapterModel.from_pretrained(str(tmp_path)).eval()
+    ids, mask, dec, dmask = encdec_batch()
+    exp = torch_encdec(m, ids, mask, dec, dmask).last_hidden_state.numpy()
+    theirs = torch_encdec(up, ids, mask, dec, dmask).last_hidden_state.numpy()
+    assert np.abs(theirs - exp).max() > 1e-2, "adapters' AdapterModel now loads untied BART checkpoints: revisit"
+    assert_close(ma.AutoAdapterModel.from_pretrained(str(tmp_path))(ids, mask, dec, dmask).last_hidden_state, exp,
+                 rtol=1e-5, what="ours = the checkpoint's model")
+
+
+@pytest.mark.spec("ENCDEC-5")
+def test_tiny_bart_directory_is_a_transformers_checkpoint(tmp_path):
+    """`minadapters tiny-model --arch bart` writes a checkpoint transformers loads; its greedy tokens (forced eos
+    from config.json) equal ours."""
+    from minadapters.tiny import write_tiny_bart
+    d = write_tiny_bart(str(tmp_path))
+    m = transformers.BartForConditionalGeneration.from_pretrained(d, attn_implementation="eager").eval()
+    ids, mask, _, _ = encdec_batch(pad_side="right", seed=2, vocab=m.config.vocab_size)
+    with torch.no_grad():
+        exp = m.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=9,
+                         do_sample=False, num_beams=1).numpy()
+    np.testing.assert_array_equal(ma.AutoModel.from_pretrained(d).generate(ids, attention_mask=mask, max_new_tokens=9),
+                                  exp)
+
+
+@pytest.mark.spec("ENCDEC-3")
+def test_adapter_summary_counts_both_stacks(tmp_path):
+    """adapter_summary: parameters per adapter (prefix pools of three locations, cross adapters, LoRA on both
+    attentions) and the base model's count equal adapters 1.3.0's."""
+    env = EncDecEnv("bart", str(tmp_path))
+    for cfg in ("prefix_tuning", "seq_bn[cross_adapter=True, mh_adapter=True]", "lora[attn_matrices=['q','k','v']]",
+                "seq_bn_inv", "mam"):
+        env.add(cfg)
+    want = {r["name"]: r["#param"] for r in env.torch_model.adapter_summary(as_dict=True)}
+    got = {r["name"]: r["#param"] for r in env.ours.adapter_summary(as_dict=True)}
+    assert got == want
