@@ -108,3 +108,25 @@ def test_decoder_inputs_default_to_shifted_input_ids_and_cache_equals_full(tmp_p
     np.testing.assert_array_equal(m.generate(ids, attention_mask=mask, max_new_tokens=6, eos_token_id=None),
                                   m.generate(ids, attention_mask=mask, max_new_tokens=6, eos_token_id=None,
                                              use_cache=False))
+
+
+@pytest.mark.spec("T5-1")
+@pytest.mark.parametrize("arch", ["t5", "mt5"])
+def test_tiny_t5_run_prints_generated_text(arch, tmp_path, capsys):
+    """`minadapters tiny-model --arch t5|mt5` writes a random T5 (tied) / MT5 (untied lm_head) with a tokenizer;
+    `minadapters run` prints, per input, the decoding of model.generate's tokens with the demo adapter active."""
+    from minadapters.cli import main
+    d = tmp_path / arch
+    assert main(["tiny-model", str(d), "--arch", arch, "--adapter", "seq_bn[cross_adapter=True]|lora[r=4]"]) == 0
+    assert main(["run", "--model", str(d), "--adapter", str(d / "demo_adapter"), "--max-new-tokens", "6",
+                 "hello adapters world", "the model"]) == 0
+    out = capsys.readouterr().out
+    assert f"({arch}, 2+2 layers" in out and "generated: (2, 7)" in out, out
+    m = ma.AutoModel.from_pretrained(d)
+    m.load_adapter(str(d / "demo_adapter"), set_active=True)
+    tok = ma.AutoTokenizer.from_pretrained(d)
+    enc = tok(["hello adapters world", "the model"], padding=True)
+    ids = m.generate(enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=6)
+    for b, row in enumerate(ids):
+        text = tok.decode(row.tolist(), skip_special_tokens=True)
+        assert text.strip() and f"[{b}] " in out and f"-> {text!r}" in out, (text, out)
