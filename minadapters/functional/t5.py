@@ -1,5 +1,5 @@
 """T5's own equations: relative position buckets and bias, the RMS layer norm without bias. Spec: T5-RELPOS-1,
-T5-RELPOS-2, T5-NORM (spec/t5.md). Pure functions: arrays and integers in, arrays out."""
+T5-RELPOS-2, T5-NORM (spec/encoder_decoder.md, "T5 and MT5"). Pure functions: arrays and integers in, arrays out."""
 from __future__ import annotations
 
 import math

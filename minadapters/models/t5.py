@@ -1,5 +1,5 @@
 """T5 / MT5 encoder-decoder, explicit NumPy forward with adapter hook points. Spec: T5-1 .. T5-5, T5-RELPOS-1/2,
-T5-NORM (spec/t5.md).
+T5-NORM (spec/encoder_decoder.md, "T5 and MT5").
 
 Two stacks, ``encoder`` and ``decoder``. Every sub-layer is pre-norm with T5's RMS layer norm (no mean, no bias);
 attention has no 1/√Dh scaling and adds a bucketed relative position bias that the first layer of each stack
