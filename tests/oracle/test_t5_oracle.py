@@ -225,7 +225,8 @@ def test_merged_lora_equals_unmerged(env):
 
 
 @pytest.mark.parametrize("config", ["lora[r=2, intermediate_lora=True, output_lora=True]",
-                                    "double_seq_bn[cross_adapter=True]", "prefix_tuning[prefix_length=4]"])
+                                    "double_seq_bn[cross_adapter=True]", "prefix_tuning[prefix_length=4]",
+                                    "seq_bn_inv", "ia3[intermediate_lora=True]", "loreft[prefix_positions=1]"])
 def test_ours_to_adapters(env, config, tmp_path):
     """An adapter we save loads in adapters 1.3.0 and gives the same outputs there (files both ways)."""
     name = env.add(config)
@@ -369,3 +370,15 @@ def test_gating_scores(env, config):
     for i, d in exp.items():
         for k, v in d.items():
             assert_close(got[i][k], np.asarray(v), what=f"gate {i} {k}")
+
+
+@pytest.mark.spec("T5-5")
+def test_adapter_summary_counts_equal_adapters(env):
+    """adapter_summary's parameter counts (LoRA on q/k/v of both attentions and wi/wi_1, bottlenecks incl.
+    cross_adapter, prefixes of width N·d_kv, ReFT, IA³) equal adapters 1.3.0's for the same adapters."""
+    names = [env.add(c) for c in ("lora[r=3, attn_matrices=['q','k','v'], intermediate_lora=True, output_lora=True]",
+                                  "double_seq_bn[cross_adapter=True]", "prefix_tuning[prefix_length=5]", "loreft",
+                                  "ia3")]
+    want = {r["name"]: r["#param"] for r in env.torch_model.adapter_summary(as_dict=True) if r["name"] in names}
+    got = {r["name"]: r["#param"] for r in env.ours.adapter_summary(as_dict=True) if r["name"] in names}
+    assert got == want
