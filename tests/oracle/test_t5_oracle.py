@@ -175,6 +175,18 @@ def test_stack_parallel_batchsplit(env):
     b = env.add("double_seq_bn[reduction_factor=6, non_linearity='relu', use_gating=True, cross_adapter=True]")
     env.compare(ac.Stack(b, a), ma.Stack(b, a), what="Stack")
     env.compare(ac.BatchSplit(b, a, batch_sizes=[1, 2]), ma.BatchSplit(b, a, batch_sizes=[1, 2]), what="BatchSplit")
+    env.compare(ac.Average(b, a, weights=[0.3, 0.7]), ma.Average(b, a, weights=[0.3, 0.7]), what="Average")
+    # Split cuts the token axis of both stacks: it runs when encoder and decoder have the same length
+    env.torch_model.set_active_adapters(ac.Split(b, a, splits=[3, 5]))
+    env.ours.active_adapters = ma.Split(b, a, splits=[3, 5])
+    batch = t5_batch(seed=2, S=8, T=8)
+    assert_close(_ours_out(env.ours, batch).last_hidden_state,
+                 _torch_out(env.torch_model, batch).last_hidden_state.numpy(), what="Split")
+    batch = t5_batch(seed=2, S=8, T=6)
+    with pytest.raises(IndexError):
+        _torch_out(env.torch_model, batch)
+    with pytest.raises(IndexError):
+        _ours_out(env.ours, batch)
     # adapters 1.3.0 replicates decoder_input_ids for Parallel but not decoder_attention_mask (RuntimeError):
     # compared without one; with one, see test_parallel_replicates_the_decoder_mask
     env.compare(ac.Parallel(b, a), ma.Parallel(b, a), what="Parallel", decoder_mask=False)
