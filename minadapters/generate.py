@@ -19,8 +19,8 @@ def lm_head_weight(model):
     """(V, D) output embedding: the checkpoint's lm_head.weight, or the input embedding when tied. Spec: DEC-6."""
     key = model.arch.embed_key
     if not (model.arch.is_causal or model.arch.is_encoder_decoder):
-        raise ConfigError(f"generate(): model_type={model.model_type!r} is neither a decoder nor an encoder-decoder "
-                          "model; it cannot generate.")
+        raise ConfigError(f"generate(): model_type={model.model_type!r} is not a decoder model (nor an "
+                          "encoder-decoder); it cannot generate.")
     if getattr(model.config, "tie_word_embeddings", False):
         return model.params[key]
     if model.lm_head_weight is None:

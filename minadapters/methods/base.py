@@ -110,7 +110,9 @@ class AdapterLayer(MethodObject):
     def __init__(self, key, path: str, model, weights_path: str | None = None):
         self.key = key
         stack = model.arch.stack(key.stack)
-        self.layer_idx = model.arch.adapters_layer_index(model.config, stack, key.layer)   # adapters' numbering
+        # adapters' numbering (a decoder stack may count on after the encoder's layers, ARCH-1)
+        self.layer_idx = key.layer if stack.layer_offset is None else model.arch.adapters_layer_index(
+            model.config, stack, key.layer)
         self.location_key = stack.location_key(key.location)
         self.path = path
         self.weights_path = weights_path or path

@@ -77,12 +77,23 @@ class LoRALayer(LoRAMergeMixin, ComposableLayer):
         return LoRAState(state.layer_input[idx], None if h is None else h[idx], state.layer_output[idx], state.last)
 
     def pad_and_concat(self, states):
+        """Rows of children without a module here (leave_out, a bottleneck adapter beside a LoRA) keep the frozen
+        layer's output: their H is the neutral element (0 added; 1 for IA³'s scaling). Spec: LORA-8."""
         hs = [s.hidden_states for s in states]
-        if any(h is None for h in hs) and not all(h is None for h in hs):
-            raise CompositionError(
-                f"layer {self.layer_idx} ({self.key.location}): some children of the block have no LoRA module here while "
-                "others do (e.g. leave_out, or a bottleneck adapter beside a LoRA in BatchSplit/Parallel); adapters "
-                "1.3.0 crashes on this. Give every child a LoRA module at this location.")
+        present = [s for s in states if s.hidden_states is not None]
+        if present and len(present) < len(states):
+            ref = self.modules[present[-1].last].info
+            if ref["dora"]:
+                raise CompositionError(
+                    f"layer {self.layer_idx} ({self.key.location}): a DoRA module cannot share a BatchSplit/Parallel "
+                    "block with children that have no LoRA module here (DoRA rescales the whole output).")
+            fill = np.ones if ref["kind"] == "ia3" else np.zeros
+            H = present[-1].hidden_states
+            # COMPAT(adapters): 1.3.0 fails here (TypeError: None * float); rows keep the base output instead
+            hs = [h if h is not None else fill((s.layer_input.shape[0],) + H.shape[1:], H.dtype)
+                  for h, s in zip(hs, states)]
+            last = present[-1].last
+            states = [s._replace(hidden_states=h, last=last) for s, h in zip(states, hs)]
         if hs[0] is not None and len({h.shape[1:] for h in hs}) > 1:
             kinds = sorted({self.modules[s.last].info["kind"] for s in states if s.last in self.modules})
             raise CompositionError(

@@ -87,8 +87,8 @@ def torch_encdec(model, ids, mask, dec=None, dmask=None, **kw):
     """Upstream forward (no grad) of an encoder-decoder; numpy arrays in."""
     t = lambda a: None if a is None else torch.tensor(a)  # noqa: E731
     with torch.no_grad():
-        return model(input_ids=t(ids), attention_mask=t(mask), decoder_input_ids=t(dec), decoder_attention_mask=t(dmask),
-                     **kw)
+        return model(input_ids=t(ids), attention_mask=t(mask), decoder_input_ids=t(dec),
+                     decoder_attention_mask=t(dmask), **kw)
 
 
 def relink_pool(model):

@@ -18,8 +18,8 @@ import torch  # noqa: E402
 import adapters  # noqa: E402
 import transformers  # noqa: E402
 import adapters.composition as ac  # noqa: E402
-from encdec_oracle_utils import (EncDecEnv, compare_encdec, encdec_batch, hf_encdec, relink_pool,  # noqa: E402
-                                 torch_encdec)
+from encdec_oracle_utils import (EncDecEnv, compare_encdec, encdec_batch, hf_encdec, ours_block,  # noqa: E402
+                                 relink_pool, torch_encdec)
 from oracle_utils import assert_close, perturb_adapter, save_model  # noqa: E402
 
 FAMILIES = ["bart", "mbart", "plbart"]
@@ -87,7 +87,8 @@ def test_default_decoder_inputs_and_encoder_outputs_reuse(model_type, tmp_path):
 
 METHOD_CONFIGS = [
     ("seq_bn", "seq_bn"),
-    ("bn_all_locations", adapters.SeqBnConfig(mh_adapter=True, output_adapter=True, cross_adapter=True, reduction_factor=4)),
+    ("bn_all_locations", adapters.SeqBnConfig(mh_adapter=True, output_adapter=True, cross_adapter=True,
+                                              reduction_factor=4)),
     ("double_seq_bn_cross", adapters.DoubleSeqBnConfig(cross_adapter=True)),
     ("par_bn", "par_bn"),
     ("seq_bn_gated_leave_out", adapters.SeqBnConfig(cross_adapter=True, use_gating=True, leave_out=[0, 3])),
@@ -143,7 +144,8 @@ def test_composition_blocks_through_both_stacks(case, tmp_path):
     bn = adapters.SeqBnConfig(mh_adapter=True, cross_adapter=True, reduction_factor=4)
     if case == "parallel_prefix":
         # equal lengths: adapters pads shorter prefixes with attended keys (spec PREFIX-4, upstream deviation)
-        a, b = env.add(adapters.PrefixTuningConfig(prefix_length=4)), env.add(adapters.PrefixTuningConfig(prefix_length=4))
+        a = env.add(adapters.PrefixTuningConfig(prefix_length=4))
+        b = env.add(adapters.PrefixTuningConfig(prefix_length=4))
         env.compare(ac.Parallel(a, b), what=case, decoder_mask=False)
         _parallel_with_decoder_mask_equals_channels(env, a, b)
         return
@@ -440,3 +442,29 @@ def test_adapter_summary_counts_both_stacks(tmp_path):
     want = {r["name"]: r["#param"] for r in env.torch_model.adapter_summary(as_dict=True)}
     got = {r["name"]: r["#param"] for r in env.ours.adapter_summary(as_dict=True)}
     assert got == want
+
+
+@pytest.mark.spec("LORA-8")
+@pytest.mark.parametrize("block", ["batchsplit", "parallel"])
+def test_bottleneck_beside_lora_in_batchsplit_and_parallel(block, tmp_path):
+    """adapters 1.3.0 raises TypeError for BatchSplit / Parallel of a bottleneck and a LoRA adapter (the LoRA layer
+    multiplies the bottleneck child's missing state); ours gives each child's rows its own adapter: equal to the
+    adapter alone upstream (spec/deviations.md). The bottleneck has original_ln_before=False: COMP-BATCHSPLIT's
+    one pre_block (the first child's BN-2 pre-processing) then serves the LoRA rows unchanged."""
+    env = EncDecEnv("bart", str(tmp_path))
+    a = env.add(adapters.SeqBnConfig(mh_adapter=True, cross_adapter=True, reduction_factor=4,
+                                     original_ln_before=False))
+    b = env.add(adapters.LoRAConfig(r=3, attn_matrices=["q", "k", "v"], intermediate_lora=True))
+    ids, mask, dec, dmask = encdec_batch(seed=12)
+    theirs = ac.BatchSplit(a, b, batch_sizes=[1, 2]) if block == "batchsplit" else ac.Parallel(a, b)
+    env.torch_model.set_active_adapters(theirs)
+    with pytest.raises(TypeError):
+        torch_encdec(env.torch_model, ids, mask, dec)
+    env.ours.active_adapters = ours_block(theirs)
+    got = env.ours(ids, mask, dec, dmask).last_hidden_state
+    rows = {"batchsplit": [(a, slice(0, 1), slice(0, 1)), (b, slice(1, 3), slice(1, 3))],
+            "parallel": [(a, slice(0, 3), slice(0, 3)), (b, slice(3, 6), slice(0, 3))]}[block]
+    for name, ours_rows, in_rows in rows:
+        env.torch_model.set_active_adapters(name)
+        exp = torch_encdec(env.torch_model, ids[in_rows], mask[in_rows], dec[in_rows], dmask[in_rows])
+        assert_close(got[ours_rows], exp.last_hidden_state.numpy(), what=f"{block}: rows of {name}")
