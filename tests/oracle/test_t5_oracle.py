@@ -394,3 +394,26 @@ def test_adapter_summary_counts_equal_adapters(env):
     want = {r["name"]: r["#param"] for r in env.torch_model.adapter_summary(as_dict=True) if r["name"] in names}
     got = {r["name"]: r["#param"] for r in env.ours.adapter_summary(as_dict=True) if r["name"] in names}
     assert got == want
+
+
+@pytest.mark.spec("API-3")
+@pytest.mark.parametrize("preset", ["t5-base", "google/mt5-small"])
+def test_summary_preset_counts_equal_adapters(preset):
+    """`summary --arch t5-base | google/mt5-small` (config alone, no weights) counts what adapters 1.3.0 counts on
+    the real shapes (meta device)."""
+    import transformers
+    from minadapters.summary import ARCH_PRESETS
+    from minadapters.tiny import shell_model
+    raw = dict(ARCH_PRESETS[preset])
+    ours = shell_model(raw)
+    configs = [("l", "lora[r=8, intermediate_lora=True, attn_matrices=['q','k','v']]"), ("b", "double_seq_bn"),
+               ("c", "seq_bn[cross_adapter=True]"), ("i", "ia3"), ("p", "prefix_tuning[prefix_length=20]")]
+    with torch.device("meta"):
+        m = transformers.AutoModel.from_config(transformers.AutoConfig.for_model(**raw))
+        adapters.init(m)
+        for name, config in configs:
+            m.add_adapter(name, config=config)
+            ours.add_adapter(name, config=config)
+    want = {r["name"]: r["#param"] for r in m.adapter_summary(as_dict=True)}
+    got = {r["name"]: r["#param"] for r in ours.adapter_summary(as_dict=True)}
+    assert got == want, f"{preset}: counts {got}, but should be {want}"
