@@ -75,6 +75,11 @@ def test_base_model_matches_transformers(model_type, overrides, tmp_path):
             assert_close(x, y.numpy(), rtol=1e-5, what=f"{field}[{i}]")
     again = ours(encoder_outputs=got, attention_mask=b[1], decoder_input_ids=b[2][:, :3], decoder_attention_mask=b[3][:, :3])
     assert_close(again.last_hidden_state, got.last_hidden_state[:, :3], rtol=1e-5, what="encoder_outputs reuse")
+    emb = ours.params["shared.weight"][b[0]] * 1.5                              # inputs_embeds: any vectors
+    with torch.no_grad():
+        exp = m(inputs_embeds=torch.tensor(emb), attention_mask=torch.tensor(b[1]), decoder_input_ids=torch.tensor(b[2]))
+    got = ours(inputs_embeds=emb, attention_mask=b[1], decoder_input_ids=b[2])
+    assert_close(got.last_hidden_state, exp.last_hidden_state.numpy(), rtol=1e-5, what="inputs_embeds")
     ours.set_backend("native")
     b = t5_batch(seed=3)
     assert_close(_ours_out(ours, b).last_hidden_state, _torch_out(m, b).last_hidden_state.numpy(), rtol=1e-4,
