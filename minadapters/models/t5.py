@@ -146,8 +146,8 @@ def expected_shapes(cfg: T5Config) -> dict:
             for m, shape in ffn.items():
                 s[f"{p}{f}.DenseReluDense.{m}.weight"] = shape
             s[f"{p}{f}.layer_norm.weight"] = (D,)
-        s[f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = (cfg.relative_attention_num_buckets,
-                                                                                     N)
+        s[f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = (
+            cfg.relative_attention_num_buckets, N)
     return s
 
 
@@ -277,7 +277,8 @@ def encode(p, cfg: T5Config, hooks, ops, dtype, *, input_ids=None, attention_mas
 
 
 def forward(p, cfg: T5Config, hooks, ops, dtype, *, input_ids=None, attention_mask=None, decoder_input_ids=None,
-            decoder_attention_mask=None, encoder_outputs=None, inputs_embeds=None, past_key_values=None, output_hidden_states=False, output_attentions=False):
+            decoder_attention_mask=None, encoder_outputs=None, inputs_embeds=None, past_key_values=None,
+            output_hidden_states=False, output_attentions=False):
     """Encoder (unless ``encoder_outputs`` is given), then the decoder over it. Spec: T5-3.
 
     -> {last_hidden_state (decoder), encoder_last_hidden_state, decoder_hidden_states, decoder_attentions,

@@ -37,7 +37,7 @@ def write_model(tmp_path, **overrides):
     (3, True, 6), (7, True, 7),                                         # 4 + 2 + ⌊log(3.5)/log(10)·2⌋ = 4 + 3
     # unidirectional: n = 8, e = 4, keys after the query -> 0
     (5, False, 0), (0, False, 0), (-3, False, 3), (-4, False, 4),
-    (-6, False, 5), (-9, False, 6), (-19, False, 7), (-1000, False, 7),   # 4 + ⌊log(d/4)/log(5)·4⌋: 1.01, 2.02, 3.87
+    (-6, False, 5), (-9, False, 6), (-19, False, 7), (-1000, False, 7),   # 4 + ⌊log(d/4)/log(5)·4⌋: 1.0, 2.0, 3.9
 ])
 def test_relative_position_bucket_by_hand(r, bidirectional, bucket):
     got = relative_position_bucket(np.array([r]), bidirectional=bidirectional, num_buckets=8, max_distance=20)

@@ -73,11 +73,13 @@ def test_base_model_matches_transformers(model_type, overrides, tmp_path):
         assert len(g) == len(e), f"{field}: {len(g)} entries, but should be {len(e)}"
         for i, (x, y) in enumerate(zip(g, e)):
             assert_close(x, y.numpy(), rtol=1e-5, what=f"{field}[{i}]")
-    again = ours(encoder_outputs=got, attention_mask=b[1], decoder_input_ids=b[2][:, :3], decoder_attention_mask=b[3][:, :3])
+    again = ours(encoder_outputs=got, attention_mask=b[1], decoder_input_ids=b[2][:, :3],
+                 decoder_attention_mask=b[3][:, :3])
     assert_close(again.last_hidden_state, got.last_hidden_state[:, :3], rtol=1e-5, what="encoder_outputs reuse")
     emb = ours.params["shared.weight"][b[0]] * 1.5                              # inputs_embeds: any vectors
     with torch.no_grad():
-        exp = m(inputs_embeds=torch.tensor(emb), attention_mask=torch.tensor(b[1]), decoder_input_ids=torch.tensor(b[2]))
+        exp = m(inputs_embeds=torch.tensor(emb), attention_mask=torch.tensor(b[1]),
+                decoder_input_ids=torch.tensor(b[2]))
     got = ours(inputs_embeds=emb, attention_mask=b[1], decoder_input_ids=b[2])
     assert_close(got.last_hidden_state, exp.last_hidden_state.numpy(), rtol=1e-5, what="inputs_embeds")
     ours.set_backend("native")
@@ -123,7 +125,8 @@ SINGLE = [
     # layers after it) attend without relative position bias, as upstream (T5-2)
     "prefix_tuning[leave_out=[0]]", "prefix_tuning[leave_out=[2, 3]]",
 ]
-REFT = ["loreft", "noreft[r=3, prefix_positions=2, suffix_positions=1]", "loreft[tied_weights=True, prefix_positions=1, suffix_positions=2, r=2]"]
+REFT = ["loreft", "noreft[r=3, prefix_positions=2, suffix_positions=1]",
+        "loreft[tied_weights=True, prefix_positions=1, suffix_positions=2, r=2]"]
 
 
 @pytest.mark.spec("T5-5")
