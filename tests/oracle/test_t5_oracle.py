@@ -236,11 +236,16 @@ def test_merged_lora_equals_unmerged(env):
     b = t5_batch(seed=5)
     exp = _torch_out(env.torch_model, b).last_hidden_state.numpy()
     env.ours.active_adapters = name
+    base = {k: v.copy() for k, v in env.ours.params.items()}
     env.ours.merge_adapter(name)
     try:
+        changed = [k for k in base if not np.array_equal(env.ours.params[k], base[k])]
+        assert any(".EncDecAttention.k." in k for k in changed) and any(".wi" in k for k in changed), changed
         assert_close(_ours_out(env.ours, b).last_hidden_state, exp, what="merged")
     finally:
         env.ours.reset_adapter()
+    for k, v in base.items():
+        np.testing.assert_array_equal(env.ours.params[k], v, err_msg=f"{k} after reset")
     assert_close(_ours_out(env.ours, b).last_hidden_state, exp, what="after reset")
 
 
