@@ -83,6 +83,11 @@ def test_default_decoder_inputs_and_encoder_outputs_reuse(model_type, tmp_path):
     assert_close(ours(attention_mask=mask, decoder_input_ids=dec, decoder_attention_mask=dmask,
                       encoder_outputs=t_enc.last_hidden_state.numpy()).last_hidden_state,
                  exp.last_hidden_state.numpy(), rtol=1e-5, what="encoder_outputs from transformers")
+    emb = np.random.default_rng(1).normal(0, 1, ids.shape + (m.config.d_model,)).astype(np.float32)
+    with torch.no_grad():
+        exp = m(inputs_embeds=torch.tensor(emb), attention_mask=torch.tensor(mask), decoder_input_ids=torch.tensor(dec))
+    compare_encdec(ours(inputs_embeds=emb, attention_mask=mask, decoder_input_ids=dec), exp, "inputs_embeds (unscaled)",
+                   rtol=1e-5)
 
 
 METHOD_CONFIGS = [
@@ -468,3 +473,43 @@ def test_bottleneck_beside_lora_in_batchsplit_and_parallel(block, tmp_path):
         env.torch_model.set_active_adapters(name)
         exp = torch_encdec(env.torch_model, ids[in_rows], mask[in_rows], dec[in_rows], dmask[in_rows])
         assert_close(got[ours_rows], exp.last_hidden_state.numpy(), what=f"{block}: rows of {name}")
+
+
+@pytest.mark.spec("ENCDEC-6")
+def test_parallel_classification_heads(tmp_path):
+    """Parallel(a, b) with a classification head per adapter: one output per head, each equal to upstream's
+    (decoder inputs shifted from input_ids; each head reads its channel's <eos> rows)."""
+    m, ours = _flex_pair("bart", str(tmp_path), lambda m: m.add_classification_head("a", num_labels=3))
+    m.add_adapter("b", config="seq_bn[mh_adapter=True, cross_adapter=True, reduction_factor=4]")
+    m.add_classification_head("b", num_labels=2)
+    perturb_adapter(m, "b", seed=9, scale=0.3)
+    m.eval()
+    m.save_adapter(os.path.join(str(tmp_path), "b"), "b")
+    ours.load_adapter(os.path.join(str(tmp_path), "b"))
+    m.set_active_adapters(ac.Parallel("a", "b"))
+    ours.active_adapters = ma.Parallel("a", "b")
+    ids, mask = _eos_batch(seed=3)
+    exp, got = torch_encdec(m, ids, mask), ours(ids, mask)
+    assert len(got) == len(exp) == 2
+    for i in range(2):
+        assert_close(got[i].logits, exp[i].logits.numpy(), what=f"head {i}")
+
+
+@pytest.mark.spec("ENCDEC-3")
+def test_reft_suffix_positions_count_encoder_tokens(tmp_path):
+    """ReFT's suffix positions come from the encoder's attention mask in both stacks (adapters' context.seqlens):
+    decoder rows at least as long as the encoder's agree with upstream; shorter ones fail in both (ours: ShapeError
+    naming the positions)."""
+    env = EncDecEnv("bart", str(tmp_path))
+    a = env.add(adapters.LoReftConfig(r=3, prefix_positions=1, suffix_positions=2))
+    env.torch_model.set_active_adapters(a)
+    env.ours.active_adapters = a
+    for S, T in ((9, 9), (9, 12)):
+        ids, mask, dec, dmask = encdec_batch(S=S, T=T, pad_side="right", seed=1)
+        compare_encdec(env.ours(ids, mask, dec, dmask), torch_encdec(env.torch_model, ids, mask, dec, dmask),
+                       f"reft S={S} T={T}")
+    ids, mask, dec, dmask = encdec_batch(S=9, T=6, pad_side="right", seed=1)
+    with pytest.raises(RuntimeError):
+        torch_encdec(env.torch_model, ids, mask, dec, dmask)
+    with pytest.raises(ma.ShapeError, match="suffix positions"):
+        env.ours(ids, mask, dec, dmask)
