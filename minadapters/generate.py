@@ -69,7 +69,11 @@ def _reft_active(model) -> bool:
 
 
 def lm_logits(model, hidden, W):
-    """hidden Wᵀ (+ the checkpoint's logits bias, BART's final_logits_bias). Spec: DEC-6, ENCDEC-5."""
+    """hidden Wᵀ (+ the checkpoint's logits bias, BART's final_logits_bias); a family's ``tied_lm_scale`` rescales
+    the state first when the projection is the tied embedding (T5). Spec: DEC-6, ENCDEC-5."""
+    scale = model.arch.tied_lm_scale
+    if scale is not None and getattr(model.config, "tie_word_embeddings", False):
+        hidden = hidden * np.asarray(scale(model.config), hidden.dtype)
     logits = model.ops.linear(hidden, W)
     return logits if model.lm_head_bias is None else logits + model.lm_head_bias
 

@@ -358,11 +358,8 @@ class ModelWithHeads(AdapterModel):
         used = self._used_heads(head)
         if not used:
             return base if return_dict else base.to_tuple()
-        hidden = base.last_hidden_state
+        hidden = self._head_input(base)
         cls = self._cls_rows(base, inputs.get("input_ids"), hidden.shape[0])     # sentence heads: unscaled states
-        scale = self.arch.head_scale(self.config) if self.arch.head_scale is not None else None
-        if scale is not None:           # T5 with tied embeddings: token-level heads read d_model^-0.5 · states
-            hidden = hidden * hidden.dtype.type(scale)
         inverse = self._lm_inverse()
         ws = None if word_starts is None else np.asarray(word_starts)
         if ws is not None and ws.ndim == 1:
@@ -455,6 +452,11 @@ class ModelWithHeads(AdapterModel):
             if n not in self.heads:
                 raise ValueError(f"Unknown head_name {n!r}; heads: {', '.join(map(repr, self.heads)) or 'none'}.")
         return names
+
+    def _head_input(self, base):
+        """The states the heads read: the base model's last hidden state (a family's AdapterModel class may
+        rescale it, as adapters' T5AdapterModel does for tied embeddings). Spec: HEAD-7."""
+        return base.last_hidden_state
 
     def _cls_rows(self, base, input_ids, rows):
         """The sequence representation per row: last non-padding token (decoders), else [CLS] / pooler (the
@@ -549,6 +551,22 @@ class PLBartAdapterModel(ModelWithHeads):
     head_types = ENCDEC_HEADS
 
 
+class T5AdapterModel(ModelWithHeads):
+    head_types = ENCDEC_HEADS
+
+    def _head_input(self, base):
+        """adapters' T5AdapterModel: with tied embeddings the heads read tied_lm_scale · states (d_model^-0.5); the
+        sentence heads' <eos> state stays unscaled (_cls_rows). Spec: T5-6."""
+        h = base.last_hidden_state
+        if not self.config.tie_word_embeddings:
+            return h
+        return h * np.asarray(self.arch.tied_lm_scale(self.config), h.dtype)
+
+
+class MT5AdapterModel(T5AdapterModel):
+    pass
+
+
 class GPT2AdapterModel(ModelWithHeads):
     head_types = DECODER_HEADS
 
@@ -560,7 +578,8 @@ class LlamaAdapterModel(ModelWithHeads):
 # model_type -> AdapterModel class (a family added later registers its class here).
 ADAPTER_MODEL_CLASSES = {"bert": BertAdapterModel, "roberta": RobertaAdapterModel,
                          "xlm-roberta": XLMRobertaAdapterModel, "gpt2": GPT2AdapterModel, "llama": LlamaAdapterModel,
-                         "bart": BartAdapterModel, "mbart": MBartAdapterModel, "plbart": PLBartAdapterModel}
+                         "bart": BartAdapterModel, "mbart": MBartAdapterModel, "plbart": PLBartAdapterModel,
+                         "t5": T5AdapterModel, "mt5": MT5AdapterModel}
 
 
 def adapter_model_class(model_type: str):

@@ -136,12 +136,12 @@ class Architecture:
     embed_key: str | None = None              # input embedding matrix (a tied LM head reads it)
     is_causal: bool = False                   # decoder-only: generate() and the KV cache apply
     invertible_base: str | None = None        # adapters' invertible_adapters_base_name ("encoder": BART, T5)
+    # config -> factor on the decoder state before a *tied* LM projection (T5: d_model ** -0.5); None: none
+    tied_lm_scale: Callable | None = None
     is_encoder_decoder: bool = False          # two stacks: seq2seq generate(), encoder_outputs reuse (ENCDEC-1)
     # positional order of __call__ (transformers' forward signature of the family's base model)
     call_order: tuple = ("input_ids", "attention_mask", "token_type_ids")
     pooler: tuple = ()                        # optional base weights kept when present (BERT's pooler)
-    # config -> factor on the decoder states before the prediction heads, or None (T5 tied: d_model ** -0.5)
-    head_scale: Callable | None = None
     # config -> {name: str} filled into "{name}" fields of hook paths (T5's FFN input: "wi", or "wi_1" when gated)
     hook_vars: Callable | None = None
     notes: Mapping = field(default_factory=dict)

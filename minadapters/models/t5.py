@@ -105,10 +105,10 @@ def hook_vars(cfg: T5Config) -> dict:
     return {"wi": ffn_input(cfg)}
 
 
-def head_scale(cfg: T5Config):
-    """T5AdapterModel with tied embeddings rescales the decoder states by d_model^-0.5 before its heads (Mesh
-    TensorFlow's tied softmax); untied: none. Spec: T5-6."""
-    return cfg.d_model ** -0.5 if cfg.tie_word_embeddings else None
+def tied_lm_scale(cfg: T5Config) -> float:
+    """d_model^-0.5: the factor on the decoder states before a tied LM projection (Mesh TensorFlow's tied softmax;
+    T5ForConditionalGeneration and T5AdapterModel's heads). Spec: T5-6."""
+    return cfg.d_model ** -0.5
 
 
 def normalize_keys(weights: dict, model_type: str) -> dict:
@@ -342,5 +342,5 @@ ARCHITECTURE = Architecture(
     inputs=frozenset({"input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask",
                       "encoder_outputs", "inputs_embeds", "past_key_values"}),
     methods=ALL_METHODS - {"prompt_tuning"},        # adapters 1.3.0: T5ModelAdaptersMixin.support_prompt_tuning = False
-    embed_key="shared.weight", hook_vars=hook_vars, head_scale=head_scale, invertible_base="encoder",
+    embed_key="shared.weight", hook_vars=hook_vars, tied_lm_scale=tied_lm_scale, invertible_base="encoder",
     is_encoder_decoder=True, call_order=("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask"))

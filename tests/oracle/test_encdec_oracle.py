@@ -513,3 +513,25 @@ def test_reft_suffix_positions_count_encoder_tokens(tmp_path):
         torch_encdec(env.torch_model, ids, mask, dec, dmask)
     with pytest.raises(ma.ShapeError, match="suffix positions"):
         env.ours(ids, mask, dec, dmask)
+
+
+@pytest.mark.spec("HEAD-8")
+def test_our_adapter_with_head_loads_into_upstream(tmp_path):
+    """An adapter + seq2seq_lm head saved by our BartAdapterModel loads into adapters' BartAdapterModel (keys under
+    its `model.` prefix, head config and weights) and gives the same logits."""
+    m = hf_encdec("bart", scale=0.2, cls=adapters.BartAdapterModel)
+    save_model(m, os.path.join(str(tmp_path), "model"))
+    relink_pool(m)
+    ours = ma.AutoAdapterModel.from_pretrained(os.path.join(str(tmp_path), "model"))
+    ours.add_adapter("mine", "prefix_tuning[prefix_length=3]|seq_bn[cross_adapter=True]")
+    ours.add_seq2seq_lm_head("mine")
+    rng = np.random.default_rng(4)
+    for _, (d, leaf) in ours.adapter_param_refs("mine").items():
+        d[leaf] = (d[leaf] + rng.normal(0, 0.1, d[leaf].shape)).astype(np.float32)
+    ours.set_active_adapters("mine")
+    ours.save_adapter(os.path.join(str(tmp_path), "mine"), "mine")
+    assert m.load_adapter(os.path.join(str(tmp_path), "mine"), set_active=True) == "mine"
+    m.eval()
+    ids, mask, dec, dmask = encdec_batch(seed=13)
+    assert_close(ours(ids, mask, dec, dmask).logits, torch_encdec(m, ids, mask, dec, dmask).logits.numpy(),
+                 what="our adapter + head in upstream")
