@@ -430,3 +430,29 @@ def test_summary_preset_counts_equal_adapters(preset):
     want = {r["name"]: r["#param"] for r in m.adapter_summary(as_dict=True)}
     got = {r["name"]: r["#param"] for r in ours.adapter_summary(as_dict=True)}
     assert got == want, f"{preset}: counts {got}, but should be {want}"
+
+
+@pytest.mark.spec("T5-2")
+@pytest.mark.spec("ENCDEC-4")
+def test_cached_decoder_steps_equal_the_full_forward(tmp_path):
+    """One decoder token at a time through our cache (encoder outputs reused, cross K/V once, the relative bias of
+    query position `past` over the prefixed keys) gives, at every step, upstream's full-sequence decoder state there;
+    with encoder / self / cross prefixes, a cross adapter and LoRA on both attentions stacked. 9 decoder tokens reach
+    the decoder's logarithmic buckets."""
+    from minadapters.models.encdec_common import EncDecCache
+    env = EncDecEnv("t5", str(tmp_path))
+    a = env.add(adapters.PrefixTuningConfig(prefix_length=3))
+    b = env.add(adapters.SeqBnConfig(mh_adapter=True, cross_adapter=True, reduction_factor=4))
+    c = env.add(adapters.LoRAConfig(r=2, attn_matrices=["q", "k", "v"], intermediate_lora=True))
+    env.torch_model.set_active_adapters(ac.Stack(a, b, c))
+    env.ours.active_adapters = ma.Stack(a, b, c)
+    ids, mask, dec, _ = encdec_batch(pad_side="left", seed=9, T=9, **T5_BATCH)
+    exp = torch_encdec(env.torch_model, ids, mask, dec).last_hidden_state.numpy()
+    cache = EncDecCache(env.ours.config.num_decoder_layers)
+    enc = None
+    for t in range(dec.shape[1]):
+        kw = dict(attention_mask=mask, decoder_input_ids=dec[:, t:t + 1], past_key_values=cache)
+        out = env.ours(ids, **kw) if enc is None else env.ours(encoder_outputs=enc, **kw)
+        enc = out.encoder_last_hidden_state
+        assert_close(out.last_hidden_state[:, 0], exp[:, t], what=f"cached step {t}")
+    assert cache.length == dec.shape[1] and all(kv is not None for kv in cache.cross)
