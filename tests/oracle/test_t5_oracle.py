@@ -456,3 +456,18 @@ def test_cached_decoder_steps_equal_the_full_forward(tmp_path):
         enc = out.encoder_last_hidden_state
         assert_close(out.last_hidden_state[:, 0], exp[:, t], what=f"cached step {t}")
     assert cache.length == dec.shape[1] and all(kv is not None for kv in cache.cross)
+
+
+@pytest.mark.spec("T5-6")
+@pytest.mark.parametrize("model_type,overrides", [("t5", {}), ("mt5", {})], ids=lambda c: str(c))
+def test_our_adapter_with_head_loads_into_upstream(model_type, overrides, tmp_path):
+    """An adapter with its seq2seq_lm head saved by us loads into adapters' T5/MT5AdapterModel (head files both
+    ways) and gives our logits there."""
+    m, ours = flex_pair(model_type, str(tmp_path), lambda m: m.add_seq2seq_lm_head("a"), **overrides)
+    d = str(tmp_path / "ours")
+    ours.save_adapter(d, "a")
+    m.load_adapter(d, load_as="back", set_active=True)
+    m.eval()
+    assert m.active_head == "back"
+    b = t5_batch(seed=6)
+    assert_close(_torch_out(m, b).logits.numpy(), _ours_out(ours, b).logits, what=f"{model_type} head round trip")
