@@ -535,3 +535,43 @@ def test_our_adapter_with_head_loads_into_upstream(tmp_path):
     ids, mask, dec, dmask = encdec_batch(seed=13)
     assert_close(ours(ids, mask, dec, dmask).logits, torch_encdec(m, ids, mask, dec, dmask).logits.numpy(),
                  what="our adapter + head in upstream")
+
+
+@pytest.mark.spec("API-3")
+@pytest.mark.parametrize("preset", ["facebook/bart-base", "facebook/mbart-large-cc25", "uclanlp/plbart-base"])
+def test_summary_presets_count_what_adapters_counts(preset):
+    """`minadapters summary --arch` presets of the BART family (config alone) count adapters' numbers on the real
+    shapes (meta device): cross adapters, prefixes of three locations, LoRA on both attentions, the base model."""
+    from minadapters.summary import ARCH_PRESETS
+    from minadapters.tiny import shell_model
+    raw = dict(ARCH_PRESETS[preset])
+    ours = shell_model(raw)
+    configs = [("l", "lora[r=8, intermediate_lora=True]"), ("b", "seq_bn[cross_adapter=True]"), ("i", "ia3"),
+               ("p", "prefix_tuning[prefix_length=20]")]
+    with torch.device("meta"):
+        m = transformers.AutoModel.from_config(transformers.AutoConfig.for_model(**raw))
+        adapters.init(m)
+        for name, config in configs:
+            m.add_adapter(name, config=config)
+            ours.add_adapter(name, config=config)
+    want = {r["name"]: r["#param"] for r in m.adapter_summary(as_dict=True)}
+    assert {r["name"]: r["#param"] for r in ours.adapter_summary(as_dict=True)} == want
+
+
+@pytest.mark.spec("FUSION-1")
+def test_fusion_files_from_upstream(tmp_path):
+    """A fusion over cross adapters saved by adapters (fusion layers at mh_adapter and cross_adapter locations of
+    the decoder, perturbed) loads into ours: same keys, same outputs."""
+    env = EncDecEnv("bart", str(tmp_path))
+    bn = adapters.SeqBnConfig(mh_adapter=True, cross_adapter=True, output_adapter=False, reduction_factor=4)
+    a, b = env.add(bn), env.add(bn)
+    env.torch_model.add_adapter_fusion([a, b])
+    perturb_adapter(env.torch_model, f"{a},{b}", seed=5)
+    env.torch_model.eval()
+    d = os.path.join(str(tmp_path), "fusion")
+    env.torch_model.save_adapter_fusion(d, [a, b])
+    assert env.ours.load_adapter_fusion(d) == f"{a},{b}"
+    keys = {k for k in env.torch_model.state_dict() if "adapter_fusion_layer" in k}
+    assert any(".cross_attention_adapters.adapter_fusion_layer." in k for k in keys)
+    assert set(env.ours.fusion_state_dict(f"{a},{b}")) == keys
+    env.compare(ac.Fuse(a, b), what="fusion from upstream's files")
