@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_summary)
     t = sub.add_parser("tiny-model", help="write a small random HF model directory (for trying things out)")
     t.add_argument("directory")
-    t.add_argument("--arch", default="bert", choices=["bert", "roberta", "bart"])
+    t.add_argument("--arch", default="bert", choices=["bert", "roberta", "bart", "t5", "mt5"])
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--adapter", default="seq_bn|lora[r=4]", help="config of a random demo adapter saved to "
                    "DIR/demo_adapter ('' for none)")

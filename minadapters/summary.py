@@ -102,6 +102,10 @@ ARCH_PRESETS = {
     "llama-2-7b": dict(model_type="llama", hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
                        num_key_value_heads=32, intermediate_size=11008, vocab_size=32000,
                        max_position_embeddings=4096, rms_norm_eps=1e-5),
+    "t5-base": dict(model_type="t5", d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12, vocab_size=32128,
+                    feed_forward_proj="relu", tie_word_embeddings=True),
+    "google/mt5-small": dict(model_type="mt5", d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_heads=6,
+                             vocab_size=250112, feed_forward_proj="gated-gelu", tie_word_embeddings=False),
 }
 
 

@@ -13,7 +13,7 @@ from .io.files import atomic_write_json
 from .io.safetensors_io import save_safetensors
 from .model import AdapterModel, AutoModel
 from .models import architecture
-from .models import bart, bert
+from .models import bart, bert, t5
 
 DEMO_INIT_STD = 0.05  # std of the random base weights (and of the LayerNorm gains around 1) of a tiny model
 TINY_MAX_TOKENS = 64  # longest input a tiny model takes
@@ -72,12 +72,41 @@ def write_tiny_bart(directory, seed: int = 0, hidden: int = 32, layers: int = 2,
     return directory
 
 
+def write_tiny_t5(directory, seed: int = 0, hidden: int = 32, layers: int = 2, heads: int = 4, ffn: int = 37,
+                  model_type: str = "t5") -> str:
+    """Create ``directory`` with a random T5 (ReLU FFN, tied) or MT5 (gated-GELU, untied LM head); d_kv = 6 so that
+    heads · d_kv ≠ d_model; <s>=0 the decoder start, <pad>=1, </s>=2 eos. Spec: T5-1 (``minadapters run``)."""
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    vocab = _tokenizer(directory, model_type)
+    raw = {"model_type": model_type, "architectures": ["T5ForConditionalGeneration" if model_type == "t5"
+                                                       else "MT5ForConditionalGeneration"],
+           "d_model": hidden, "d_kv": 6, "d_ff": ffn, "num_layers": layers, "num_decoder_layers": layers,
+           "num_heads": heads, "relative_attention_num_buckets": 16, "relative_attention_max_distance": 32,
+           "vocab_size": len(vocab), "feed_forward_proj": "relu" if model_type == "t5" else "gated-gelu",
+           "tie_word_embeddings": model_type == "t5", "pad_token_id": 1, "eos_token_id": 2,
+           "decoder_start_token_id": 0, "layer_norm_epsilon": 1e-6}
+    cfg = t5.T5Config.from_dict(raw)
+    shapes = dict(t5.expected_shapes(cfg))
+    if not cfg.tie_word_embeddings:
+        shapes["lm_head.weight"] = (cfg.vocab_size, hidden)
+    save_safetensors(os.path.join(directory, "model.safetensors"), _random_weights(shapes, seed, TINY_SEQ2SEQ_STD))
+    atomic_write_json(os.path.join(directory, "config.json"), raw)
+    # T5 has no position table; its tokenizers declare the length (t5-small: 512), which run truncates to
+    atomic_write_json(os.path.join(directory, "tokenizer_config.json"), {"model_max_length": TINY_MAX_TOKENS})
+    return directory
+
+
 def write_tiny_model(directory, model_type: str = "bert", seed: int = 0, hidden: int = 32, layers: int = 2,
                      heads: int = 4, ffn: int = 37) -> str:
-    """Create ``directory`` with a random ``model_type`` model (bert, roberta; bart: ``write_tiny_bart``); returns
+    """Create ``directory`` with a random ``model_type`` model (bert, roberta; bart, t5, mt5: ``write_tiny_bart``,
+    ``write_tiny_t5``); returns
     the directory path."""
     if model_type == "bart":
         return write_tiny_bart(directory, seed=seed, hidden=hidden, layers=layers, heads=heads, ffn=ffn)
+    if model_type in ("t5", "mt5"):
+        return write_tiny_t5(directory, seed=seed, hidden=hidden, layers=layers, heads=heads, ffn=ffn,
+                             model_type=model_type)
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     vocab = _tokenizer(directory, model_type)

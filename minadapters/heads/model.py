@@ -469,7 +469,7 @@ class ModelWithHeads(AdapterModel):
         if not used:
             return base if return_dict else base.to_tuple()
         hidden = self._head_input(base)
-        cls = self._cls_rows(base, inputs.get("input_ids"), hidden.shape[0])
+        cls = self._cls_rows(base, inputs.get("input_ids"), hidden.shape[0])     # sentence heads: unscaled states
         inverse = self._lm_inverse()
         ws = None if word_starts is None else np.asarray(word_starts)
         if ws is not None and ws.ndim == 1:
@@ -669,6 +669,22 @@ class PLBartAdapterModel(ModelWithHeads):
     head_types = ENCDEC_HEADS
 
 
+class T5AdapterModel(ModelWithHeads):
+    head_types = ENCDEC_HEADS
+
+    def _head_input(self, base):
+        """adapters' T5AdapterModel: with tied embeddings the heads read tied_lm_scale · states (d_model^-0.5); the
+        sentence heads' <eos> state stays unscaled (_cls_rows). Spec: T5-6."""
+        h = base.last_hidden_state
+        if not self.config.tie_word_embeddings:
+            return h
+        return h * np.asarray(self.arch.tied_lm_scale(self.config), h.dtype)
+
+
+class MT5AdapterModel(T5AdapterModel):
+    pass
+
+
 class GPT2AdapterModel(ModelWithHeads):
     head_types = DECODER_HEADS
 
@@ -681,7 +697,8 @@ class LlamaAdapterModel(ModelWithHeads):
 ADAPTER_MODEL_CLASSES = {"bert": BertAdapterModel, "roberta": RobertaAdapterModel,
                          "xlm-roberta": XLMRobertaAdapterModel, "gpt2": GPT2AdapterModel, "llama": LlamaAdapterModel,
                          "deberta": DebertaAdapterModel, "deberta-v2": DebertaV2AdapterModel,
-                         "bart": BartAdapterModel, "mbart": MBartAdapterModel, "plbart": PLBartAdapterModel}
+                         "bart": BartAdapterModel, "mbart": MBartAdapterModel, "plbart": PLBartAdapterModel,
+                         "t5": T5AdapterModel, "mt5": MT5AdapterModel}
 
 
 def adapter_model_class(model_type: str):

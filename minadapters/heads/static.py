@@ -86,6 +86,12 @@ STATIC_HEADS = {
     # adapters maps only lm_head: the converted head drops BART's final_logits_bias (spec ENCDEC-6)
     **{f"{p}ForConditionalGeneration": ({"head_type": "seq2seq_lm"}, ("lm_head",))
        for p in ("Bart", "MBart", "PLBart")},
+    # T5 / MT5 (adapters' STATIC_TO_FLEX_HEAD_MAP); a tied T5 projection is the shared embedding
+    **{f"{p}ForConditionalGeneration": ({"head_type": "seq2seq_lm"}, ("lm_head",)) for p in ("T5", "MT5")},
+    **{f"{p}ForSequenceClassification": ({"head_type": "classification", "layers": 2, "activation_function": "tanh"},
+                                         (None, "classification_head.dense", None, None,
+                                          "classification_head.out_proj")) for p in ("T5", "MT5")},
+    **{f"{p}ForQuestionAnswering": (_QA, (None, "qa_outputs")) for p in ("T5", "MT5")},
 }
 
 

@@ -153,6 +153,8 @@ class Architecture:
     # positional order of __call__ (transformers' forward signature of the family's base model)
     call_order: tuple = ("input_ids", "attention_mask", "token_type_ids")
     pooler: tuple = ()                        # optional base weights kept when present (BERT's pooler)
+    # config -> {name: str} filled into "{name}" fields of hook paths (T5's FFN input: "wi", or "wi_1" when gated)
+    hook_vars: Callable | None = None
     notes: Mapping = field(default_factory=dict)
     training: Training | None = None          # explicit backward (spec/training.md); None: training is refused
 
@@ -184,8 +186,9 @@ class Architecture:
     def method_layer_keys(self, config):
         """(LayerKey, state-dict path of the hooked module, path of its base weights) for every declared hook
         of every layer. Spec: ARCH-1. (Unsupported methods are refused when an adapter is added.)"""
+        names = self.hook_vars(config) if self.hook_vars is not None else {}
         for s in self.stacks:
-            hooks = s.hooks()
+            hooks = {hook: sub.format(**names) for hook, sub in s.hooks().items()}
             for i in range(self.num_layers(config, s)):
                 for hook, sub in hooks.items():
                     yield (LayerKey(s.name, i, KIND_OF_HOOK[hook], hook), f"{s.layer_path(i)}.{sub}",

@@ -269,7 +269,7 @@ def _edit_config(model_dir, **changes):
     (dict(num_key_value_heads=1e-300), ConfigTypeError, "num_key_value_heads must be an integer"),
     (dict(rope_theta=0), ConfigError, "rope_theta=0"),
     (dict(model_type=["bert"]), ConfigError, "must be a string"),
-    (dict(model_type="t5"), ConfigError, "not supported"),
+    (dict(model_type="whisper"), ConfigError, "not supported"),
     (dict(position_embedding_type="relative_key"), ConfigError, "position_embedding_type"),
 ])
 def test_model_config_sanity(model_dir, changes, exc, match):

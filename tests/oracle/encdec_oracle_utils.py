@@ -24,6 +24,12 @@ VOCAB = 101
 BART_SIZES = dict(d_model=36, encoder_layers=2, decoder_layers=3, encoder_attention_heads=4, decoder_attention_heads=4,
                   encoder_ffn_dim=37, decoder_ffn_dim=41, vocab_size=VOCAB, max_position_embeddings=40,
                   pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None)
+# T5 / MT5: d_kv · heads = 35 ≠ d_model 36, FFN 37, 2 encoder / 3 decoder layers; 8 buckets with max distance 20, so
+# T5_BATCH's 23 encoder tokens reach the logarithmic buckets
+T5_SIZES = dict(vocab_size=VOCAB, d_model=36, d_kv=7, d_ff=37, num_layers=2, num_decoder_layers=3, num_heads=5,
+                relative_attention_num_buckets=8, relative_attention_max_distance=20, dropout_rate=0.0,
+                pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+T5_BATCH = dict(S=23, pad=0)                     # encdec_batch arguments for T5 (pad id 0)
 
 
 def _config(model_type, overrides):
@@ -32,6 +38,10 @@ def _config(model_type, overrides):
     if model_type in ("bart", "mbart", "plbart"):
         prefix = {"bart": "Bart", "mbart": "MBart", "plbart": "PLBart"}[model_type]
         cfg = getattr(t, prefix + "Config")(**dict(BART_SIZES, **overrides), attn_implementation="eager")
+        return cfg, getattr(t, prefix + "Model"), getattr(t, prefix + "ForConditionalGeneration")
+    if model_type in ("t5", "mt5"):
+        prefix = {"t5": "T5", "mt5": "MT5"}[model_type]
+        cfg = getattr(t, prefix + "Config")(**dict(T5_SIZES, **overrides), attn_implementation="eager")
         return cfg, getattr(t, prefix + "Model"), getattr(t, prefix + "ForConditionalGeneration")
     raise ValueError(f"no tiny config for {model_type!r}; add it to encdec_oracle_utils._config")
 
@@ -114,8 +124,9 @@ class EncDecEnv:
     """One upstream encoder-decoder + ours loaded from its saved weights; ``add`` adds a perturbed adapter upstream,
     saves it and loads the file into ours; ``compare`` runs both with a setup on padded batches."""
 
-    def __init__(self, model_type, tmp, **overrides):
+    def __init__(self, model_type, tmp, batch_kw=None, **overrides):
         self.model_type, self.tmp, self.n = model_type, tmp, 0
+        self.batch_kw = dict(T5_BATCH if model_type in ("t5", "mt5") else {}, **(batch_kw or {}))
         self.torch_model = hf_encdec(model_type, **overrides)
         save_model(self.torch_model, os.path.join(tmp, "model"))
         relink_pool(self.torch_model)
@@ -137,8 +148,33 @@ class EncDecEnv:
         self.torch_model.set_active_adapters(theirs)
         self.ours.active_adapters = ours_block(theirs) if ours is None else ours
         for side in sides:
-            ids, mask, dec, dmask = encdec_batch(B=B, seed=self.n + len(side), pad_side=side)
+            ids, mask, dec, dmask = encdec_batch(B=B, seed=self.n + len(side), pad_side=side, **self.batch_kw)
             dmask = dmask if decoder_mask else None
             got = self.ours(ids, mask, dec, dmask)
             compare_encdec(got, torch_encdec(self.torch_model, ids, mask, dec, dmask), f"{self.model_type} {what} "
                            f"{side}", rtol=rtol)
+
+
+ADAPTER_MODEL_CLASSES = {"bart": "BartAdapterModel", "mbart": "MBartAdapterModel", "plbart": "PLBartAdapterModel",
+                         "t5": "T5AdapterModel", "mt5": "MT5AdapterModel"}
+
+
+def flex_pair(model_type, tmp, head_fn, adapter="seq_bn[mh_adapter=True, cross_adapter=True, reduction_factor=4]",
+              **overrides):
+    """adapters' <X>AdapterModel with adapter "a" and a head named "a" (added by ``head_fn``), perturbed; ours from
+    the saved model and the adapter directory (with its head), via AutoAdapterModel."""
+    cls_name = ADAPTER_MODEL_CLASSES[model_type]
+    m = hf_encdec(model_type, scale=0.2, cls=getattr(adapters, cls_name), **overrides)
+    save_model(m, os.path.join(tmp, "model"))
+    relink_pool(m)
+    m.add_adapter("a", config=adapter)
+    head_fn(m)
+    perturb_adapter(m, "a", scale=0.3)
+    m.set_active_adapters("a")
+    m.eval()
+    m.save_adapter(os.path.join(tmp, "a"), "a")
+    ours = ma.AutoAdapterModel.from_pretrained(os.path.join(tmp, "model"))
+    assert type(ours).__name__ == cls_name
+    ours.load_adapter(os.path.join(tmp, "a"), set_active=True)
+    assert ours.active_head == "a"
+    return m, ours
