@@ -21,6 +21,8 @@ def lm_head_weight(model):
     if not (model.arch.is_causal or model.arch.is_encoder_decoder):
         raise ConfigError(f"generate(): model_type={model.model_type!r} is not a decoder model (nor an "
                           "encoder-decoder); it cannot generate.")
+    if model.arch.lm_logits is not None:
+        return None                  # the family's own LM head (lm_logits)
     if getattr(model.config, "tie_word_embeddings", False):
         return model.params[key]
     if model.lm_head_weight is None:
@@ -71,6 +73,8 @@ def _reft_active(model) -> bool:
 def lm_logits(model, hidden, W):
     """hidden Wᵀ (+ the checkpoint's logits bias, BART's final_logits_bias); a family's ``tied_lm_scale`` rescales
     the state first when the projection is the tied embedding (T5). Spec: DEC-6, ENCDEC-5."""
+    if model.arch.lm_logits is not None:
+        return model.arch.lm_logits(model.params, model.config, model.ops, hidden)
     scale = model.arch.tied_lm_scale
     if scale is not None and getattr(model.config, "tie_word_embeddings", False):
         hidden = hidden * np.asarray(scale(model.config), hidden.dtype)

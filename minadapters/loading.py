@@ -163,7 +163,7 @@ def load_adapter(model, path, *, load_as=None, leave_out=None, set_active=False,
         prefix = model.arch.base_model_prefix[model.model_type]
         renamed = {}
         for k, v in weights.items():
-            if any(m in k for m in ALIAS_MARKERS):
+            if any(m in k for m in ALIAS_MARKERS) or k.startswith(model.arch.saved_aliases):
                 continue
             renamed[_rename_key(k, saved["name"], name, prefix)] = v
         missing_ok = _missing_ok(model, renamed, name)

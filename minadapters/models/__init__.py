@@ -6,11 +6,12 @@ Each family module declares one ``Architecture`` record (models/base.py); ``REGI
 from __future__ import annotations
 
 from ..errors import ConfigError
-from . import albert, bart, bert, bert_generation, distilbert, electra, gpt2, llama, llama_like, t5
+from . import albert, bart, bert, bert_generation, distilbert, electra, encoder_decoder, gpt2, llama, llama_like, t5
 from .base import Architecture, LayerKey, LayerStack, ParamView
 
 FAMILIES = (albert.ARCHITECTURE, bart.ARCHITECTURE, bert.ARCHITECTURE, bert_generation.ARCHITECTURE, distilbert.ARCHITECTURE, electra.ARCHITECTURE,
             gpt2.ARCHITECTURE, llama.ARCHITECTURE, t5.ARCHITECTURE,
+            encoder_decoder.ARCHITECTURE,
             *llama_like.ARCHITECTURES)
 
 
