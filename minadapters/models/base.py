@@ -160,8 +160,9 @@ class Architecture:
     # (params, config, ops, decoder state) -> logits: the family's own LM head for generate (BERT2BERT's
     # cls.predictions); None: a projection on embed_key / lm_head.weight (generate.lm_logits)
     lm_logits: Callable | None = None
-    # key prefixes adapters saves as copies of modules saved elsewhere too (EncoderDecoderModel's invertible adapter
-    # aliases); dropped when a file is loaded
+    # (key prefix, canonical prefix or None) pairs: adapters saves some modules under several paths
+    # (EncoderDecoderModel's invertible adapter and shared PHM parameters, once per submodel); on load a key with
+    # the prefix is renamed to the canonical prefix, or dropped (None)
     saved_aliases: tuple = ()
     notes: Mapping = field(default_factory=dict)
 

@@ -57,6 +57,8 @@ def _config(model_type, overrides):
         dec = t.BertConfig(**common, **sizes["decoder"], is_decoder=True, add_cross_attention=True)
         cfg = t.EncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
         cfg.pad_token_id, cfg.decoder_start_token_id = sizes["pad_token_id"], sizes["decoder_start_token_id"]
+        for c in (cfg, cfg.encoder, cfg.decoder):      # from_encoder_decoder_configs drops the submodels' choice
+            c._attn_implementation = "eager"
         return cfg, t.EncoderDecoderModel, t.EncoderDecoderModel
     raise ValueError(f"no tiny config for {model_type!r}; add it to encdec_oracle_utils._config")
 
