@@ -18,7 +18,8 @@ from ..errors import ConfigError, ShapeError
 from ..validation import check_model_config
 from . import bert
 from . import encdec_common as ed
-from .base import ALL_BLOCKS, ALL_METHODS, Architecture, LayerStack, ParamView, layer_views
+from .base import ALL_METHODS, Architecture, LayerStack, ParamView, layer_views
+from .llama_like import blocks_for
 
 MODEL_TYPES = ("encoder-decoder",)
 ENCODER, DECODER = "encoder", "decoder"
@@ -204,7 +205,7 @@ ARCHITECTURE = Architecture(
     inputs=frozenset({"input_ids", "attention_mask", "token_type_ids", "inputs_embeds", "decoder_input_ids",
                       "decoder_attention_mask", "encoder_outputs", "past_key_values"}),
     methods=ALL_METHODS - {"prompt_tuning"},   # adapters: EncoderDecoderModelAdaptersMixin.support_prompt_tuning = False
-    blocks=ALL_BLOCKS - {"Parallel"},          # adapters' SUPPORTED_MODELS[Parallel] lacks "encoder-decoder"
+    blocks=blocks_for(MODEL_TYPES),            # adapters' SUPPORTED_MODELS restricts one block, without this type
     embed_key=f"{ENC_BASE}.embeddings.word_embeddings.weight", invertible_base="encoder", is_encoder_decoder=True,
     call_order=("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask"),
     pooler=(f"{ENC_BASE}.pooler.dense.weight", f"{ENC_BASE}.pooler.dense.bias"), lm_logits=lm_logits,
