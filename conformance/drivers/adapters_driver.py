@@ -26,7 +26,7 @@ class AdaptersDriver:
         methods = ("bottleneck", "compacter", "invertible", "lora", "ia3", "vera", "dora", "dvora", "mtl_lora",
                    "prefix_tuning", "prompt_tuning", "reft", "union", "mam", "unipelt")
         self.capabilities = frozenset(
-            {"arch:bert", "arch:roberta", "arch:gpt2", "arch:llama", "io:save", "io:load", "op:merge", "op:reset",
+            {"arch:bert", "arch:roberta", "arch:gpt2", "arch:llama", "arch:bart", "arch:t5", "io:save", "io:load", "op:merge", "op:reset",
              "op:eject", "op:fusion", "op:task_ids", "config:strings", "op:heads",
              # known upstream crashes (bare BertModel): Parallel over LoRA-family adapters does not replicate the
              # attention mask / unadapted projections -> RuntimeError
@@ -86,6 +86,8 @@ class AdaptersDriver:
         t = self._torch
         if "task_ids" in kw and not isinstance(kw["task_ids"], list):
             kw["task_ids"] = t.tensor(np.asarray(kw["task_ids"]))
+        if model.config.is_encoder_decoder and "decoder_input_ids" not in kw:
+            kw["decoder_input_ids"] = t.tensor(np.asarray(input_ids))     # protocol: the decoder reads the same tokens
         with t.no_grad():
             out = model(input_ids=t.tensor(np.asarray(input_ids)), attention_mask=t.tensor(np.asarray(attention_mask)),
                         **kw)

@@ -30,6 +30,8 @@ METHOD_MODULES = {
     "method:reft": "minadapters.methods.reft",
     "arch:gpt2": "minadapters.models.gpt2",
     "arch:llama": "minadapters.models.llama",
+    "arch:bart": "minadapters.models.bart",
+    "arch:t5": "minadapters.models.t5",
 }
 BLOCKS = ("Stack", "Fuse", "Split", "BatchSplit", "Parallel", "MultiTask", "Average")
 
@@ -93,6 +95,8 @@ class MinadaptersDriver:
         model.set_active_adapters(None if setup is None else composition_from_dict(setup))
 
     def forward(self, model, input_ids, attention_mask, **kw):
+        if model.arch.is_encoder_decoder:         # protocol: the decoder reads the same tokens (README)
+            kw.setdefault("decoder_input_ids", input_ids)
         return np.asarray(model(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state)
 
     def save_adapter(self, model, name, directory):
