@@ -27,6 +27,9 @@ from .base import AdapterModule, ComposableLayer, MethodObject, match_config
 
 
 
+DEFAULT_POOL = "prefix_tuning"         # a bare model's pool (LayerStack.prefix_pool's default)
+
+
 def _seeded(cfg, model, salt: int):
     """The config's seeded generator (distinct per ``salt``), else the model's generator."""
     seed = cfg.get("init_weights_seed")
@@ -50,8 +53,8 @@ class PrefixTuningPool(MethodObject):
         return False            # the networks are built in confirm_adapter, once the layers are counted
 
     def indicate(self, name: str, location_key) -> int:
-        """Count one more layer holding ``name`` at ``location_key`` (a (pool path, location) pair); return its rank
-        (prefix id)."""
+        """Count one more layer holding ``name`` at ``location_key`` (a pool slot, PrefixTuningLayer.pool_slot);
+        return its rank (prefix id)."""
         locs = self.counts.setdefault(name, {})
         locs[location_key] = locs.get(location_key, 0) + 1
         return locs[location_key] - 1
@@ -87,7 +90,9 @@ class PrefixTuningPool(MethodObject):
         self.groups.pop(name, None)
 
     def param_refs(self, name):
-        for (pool, loc), mod in self.groups.get(name, {}).items():
+        for slot, mod in self.groups.get(name, {}).items():
+            pool, _, loc = slot.rpartition("/")
+            pool = pool or DEFAULT_POOL
             for leaf in mod.params:
                 yield f"{pool}.prefix_tunings.{name}.{loc}.{leaf}", mod.params, leaf
 
@@ -170,10 +175,12 @@ class PrefixTuningLayer(ComposableLayer):
         return self.model.model_level["prefix_pool"]
 
     @property
-    def pool_slot(self) -> tuple:
-        """(state-dict path of the pool, location key): one prefix network per slot (EncoderDecoderModel's
-        submodels each have their own pool, so the encoder's and the decoder's self_prefix are distinct)."""
-        return (self.stack_record.prefix_pool, self.location_key)
+    def pool_slot(self) -> str:
+        """The location key, prefixed by ``<pool path>/`` when the stack's pool is not the model's own
+        ``prefix_tuning``: one prefix network per slot (EncoderDecoderModel's submodels each have their own pool,
+        so the encoder's and the decoder's self_prefix are distinct networks)."""
+        pool = self.stack_record.prefix_pool
+        return self.location_key if pool == DEFAULT_POOL else f"{pool}/{self.location_key}"
 
     def add_adapter(self, name, config) -> bool:
         """Only ``encoder_*`` / ``cross_*`` locations have a config flag; ``self_prefix`` always matches."""
