@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import numpy as np
 from hypothesis import strategies as st
 
-from .tinymodels import ARCHS, DECODERS, ENCODERS, PRE_LN, SIZES
+from .tinymodels import ARCHS, ENCODER_DECODERS, ENCODERS, PRE_LN, SIZES
 
 D, L = SIZES["hidden_size"], SIZES["num_hidden_layers"]
 ACTIVATIONS = ["relu", "swish", "gelu", "gelu_new", "tanh", "sigmoid", "quick_gelu", "relu6", "leakyrelu", "mish"]
@@ -285,8 +285,8 @@ class MethodEntry:
 
 
 # blocks run the first adapter's pre_forward and the last one's post_forward for all children (COMP-*)
-_BN_SHARED = ("mh_adapter", "output_adapter", "original_ln_before", "original_ln_after", "residual_before_ln",
-              "is_parallel")
+_BN_SHARED = ("mh_adapter", "output_adapter", "cross_adapter", "original_ln_before", "original_ln_after",
+              "residual_before_ln", "is_parallel")
 _LORA_LOC = ("selfattn_lora", "intermediate_lora", "output_lora", "attn_matrices")
 def _lora_composable(c):
     """Trees over LoRAs: chained Stacks need in == out (q/k/v only); Parallel on BERT needs q, k and v all
@@ -330,10 +330,14 @@ def _union_composable(c):
 
 
 def _bn_fit(c, arch, tree):
-    """Pre-LN models (the decoders, T5) have no LayerNorm after the sub-layer: residual_before_ln="post_add" cannot apply there
-    (upstream UnboundLocalError, ours ValueError: BN-2), so it becomes True."""
+    """Pre-LN models (the decoders, T5) have no LayerNorm after the sub-layer: residual_before_ln="post_add" cannot
+    apply there (upstream UnboundLocalError, ours ValueError: BN-2), so it becomes True. Encoder-decoders also get a
+    cross adapter wherever the draw put an mh_adapter (no extra draw, so other architectures' examples are
+    unchanged)."""
     if arch in PRE_LN and c.get("residual_before_ln") == "post_add":
-        return dict(c, residual_before_ln=True)
+        c = dict(c, residual_before_ln=True)
+    if arch in ENCODER_DECODERS and "mh_adapter" in c:
+        c = dict(c, cross_adapter=bool(c["mh_adapter"]))
     return c
 
 

@@ -5,15 +5,21 @@ The suite needs a base model that every driver can load: ``config.json`` plus ``
 deliberately awkward (hidden 20 with 4 heads of 5, FFN 37, vocab 53, two layers) so layout bugs show.
 Weights are float32 draws from a seeded generator, including non-zero biases and LayerNorm affine parts.
 
-Encoder-decoders (transformers' ``BartModel`` / ``T5Model``, eager attention): hidden 20, 4 heads, encoder 2 layers and
-decoder 3 (adapters numbers the decoder's layers after the encoder's); BART post-LN with FFN 37 / 29; T5 with
-d_kv 5, gated-gelu FFN 37, 8 relative buckets of max distance 6, untied. Their batches are padded on the right;
-the drivers run the decoder over the same tokens (``decoder_input_ids = input_ids``, no decoder mask).
-
 Decoders (transformers' ``GPT2Model`` / ``LlamaModel``, loaded with ``attn_implementation="eager"``):
 GPT-2 keeps hidden 20 / 4 heads / FFN 37 and stores its Conv1D weights ``(in, out)`` as the checkpoints do;
 LLaMA has hidden 24 with 4 query heads and 2 key-value heads of 6 (GQA; RoPE needs an even head size),
 SwiGLU FFN 37. Decoder batches are padded on the left or the right (``pad_side``).
+
+Encoder-decoders (transformers' ``BartModel``): hidden 20, 4 heads, FFN 37 / 29 (encoder / decoder), 2 encoder layers
+and 1 decoder layer (adapters numbers it 2; one decoder layer keeps the float32 error of the 3 layers plus
+cross-attention within the differential tolerance). The suite hands them ``input_ids`` only: the decoder
+reads them shifted right (``decoder_start_token_id`` first), and the output is the decoder's states (B, T, D).
+Their batches are right-padded (learned positions count padding).
+T5 (``T5Model``): hidden 20, 4 heads of d_kv 5 (heads·d_kv = d_model, so LoRA Stacks can chain deltas; the oracle
+tests cover d_kv != d_model / heads), gated-gelu FFN 37, 8 relative buckets of
+max distance 6 (the drawn batches reach the logarithmic buckets), 2 encoder layers and 1 decoder layer, untied; the
+drivers shift input_ids right for the decoder as BART does (adapters' bare T5Model needs them passed: the adapters
+driver passes ``model._shift_right(input_ids)``; T5AdapterModel and minadapters shift by themselves).
 """
 from __future__ import annotations
 
@@ -28,14 +34,10 @@ SIZES = dict(hidden_size=20, num_hidden_layers=2, num_attention_heads=4, interme
 ARCHS = ("bert", "roberta", "gpt2", "llama", "bart", "t5")
 ENCODERS = ("bert", "roberta")
 DECODERS = ("gpt2", "llama")
-ENCDECS = ("bart", "t5")
-PRE_LN = ("gpt2", "llama", "t5")   # no LayerNorm after a sub-layer (residual_before_ln="post_add" cannot apply)            # encoder-decoders: the decoder reads the same tokens (README "Encoder-decoders")
+ENCODER_DECODERS = ("bart", "t5")
+PRE_LN = ("gpt2", "llama", "t5")    # no LayerNorm after a sub-layer: residual_before_ln="post_add" cannot apply
 PAD_ID = {"bert": 0, "roberta": 1, "gpt2": 0, "llama": 0, "bart": 1, "t5": 0}
 LLAMA_SIZES = dict(SIZES, hidden_size=24, num_key_value_heads=2)
-# encoder 2 layers, decoder 3 (adapters numbers the decoder's layers 2, 3, 4); BART FFN 37 / 29; T5 gated-gelu FFN
-# 37, 8 relative buckets with max distance 6 (the drawn batches reach the logarithmic buckets)
-ENCDEC_LAYERS = dict(encoder=2, decoder=3)
-T5_REL = dict(relative_attention_num_buckets=8, relative_attention_max_distance=6)
 
 
 def write_safetensors(path: str, tensors: dict) -> None:
@@ -64,8 +66,10 @@ def hf_config(arch: str) -> dict:
     """transformers-compatible config.json for a tiny model of ``arch``."""
     if arch in DECODERS:
         return _decoder_config(arch)
-    if arch in ENCDECS:
-        return _encdec_config(arch)
+    if arch == "bart":
+        return _bart_config()
+    if arch == "t5":
+        return _t5_config()
     s = dict(SIZES)
     cls = {"bert": "BertModel", "roberta": "RobertaModel"}[arch]
     cfg = {"architectures": [cls], "model_type": arch, "hidden_act": "gelu", "layer_norm_eps": 1e-12,
@@ -75,74 +79,6 @@ def hf_config(arch: str) -> dict:
     if arch == "roberta":
         cfg.update(bos_token_id=0, eos_token_id=2, max_position_embeddings=s["max_position_embeddings"] + 2)
     return cfg
-
-
-def _encdec_config(arch: str) -> dict:
-    """BART (post-LN, learned positions with offset 2) or T5 (RMS norm, relative buckets, gated-gelu, untied)."""
-    s, n = dict(SIZES), ENCDEC_LAYERS
-    common = {"torch_dtype": "float32", "_attn_implementation": "eager", "pad_token_id": PAD_ID[arch],
-              "vocab_size": s["vocab_size"], "is_encoder_decoder": True, "use_cache": False}
-    if arch == "bart":
-        return {"architectures": ["BartModel"], "model_type": "bart", "d_model": s["hidden_size"],
-                "encoder_layers": n["encoder"], "decoder_layers": n["decoder"],
-                "encoder_attention_heads": s["num_attention_heads"], "decoder_attention_heads": s["num_attention_heads"],
-                "encoder_ffn_dim": s["intermediate_size"], "decoder_ffn_dim": 29,
-                "max_position_embeddings": s["max_position_embeddings"], "activation_function": "gelu",
-                "scale_embedding": False, "bos_token_id": 0, "eos_token_id": 2, "decoder_start_token_id": 2,
-                "forced_eos_token_id": None, "dropout": 0.1, "attention_dropout": 0.0, "activation_dropout": 0.0,
-                "init_std": 0.02, **common}
-    return {"architectures": ["T5Model"], "model_type": "t5", "d_model": s["hidden_size"],
-            "d_kv": s["hidden_size"] // s["num_attention_heads"], "num_heads": s["num_attention_heads"],
-            "d_ff": s["intermediate_size"], "num_layers": n["encoder"], "num_decoder_layers": n["decoder"],
-            "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False, "layer_norm_epsilon": 1e-6,
-            "dropout_rate": 0.1, "eos_token_id": 1, "decoder_start_token_id": 0, "initializer_factor": 1.0,
-            **T5_REL, **common}
-
-
-def _bart_weights(cfg: dict, nrm) -> dict:
-    """BART base weights (shared embeddings, positions with 2 extra rows, layernorm_embedding, q/k/v/out_proj,
-    the decoder's encoder_attn, fc1/fc2, every LayerNorm affine)."""
-    D, V, P = cfg["d_model"], cfg["vocab_size"], cfg["max_position_embeddings"] + 2
-    ln = lambda: (1 + nrm(D, s=0.1), nrm(D, s=0.1))  # noqa: E731
-    w = {"shared.weight": nrm(V, D, s=1.0)}
-    for stack, L, F in (("encoder", cfg["encoder_layers"], cfg["encoder_ffn_dim"]),
-                        ("decoder", cfg["decoder_layers"], cfg["decoder_ffn_dim"])):
-        w[f"{stack}.embed_positions.weight"] = nrm(P, D, s=0.5)
-        w[f"{stack}.layernorm_embedding.weight"], w[f"{stack}.layernorm_embedding.bias"] = ln()
-        attns = ("self_attn",) + (("encoder_attn",) if stack == "decoder" else ())
-        for i in range(L):
-            p = f"{stack}.layers.{i}."
-            lin = {"fc1": (F, D), "fc2": (D, F)}
-            lin.update({f"{a}.{m}_proj": (D, D) for a in attns for m in ("q", "k", "v", "out")})
-            for name, (o, k) in lin.items():
-                w[p + name + ".weight"], w[p + name + ".bias"] = nrm(o, k, s=1.0 / np.sqrt(k)), nrm(o, s=0.1)
-            for lname in [f"{a}_layer_norm" for a in attns] + ["final_layer_norm"]:
-                w[p + lname + ".weight"], w[p + lname + ".bias"] = ln()
-    return w
-
-
-def _t5_weights(cfg: dict, nrm) -> dict:
-    """T5 base weights (no biases): shared embeddings, per block q/k/v/o (the first block's relative attention
-    table), the decoder's EncDecAttention, gated wi_0/wi_1/wo, RMS norm scales; an untied lm_head is not base."""
-    D, V, N, Dh, F = cfg["d_model"], cfg["vocab_size"], cfg["num_heads"], cfg["d_kv"], cfg["d_ff"]
-    w = {"shared.weight": nrm(V, D, s=1.0)}
-    for stack, L in (("encoder", cfg["num_layers"]), ("decoder", cfg["num_decoder_layers"])):
-        w[f"{stack}.final_layer_norm.weight"] = 1 + nrm(D, s=0.1)
-        attns = ("SelfAttention",) + (("EncDecAttention",) if stack == "decoder" else ())
-        for i in range(L):
-            p = f"{stack}.block.{i}.layer."
-            for j, a in enumerate(attns):
-                for m, (o, k) in {"q": (N * Dh, D), "k": (N * Dh, D), "v": (N * Dh, D), "o": (D, N * Dh)}.items():
-                    w[f"{p}{j}.{a}.{m}.weight"] = nrm(o, k, s=1.0 / np.sqrt(k))
-                w[f"{p}{j}.layer_norm.weight"] = 1 + nrm(D, s=0.1)
-            if i == 0:
-                w[f"{p}0.SelfAttention.relative_attention_bias.weight"] = nrm(cfg["relative_attention_num_buckets"], N,
-                                                                              s=1.0)
-            j = len(attns)
-            for m, (o, k) in {"wi_0": (F, D), "wi_1": (F, D), "wo": (D, F)}.items():
-                w[f"{p}{j}.DenseReluDense.{m}.weight"] = nrm(o, k, s=1.0 / np.sqrt(k))
-            w[f"{p}{j}.layer_norm.weight"] = 1 + nrm(D, s=0.1)
-    return w
 
 
 def _decoder_config(arch: str) -> dict:
@@ -162,6 +98,75 @@ def _decoder_config(arch: str) -> dict:
             "max_position_embeddings": s["max_position_embeddings"], "hidden_act": "silu", "rms_norm_eps": 1e-6,
             "rope_theta": 10000.0, "rope_scaling": None, "attention_bias": False, "mlp_bias": False,
             "attention_dropout": 0.0, "tie_word_embeddings": False, "use_cache": False, **common}
+
+
+def _bart_config() -> dict:
+    s = dict(SIZES)
+    return {"architectures": ["BartModel"], "model_type": "bart", "d_model": s["hidden_size"],
+            "encoder_layers": s["num_hidden_layers"], "decoder_layers": 1, "encoder_attention_heads": 4,
+            "decoder_attention_heads": 4, "encoder_ffn_dim": s["intermediate_size"], "decoder_ffn_dim": 29,
+            "vocab_size": s["vocab_size"], "max_position_embeddings": s["max_position_embeddings"],
+            "activation_function": "gelu", "scale_embedding": False, "pad_token_id": PAD_ID["bart"],
+            "bos_token_id": 0, "eos_token_id": 2, "decoder_start_token_id": 2, "forced_eos_token_id": 2,
+            "torch_dtype": "float32", "_attn_implementation": "eager", "use_cache": False, "init_std": 0.02}
+
+
+def _bart_weights(cfg: dict, nrm) -> dict:
+    """BartModel base weights: shared embedding, learned positions (+2 rows), two stacks; the decoder's layers
+    have cross-attention (encoder_attn)."""
+    D = cfg["d_model"]
+    ln = lambda: (1 + nrm(D, s=0.1), nrm(D, s=0.1))  # noqa: E731
+    w = {"shared.weight": nrm(cfg["vocab_size"], D, s=1.0)}
+    for stack, L, F in (("encoder", cfg["encoder_layers"], cfg["encoder_ffn_dim"]),
+                        ("decoder", cfg["decoder_layers"], cfg["decoder_ffn_dim"])):
+        w[f"{stack}.embed_positions.weight"] = nrm(cfg["max_position_embeddings"] + 2, D, s=0.5)
+        w[f"{stack}.layernorm_embedding.weight"], w[f"{stack}.layernorm_embedding.bias"] = ln()
+        attns = ("self_attn", "encoder_attn") if stack == "decoder" else ("self_attn",)
+        for i in range(L):
+            p = f"{stack}.layers.{i}."
+            lin = {"fc1": (F, D), "fc2": (D, F)}
+            lin.update({f"{a}.{m}_proj": (D, D) for a in attns for m in ("q", "k", "v", "out")})
+            for name, (o, n) in lin.items():       # half the encoders' scale: softer attention, so the float32
+                w[p + name + ".weight"] = nrm(o, n, s=0.5 / np.sqrt(n))    # error of 3 layers stays in bound
+                w[p + name + ".bias"] = nrm(o, s=0.1)
+            for lname in [f"{a}_layer_norm" for a in attns] + ["final_layer_norm"]:
+                w[p + lname + ".weight"], w[p + lname + ".bias"] = ln()
+    return w
+
+
+def _t5_config() -> dict:
+    s = dict(SIZES)
+    return {"architectures": ["T5Model"], "model_type": "t5", "d_model": s["hidden_size"], "d_kv": 5,
+            "num_heads": s["num_attention_heads"], "d_ff": s["intermediate_size"], "num_layers": s["num_hidden_layers"],
+            "num_decoder_layers": 1, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False,
+            "relative_attention_num_buckets": 8, "relative_attention_max_distance": 6, "layer_norm_epsilon": 1e-6,
+            "vocab_size": s["vocab_size"], "pad_token_id": PAD_ID["t5"], "eos_token_id": 1,
+            "decoder_start_token_id": 0, "dropout_rate": 0.1, "initializer_factor": 1.0, "is_encoder_decoder": True,
+            "torch_dtype": "float32", "_attn_implementation": "eager", "use_cache": False}
+
+
+def _t5_weights(cfg: dict, nrm) -> dict:
+    """T5Model base weights (no biases): shared embedding, per block q/k/v/o of width heads·d_kv,
+    the first block's relative attention table, the decoder's EncDecAttention, gated wi_0/wi_1/wo, RMS scales."""
+    D, N, Dh, F = cfg["d_model"], cfg["num_heads"], cfg["d_kv"], cfg["d_ff"]
+    w = {"shared.weight": nrm(cfg["vocab_size"], D, s=1.0)}
+    for stack, L in (("encoder", cfg["num_layers"]), ("decoder", cfg["num_decoder_layers"])):
+        w[f"{stack}.final_layer_norm.weight"] = 1 + nrm(D, s=0.1)
+        attns = ("SelfAttention", "EncDecAttention") if stack == "decoder" else ("SelfAttention",)
+        for i in range(L):
+            p = f"{stack}.block.{i}.layer."
+            for j, a in enumerate(attns):
+                for m, (o, n) in {"q": (N * Dh, D), "k": (N * Dh, D), "v": (N * Dh, D), "o": (D, N * Dh)}.items():
+                    w[f"{p}{j}.{a}.{m}.weight"] = nrm(o, n, s=0.5 / np.sqrt(n))   # soft: T5 has no 1/sqrt(Dh)
+                w[f"{p}{j}.layer_norm.weight"] = 1 + nrm(D, s=0.1)
+            if i == 0:
+                w[f"{p}0.SelfAttention.relative_attention_bias.weight"] = nrm(cfg["relative_attention_num_buckets"], N,
+                                                                              s=0.5)
+            j = len(attns)
+            for m, (o, n) in {"wi_0": (F, D), "wi_1": (F, D), "wo": (D, F)}.items():
+                w[f"{p}{j}.DenseReluDense.{m}.weight"] = nrm(o, n, s=1.0 / np.sqrt(n))
+            w[f"{p}{j}.layer_norm.weight"] = 1 + nrm(D, s=0.1)
+    return w
 
 
 def _gpt2_weights(cfg: dict, nrm) -> dict:
@@ -202,9 +207,10 @@ def random_weights(cfg: dict, seed: int) -> dict:
     if cfg["model_type"] in DECODERS:
         nrm = lambda *shape, s=0.2: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
         return (_gpt2_weights if cfg["model_type"] == "gpt2" else _llama_weights)(cfg, nrm)
-    if cfg["model_type"] in ENCDECS:
-        nrm = lambda *shape, s=0.2: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
-        return (_bart_weights if cfg["model_type"] == "bart" else _t5_weights)(cfg, nrm)
+    if cfg["model_type"] == "bart":
+        return _bart_weights(cfg, lambda *shape, s=0.2: (rng.standard_normal(shape) * s).astype(np.float32))
+    if cfg["model_type"] == "t5":
+        return _t5_weights(cfg, lambda *shape, s=0.2: (rng.standard_normal(shape) * s).astype(np.float32))
     D, F, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
     nrm = lambda *shape, s=0.2: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
     ln = lambda: (1 + nrm(D, s=0.1), nrm(D, s=0.1))  # noqa: E731

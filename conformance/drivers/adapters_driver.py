@@ -86,8 +86,9 @@ class AdaptersDriver:
         t = self._torch
         if "task_ids" in kw and not isinstance(kw["task_ids"], list):
             kw["task_ids"] = t.tensor(np.asarray(kw["task_ids"]))
-        if model.config.is_encoder_decoder and "decoder_input_ids" not in kw:
-            kw["decoder_input_ids"] = t.tensor(np.asarray(input_ids))     # protocol: the decoder reads the same tokens
+        if model.config.model_type == "t5" and "decoder_input_ids" not in kw:
+            # the bare T5Model does not shift input_ids itself (BartModel and T5AdapterModel do): protocol, README
+            kw["decoder_input_ids"] = model._shift_right(t.tensor(np.asarray(input_ids)))
         with t.no_grad():
             out = model(input_ids=t.tensor(np.asarray(input_ids)), attention_mask=t.tensor(np.asarray(attention_mask)),
                         **kw)

@@ -95,8 +95,6 @@ class MinadaptersDriver:
         model.set_active_adapters(None if setup is None else composition_from_dict(setup))
 
     def forward(self, model, input_ids, attention_mask, **kw):
-        if model.arch.is_encoder_decoder:         # protocol: the decoder reads the same tokens (README)
-            kw.setdefault("decoder_input_ids", input_ids)
         return np.asarray(model(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state)
 
     def save_adapter(self, model, name, directory):

@@ -16,14 +16,9 @@ from conformance.strategies import batch_shapes, perturb, seeds
 ENCODER = ("classification", "multilabel_classification", "tagging", "multiple_choice", "question_answering",
            "masked_lm", "causal_lm")
 DECODER = ("classification", "multilabel_classification", "tagging", "question_answering", "causal_lm")
-HEAD_TYPES = {"bert": ENCODER, "roberta": ENCODER, "gpt2": DECODER, "llama": DECODER}
-
-
-def _heads_drawn(arch):
-    """Heads are drawn on the architectures above; the encoder-decoders (BART, T5: seq2seq LM heads and heads that
-    read the decoder state at the last <eos>, covered by the oracle tests) are not drawn here yet."""
-    if arch not in HEAD_TYPES:
-        pytest.skip(f"heads are not drawn on {arch} by this suite (drawn on {', '.join(HEAD_TYPES)})")
+# BART's and T5's sentence heads read the last <eos> of input_ids (the drawn batches hold none): QA and seq2seq LM
+HEAD_TYPES = {"bert": ENCODER, "roberta": ENCODER, "gpt2": DECODER, "llama": DECODER,
+              "bart": ("question_answering", "seq2seq_lm"), "t5": ("question_answering", "seq2seq_lm")}
 ACTS = st.sampled_from(["tanh", "relu", "gelu", None])
 
 
@@ -31,7 +26,7 @@ ACTS = st.sampled_from(["tanh", "relu", "gelu", None])
 def head_configs(draw, arch):
     """One head config of a type ``arch`` offers, every field drawn within its valid range."""
     ht = draw(st.sampled_from(HEAD_TYPES[arch]), label="head_type")
-    if ht in ("masked_lm", "causal_lm"):
+    if ht in ("masked_lm", "causal_lm", "seq2seq_lm"):
         return {"head_type": ht, "layers": draw(st.integers(1, 3), label="layers"),
                 "activation_function": draw(ACTS, label="activation_function"),
                 "layer_norm": draw(st.booleans(), label="layer_norm"), "bias": draw(st.booleans(), label="bias")}
@@ -96,7 +91,6 @@ def _compare(got, want, rtol, atol, ctx):
 def test_head_differential(driver, reference, model_dirs, arch, data):
     """A drawn head of every type the architecture offers, on a perturbed bottleneck adapter, vs the reference."""
     need(driver, "op:heads", f"arch:{arch}")
-    _heads_drawn(arch)
     need(reference, "op:heads", f"arch:{arch}", role="reference")
     cfg = data.draw(head_configs(arch), label="head config")
     shape = data.draw(batch_shapes(min_len=2), label="batch")
@@ -125,7 +119,6 @@ def _fresh_adapter(built, name):
 def test_parallel_heads_equal_each_alone(driver, model_dirs, arch, data):
     """Parallel(a, b) with heads a, b: one output per head, each equal to running that adapter + head alone."""
     need(driver, "op:heads", f"arch:{arch}", "block:Parallel")
-    _heads_drawn(arch)
     # adapters 1.3.0 hands every Parallel head the whole replicated pooler output (only the sequence output and
     # the decoder CLS rows are sliced per channel): use_pooler heads are drawn without Parallel (deviation #29)
     plain = head_configs(arch).filter(lambda c: c["head_type"] != "multiple_choice" and not c.get("use_pooler"))
@@ -152,7 +145,6 @@ def test_parallel_heads_equal_each_alone(driver, model_dirs, arch, data):
 def test_head_files_roundtrip(driver, model_dirs, arch, data, tmp_path_factory):
     """save_adapter with the same-named head, load into a fresh model: the same head outputs."""
     need(driver, "op:heads", f"arch:{arch}", "io:save", "io:load")
-    _heads_drawn(arch)
     cfg = data.draw(head_configs(arch), label="head config")
     shape = data.draw(batch_shapes(min_len=2), label="batch")
     seed = data.draw(seeds, label="seed")

@@ -21,9 +21,9 @@ from conformance.tinymodels import PAD_ID
 
 # state-dict prefix of layer i's modules, per base architecture
 LAYER_PREFIX = {"bert": "encoder.layer.{i}.", "roberta": "encoder.layer.{i}.", "gpt2": "h.{i}.",
-                "llama": "layers.{i}.", "bart": "encoder.layers.{i}.", "t5": "encoder.block.{i}."}
-# (encoder-decoders: the left-out index is drawn in 0..1, the encoder's layers; the decoder's adapters indices
-# start after them)
+                "bart": "encoder.layers.{i}.",    # leave_out 0 / 1: encoder layers (the decoder's is 2)
+                "t5": "encoder.block.{i}.",       # leave_out 0 / 1: encoder blocks (the decoder's is 2)
+                "llama": "layers.{i}."}
 
 METHODS = [pytest.param(e, id=e.name, marks=pytest.mark.spec(*e.spec)) for e in REGISTRY.values()]
 
