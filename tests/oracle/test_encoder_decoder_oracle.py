@@ -36,7 +36,8 @@ def env(tmp_path_factory):
 @pytest.mark.spec("B2B-3")
 def test_base_model_matches_transformers(tmp_path):
     """No adapter: logits, decoder and encoder states, every hidden state and attention equal EncoderDecoderModel's
-    to 1e-5 (left and right encoder padding, decoder padding); encoder_outputs reuse; native backend to 1e-4."""
+    to 1e-5 (left and right encoder padding, decoder padding); encoder_outputs reuse; inputs_embeds for the encoder;
+    native backend to 1e-4."""
     m = hf_encdec(MT)
     save_model(m, str(tmp_path))
     ours = ma.AutoModel.from_pretrained(str(tmp_path))
@@ -56,6 +57,11 @@ def test_base_model_matches_transformers(tmp_path):
     assert_close(again.logits, got.logits[:, :3], rtol=1e-5, what="encoder_outputs reuse")
     with pytest.raises(ValueError, match="decoder_input_ids"):
         ours(b[0], b[1])
+    emb = ours.params["encoder.embeddings.word_embeddings.weight"][b[0]] * 1.5      # inputs_embeds: any vectors
+    with torch.no_grad():
+        exp = m(inputs_embeds=torch.tensor(emb), attention_mask=torch.tensor(b[1]), decoder_input_ids=torch.tensor(b[2]))
+    got = ours(inputs_embeds=emb, attention_mask=b[1], decoder_input_ids=b[2])
+    assert_close(got.logits, exp.logits.numpy(), rtol=1e-5, what="inputs_embeds")
     ours.set_backend("native")
     b = encdec_batch(seed=3)
     assert_close(ours(*b).logits, torch_encdec(m, *b).logits.numpy(), rtol=1e-4, what="native backend")
