@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import numpy as np
 from hypothesis import strategies as st
 
-from .tinymodels import ARCHS, DECODERS, ENCODER_DECODERS, ENCODERS, LLAMA_LIKE, SIZES
+from .tinymodels import ARCHS, DECODERS, ENCODER_DECODERS, ENCODERS, LLAMA_LIKE, PRE_LN, SIZES
 
 D, L = SIZES["hidden_size"], SIZES["num_hidden_layers"]
 ACTIVATIONS = ["relu", "swish", "gelu", "gelu_new", "tanh", "sigmoid", "quick_gelu", "relu6", "leakyrelu", "mish"]
@@ -337,12 +337,12 @@ def _union_composable(c):
 
 
 def _bn_fit(c, arch, tree):
-    """Pre-LN decoders have no LayerNorm after the sub-layer: residual_before_ln="post_add" cannot apply there
+    """Pre-LN models (the decoders, T5) have no LayerNorm after the sub-layer: residual_before_ln="post_add" cannot apply there
     (upstream UnboundLocalError, ours ValueError: BN-2), so it becomes True. Plugin-interface families (Qwen2)
     refuse original_ln_after=False (adapters' LAYER_HOOK_UNSUPPORTED), so it becomes True there. Encoder-decoders
     also get a cross adapter wherever the draw put an mh_adapter (no extra draw: other architectures' examples are
     unchanged)."""
-    if arch in DECODERS and c.get("residual_before_ln") == "post_add":
+    if arch in PRE_LN and c.get("residual_before_ln") == "post_add":
         c = dict(c, residual_before_ln=True)
     if arch in PLUGIN_ARCHS and c.get("original_ln_after") is False:
         c = dict(c, original_ln_after=True)
@@ -440,7 +440,9 @@ REGISTRY = {e.name: e for e in [
     MethodEntry("prompt_tuning", prompt_configs, ("PromptTuningConfig",), ("PROMPT-1", "PROMPT-2"), frozenset({"Stack"}),
                 extra_tokens=lambda c: c["prompt_length"], archs=frozenset(ENCODERS) - {"distilbert"},
                 notes={"decoders": "adapters 1.3.0 rejects prompt tuning on GPT-2 / LLaMA (add_adapter ValueError)",
-                       "distilbert": "adapters 1.3.0's DistilBERT block fails in the forward (FAM-DB-2)"}),
+                       "distilbert": "adapters 1.3.0's DistilBERT block fails in the forward (FAM-DB-2)",
+                       "bart": "adapters 1.3.0's BART sets support_prompt_tuning = False (add_adapter ValueError)",
+                       "t5": "adapters 1.3.0's T5 sets support_prompt_tuning = False (add_adapter ValueError)"}),
     MethodEntry("reft", reft_configs, ("ReftConfig", "LoReftConfig", "NoReftConfig", "DiReftConfig"), ("REFT-1", "REFT-3", "REFT-4"),
                 frozenset({"Stack"}), min_tokens=lambda c: c["prefix_positions"] + c["suffix_positions"]),
     # unions: every adapter of a tree gets the first one's member list (same locations, same prefix lengths)

@@ -22,6 +22,11 @@ and 1 decoder layer (adapters numbers it 2; one decoder layer keeps the float32 
 cross-attention within the differential tolerance). The suite hands them ``input_ids`` only: the decoder
 reads them shifted right (``decoder_start_token_id`` first), and the output is the decoder's states (B, T, D).
 Their batches are right-padded (learned positions count padding).
+T5 (``T5Model``): hidden 20, 4 heads of d_kv 5 (heads·d_kv = d_model, so LoRA Stacks can chain deltas; the oracle
+tests cover d_kv != d_model / heads), gated-gelu FFN 37, 8 relative buckets of
+max distance 6 (the drawn batches reach the logarithmic buckets), 2 encoder layers and 1 decoder layer, untied; the
+drivers shift input_ids right for the decoder as BART does (adapters' bare T5Model needs them passed: the adapters
+driver passes ``model._shift_right(input_ids)``; T5AdapterModel and minadapters shift by themselves).
 """
 from __future__ import annotations
 
@@ -33,13 +38,14 @@ import numpy as np
 
 SIZES = dict(hidden_size=20, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, vocab_size=53,
              max_position_embeddings=40)
-ARCHS = ("bert", "roberta", "gpt2", "llama", "distilbert", "mistral", "qwen2", "deberta-v2", "bart")
+ARCHS = ("bert", "roberta", "gpt2", "llama", "distilbert", "mistral", "qwen2", "deberta-v2", "bart", "t5")
 ENCODERS = ("bert", "roberta", "distilbert", "deberta-v2")
 DECODERS = ("gpt2", "llama", "mistral", "qwen2")
-ENCODER_DECODERS = ("bart",)
+ENCODER_DECODERS = ("bart", "t5")
+PRE_LN = (*DECODERS, "t5")    # no LayerNorm after a sub-layer: residual_before_ln="post_add" cannot apply
 LLAMA_LIKE = ("llama", "mistral", "qwen2")          # GQA decoders with LLaMA's module names
 PAD_ID = {"bert": 0, "roberta": 1, "gpt2": 0, "llama": 0, "distilbert": 0, "mistral": 0, "qwen2": 0,
-          "deberta-v2": 0, "bart": 1}
+          "deberta-v2": 0, "bart": 1, "t5": 0}
 DEBERTA_V2 = dict(relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=8, max_relative_positions=-1,
                   norm_rel_ebd="layer_norm", share_att_key=False, position_biased_input=False, type_vocab_size=0,
                   layer_norm_eps=1e-7)
@@ -75,6 +81,8 @@ def hf_config(arch: str) -> dict:
         return _decoder_config(arch)
     if arch == "bart":
         return _bart_config()
+    if arch == "t5":
+        return _t5_config()
     s = dict(SIZES)
     if arch == "distilbert":
         return {"architectures": ["DistilBertModel"], "model_type": "distilbert", "dim": s["hidden_size"],
@@ -153,6 +161,41 @@ def _bart_weights(cfg: dict, nrm) -> dict:
                 w[p + name + ".bias"] = nrm(o, s=0.1)
             for lname in [f"{a}_layer_norm" for a in attns] + ["final_layer_norm"]:
                 w[p + lname + ".weight"], w[p + lname + ".bias"] = ln()
+    return w
+
+
+def _t5_config() -> dict:
+    s = dict(SIZES)
+    return {"architectures": ["T5Model"], "model_type": "t5", "d_model": s["hidden_size"], "d_kv": 5,
+            "num_heads": s["num_attention_heads"], "d_ff": s["intermediate_size"], "num_layers": s["num_hidden_layers"],
+            "num_decoder_layers": 1, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False,
+            "relative_attention_num_buckets": 8, "relative_attention_max_distance": 6, "layer_norm_epsilon": 1e-6,
+            "vocab_size": s["vocab_size"], "pad_token_id": PAD_ID["t5"], "eos_token_id": 1,
+            "decoder_start_token_id": 0, "dropout_rate": 0.1, "initializer_factor": 1.0, "is_encoder_decoder": True,
+            "torch_dtype": "float32", "_attn_implementation": "eager", "use_cache": False}
+
+
+def _t5_weights(cfg: dict, nrm) -> dict:
+    """T5Model base weights (no biases): shared embedding, per block q/k/v/o of width heads·d_kv,
+    the first block's relative attention table, the decoder's EncDecAttention, gated wi_0/wi_1/wo, RMS scales."""
+    D, N, Dh, F = cfg["d_model"], cfg["num_heads"], cfg["d_kv"], cfg["d_ff"]
+    w = {"shared.weight": nrm(cfg["vocab_size"], D, s=1.0)}
+    for stack, L in (("encoder", cfg["num_layers"]), ("decoder", cfg["num_decoder_layers"])):
+        w[f"{stack}.final_layer_norm.weight"] = 1 + nrm(D, s=0.1)
+        attns = ("SelfAttention", "EncDecAttention") if stack == "decoder" else ("SelfAttention",)
+        for i in range(L):
+            p = f"{stack}.block.{i}.layer."
+            for j, a in enumerate(attns):
+                for m, (o, n) in {"q": (N * Dh, D), "k": (N * Dh, D), "v": (N * Dh, D), "o": (D, N * Dh)}.items():
+                    w[f"{p}{j}.{a}.{m}.weight"] = nrm(o, n, s=0.5 / np.sqrt(n))   # soft: T5 has no 1/sqrt(Dh)
+                w[f"{p}{j}.layer_norm.weight"] = 1 + nrm(D, s=0.1)
+            if i == 0:
+                w[f"{p}0.SelfAttention.relative_attention_bias.weight"] = nrm(cfg["relative_attention_num_buckets"], N,
+                                                                              s=0.5)
+            j = len(attns)
+            for m, (o, n) in {"wi_0": (F, D), "wi_1": (F, D), "wo": (D, F)}.items():
+                w[f"{p}{j}.DenseReluDense.{m}.weight"] = nrm(o, n, s=1.0 / np.sqrt(n))
+            w[f"{p}{j}.layer_norm.weight"] = 1 + nrm(D, s=0.1)
     return w
 
 
@@ -237,6 +280,8 @@ def random_weights(cfg: dict, seed: int) -> dict:
         return (_gpt2_weights if cfg["model_type"] == "gpt2" else _llama_weights)(cfg, nrm)
     if cfg["model_type"] == "bart":
         return _bart_weights(cfg, lambda *shape, s=0.2: (rng.standard_normal(shape) * s).astype(np.float32))
+    if cfg["model_type"] == "t5":
+        return _t5_weights(cfg, lambda *shape, s=0.2: (rng.standard_normal(shape) * s).astype(np.float32))
     nrm = lambda *shape, s=0.2: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
     if cfg["model_type"] == "deberta-v2":
         return _deberta_v2_weights(cfg, nrm)

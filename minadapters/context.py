@@ -64,6 +64,7 @@ class ForwardState:
     setup: Any                                   # active composition block or None
     skip_layers: frozenset = frozenset()
     attention_mask: np.ndarray | None = None     # (B, T) of 0/1 as given by the caller
+    decoder_attention_mask: np.ndarray | None = None   # encoder-decoders: the decoder's (B, T_dec), as given
     task_ids: Any = None
     output_gating_scores: bool = False
     output_fusion_attentions: bool = False

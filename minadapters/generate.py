@@ -22,6 +22,8 @@ def lm_head_weight(model):
         raise ConfigError(f"generate(): model_type={model.model_type!r} is not a decoder model (nor an "
                           "encoder-decoder); generation needs a decoder family (gpt2, gptj, llama, ...) or an "
                           "encoder-decoder (bart, ...).")
+    if model.arch.lm_logits is not None:
+        return None                  # the family's own LM head (lm_logits)
     if getattr(model.config, "tie_word_embeddings", False):
         return model.params[key]
     if model.lm_head_weight is None:
@@ -72,6 +74,8 @@ def _reft_active(model) -> bool:
 def lm_logits(model, hidden, W):
     """hidden Wᵀ (+ the checkpoint's logits bias, BART's final_logits_bias); a family's ``tied_lm_scale`` rescales
     the state first when the projection is the tied embedding (T5). Spec: DEC-6, ENCDEC-5."""
+    if model.arch.lm_logits is not None:
+        return model.arch.lm_logits(model.params, model.config, model.ops, hidden)
     scale = model.arch.tied_lm_scale
     if scale is not None and getattr(model.config, "tie_word_embeddings", False):
         hidden = hidden * np.asarray(scale(model.config), hidden.dtype)

@@ -165,6 +165,9 @@ def load_adapter(model, path, *, load_as=None, leave_out=None, set_active=False,
         for k, v in weights.items():
             if any(m in k for m in ALIAS_MARKERS):
                 continue
+            k = _canonical_key(k, model.arch.saved_aliases)
+            if k is None:
+                continue
             renamed[_rename_key(k, saved["name"], name, prefix)] = v
         missing_ok = _missing_ok(model, renamed, name)
         assign_weights(model.adapter_param_refs(name), renamed, what=f"adapter {name!r}", source=path,
@@ -175,6 +178,14 @@ def load_adapter(model, path, *, load_as=None, leave_out=None, set_active=False,
     if set_active:
         model.set_active_adapters(name)
     return name
+
+
+def _canonical_key(key: str, aliases) -> str | None:
+    """A family's aliased key renamed to its canonical path, or None when it is a copy to drop. Spec: IO-11."""
+    for prefix, canonical in aliases:
+        if key.startswith(prefix):
+            return None if canonical is None else canonical + key[len(prefix):]
+    return key
 
 
 def _check_size_against_file(config, weights, model, path):

@@ -451,6 +451,7 @@ class AdapterModel(TrainingMixin):
                            output_fusion_attentions=output_adapter_fusion_attentions)
         inputs = self._replicate_for_channels(inputs, setup, fwd, adapter_input_parallelized)
         fwd.attention_mask = inputs.get("attention_mask")
+        fwd.decoder_attention_mask = inputs.get("decoder_attention_mask")
         hooks = ModelHooks(self, fwd) if setup is not None else NullHooks(self.ops)
         if setup is not None:
             rows = _rows(inputs)

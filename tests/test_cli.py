@@ -49,15 +49,16 @@ def test_summary_presets(capsys):
 
 
 @pytest.mark.spec("ENCDEC-5")
-def test_tiny_bart_run_prints_generated_text(tmp_path, capsys):
-    """`minadapters run` on an encoder-decoder generates greedily and prints the decoded text per input; the text is
-    the tokenizer's decoding of model.generate's tokens (the demo adapter active)."""
-    d = tmp_path / "bart"
-    assert main(["tiny-model", str(d), "--arch", "bart", "--adapter", "seq_bn[cross_adapter=True]|lora[r=4]"]) == 0
+@pytest.mark.parametrize("arch", ["bart", "t5"])
+def test_tiny_encdec_run_prints_generated_text(arch, tmp_path, capsys):
+    """`minadapters run` on an encoder-decoder (random tiny BART, T5) generates greedily and prints the decoded text
+    per input; the text is the tokenizer's decoding of model.generate's tokens (the demo adapter active)."""
+    d = tmp_path / arch
+    assert main(["tiny-model", str(d), "--arch", arch, "--adapter", "seq_bn[cross_adapter=True]|lora[r=4]"]) == 0
     assert main(["run", "--model", str(d), "--adapter", str(d / "demo_adapter"), "--max-new-tokens", "7",
                  "hello adapters world", "the model"]) == 0
     out = capsys.readouterr().out
-    assert "(bart, 2+2 layers" in out and "generated: (2, 8)" in out, out
+    assert f"({arch}, 2+2 layers" in out and "generated: (2, 8)" in out, out
     m = ma.AutoModel.from_pretrained(d)
     m.load_adapter(str(d / "demo_adapter"), set_active=True)
     tok = ma.AutoTokenizer.from_pretrained(d)

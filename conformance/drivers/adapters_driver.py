@@ -27,7 +27,7 @@ class AdaptersDriver:
                    "prefix_tuning", "prompt_tuning", "reft", "union", "mam", "unipelt")
         self.capabilities = frozenset(
             {"arch:bert", "arch:roberta", "arch:gpt2", "arch:llama", "arch:distilbert", "arch:mistral", "arch:qwen2",
-             "arch:deberta-v2", "arch:bart",
+             "arch:deberta-v2", "arch:bart", "arch:t5",
              "io:save", "io:load", "op:merge", "op:reset",
              "op:eject", "op:fusion", "op:task_ids", "config:strings", "op:heads",
              # known upstream crashes (bare BertModel): Parallel over LoRA-family adapters does not replicate the
@@ -88,6 +88,9 @@ class AdaptersDriver:
         t = self._torch
         if "task_ids" in kw and not isinstance(kw["task_ids"], list):
             kw["task_ids"] = t.tensor(np.asarray(kw["task_ids"]))
+        if model.config.model_type == "t5" and "decoder_input_ids" not in kw:
+            # the bare T5Model does not shift input_ids itself (BartModel and T5AdapterModel do): protocol, README
+            kw["decoder_input_ids"] = model._shift_right(t.tensor(np.asarray(input_ids)))
         with t.no_grad():
             out = model(input_ids=t.tensor(np.asarray(input_ids)), attention_mask=t.tensor(np.asarray(attention_mask)),
                         **kw)

@@ -35,6 +35,7 @@ METHOD_MODULES = {
     "arch:qwen2": "minadapters.models.llama_like",
     "arch:deberta-v2": "minadapters.models.deberta",
     "arch:bart": "minadapters.models.bart",
+    "arch:t5": "minadapters.models.t5",
 }
 BLOCKS = ("Stack", "Fuse", "Split", "BatchSplit", "Parallel", "MultiTask", "Average")
 

@@ -18,9 +18,10 @@ ENCODER = ("classification", "multilabel_classification", "tagging", "multiple_c
 DECODER = ("classification", "multilabel_classification", "tagging", "question_answering", "causal_lm")
 DEBERTA = ("classification", "multilabel_classification", "tagging", "multiple_choice", "question_answering",
            "masked_lm")                        # adapters 1.3.0's Deberta(V2)AdapterModel.head_types
-# BART's sentence heads read the last <eos> of input_ids (the drawn batches hold none): QA and seq2seq LM only
+# BART's and T5's sentence heads read the last <eos> of input_ids (the drawn batches hold none): QA and seq2seq LM only
 HEAD_TYPES = {"bert": ENCODER, "roberta": ENCODER, "gpt2": DECODER, "llama": DECODER, "deberta-v2": DEBERTA,
-              "bart": ("question_answering", "seq2seq_lm")}
+              "bart": ("question_answering", "seq2seq_lm"),
+              "t5": ("question_answering", "seq2seq_lm")}
 ACTS = st.sampled_from(["tanh", "relu", "gelu", None])
 
 

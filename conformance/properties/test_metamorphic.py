@@ -23,7 +23,8 @@ from conformance.tinymodels import PAD_ID
 LAYER_PREFIX = {"bert": "encoder.layer.{i}.", "roberta": "encoder.layer.{i}.", "gpt2": "h.{i}.",
                 "llama": "layers.{i}.", "distilbert": "transformer.layer.{i}.", "mistral": "layers.{i}.",
                 "qwen2": "layers.{i}.", "deberta-v2": "encoder.layer.{i}.",
-                "bart": "encoder.layers.{i}."}    # bart: leave_out 0 / 1 are encoder layers (the decoder's is 2)
+                "bart": "encoder.layers.{i}.",
+                "t5": "encoder.block.{i}."}    # bart: leave_out 0 / 1 are encoder layers (the decoder's is 2)
 
 METHODS = [pytest.param(e, id=e.name, marks=pytest.mark.spec(*e.spec)) for e in REGISTRY.values()]
 

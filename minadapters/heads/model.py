@@ -701,10 +701,18 @@ ADAPTER_MODEL_CLASSES = {"bert": BertAdapterModel, "roberta": RobertaAdapterMode
                          "t5": T5AdapterModel, "mt5": MT5AdapterModel}
 
 
+# model types adapters 1.3.0 offers no AdapterModel (flexible heads) class for
+NO_ADAPTER_MODEL = {"encoder-decoder": "EncoderDecoderModel is wrapped as EncoderDecoderModelWithAdapters, and its "
+                                       "decoder keeps transformers' own LM head"}
+
+
 def adapter_model_class(model_type: str):
     """The AdapterModel class of ``model_type``; a family registered later (models/ REGISTRY) without a class
     here gets one from its Architecture record: ``<Base>AdapterModel`` (from ``model_class``) with the decoder
     head types when ``is_causal``, else the encoder ones. Spec: HEAD-0."""
+    if model_type in NO_ADAPTER_MODEL:
+        raise ConfigError(f"model_type={model_type!r} has no AdapterModel class (adapters 1.3.0: "
+                          f"{NO_ADAPTER_MODEL[model_type]}); load it with AutoModel.")
     if model_type not in ADAPTER_MODEL_CLASSES:
         arch = architecture(model_type)          # ValueError naming the supported model types
         base = arch.model_class[model_type]

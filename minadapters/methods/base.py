@@ -114,6 +114,7 @@ class AdapterLayer(MethodObject):
         self.layer_idx = key.layer if stack.layer_offset is None else model.arch.adapters_layer_index(
             model.config, stack, key.layer)
         self.location_key = stack.location_key(key.location)
+        self.stack_record = stack
         self.path = path
         self.weights_path = weights_path or path
         self.model = model          # the owning model (hidden size, ops, rng, shared parameters)

@@ -6,6 +6,8 @@ State-dict keys (bare base model):
     prefix_tuning.prefix_tunings.<name>.<location>.wte.weight                    (P, D)
     prefix_tuning.prefix_tunings.<name>.<location>.control_trans.{0,2}.{weight,bias}
     prefix_tuning.prefix_tunings.<name>.<location>.control_trans                 (P·L·2·H·Dh,)  flat / ejected
+(``prefix_tuning`` is the stack's ``prefix_pool``: EncoderDecoderModel has ``encoder.prefix_tuning`` and
+``decoder.bert.prefix_tuning``)
     <layer path>.prefix_tuning.prefix_gates.<name>.{weight,bias}                 (1|2, D), (1|2,)
 adapters also writes a copy of the pool under every layer (``...prefix_tuning.pool.prefix_tunings...``); it needs
 no such copy to load a file (it loads with strict=False and the pool's tensors are shared), so we write none.
@@ -23,7 +25,9 @@ from ..functional.prefix import left_pad_keys, prefix_mlp, prepend_prefix, split
 from . import init as winit
 from .base import AdapterModule, ComposableLayer, MethodObject, match_config
 
-POOL_PREFIX = "prefix_tuning.prefix_tunings"
+
+
+DEFAULT_POOL = "prefix_tuning"         # a bare model's pool (LayerStack.prefix_pool's default)
 
 
 def _seeded(cfg, model, salt: int):
@@ -48,8 +52,9 @@ class PrefixTuningPool(MethodObject):
         self.counts.pop(name, None)
         return False            # the networks are built in confirm_adapter, once the layers are counted
 
-    def indicate(self, name: str, location_key: str) -> int:
-        """Count one more layer holding ``name`` at ``location_key``; return its rank (prefix id)."""
+    def indicate(self, name: str, location_key) -> int:
+        """Count one more layer holding ``name`` at ``location_key`` (a pool slot, PrefixTuningLayer.pool_slot);
+        return its rank (prefix id)."""
         locs = self.counts.setdefault(name, {})
         locs[location_key] = locs.get(location_key, 0) + 1
         return locs[location_key] - 1
@@ -85,9 +90,11 @@ class PrefixTuningPool(MethodObject):
         self.groups.pop(name, None)
 
     def param_refs(self, name):
-        for loc, mod in self.groups.get(name, {}).items():
+        for slot, mod in self.groups.get(name, {}).items():
+            pool, _, loc = slot.rpartition("/")
+            pool = pool or DEFAULT_POOL
             for leaf in mod.params:
-                yield f"{POOL_PREFIX}.{name}.{loc}.{leaf}", mod.params, leaf
+                yield f"{pool}.prefix_tunings.{name}.{loc}.{leaf}", mod.params, leaf
 
     # ---- forward ---------------------------------------------------------------------------------
     def network_output(self, mod) -> np.ndarray:
@@ -99,7 +106,7 @@ class PrefixTuningPool(MethodObject):
         return prefix_mlp(p["wte.weight"], p["control_trans.0.weight"], p["control_trans.0.bias"],
                           p["control_trans.2.weight"], p["control_trans.2.bias"], act=act, ops=self.model.ops)
 
-    def prefix_kv(self, name: str, location_key: str) -> np.ndarray:
+    def prefix_kv(self, name: str, location_key) -> np.ndarray:
         """(L, 2, H, P, Dh) prefix keys/values of every participating layer of ``location_key``. Spec: PREFIX-1."""
         mod = self.groups[name][location_key]
         i = mod.info
@@ -167,13 +174,21 @@ class PrefixTuningLayer(ComposableLayer):
     def pool(self) -> PrefixTuningPool:
         return self.model.model_level["prefix_pool"]
 
+    @property
+    def pool_slot(self) -> str:
+        """The location key, prefixed by ``<pool path>/`` when the stack's pool is not the model's own
+        ``prefix_tuning``: one prefix network per slot (EncoderDecoderModel's submodels each have their own pool,
+        so the encoder's and the decoder's self_prefix are distinct networks)."""
+        pool = self.stack_record.prefix_pool
+        return self.location_key if pool == DEFAULT_POOL else f"{pool}/{self.location_key}"
+
     def add_adapter(self, name, config) -> bool:
         """Only ``encoder_*`` / ``cross_*`` locations have a config flag; ``self_prefix`` always matches."""
         key = self.location_key if self.location_key.startswith(("cross", "encoder")) else None
         cfg = match_config(config, PrefixTuningConfig, self.layer_idx, key)
         if cfg is None:
             return False
-        prefix_id = self.pool.indicate(name, self.location_key)
+        prefix_id = self.pool.indicate(name, self.pool_slot)
         params = {}
         if cfg["use_gating"]:
             n, D = (1 if cfg["shared_gating"] else 2), self.model.hidden_size
@@ -214,10 +229,10 @@ class PrefixTuningLayer(ComposableLayer):
         """Gate and prepend this adapter's prefix: [P_K ; K], [P_V ; V], mask [0 ; m]. Spec: PREFIX-2, PREFIX-3."""
         mod = self.modules[name]
         states = fwd.prefix_states.get(name)
-        if states is None or self.location_key not in states:
+        if states is None or self.pool_slot not in states:
             raise CompositionError(f"Prefix tuning {name!r}: no prefix states in this forward; the model-level "
                                    "pool must prepare them (run the model, not the layer, with this setup).")
-        kv = states[self.location_key][mod.info["prefix_id"]]        # (2, H, P, Dh)
+        kv = states[self.pool_slot][mod.info["prefix_id"]]           # (2, H, P, Dh)
         B = state.key_states.shape[0]
         PK = np.broadcast_to(kv[0], (B,) + kv[0].shape)              # (B, H, P, Dh)
         PV = np.broadcast_to(kv[1], (B,) + kv[1].shape)

@@ -71,7 +71,11 @@ class ReftLayer(AdapterLayer):
         cfg = mod.config
         B, T, D = x.shape
         p, s = cfg["prefix_positions"], cfg["suffix_positions"]
-        pref, suff = reft_positions(fwd.attention_mask if fwd is not None else None, B, T, p, s)
+        mask = None
+        if fwd is not None:
+            own = self.stack_record.reft_mask == "decoder_attention_mask"
+            mask = fwd.decoder_attention_mask if own else fwd.attention_mask
+        pref, suff = reft_positions(mask, B, T, p, s)
         act = get_activation(cfg["non_linearity"])
         prefix, suffix = gather_rows(x, pref), gather_rows(x, suff)
         units = []

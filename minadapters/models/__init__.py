@@ -6,12 +6,13 @@ Each family module declares one ``Architecture`` record (models/base.py); ``REGI
 from __future__ import annotations
 
 from ..errors import ConfigError
-from . import albert, bart, bert, bert_generation, deberta, distilbert, electra, gpt2, gptj, llama, llama_like, t5, xmod
+from . import albert, bart, bert, bert_generation, deberta, distilbert, electra, encoder_decoder, gpt2, gptj, llama, llama_like, t5, xmod
 from .base import Architecture, LayerKey, LayerStack, ParamView
 
 FAMILIES = (albert.ARCHITECTURE, bart.ARCHITECTURE, bert.ARCHITECTURE, bert_generation.ARCHITECTURE,
             distilbert.ARCHITECTURE, electra.ARCHITECTURE, *deberta.ARCHITECTURES,
             gpt2.ARCHITECTURE, gptj.ARCHITECTURE, llama.ARCHITECTURE, t5.ARCHITECTURE,
+            encoder_decoder.ARCHITECTURE,
             *llama_like.ARCHITECTURES, xmod.ARCHITECTURE)
 
 

@@ -85,6 +85,16 @@ class LayerStack:
     # adapters' location_key of the self-attention PrefixTuningLayer (state-dict segment
     # prefix_tunings.<name>.<key>): "self_prefix" for most families, "self" for DistilBERT
     self_prefix_key: str = "self_prefix"
+    # adapters' location_key of the bottleneck after cross-attention: "cross_adapter" (BART, T5); BERT decoders
+    # (EncoderDecoderModel) reuse BertSelfOutput there, whose location_key is "mh_adapter"
+    cross_adapter_key: str = "cross_adapter"
+    # state-dict path of the prefix pool holding this stack's prefix networks (adapters' PrefixTuningPool of the
+    # (sub)model the stack belongs to: EncoderDecoderModel has one per submodel)
+    prefix_pool: str = "prefix_tuning"
+    # the mask whose padding ReFT's positions count from (adapters' ForwardContext of the (sub)model running the
+    # stack): "attention_mask" (the encoder's, also for BART / T5 decoders) or "decoder_attention_mask" (a BERT
+    # decoder of EncoderDecoderModel opens its own context with the decoder's mask)
+    reft_mask: str = "attention_mask"
     # bottlenecks placed as adapters' plugin interface does (is_layer_hooked: a hook on o_proj / the output
     # projection, the model adds the residual; original_ln_after forced off, and refused when set False)
     bottleneck_hooked: bool = False
@@ -100,8 +110,11 @@ class LayerStack:
         return (self.params or self.layers).format(i=i)
 
     def location_key(self, hook: str) -> str:
-        """adapters' location_key of the method layer at ``hook`` (differs only for self prefix tuning)."""
-        return self.self_prefix_key if hook == Hook.SELF_PREFIX else hook
+        """adapters' location_key of the method layer at ``hook`` (differs for self prefix tuning and, in BERT
+        decoders, the cross-attention bottleneck)."""
+        if hook == Hook.SELF_PREFIX:
+            return self.self_prefix_key
+        return self.cross_adapter_key if hook == Hook.CROSS_ADAPTER else hook
 
     def hooks(self) -> dict:
         """Hook constant -> path relative to the layer, for every hook this stack declares."""
@@ -155,6 +168,13 @@ class Architecture:
     pooler: tuple = ()                        # optional base weights kept when present (BERT's pooler)
     # config -> {name: str} filled into "{name}" fields of hook paths (T5's FFN input: "wi", or "wi_1" when gated)
     hook_vars: Callable | None = None
+    # (params, config, ops, decoder state) -> logits: the family's own LM head for generate (BERT2BERT's
+    # cls.predictions); None: a projection on embed_key / lm_head.weight (generate.lm_logits)
+    lm_logits: Callable | None = None
+    # (key prefix, canonical prefix or None) pairs: adapters saves some modules under several paths
+    # (EncoderDecoderModel's invertible adapter and shared PHM parameters, once per submodel); on load a key with
+    # the prefix is renamed to the canonical prefix, or dropped (None)
+    saved_aliases: tuple = ()
     notes: Mapping = field(default_factory=dict)
     training: Training | None = None          # explicit backward (spec/training.md); None: training is refused
 

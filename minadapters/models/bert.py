@@ -119,25 +119,47 @@ def merge_heads(x):
     return x.transpose(0, 2, 1, 3).reshape(B, T, N * Dh)             # (B, T, D)
 
 
-def encoder_layer(x, mask, lp, hk, cfg: EncoderConfig, ops, probs=None):
-    """Post-LN encoder layer with hooks. Spec: ENC-2.  x: (B, T, D); mask: (B, 1, 1, Tk) additive;
-    lp: this layer's parameters; hk: this layer's hooks; ``probs``: a list that collects the attention weights."""
+def attention_sublayer(lp, name, hk, hooks_qkv, prefix_hook, x, memory, mask, cfg, ops, probs=None, kv=None):
+    """One BERT attention module ``name`` ("attention", or a decoder's "crossattention"): q from x, k/v from
+    ``memory`` (x itself for self-attention), prefix, softmax, ``<name>.output.dense``. Spec: ENC-2, B2B-2.
+
+    ``kv(compute) -> (k, v)`` obtains the keys/values through a decoder's cache (ENCDEC-4: self-attention appends
+    ``compute()``, cross-attention calls it once); default ``compute()``.  -> (B, T, D)"""
     n = cfg.num_attention_heads
-    q = hk.linear(Hook.ATTN_Q, x, *lp.linear("attention.self.query"))
-    k = hk.linear(Hook.ATTN_K, x, *lp.linear("attention.self.key"))
-    v = hk.linear(Hook.ATTN_V, x, *lp.linear("attention.self.value"))
-    K, V, mask = hk.prefix(Hook.SELF_PREFIX, split_heads(k, n), split_heads(v, n), mask, x)   # Tk = T + P
-    q = split_heads(q, n)
+    hq, hk_, hv = hooks_qkv
+    q = split_heads(hk.linear(hq, x, *lp.linear(f"{name}.self.query")), n)
+    compute = lambda: (split_heads(hk.linear(hk_, memory, *lp.linear(f"{name}.self.key")), n),  # noqa: E731
+                       split_heads(hk.linear(hv, memory, *lp.linear(f"{name}.self.value")), n))
+    k, v = compute() if kv is None else kv(compute)
+    K, V, mask = hk.prefix(prefix_hook, k, v, mask, x)               # Tk = P + T
     if probs is not None:
         probs.append(attention_probs(q, K, mask, ops))               # (B, N, T, Tk)
     ctx = ops.attention(q, K, V, mask)                                # (B, N, T, Dh)
-    a = ops.linear(merge_heads(ctx), *lp.linear("attention.output.dense"))
-    ln1 = lambda t: ops.layer_norm(t, *lp.linear("attention.output.LayerNorm"), cfg.layer_norm_eps)  # noqa: E731
-    x = hk.residual_block(Hook.MH_ADAPTER, a, x, ln1)
+    return ops.linear(merge_heads(ctx), *lp.linear(f"{name}.output.dense"))
+
+
+SELF_QKV = (Hook.ATTN_Q, Hook.ATTN_K, Hook.ATTN_V)
+CROSS_QKV = (Hook.CROSS_Q, Hook.CROSS_K, Hook.CROSS_V)
+
+
+def encoder_layer(x, mask, lp, hk, cfg: EncoderConfig, ops, probs=None, *, memory=None, cross_mask=None,
+                  self_kv=None, cross_kv=None, cross_probs=None):
+    """Post-LN encoder layer with hooks. Spec: ENC-2.  x: (B, T, D); mask: (B, 1, 1, Tk) additive;
+    lp: this layer's parameters; hk: this layer's hooks; ``probs``: a list that collects the attention weights.
+
+    With ``memory`` (B, S, D) it is a BERT decoder layer (``is_decoder`` + ``add_cross_attention``, B2B-2): after
+    the self-attention sub-layer, ``crossattention`` over ``memory`` with ``cross_mask`` and its own residual +
+    LayerNorm (hook cross_adapter); ``self_kv`` / ``cross_kv`` are the caches' key/value functions."""
+    ln = lambda name: (lambda t: ops.layer_norm(t, *lp.linear(name), cfg.layer_norm_eps))  # noqa: E731
+    a = attention_sublayer(lp, "attention", hk, SELF_QKV, Hook.SELF_PREFIX, x, x, mask, cfg, ops, probs, self_kv)
+    x = hk.residual_block(Hook.MH_ADAPTER, a, x, ln("attention.output.LayerNorm"))
+    if memory is not None:
+        c = attention_sublayer(lp, "crossattention", hk, CROSS_QKV, Hook.CROSS_PREFIX, x, memory, cross_mask, cfg,
+                               ops, cross_probs, cross_kv)
+        x = hk.residual_block(Hook.CROSS_ADAPTER, c, x, ln("crossattention.output.LayerNorm"))
     f = ops.activation(cfg.hidden_act)(hk.linear(Hook.INTERMEDIATE, x, *lp.linear("intermediate.dense")))
     f = hk.linear(Hook.OUTPUT, f, *lp.linear("output.dense"))
-    ln2 = lambda t: ops.layer_norm(t, *lp.linear("output.LayerNorm"), cfg.layer_norm_eps)  # noqa: E731
-    x = hk.residual_block(Hook.OUTPUT_ADAPTER, f, x, ln2)
+    x = hk.residual_block(Hook.OUTPUT_ADAPTER, f, x, ln("output.LayerNorm"))
     return hk.layer_output(x)
 
 

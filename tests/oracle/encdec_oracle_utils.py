@@ -30,6 +30,12 @@ T5_SIZES = dict(vocab_size=VOCAB, d_model=36, d_kv=7, d_ff=37, num_layers=2, num
                 relative_attention_num_buckets=8, relative_attention_max_distance=20, dropout_rate=0.0,
                 pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
 T5_BATCH = dict(S=23, pad=0)                     # encdec_batch arguments for T5 (pad id 0)
+# BERT2BERT (transformers' EncoderDecoderModel): BERT encoder of 2 layers (FFN 37), BERT decoder of 3 layers (FFN
+# 41) with cross-attention; hidden 36, 4 heads; gelu encoder, relu decoder
+B2B_SIZES = dict(encoder=dict(hidden_size=36, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37),
+                 decoder=dict(hidden_size=36, num_hidden_layers=3, num_attention_heads=4, intermediate_size=41,
+                              hidden_act="relu", layer_norm_eps=1e-6),
+                 vocab_size=VOCAB, max_position_embeddings=40, pad_token_id=1, decoder_start_token_id=2)
 
 
 def _config(model_type, overrides):
@@ -43,6 +49,17 @@ def _config(model_type, overrides):
         prefix = {"t5": "T5", "mt5": "MT5"}[model_type]
         cfg = getattr(t, prefix + "Config")(**dict(T5_SIZES, **overrides), attn_implementation="eager")
         return cfg, getattr(t, prefix + "Model"), getattr(t, prefix + "ForConditionalGeneration")
+    if model_type == "encoder-decoder":
+        sizes = dict(B2B_SIZES, **overrides)
+        common = dict(vocab_size=sizes["vocab_size"], max_position_embeddings=sizes["max_position_embeddings"],
+                      attn_implementation="eager")
+        enc = t.BertConfig(**common, **sizes["encoder"])
+        dec = t.BertConfig(**common, **sizes["decoder"], is_decoder=True, add_cross_attention=True)
+        cfg = t.EncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
+        cfg.pad_token_id, cfg.decoder_start_token_id = sizes["pad_token_id"], sizes["decoder_start_token_id"]
+        for c in (cfg, cfg.encoder, cfg.decoder):      # from_encoder_decoder_configs drops the submodels' choice
+            c._attn_implementation = "eager"
+        return cfg, t.EncoderDecoderModel, t.EncoderDecoderModel
     raise ValueError(f"no tiny config for {model_type!r}; add it to encdec_oracle_utils._config")
 
 
@@ -92,17 +109,27 @@ def torch_encdec(model, ids, mask, dec=None, dmask=None, **kw):
 
 
 def relink_pool(model):
-    """save_pretrained drops every PrefixTuningLayer's pool alias; put it back."""
-    from adapters.methods.prefix_tuning import PrefixTuningLayer
-    base = model.base_model
-    for mod in model.modules():
-        if isinstance(mod, PrefixTuningLayer) and hasattr(base, "prefix_tuning"):
-            mod.set_pool(base.prefix_tuning)
+    """save_pretrained drops every PrefixTuningLayer's pool alias; put it back (the pool of the nearest enclosing
+    (sub)model: EncoderDecoderModel's encoder and decoder each have their own)."""
+    from adapters.methods.prefix_tuning import PrefixTuningLayer, PrefixTuningPool
+    pools = {n: getattr(m, "prefix_tuning") for n, m in model.named_modules()
+             if isinstance(getattr(m, "prefix_tuning", None), PrefixTuningPool)}
+    for name, mod in model.named_modules():
+        if isinstance(mod, PrefixTuningLayer):
+            owner = max((p for p in pools if p == "" or name.startswith(p + ".")), key=len, default=None)
+            if owner is not None:
+                mod.set_pool(pools[owner])
 
 
 def compare_encdec(ours_out, theirs_out, what, rtol=1e-4):
-    """Decoder and encoder last hidden states agree."""
-    assert_close(ours_out.last_hidden_state, theirs_out.last_hidden_state.numpy(), rtol=rtol, what=f"{what} decoder")
+    """Decoder and encoder last hidden states agree (and the logits, where upstream's output has them: BERT2BERT's
+    EncoderDecoderModel returns logits and the decoder states only with output_hidden_states)."""
+    dec = getattr(theirs_out, "last_hidden_state", None)
+    if dec is None:
+        dec = theirs_out.decoder_hidden_states[-1]
+    assert_close(ours_out.last_hidden_state, dec.numpy(), rtol=rtol, what=f"{what} decoder")
+    if getattr(theirs_out, "logits", None) is not None:
+        assert_close(ours_out.logits, theirs_out.logits.numpy(), rtol=rtol, what=f"{what} logits")
     assert_close(ours_out.encoder_last_hidden_state, theirs_out.encoder_last_hidden_state.numpy(), rtol=rtol,
                  what=f"{what} encoder")
 
@@ -151,8 +178,9 @@ class EncDecEnv:
             ids, mask, dec, dmask = encdec_batch(B=B, seed=self.n + len(side), pad_side=side, **self.batch_kw)
             dmask = dmask if decoder_mask else None
             got = self.ours(ids, mask, dec, dmask)
-            compare_encdec(got, torch_encdec(self.torch_model, ids, mask, dec, dmask), f"{self.model_type} {what} "
-                           f"{side}", rtol=rtol)
+            kw = dict(output_hidden_states=True) if self.model_type == "encoder-decoder" else {}
+            compare_encdec(got, torch_encdec(self.torch_model, ids, mask, dec, dmask, **kw),
+                           f"{self.model_type} {what} {side}", rtol=rtol)
 
 
 ADAPTER_MODEL_CLASSES = {"bart": "BartAdapterModel", "mbart": "MBartAdapterModel", "plbart": "PLBartAdapterModel",
