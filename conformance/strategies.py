@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import numpy as np
 from hypothesis import strategies as st
 
-from .tinymodels import ARCHS, DECODERS, ENCODER_DECODERS, ENCODERS, LLAMA_LIKE, PRE_LN, SIZES
+from .tinymodels import ARCHS, ENCODER_DECODERS, ENCODERS, LLAMA_LIKE, PRE_LN, SIZES
 
 D, L = SIZES["hidden_size"], SIZES["num_hidden_layers"]
 ACTIVATIONS = ["relu", "swish", "gelu", "gelu_new", "tanh", "sigmoid", "quick_gelu", "relu6", "leakyrelu", "mish"]
