@@ -4,7 +4,7 @@
     python -m conformance.layout --check    # exit 1 when the page differs from what the registry gives
 
 For every family record and every method, one adapter with every location of that method switched on is added to
-a weightless shell of a tiny checkpoint (tinymodels.hf_config for the suite's four architectures, TINY_CONFIGS
+a weightless shell of a tiny checkpoint (tinymodels.hf_config for the suite's architectures, TINY_CONFIGS
 below for the others), and each state-dict key of its layer 0 (and its model-level keys) is listed with its shape,
 the location key (the record's hook name, adapters' ``AdapterModelInterface`` spelling) and the module it hooks
 (the path the record declares, ``method_layer_keys``). Methods a family refuses are listed with the refusal.
@@ -21,13 +21,15 @@ import minadapters as ma
 from minadapters.models import FAMILIES
 from minadapters.tiny import shell_model
 
-from .tinymodels import hf_config
+from .tinymodels import ARCHS, hf_config
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "LAYOUT.md")
 
-# The suite's checkpoints for its four architectures; small configs of the same sizes for the other families.
+# The suite's checkpoints for its architectures; small configs of the same sizes for the other families.
 _DEC = dict(hidden_size=24, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=37,
             vocab_size=41, max_position_embeddings=32)
+_BERT = dict(hidden_size=20, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, vocab_size=41,
+             max_position_embeddings=32, type_vocab_size=2)
 TINY_CONFIGS = {
     "distilbert": dict(model_type="distilbert", dim=20, n_layers=2, n_heads=4, hidden_dim=37, vocab_size=41,
                        max_position_embeddings=32),
@@ -41,8 +43,18 @@ TINY_CONFIGS = {
     "qwen2": dict(_DEC, model_type="qwen2"),
     "qwen3": dict(_DEC, model_type="qwen3", head_dim=6),
     "gemma": dict(_DEC, model_type="gemma", head_dim=6),
+    "deberta": dict(model_type="deberta", hidden_size=20, num_hidden_layers=2, num_attention_heads=4,
+                    intermediate_size=37, vocab_size=41, max_position_embeddings=32, relative_attention=True,
+                    pos_att_type=["c2p", "p2c"], max_relative_positions=8),
+    "gptj": dict(model_type="gptj", n_embd=20, n_layer=2, n_head=4, rotary_dim=4, n_inner=37, vocab_size=41,
+                 n_positions=32),
+    "xmod": dict(model_type="xmod", hidden_size=20, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                 vocab_size=41, max_position_embeddings=34, pad_token_id=1, languages=["en_XX"]),
+    "encoder-decoder": dict(model_type="encoder-decoder", decoder_start_token_id=0, pad_token_id=0,
+                            encoder=dict(_BERT, model_type="bert"),
+                            decoder=dict(_BERT, model_type="bert", is_decoder=True, add_cross_attention=True)),
 }
-SUITE_ARCHS = ("bert", "roberta", "gpt2", "llama")
+SUITE_ARCHS = ARCHS       # the suite's own tiny checkpoints (tinymodels.hf_config)
 
 _ALL_LORA = dict(selfattn_lora=True, intermediate_lora=True, output_lora=True, attn_matrices=["q", "k", "v"])
 # (row name, config): every location of the method switched on, every optional weight present
