@@ -291,14 +291,9 @@ class BnComposer:
 
 
 # ---- LoRA / IA³ --------------------------------------------------------------------------------------------------
-class LoraState(NamedTuple):
-    x: np.ndarray
-    H: Optional[np.ndarray]
-    last: Optional[str] = None
-
-
-class LoraComposer:
-    """LoRA / IA³ modules of one linear for training: Stack (chained deltas), BatchSplit, Average. Spec: TRAIN-COMP."""
+class _ModuleComposer:
+    """A leaf (its own module, or the identity where the layer has none) and Stack (children in order, gradients
+    back in reverse) for one layer's per-adapter modules; subclasses add their blocks in ``other``. Spec: TRAIN-COMP."""
 
     def __init__(self, layer, state):
         self.layer, self.state, self.ops = layer, state, layer.ops
@@ -319,6 +314,19 @@ class LoraComposer:
                     g = b(g)
                 return g
             return S, back
+        return self.other(block, S, lvl)
+
+
+class LoraState(NamedTuple):
+    x: np.ndarray
+    H: Optional[np.ndarray]
+    last: Optional[str] = None
+
+
+class LoraComposer(_ModuleComposer):
+    """LoRA / IA³ modules of one linear for training: Stack (chained deltas), BatchSplit, Average. Spec: TRAIN-COMP."""
+
+    def other(self, block, S, lvl):
         if isinstance(block, BatchSplit):
             return self._batch_split(block, S, lvl)
         if isinstance(block, Average):
@@ -457,29 +465,11 @@ class PrefixState(NamedTuple):
     mask: Optional[np.ndarray]
 
 
-class PrefixComposer:
+class PrefixComposer(_ModuleComposer):
     """Prefix tuning at one attention module for training: a name, Stack (each prefix prepended in turn),
     BatchSplit (rows per child, shorter key axes left-padded with masked keys, PREFIX-4). Spec: TRAIN-COMP."""
 
-    def __init__(self, layer, state):
-        self.layer, self.state, self.ops = layer, state, layer.ops
-
-    def compose(self, block, S, lvl=0):
-        if isinstance(block, str):
-            return self.single(block, S) if block in self.layer.modules else (S, _identity)
-        if isinstance(block, Stack):
-            backs = []
-            for child in block:
-                if isinstance(child, str) and child not in self.layer.modules:
-                    continue
-                S, b = self.compose(child, S, lvl + 1)
-                backs.append(b)
-
-            def back(g):
-                for b in reversed(backs):
-                    g = b(g)
-                return g
-            return S, back
+    def other(self, block, S, lvl):
         if isinstance(block, BatchSplit):
             return self._batch_split(block, S, lvl)
         why = "trainable (inference only)" if isinstance(block, (Parallel, MultiTask)) else "implemented"
